@@ -60,3 +60,24 @@ export interface LlamaWeights {
   /** null when tie_word_embeddings: logits = h embedTokens^T */
   lmHead: Linear | null;
 }
+
+/**
+ * Token rows as the forward pass takes them; every array is [B*T], row-major.
+ * `segments` says which example a token belongs to within its row (1, 2, ... when packed; 0 = padding):
+ * attention is causal and never crosses segments. `positions` is the RoPE position of each token within
+ * its own example, restarting at 0 for each packed example (padding: 0).
+ */
+export interface TokenBatch {
+  B: number;
+  T: number;
+  ids: Int32Array;
+  segments: Int32Array;
+  positions: Int32Array;
+}
+
+/** A training batch: labels are the token ids to predict at each position's next step, -100 = ignored. */
+export interface TrainBatch extends TokenBatch {
+  labels: Int32Array;
+}
+
+export const IGNORE_INDEX = -100;
