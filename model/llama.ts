@@ -1,0 +1,242 @@
+// The Llama decoder forward pass (and Mistral / Qwen2, which share it), following Hugging Face modeling_llama:
+// embed -> N x [x + attn(rmsNorm(x)); x + mlp(rmsNorm(x))] -> rmsNorm -> lm_head.
+// Every projection goes through Linear.apply, so float, quantized and LoRA layers plug in unchanged.
+import * as tf from '@tensorflow/tfjs';
+import { FtError } from '../util/errors.ts';
+import type { KVCache } from './generate.ts';
+import { IGNORE_INDEX, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch } from './types.ts';
+
+/** Added to attention scores a query may not see; finite so a fully masked row stays NaN-free. */
+const MASKED = -1e9;
+
+/** RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * weight, over the last axis. */
+export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
+  return tf.tidy(() => {
+    const variance = tf.mean(tf.square(x), -1, true);
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), weight);
+  }) as T;
+}
+
+/**
+ * RoPE inverse frequencies inv_freq[i] = theta^(-2i/d), i < d/2, with the Llama 3.1 adjustment when
+ * rope_scaling is llama3: long wavelengths are divided by `factor`, short ones kept, the band between blended.
+ */
+export function ropeInvFreq(config: LlamaConfig): Float64Array {
+  const d = config.headDim;
+  const invFreq = new Float64Array(d / 2);
+  for (let i = 0; i < d / 2; i++) invFreq[i] = Math.fround(1 / Math.pow(config.ropeTheta, (2 * i) / d));
+  const s = config.ropeScaling;
+  if (!s) return invFreq;
+  const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  for (let i = 0; i < d / 2; i++) {
+    const wavelen = (2 * Math.PI) / invFreq[i];
+    if (wavelen > lowFreqWavelen) {
+      invFreq[i] = invFreq[i] / s.factor;
+    } else if (wavelen >= highFreqWavelen) {
+      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      invFreq[i] = (1 - smooth) * (invFreq[i] / s.factor) + smooth * invFreq[i];
+    }
+    invFreq[i] = Math.fround(invFreq[i]);
+  }
+  return invFreq;
+}
+
+/** cos/sin of position * inv_freq for positions [0, length), each row [d] = the d/2 angles twice (HF layout). */
+interface RopeTable {
+  length: number;
+  cos: Float32Array; // [length, d]
+  sin: Float32Array; // [length, d]
+}
+
+const ropeTables = new WeakMap<LlamaConfig, RopeTable>();
+
+/** The cached RoPE table of `config`, grown (doubling) to cover `positions` up to `maxPosition`. */
+function ropeTable(config: LlamaConfig, maxPosition: number): RopeTable {
+  const cached = ropeTables.get(config);
+  if (cached && cached.length > maxPosition) return cached;
+  const d = config.headDim;
+  let length = Math.max(64, cached?.length ?? 0);
+  while (length <= maxPosition) length *= 2;
+  const invFreq = ropeInvFreq(config);
+  const cos = new Float32Array(length * d);
+  const sin = new Float32Array(length * d);
+  for (let p = 0; p < length; p++) {
+    for (let i = 0; i < d / 2; i++) {
+      const angle = Math.fround(p * invFreq[i]);
+      cos[p * d + i] = cos[p * d + i + d / 2] = Math.cos(angle);
+      sin[p * d + i] = sin[p * d + i + d / 2] = Math.sin(angle);
+    }
+  }
+  const table = { length, cos, sin };
+  ropeTables.set(config, table);
+  return table;
+}
+
+/** cos and sin for each token of the batch, shaped [B, 1, T, d] to broadcast over heads. */
+function ropeCosSin(config: LlamaConfig, batch: TokenBatch): [tf.Tensor4D, tf.Tensor4D] {
+  const d = config.headDim;
+  const n = batch.B * batch.T;
+  let maxPosition = 0;
+  for (const p of batch.positions) maxPosition = Math.max(maxPosition, p);
+  const table = ropeTable(config, maxPosition);
+  const cos = new Float32Array(n * d);
+  const sin = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) {
+    const p = batch.positions[i];
+    cos.set(table.cos.subarray(p * d, (p + 1) * d), i * d);
+    sin.set(table.sin.subarray(p * d, (p + 1) * d), i * d);
+  }
+  return [tf.tensor4d(cos, [batch.B, 1, batch.T, d]), tf.tensor4d(sin, [batch.B, 1, batch.T, d])];
+}
+
+/** rotate_half: [x1, x2] -> [-x2, x1] on the two halves of the last axis. */
+function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
+  const [x1, x2] = tf.split(x, 2, -1);
+  return tf.concat([tf.neg(x2), x1], -1) as tf.Tensor4D;
+}
+
+/** x * cos + rotate_half(x) * sin; x [B, heads, T, d]. */
+export function applyRope(x: tf.Tensor4D, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Tensor4D {
+  return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
+}
+
+/**
+ * Additive attention mask [B, 1, T, S] for T queries after `past` cached keys (S = past + T).
+ * Query t of row b (absolute index past + t) sees key s when s <= past + t and both carry the same
+ * non-zero segment. A padding query (segment 0) sees only itself, so its (ignored) output stays finite.
+ */
+export function attentionMask(querySegments: Int32Array, keySegments: Int32Array, B: number, T: number, S: number): tf.Tensor4D {
+  const past = S - T;
+  const mask = new Float32Array(B * T * S).fill(MASKED);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const q = past + t;
+      const seg = querySegments[b * T + t];
+      const row = (b * T + t) * S;
+      if (seg === 0) {
+        mask[row + q] = 0;
+        continue;
+      }
+      for (let s = 0; s <= q; s++) if (keySegments[b * S + s] === seg) mask[row + s] = 0;
+    }
+  }
+  return tf.tensor4d(mask, [B, 1, T, S]);
+}
+
+/** [B*T, heads*d] -> [B, heads, T, d] */
+function splitHeads(x: tf.Tensor2D, B: number, T: number, heads: number, d: number): tf.Tensor4D {
+  return tf.transpose(tf.reshape(x, [B, T, heads, d]), [0, 2, 1, 3]);
+}
+
+/**
+ * Grouped-query self-attention (Ainslie et al. 2023). Query head h reads key/value head floor(h / G),
+ * G = heads / kvHeads; instead of repeat_kv the G query heads of a group are stacked along the time
+ * axis, so one batched matMul per group covers them without copying K and V.
+ */
+function attention(
+  layer: LlamaLayer,
+  x: tf.Tensor2D, // [B*T, hidden]
+  config: LlamaConfig,
+  B: number,
+  T: number,
+  cos: tf.Tensor4D,
+  sin: tf.Tensor4D,
+  mask: tf.Tensor4D, // [B, 1, T, S]
+  cache: KVCache | undefined,
+  layerIndex: number,
+): tf.Tensor2D {
+  const { numAttentionHeads: H, numKeyValueHeads: KV, headDim: d } = config;
+  const G = H / KV;
+  const q = applyRope(splitHeads(layer.proj.q_proj.apply(x), B, T, H, d), cos, sin); // [B, H, T, d]
+  let k = applyRope(splitHeads(layer.proj.k_proj.apply(x), B, T, KV, d), cos, sin); // [B, KV, T, d]
+  let v = splitHeads(layer.proj.v_proj.apply(x), B, T, KV, d); // [B, KV, T, d]
+  if (cache) [k, v] = cache.append(layerIndex, k, v); // [B, KV, S, d]
+  const S = k.shape[2];
+  const qGrouped = tf.reshape(q, [B, KV, G * T, d]);
+  const scores = tf.mul(tf.matMul(qGrouped, k, false, true), 1 / Math.sqrt(d)); // [B, KV, G*T, S]
+  const probs = tf.softmax(tf.add(tf.reshape(scores, [B, H, T, S]), mask)); // [B, H, T, S]
+  const out = tf.matMul(tf.reshape(probs, [B, KV, G * T, S]), v); // [B, KV, G*T, d]
+  const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(out, [B, H, T, d]), [0, 2, 1, 3]), [B * T, H * d]);
+  return layer.proj.o_proj.apply(merged);
+}
+
+/** SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)). */
+function mlp(layer: LlamaLayer, x: tf.Tensor2D): tf.Tensor2D {
+  const gate = layer.proj.gate_proj.apply(x);
+  const silu = tf.mul(gate, tf.sigmoid(gate));
+  return layer.proj.down_proj.apply(tf.mul(silu, layer.proj.up_proj.apply(x)));
+}
+
+function checkBatch(w: LlamaWeights, batch: TokenBatch): void {
+  const n = batch.B * batch.T;
+  for (const key of ['ids', 'segments', 'positions'] as const) {
+    if (batch[key].length !== n) throw new FtError(`token batch: ${key} has ${batch[key].length} entries, expected B*T = ${n}`);
+  }
+  const V = w.config.vocabSize;
+  for (let i = 0; i < n; i++) {
+    const id = batch.ids[i];
+    if (id < 0 || id >= V) throw new FtError(`token batch: id ${id} at index ${i} is outside the vocabulary [0, ${V})`);
+    if (batch.positions[i] < 0) throw new FtError(`token batch: negative position ${batch.positions[i]} at index ${i}`);
+  }
+}
+
+export interface ForwardOptions {
+  /** 'last': logits only for the final position of each row ([B, 1, vocab]), as generation needs. */
+  logits?: 'all' | 'last';
+}
+
+/**
+ * Logits [B, T, vocab] for a batch of token rows. With a cache, the batch continues the cached rows:
+ * its keys/values are appended (the cache grows by T) and its queries also attend to the cached keys.
+ */
+export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opts: ForwardOptions = {}): tf.Tensor3D {
+  checkBatch(w, batch);
+  const { config } = w;
+  const { B, T } = batch;
+  return tf.tidy(() => {
+    const keySegments = cache ? cache.appendSegments(batch) : batch.segments; // [B, S]
+    const S = keySegments.length / B;
+    const mask = attentionMask(batch.segments, keySegments, B, T, S);
+    const [cos, sin] = ropeCosSin(config, batch);
+    let h = tf.gather(w.embedTokens, tf.tensor1d(batch.ids, 'int32')) as tf.Tensor2D; // [B*T, hidden]
+    w.layers.forEach((layer, i) => {
+      const a = attention(layer, rmsNorm(h, layer.inputLayernorm, config.rmsNormEps), config, B, T, cos, sin, mask, cache, i);
+      h = tf.add(h, a);
+      h = tf.add(h, mlp(layer, rmsNorm(h, layer.postAttentionLayernorm, config.rmsNormEps)));
+    });
+    let rows = T;
+    if (opts.logits === 'last') {
+      h = tf.reshape(tf.slice(tf.reshape(h, [B, T, -1]), [0, T - 1, 0], [B, 1, -1]), [B, -1]);
+      rows = 1;
+    }
+    h = rmsNorm(h, w.norm, config.rmsNormEps);
+    const logits = w.lmHead ? w.lmHead.apply(h) : tf.matMul(h, w.embedTokens, false, true); // [B*rows, vocab]
+    return tf.reshape(logits, [B, rows, config.vocabSize]);
+  });
+}
+
+/**
+ * Mean token cross-entropy of `logits` [B, T, vocab] against `labels` [B*T] (already shifted:
+ * labels[t] is the target of logits at t; IGNORE_INDEX skipped). `count` = tokens scored; with none the loss is 0.
+ */
+export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: tf.Scalar; count: number } {
+  const [B, T, V] = logits.shape;
+  if (labels.length !== B * T) throw new FtError(`labels: ${labels.length} entries, expected B*T = ${B * T}`);
+  // one-hot targets rather than a gather: gather's gradient (UnsortedSegmentSum) has no wasm kernel
+  const targets = new Int32Array(labels.length); // -1 = ignored: oneHot gives it an all-zero row
+  let count = 0;
+  labels.forEach((y, n) => {
+    if (y !== IGNORE_INDEX && (y < 0 || y >= V)) {
+      throw new FtError(`labels: label ${y} at index ${n} is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
+    }
+    targets[n] = y === IGNORE_INDEX ? -1 : y;
+    if (y !== IGNORE_INDEX) count++;
+  });
+  const loss = tf.tidy(() => {
+    const nll = tf.neg(tf.logSoftmax(tf.reshape(logits, [B * T, V]))); // [B*T, V]
+    const picked = tf.mul(nll, tf.oneHot(tf.tensor1d(targets, 'int32'), V));
+    return tf.div(tf.sum(picked), Math.max(count, 1)) as tf.Scalar;
+  });
+  return { loss, count };
+}
