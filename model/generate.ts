@@ -1,0 +1,173 @@
+// Autoregressive generation: a KV cache, one prefill pass over the (left-padded) prompts, then one-token
+// decode steps, sampling each next token in JS (temperature, top-k, top-p) with a seeded Rng.
+import * as tf from '@tensorflow/tfjs';
+import { FtError } from '../util/errors.ts';
+import { Rng } from '../util/rng.ts';
+import { forward } from './llama.ts';
+import type { LlamaWeights, TokenBatch } from './types.ts';
+
+/**
+ * Keys and values of every layer for B rows, [B, kvHeads, length, headDim] each, growing as tokens are
+ * appended; `segments` [B, length] remembers which example each cached token belongs to (0 = padding).
+ */
+export class KVCache {
+  length = 0;
+  private segments = new Int32Array(0);
+  private readonly keys: (tf.Tensor4D | null)[];
+  private readonly values: (tf.Tensor4D | null)[];
+
+  constructor(
+    readonly B: number,
+    numLayers: number,
+  ) {
+    this.keys = new Array(numLayers).fill(null);
+    this.values = new Array(numLayers).fill(null);
+  }
+
+  /** Extends the cached segments by the batch's T tokens per row; returns the segments of all keys, [B, length]. */
+  appendSegments(batch: TokenBatch): Int32Array {
+    if (batch.B !== this.B) throw new FtError(`KV cache holds ${this.B} rows, the batch has ${batch.B}`);
+    const { B, T } = batch;
+    const past = this.length;
+    const S = past + T;
+    const next = new Int32Array(B * S);
+    for (let b = 0; b < B; b++) {
+      next.set(this.segments.subarray(b * past, (b + 1) * past), b * S);
+      next.set(batch.segments.subarray(b * T, (b + 1) * T), b * S + past);
+    }
+    this.segments = next;
+    this.length = S;
+    return next;
+  }
+
+  /** Appends one layer's new k, v [B, kvHeads, T, d] and returns the whole cached k, v [B, kvHeads, S, d]. */
+  append(layer: number, k: tf.Tensor4D, v: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D] {
+    const grow = (store: (tf.Tensor4D | null)[], x: tf.Tensor4D): tf.Tensor4D => {
+      const old = store[layer];
+      const all = tf.keep(old ? tf.concat([old, x], 2) : x);
+      old?.dispose();
+      store[layer] = all;
+      return all;
+    };
+    return [grow(this.keys, k), grow(this.values, v)];
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t?.dispose();
+    this.keys.fill(null);
+    this.values.fill(null);
+    this.segments = new Int32Array(0);
+    this.length = 0;
+  }
+}
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax) */
+  temperature: number;
+  /** keep the k most likely tokens; 0 = all */
+  topK: number;
+  /** keep the smallest set of most likely tokens whose probability reaches p; 1 = all */
+  topP: number;
+}
+
+/** Index of the largest logit (the first one on ties). */
+function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/** Draws the next token from one row of logits: temperature, then top-k, then top-p (nucleus), as HF's warpers. */
+export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rng): number {
+  if (opts.temperature <= 0) return argmax(logits);
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
+  const candidates = opts.topK > 0 ? order.slice(0, opts.topK) : order;
+  const top = logits[candidates[0]];
+  const weights = candidates.map((i) => Math.exp((logits[i] - top) / opts.temperature));
+  const total = weights.reduce((a, b) => a + b, 0);
+  // nucleus: keep a token while the probability of the tokens ranked above it is still below top_p
+  let kept = 0;
+  let mass = 0;
+  while (kept < candidates.length && (kept === 0 || mass < opts.topP * total)) mass += weights[kept++];
+  let u = rng.next() * mass;
+  for (let i = 0; i < kept; i++) {
+    u -= weights[i];
+    if (u < 0) return candidates[i];
+  }
+  return candidates[kept - 1];
+}
+
+export interface GenerateOptions extends Partial<SamplingOptions> {
+  maxNewTokens: number;
+  seed?: number;
+  /** a row stops when it samples one of these (the eos token itself is not returned) */
+  eosIds?: number[];
+  /** called as each row's token is chosen, in row order within a step */
+  onToken?(row: number, id: number): void;
+}
+
+/** Prompts left-padded to one width: pads get segment 0; positions count from each row's first real token. */
+export function leftPaddedBatch(prompts: number[][]): TokenBatch {
+  const B = prompts.length;
+  const T = Math.max(...prompts.map((p) => p.length));
+  const ids = new Int32Array(B * T);
+  const segments = new Int32Array(B * T);
+  const positions = new Int32Array(B * T);
+  prompts.forEach((p, b) => {
+    const pad = T - p.length;
+    p.forEach((id, i) => {
+      ids[b * T + pad + i] = id;
+      segments[b * T + pad + i] = 1;
+      positions[b * T + pad + i] = i;
+    });
+  });
+  return { B, T, ids, segments, positions };
+}
+
+/**
+ * Continues each prompt by up to maxNewTokens tokens; returns only the new tokens of each row.
+ * Rows are batched (left padding) and share one KV cache; each row samples with its own Rng derived from `seed`.
+ */
+export async function generate(w: LlamaWeights, prompts: number[][], opts: GenerateOptions): Promise<number[][]> {
+  if (prompts.length === 0) return [];
+  prompts.forEach((p, b) => {
+    if (p.length === 0) throw new FtError(`generate: prompt ${b} is empty; it needs at least one token (e.g. BOS)`);
+  });
+  const sampling: SamplingOptions = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  const eos = new Set(opts.eosIds ?? []);
+  const B = prompts.length;
+  const V = w.config.vocabSize;
+  const seedRng = new Rng(opts.seed ?? 0);
+  const rngs = prompts.map(() => seedRng.fork());
+  const out: number[][] = prompts.map(() => []);
+  const done = new Array<boolean>(B).fill(false);
+  const cache = new KVCache(B, w.layers.length);
+  try {
+    let batch = leftPaddedBatch(prompts);
+    for (let step = 0; step < opts.maxNewTokens; step++) {
+      const logits = forward(w, batch, cache, { logits: 'last' }); // [B, 1, V]
+      const rows = (await logits.data()) as Float32Array;
+      logits.dispose();
+      const next: TokenBatch = { B, T: 1, ids: new Int32Array(B), segments: new Int32Array(B), positions: new Int32Array(B) };
+      for (let b = 0; b < B; b++) {
+        if (done[b]) continue;
+        const id = sampleToken(rows.subarray(b * V, (b + 1) * V), sampling, rngs[b]);
+        if (eos.has(id)) {
+          done[b] = true;
+          continue;
+        }
+        out[b].push(id);
+        opts.onToken?.(b, id);
+        // a finished row keeps a padding slot (segment 0) so the batch stays rectangular
+        next.ids[b] = id;
+        next.segments[b] = 1;
+        next.positions[b] = prompts[b].length + out[b].length - 1;
+      }
+      if (done.every(Boolean)) break;
+      batch = next;
+    }
+  } finally {
+    cache.dispose();
+  }
+  return out;
+}
