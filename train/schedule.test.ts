@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { learningRate, lrMultiplier, warmupSteps } from './schedule.ts';
+import { learningRate, lrMultiplier, totalTrainingSteps, warmupSteps } from './schedule.ts';
 
 // Expected values worked out from transformers' lr_lambda formulas by hand (warmup 10, total 100).
 describe('LR schedules match transformers', () => {
@@ -40,5 +40,12 @@ describe('LR schedules match transformers', () => {
     expect(warmupSteps(100, 7, undefined)).toBe(7);
     expect(warmupSteps(105, undefined, 0.1)).toBe(11);
     expect(warmupSteps(100, undefined, undefined)).toBe(0);
+  });
+
+  it('total steps: max_steps wins, else epochs * floor(micro-batches / accumulation)', () => {
+    expect(totalTrainingSteps({ maxSteps: 50, numEpochs: 3, microBatchesPerEpoch: 100, gradAccum: 4 })).toBe(50);
+    expect(totalTrainingSteps({ numEpochs: 3, microBatchesPerEpoch: 103, gradAccum: 4 })).toBe(75);
+    expect(totalTrainingSteps({ numEpochs: 1.5, microBatchesPerEpoch: 10, gradAccum: 4 })).toBe(3);
+    expect(totalTrainingSteps({ numEpochs: 2, microBatchesPerEpoch: 2, gradAccum: 4 })).toBe(2);
   });
 });
