@@ -1,0 +1,183 @@
+// A model folder's tokenizer: tokenizer.json run by @huggingface/tokenizers, special tokens and flags from
+// tokenizer_config.json (falling back to config.json ids), and an incremental decoder for streaming generation.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { FtError } from '../util/errors.ts';
+
+export interface Tokenizer {
+  /** Token ids of `text`; with addSpecialTokens (default true) BOS/EOS are added as the tokenizer is configured to. */
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
+  bosId: number | null;
+  eosId: number;
+  /** The pad token, or EOS when the tokenizer has none (the usual Llama fine-tuning choice). */
+  padId: number;
+  /** Ids run from 0 to vocabSize - 1, added tokens included. */
+  vocabSize: number;
+  chatTemplate: string | null;
+  addBos: boolean;
+  addEos: boolean;
+  tokenToId(tok: string): number | null;
+}
+
+type Json = Record<string, unknown>;
+
+async function readJson(file: string, required: boolean): Promise<Json | null> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    if (!required && (e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new FtError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const json = JSON.parse(text);
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('expected a JSON object');
+    return json;
+  } catch (e) {
+    throw new FtError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** tokenizer_config.json names a special token as a string or as an AddedToken object {content, ...}. */
+function tokenContent(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string') return (v as Json).content as string;
+  return null;
+}
+
+/** chat_template is a string, or a list of {name, template} of which 'default' is the one generation uses. */
+function chatTemplateOf(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) {
+    const t = v.find((x) => x?.name === 'default') ?? v[0];
+    return typeof t?.template === 'string' ? t.template : null;
+  }
+  return null;
+}
+
+function firstId(v: unknown): number | null {
+  const id = Array.isArray(v) ? v[0] : v;
+  return Number.isInteger(id) ? (id as number) : null;
+}
+
+/**
+ * A Tokenizer from parsed files. `modelConfig` (config.json) supplies bos/eos ids the tokenizer config lacks.
+ * `source` names the folder in errors.
+ */
+export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | null, modelConfig: Json | null, source: string): Tokenizer {
+  const tc = tokenizerConfig ?? {};
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(tokenizerJson, tc);
+  } catch (e) {
+    throw new FtError(`${source}: tokenizer.json cannot be used (${(e as Error).message})`);
+  }
+  let vocabSize = 0;
+  for (const id of hf.get_vocab(true).values()) vocabSize = Math.max(vocabSize, id + 1);
+  const idOf = (field: string): number | null => {
+    const content = tokenContent(tc[field]);
+    if (content === null) return null;
+    const id = hf.token_to_id(content);
+    if (id === undefined) throw new FtError(`${source}: tokenizer_config.json ${field} '${content}' is not in the vocabulary`);
+    return id;
+  };
+  const bosId = idOf('bos_token') ?? firstId(modelConfig?.bos_token_id);
+  const eosId = idOf('eos_token') ?? firstId(modelConfig?.eos_token_id);
+  if (eosId === null) throw new FtError(`${source}: no EOS token (expected eos_token in tokenizer_config.json or eos_token_id in config.json)`);
+  const padId = idOf('pad_token') ?? firstId(modelConfig?.pad_token_id) ?? eosId;
+  const cleanUp = tc.clean_up_tokenization_spaces === true;
+
+  // Explicit add_bos_token / add_eos_token (Llama 2, Mistral) decide; otherwise the post-processor in tokenizer.json does (Llama 3).
+  const explicit = typeof tc.add_bos_token === 'boolean' || typeof tc.add_eos_token === 'boolean';
+  let addBos: boolean;
+  let addEos: boolean;
+  if (explicit) {
+    addBos = tc.add_bos_token === true && bosId !== null;
+    addEos = tc.add_eos_token === true;
+  } else {
+    const probe = hf.encode('a', { add_special_tokens: true }).ids;
+    addBos = bosId !== null && probe[0] === bosId;
+    addEos = probe.at(-1) === eosId;
+  }
+
+  return {
+    bosId,
+    eosId,
+    padId,
+    vocabSize,
+    chatTemplate: chatTemplateOf(tc.chat_template),
+    addBos,
+    addEos,
+    encode(text, opts = {}) {
+      const special = opts.addSpecialTokens ?? true;
+      if (!explicit) return hf.encode(text, { add_special_tokens: special }).ids;
+      const ids = hf.encode(text, { add_special_tokens: false }).ids;
+      if (special && addBos) ids.unshift(bosId!);
+      if (special && addEos) ids.push(eosId);
+      return ids;
+    },
+    decode(ids, opts = {}) {
+      if (ids.length === 0) return '';
+      for (const id of ids) {
+        if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new FtError(`token id ${id} is outside the vocabulary [0, ${vocabSize})`);
+      }
+      return hf.decode(ids, { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp });
+    },
+    tokenToId(tok) {
+      return hf.token_to_id(tok) ?? null;
+    },
+  };
+}
+
+/** Loads `dir/tokenizer.json` with `tokenizer_config.json` (and config.json ids and chat_template.jinja when present). */
+export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  const tokenizerJson = await readJson(path.join(dir, 'tokenizer.json'), true);
+  const tokenizerConfig = await readJson(path.join(dir, 'tokenizer_config.json'), false);
+  const modelConfig = await readJson(path.join(dir, 'config.json'), false);
+  const tok = tokenizerFromJson(tokenizerJson!, tokenizerConfig, modelConfig, dir);
+  if (tok.chatTemplate === null) {
+    // newer transformers save the template as its own file
+    tok.chatTemplate = await fsp.readFile(path.join(dir, 'chat_template.jinja'), 'utf8').catch(() => null);
+  }
+  return tok;
+}
+
+/**
+ * Incremental decoding for streaming generation: `push(id)` returns the text the new token completes ('' while
+ * a multi-byte UTF-8 character is still split across byte-level tokens). Decodes a short window of recent ids
+ * with one token of left context, as the Rust tokenizers' DecodeStream does, so cost stays constant per token.
+ */
+export class DecodeStream {
+  private ids: number[] = [];
+  private prefix = '';
+  private prefixIndex = 0;
+
+  constructor(
+    private readonly tok: Pick<Tokenizer, 'decode'>,
+    private readonly opts: { skipSpecialTokens?: boolean } = {},
+  ) {}
+
+  push(id: number): string {
+    this.ids.push(id);
+    const text = this.tok.decode(this.ids, this.opts);
+    if (text.length <= this.prefix.length || text.endsWith('\uFFFD')) return '';
+    const fresh = text.slice(this.prefix.length);
+    const newPrefixIndex = this.ids.length - this.prefixIndex;
+    this.ids = this.ids.slice(this.prefixIndex);
+    this.prefix = this.tok.decode(this.ids, this.opts);
+    this.prefixIndex = newPrefixIndex;
+    return fresh;
+  }
+
+  /** Whatever is still pending at the end (an incomplete character decodes as U+FFFD). */
+  flush(): string {
+    const text = this.tok.decode(this.ids, this.opts);
+    const rest = text.length > this.prefix.length ? text.slice(this.prefix.length) : '';
+    this.ids = [];
+    this.prefix = '';
+    this.prefixIndex = 0;
+    return rest;
+  }
+}
