@@ -1,0 +1,60 @@
+// Turns what @huggingface/hub throws (HubApiError with a status, fetch's TypeError with a socket cause,
+// its own TypeErrors on bad input) into one-line FtErrors that say what to do.
+import { HubApiError } from '@huggingface/hub';
+import { FtError } from '../util/errors.ts';
+
+export interface HubErrorContext {
+  endpoint: string;
+  /** `namespace/name` */
+  repo: string;
+  /** Where the token came from (HF_TOKEN or the token file path). */
+  tokenSource: string;
+  /** Who the token belongs to, once known. */
+  user?: string;
+}
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+
+/** The server's own message without the client's ". URL: ..." trailer, on one line. */
+function serverMessage(e: HubApiError): string {
+  const fromBody = typeof e.data?.error === 'string' ? e.data.error : typeof e.data?.message === 'string' ? e.data.message : undefined;
+  return (fromBody ?? e.message.replace(/\. URL: .*$/s, '')).replace(/\s+/g, ' ').trim();
+}
+
+/** The socket error code behind a failed fetch, if any (undici nests it in `cause`, sometimes twice). */
+function networkCode(e: unknown): string | undefined {
+  for (let c: unknown = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
+  }
+  return undefined;
+}
+
+export function toFtError(e: unknown, ctx: HubErrorContext): Error {
+  if (e instanceof FtError) return e;
+  const code = networkCode(e);
+  if (code) {
+    const what = code === 'ECONNREFUSED' ? 'connection refused' : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'host not found' : code;
+    return new FtError(`cannot reach the Hub at ${ctx.endpoint} (${what}); check the network or HF_ENDPOINT`);
+  }
+  if (e instanceof HubApiError) {
+    const msg = serverMessage(e);
+    const who = ctx.user ? `user ${ctx.user}` : 'the token';
+    switch (e.statusCode) {
+      case 401:
+        return new FtError(`the Hub at ${ctx.endpoint} rejected the token from ${ctx.tokenSource} (401: ${msg}); log in again or set HF_TOKEN`);
+      case 403:
+        return new FtError(`${ctx.repo}: ${who} has no write access on ${ctx.endpoint} (403: ${msg}); the name may belong to someone else, or the token is read-only`);
+      case 404:
+        return new FtError(`${ctx.repo}: not found on ${ctx.endpoint} (404: ${msg})`);
+      case 409:
+        return new FtError(`${ctx.repo}: conflict on ${ctx.endpoint} (409: ${msg})`);
+      default:
+        return new FtError(`${ctx.repo}: the Hub at ${ctx.endpoint} answered ${e.statusCode} (${msg})`);
+    }
+  }
+  if (e instanceof TypeError && /access token must start with 'hf_'/.test(e.message)) {
+    return new FtError(`the token from ${ctx.tokenSource} is not a Hugging Face access token (expected it to start with "hf_")`);
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}

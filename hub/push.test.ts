@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { downloadFile, listFiles } from '@huggingface/hub';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LFS_SIZE_THRESHOLD, startHubServer, type HubServer } from '../test/hub-server.ts';
+import { FtError } from '../util/errors.ts';
+import { Rng } from '../util/rng.ts';
+import { pushToHub } from './push.ts';
+
+const ALICE = 'hf_alice_0123456789';
+const BOB = 'hf_bob_0123456789';
+
+let hub: HubServer;
+let tmp: string;
+let folder: string;
+
+/** path -> sha256 + size + mtime of every file, to prove a push leaves the folder untouched. */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const ent of await fsp.readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!ent.isFile()) continue;
+    const abs = path.join(ent.parentPath ?? (ent as unknown as { path: string }).path, ent.name);
+    const st = await fsp.stat(abs);
+    out[path.relative(dir, abs)] = `${createHash('sha256').update(await fsp.readFile(abs)).digest('hex')} ${st.size} ${st.mtimeMs}`;
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  hub = await startHubServer([
+    { name: 'alice', token: ALICE },
+    { name: 'bob', token: BOB },
+  ]);
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-push-'));
+  folder = path.join(tmp, 'adapter');
+  await fsp.mkdir(path.join(folder, 'logs'), { recursive: true });
+  await fsp.writeFile(path.join(folder, 'README.md'), '---\nlibrary_name: peft\n---\n# tiny adapter\n');
+  await fsp.writeFile(path.join(folder, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8 }));
+  await fsp.writeFile(path.join(folder, 'logs', 'train.jsonl'), '{"step":1,"loss":2.5}\n');
+  // above the Hub's 10 MB threshold, so the client must go through the LFS batch + PUT path
+  const big = new Uint32Array(Math.ceil((LFS_SIZE_THRESHOLD + 512 * 1024) / 4));
+  const rng = new Rng(1);
+  for (let i = 0; i < big.length; i++) big[i] = rng.nextU32();
+  await fsp.writeFile(path.join(folder, 'adapter_model.safetensors'), new Uint8Array(big.buffer));
+});
+
+afterAll(async () => {
+  await hub?.close();
+  if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+describe('pushToHub against a local Hub server', () => {
+  it('creates the repo, uploads small files inline and the >10 MB file through LFS, and every file downloads back byte-identical', async () => {
+    const before = await snapshot(folder);
+    const res = await pushToHub({ dir: folder, repo: 'alice/tiny-lora', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url }, commitMessage: 'first push' });
+    expect(res.created).toBe(true);
+    expect(res.files.map((f) => f.path)).toEqual(['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'logs/train.jsonl']);
+    expect(res.commitOid).toMatch(/^[0-9a-f]{40}$/);
+
+    const stored = hub.repos.get('alice/tiny-lora')!;
+    expect(stored.commits.map((c) => c.summary)).toEqual(['first push']);
+    const main = stored.branches.get('main')!;
+    expect(main.get('adapter_model.safetensors')!.lfsOid).toMatch(/^[0-9a-f]{64}$/);
+    expect(main.get('README.md')!.lfsOid).toBeUndefined();
+    expect(hub.requests.filter((r) => r.startsWith('PUT /lfs-storage/'))).toHaveLength(1);
+
+    const listed = [];
+    for await (const f of listFiles({ repo: 'alice/tiny-lora', recursive: true, hubUrl: hub.url, accessToken: ALICE })) listed.push(f);
+    const listedFiles = listed.filter((f) => f.type === 'file');
+    expect(listedFiles.map((f) => f.path).sort()).toEqual(res.files.map((f) => f.path));
+    expect(listedFiles.find((f) => f.path === 'adapter_model.safetensors')!.lfs?.size).toBe(res.files[2].size);
+    for (const f of listedFiles) {
+      const blob = await downloadFile({ repo: 'alice/tiny-lora', path: f.path, hubUrl: hub.url, accessToken: ALICE });
+      const got = Buffer.from(await blob!.arrayBuffer());
+      expect(got.equals(await fsp.readFile(path.join(folder, f.path))), f.path).toBe(true);
+    }
+    expect(await snapshot(folder)).toEqual(before);
+  });
+
+  it('pushes again to the existing repo (409 on create is tolerated) and onto a new branch', async () => {
+    const res = await pushToHub({ dir: folder, repo: 'alice/tiny-lora', revision: 'dev', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } });
+    expect(res.created).toBe(false);
+    expect(res.revision).toBe('dev');
+    const stored = hub.repos.get('alice/tiny-lora')!;
+    expect([...stored.branches.get('dev')!.keys()].sort()).toEqual(res.files.map((f) => f.path));
+    // the LFS object was already on the server: no second upload
+    expect(hub.requests.filter((r) => r.startsWith('PUT /lfs-storage/'))).toHaveLength(1);
+  });
+
+  it('reads the token from the token file at HF_TOKEN_PATH', async () => {
+    const tokenFile = path.join(tmp, 'token');
+    await fsp.writeFile(tokenFile, `${BOB}\n`);
+    const res = await pushToHub({ dir: folder, repo: 'bob/from-file', env: { HF_TOKEN_PATH: tokenFile, HF_ENDPOINT: hub.url } });
+    expect(res.created).toBe(true);
+    expect(hub.repos.get('bob/from-file')!.owner).toBe('bob');
+  });
+
+  const failures: [string, () => Promise<Record<string, string | undefined>>, string, RegExp][] = [
+    ['no token anywhere', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN_PATH: path.join(tmp, 'missing-token') }), 'alice/x', /no Hugging Face token: set HF_TOKEN/],
+    ['a token the Hub rejects (401)', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_not_a_real_token' }), 'alice/x', /rejected the token from HF_TOKEN \(401/],
+    ['a repo in another user\'s namespace (403)', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: ALICE }), 'bob/from-file', /bob\/from-file: user alice has no write access on http:\/\/127\.0\.0\.1:\d+ \(403/],
+    [
+      'a Hub that is not running (connection refused)',
+      async () => {
+        const dead = await startHubServer([]);
+        await dead.close();
+        return { HF_ENDPOINT: dead.url, HF_TOKEN: ALICE };
+      },
+      'alice/x',
+      /cannot reach the Hub at http:\/\/127\.0\.0\.1:\d+ \(connection refused\)/,
+    ],
+    ['a token that is not an hf_ token', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: 'abc' }), 'alice/x', /token from HF_TOKEN is not a Hugging Face access token/],
+  ];
+  for (const [what, makeEnv, repo, message] of failures) {
+    it(`fails with one clear line and leaves the folder untouched on ${what}`, async () => {
+      const before = await snapshot(folder);
+      const err = await pushToHub({ dir: folder, repo, env: await makeEnv() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FtError);
+      expect((err as Error).message).toMatch(message);
+      expect((err as Error).message).not.toContain('\n');
+      expect(await snapshot(folder)).toEqual(before);
+    });
+  }
+
+  it('rejects a malformed repo id before any request', async () => {
+    const n = hub.requests.length;
+    await expect(pushToHub({ dir: folder, repo: 'just-a-name', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } })).rejects.toThrow(/expected "namespace\/name"/);
+    expect(hub.requests.length).toBe(n);
+  });
+});
