@@ -216,10 +216,11 @@ export class Adapter {
  * Wraps the targeted projections of `w` in place with fresh LoRA layers, initialized as PEFT's
  * `reset_lora_parameters` does: A ~ kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0,
  * so the model's output is unchanged until B trains. Same seed, same A and the same dropout masks.
+ * `source` names where `cfg` came from in error messages.
  */
-export function attachLora(w: LlamaWeights, cfg: LoraConfig, seed: number): Adapter {
+export function attachLora(w: LlamaWeights, cfg: LoraConfig, seed: number, source = 'LoRA config'): Adapter {
   const numLayers = w.layers.length;
-  validateLoraConfig(cfg, numLayers);
+  validateLoraConfig(cfg, numLayers, source);
   for (const [i, layer] of w.layers.entries()) {
     for (const p of LINEAR_NAMES) {
       if (layer.proj[p] instanceof LoraLinear) throw new FtError(`${hfModuleName(i, p)} already has a LoRA adapter attached`);

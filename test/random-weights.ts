@@ -1,7 +1,12 @@
-// Test helper: a small Llama with seeded random weights, built in memory (no files), for adapter tests.
+// Test helpers: a small Llama with seeded random weights, in memory or as a model folder, for adapter and export tests.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { configJson } from '../model/config.ts';
+import { randomTensors } from '../model/init.ts';
+import { writeSafetensors } from '../model/safetensors.ts';
 import { denseLinear, type LinearFactory } from '../model/linear.ts';
-import { hfModuleName, LINEAR_NAMES, type LinearName, type LlamaConfig, type LlamaWeights } from '../model/types.ts';
+import { hfModuleName, LINEAR_NAMES, type LinearName, type LlamaConfig, type LlamaWeights, type TokenBatch } from '../model/types.ts';
 import { Rng } from '../util/rng.ts';
 
 export interface TinyShape {
@@ -100,4 +105,25 @@ export function randomWeights(c: LlamaConfig = tinyConfig(), seed = 1, factory: 
     norm: tf.tensor1d(randomArray(rng, h, 0.1, 1)),
     lmHead: c.tieWordEmbeddings ? null : factory('lm_head.weight', randomArray(rng, c.vocabSize * h, 0.2), c.vocabSize, h, null),
   };
+}
+
+/** One unpacked row per sequence (all the same length), as forward() takes it. */
+export function tokenBatch(rows: number[][]): TokenBatch {
+  const B = rows.length;
+  const T = rows[0].length;
+  return {
+    B,
+    T,
+    ids: Int32Array.from(rows.flat()),
+    segments: new Int32Array(B * T).fill(1),
+    positions: Int32Array.from(rows.flatMap((r) => r.map((_, t) => t))),
+  };
+}
+
+/** Writes a random model folder (config.json + model.safetensors, std `std` weights) the way init-model lays one out. */
+export async function writeRandomModel(dir: string, c: LlamaConfig = tinyConfig(), seed = 1, std = 0.2): Promise<void> {
+  const { raw, ...rest } = c;
+  await fsp.mkdir(dir, { recursive: true });
+  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(configJson(rest, { torch_dtype: 'float32' }), null, 2));
+  await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(c, seed, std));
 }
