@@ -1,5 +1,7 @@
 // Every `ft` subcommand, one module each.
 import type { CommandModule } from 'yargs';
+import { generateCommand } from './generate.ts';
+import { initModelCommand } from './init-model.ts';
 import { pushCommand } from './push.ts';
 
-export const commands: CommandModule<any, any>[] = [pushCommand];
+export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand];

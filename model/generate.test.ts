@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { disposeLlama, randomLlama, rowsBatch, tinyConfig } from '../test/random-llama.ts';
+import { randomLlama, rowsBatch, tinyConfig } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
 import { KVCache, generate, leftPaddedBatch, sampleToken } from './generate.ts';
-import { forward } from './llama.ts';
+import { disposeLlama, forward } from './llama.ts';
 
 const w = randomLlama(tinyConfig({ numHiddenLayers: 2 }), 11);
 afterAll(() => disposeLlama(w));

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { disposeLlama, randn, randomLlama, rowsBatch, tinyConfig } from '../test/random-llama.ts';
+import { randn, randomLlama, rowsBatch, tinyConfig } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
 import { DenseLinear, type Linear } from './linear.ts';
-import { causalLmLoss, forward, rmsNorm, ropeInvFreq } from './llama.ts';
+import { causalLmLoss, disposeLlama, forward, rmsNorm, ropeInvFreq } from './llama.ts';
 import type { LlamaWeights, TokenBatch } from './types.ts';
 
 const w = randomLlama(tinyConfig(), 1);

@@ -216,6 +216,18 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
   });
 }
 
+/** Frees every tensor of the model (projections included). */
+export function disposeLlama(w: LlamaWeights): void {
+  w.embedTokens.dispose();
+  w.norm.dispose();
+  w.lmHead?.dispose();
+  for (const layer of w.layers) {
+    layer.inputLayernorm.dispose();
+    layer.postAttentionLayernorm.dispose();
+    for (const p of Object.values(layer.proj)) p.dispose();
+  }
+}
+
 /**
  * Mean token cross-entropy of `logits` [B, T, vocab] against `labels` [B*T] (already shifted:
  * labels[t] is the target of logits at t; IGNORE_INDEX skipped). `count` = tokens scored; with none the loss is 0.

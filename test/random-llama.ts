@@ -67,17 +67,6 @@ export function randomLlama(config: LlamaConfig, seed = 0): LlamaWeights {
   };
 }
 
-export function disposeLlama(w: LlamaWeights): void {
-  w.embedTokens.dispose();
-  w.norm.dispose();
-  w.lmHead?.dispose();
-  for (const layer of w.layers) {
-    layer.inputLayernorm.dispose();
-    layer.postAttentionLayernorm.dispose();
-    for (const p of Object.values(layer.proj)) p.dispose();
-  }
-}
-
 /** One row per sequence, no padding: segment 1, positions 0..n-1 (all rows the same length). */
 export function rowsBatch(rows: number[][]) {
   const B = rows.length;

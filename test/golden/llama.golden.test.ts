@@ -5,9 +5,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { generate } from '../../model/generate.ts';
-import { causalLmLoss, forward } from '../../model/llama.ts';
+import { causalLmLoss, disposeLlama, forward } from '../../model/llama.ts';
 import { loadLlama } from '../../model/load.ts';
-import { disposeLlama } from '../random-llama.ts';
 
 const FIXTURES = path.join(import.meta.dirname, '..', 'fixtures', 'golden');
 
