@@ -1,0 +1,32 @@
+// ft init-model: writes a deterministic random Llama (weights, config, trained BPE tokenizer) in Hugging Face layout.
+import type { CommandModule } from 'yargs';
+import { PRESETS, initModel, parameterCount, type PresetName } from '../model/init.ts';
+import { setQuiet } from '../util/progress.ts';
+import type { GlobalArgs } from './common.ts';
+
+interface Args extends GlobalArgs {
+  out: string;
+  preset: PresetName;
+  seed: number;
+  'vocab-size'?: number;
+}
+
+export const initModelCommand: CommandModule<GlobalArgs, Args> = {
+  command: 'init-model',
+  describe: 'write a random Llama model folder (config.json, model.safetensors, tokenizer) for tests and examples',
+  builder: (y) =>
+    y
+      .option('out', { type: 'string', demandOption: true, describe: 'output folder (replaced atomically)' })
+      .option('preset', { choices: Object.keys(PRESETS) as PresetName[], default: 'tiny' as PresetName, describe: 'model size' })
+      .option('seed', { type: 'number', default: 0, describe: 'seed of the random weights' })
+      .option('vocab-size', { type: 'number', describe: 'vocabulary size incl. special tokens (default: the preset\'s)' }),
+  handler: async (argv) => {
+    setQuiet(argv.quiet);
+    const config = await initModel(argv.out, { preset: argv.preset, seed: argv.seed, vocabSize: argv['vocab-size'] });
+    const params = parameterCount(config);
+    process.stdout.write(
+      `wrote ${argv.out}: ${config.architecture}, ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ` +
+        `${config.numAttentionHeads} heads / ${config.numKeyValueHeads} kv, vocab ${config.vocabSize}, ${(params / 1e6).toFixed(2)}M parameters\n`,
+    );
+  },
+};

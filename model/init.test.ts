@@ -1,0 +1,95 @@
+import { execFile } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FtError } from '../util/errors.ts';
+import { readConfig } from './config.ts';
+import { ALPACA_SEED, alpacaSeedTexts, initModel, parameterCount } from './init.ts';
+import { loadLlama } from './load.ts';
+import { SafetensorsFile } from './safetensors.ts';
+import { loadTokenizer } from './tokenizer.ts';
+
+const FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-init-'));
+  await initModel(path.join(tmp, 'a'), { seed: 0 });
+});
+afterAll(async () => {
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+describe('initModel (tiny preset)', () => {
+  it('writes a Hugging Face model folder with the tiny shape', async () => {
+    expect((await fsp.readdir(path.join(tmp, 'a'))).sort()).toEqual(FILES);
+    const c = await readConfig(path.join(tmp, 'a'));
+    expect(c).toMatchObject({ architecture: 'LlamaForCausalLM', hiddenSize: 64, numHiddenLayers: 4, numAttentionHeads: 4, numKeyValueHeads: 2, intermediateSize: 176, vocabSize: 1024, maxPositionEmbeddings: 1024, tieWordEmbeddings: false, ropeTheta: 10000, rmsNormEps: 1e-5, bosTokenId: 1, eosTokenIds: [2] });
+    expect(c.raw).toMatchObject({ model_type: 'llama', torch_dtype: 'float32' });
+    expect(parameterCount(c)).toBe(2 * 1024 * 64 + 4 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 176) + 64);
+  });
+
+  it('is byte-identical for the same seed and differs in the weights only for another seed', async () => {
+    await initModel(path.join(tmp, 'b'), { seed: 0 });
+    await initModel(path.join(tmp, 'c'), { seed: 1 });
+    for (const f of FILES) {
+      const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((d) => fsp.readFile(path.join(tmp, d, f))));
+      expect(Buffer.compare(a, b), f).toBe(0);
+      expect(Buffer.compare(a, c) === 0, f).toBe(f !== 'model.safetensors');
+    }
+  });
+
+  it('initializes projections normal(0, 0.02) and norms to one', async () => {
+    const f = await SafetensorsFile.open(path.join(tmp, 'a', 'model.safetensors'));
+    const w = (await f.read('model.layers.2.mlp.down_proj.weight')).data;
+    const mean = w.reduce((a, b) => a + b, 0) / w.length;
+    const std = Math.sqrt(w.reduce((a, b) => a + (b - mean) ** 2, 0) / w.length);
+    expect(Math.abs(mean)).toBeLessThan(0.001);
+    expect(std).toBeGreaterThan(0.019);
+    expect(std).toBeLessThan(0.021);
+    expect(Array.from((await f.read('model.norm.weight')).data)).toEqual(new Array(64).fill(1));
+    expect(f.info('lm_head.weight').dtype).toBe('F32');
+    await f.close();
+  });
+
+  it('loads as a model and a tokenizer whose 1024 ids cover byte-level merges learned from the Alpaca seed tasks', async () => {
+    const m = await loadLlama(path.join(tmp, 'a'));
+    expect(m.layers.length).toBe(4);
+    expect(m.lmHead?.outFeatures).toBe(1024);
+    const tok = await loadTokenizer(path.join(tmp, 'a'));
+    expect([tok.vocabSize, tok.bosId, tok.eosId, tok.padId, tok.addBos, tok.addEos]).toEqual([1024, 1, 2, 3, true, false]);
+    const text = 'Give three tips for staying healthy.';
+    const ids = tok.encode(text);
+    expect(ids[0]).toBe(1);
+    expect(ids.length).toBeLessThan(0.6 * text.length); // real merges, not one token per character
+    expect(tok.tokenToId('Ġthe')).not.toBeNull();
+    expect(tok.decode(ids, { skipSpecialTokens: true })).toBe(text);
+    const odd = 'Ünïcødé 🦙 text, tabs\tand "quotes"';
+    expect(tok.decode(tok.encode(odd, { addSpecialTokens: false }))).toBe(odd);
+    expect(tok.chatTemplate).toContain('### Response:');
+  });
+
+  it('honours --vocab-size and rejects one too small for the bytes', async () => {
+    const c = await initModel(path.join(tmp, 'v'), { vocabSize: 512 });
+    expect(c.vocabSize).toBe(512);
+    expect((await loadTokenizer(path.join(tmp, 'v'))).vocabSize).toBe(512);
+    await expect(initModel(path.join(tmp, 'w'), { vocabSize: 100 })).rejects.toThrow('--vocab-size 100 is too small (expected an integer >= 260: 4 specials + 256 bytes)');
+  });
+
+  it('names the corpus file when it is absent', async () => {
+    await expect(alpacaSeedTexts(path.join(tmp, 'none.jsonl'))).rejects.toThrow(FtError);
+    await expect(alpacaSeedTexts(path.join(tmp, 'none.jsonl'))).rejects.toThrow(/none\.jsonl: Alpaca seed tasks not found/);
+    expect((await alpacaSeedTexts(ALPACA_SEED)).length).toBeGreaterThan(350);
+  });
+});
+
+describe('ft init-model', () => {
+  it('writes the folder from the command line', async () => {
+    const out = path.join(tmp, 'cli');
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '../cli/ft.js'), 'init-model', '--out', out, '--seed', '0']);
+    expect(stdout).toContain(`wrote ${out}: LlamaForCausalLM, 4 layers, hidden 64`);
+    expect(Buffer.compare(await fsp.readFile(path.join(out, 'model.safetensors')), await fsp.readFile(path.join(tmp, 'a', 'model.safetensors')))).toBe(0);
+  });
+});
