@@ -1,0 +1,153 @@
+// Where a dataset's rows come from: a file, a glob of shards, or a `datasets` save_to_disk folder; format by magic bytes.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { FtError } from '../util/errors.ts';
+import { arrowColumns, countArrowRows, readArrowRows } from './arrow.ts';
+import { readJsonRows } from './json.ts';
+import { parquetInfo, readParquetRows } from './parquet.ts';
+import type { RowBatch } from './types.ts';
+
+export type FileFormat = 'arrow' | 'json' | 'parquet';
+export const DATA_EXTENSIONS = ['.arrow', '.json', '.jsonl', '.parquet'];
+
+const isGlob = (s: string) => /[*?[]/.test(s);
+
+/** A glob segment (`*`, `?`, `[abc]`) as a regex; hand-written since Node 20's path.matchesGlob is experimental. */
+function segmentRegex(seg: string): RegExp {
+  let re = '';
+  for (let i = 0; i < seg.length; i++) {
+    const c = seg[i];
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = seg.indexOf(']', i + 1);
+      if (end < 0) throw new FtError(`glob '${seg}': unclosed '['`);
+      re += `[${seg.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
+      i = end;
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+async function listDir(dir: string): Promise<import('node:fs').Dirent[]> {
+  try {
+    return await fsp.readdir(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+}
+
+/** Files matching a glob pattern; `**` matches any number of folders. Sorted so shard order is stable. */
+async function expandGlob(pattern: string): Promise<string[]> {
+  const segs = pattern.split(/[\\/]/);
+  const root = path.isAbsolute(pattern) ? path.parse(pattern).root : '.';
+  const out: string[] = [];
+  const walk = async (dir: string, i: number): Promise<void> => {
+    if (i === segs.length) return;
+    const seg = segs[i];
+    const last = i === segs.length - 1;
+    if (seg === '' || seg === '.') return walk(dir, i + 1);
+    if (seg === '**') {
+      await walk(dir, i + 1);
+      for (const e of await listDir(dir)) if (e.isDirectory()) await walk(path.join(dir, e.name), i);
+      return;
+    }
+    if (!isGlob(seg)) {
+      const p = path.join(dir, seg);
+      if (!last) return walk(p, i + 1);
+      if ((await fsp.stat(p).catch(() => null))?.isFile()) out.push(p);
+      return;
+    }
+    const re = segmentRegex(seg);
+    for (const e of await listDir(dir)) {
+      if (!re.test(e.name)) continue;
+      const p = path.join(dir, e.name);
+      if (last ? e.isFile() : e.isDirectory()) await (last ? out.push(p) : walk(p, i + 1));
+    }
+  };
+  await walk(root, 0);
+  return [...new Set(out)].sort();
+}
+
+/**
+ * The data files behind a dataset `path`: a file; a glob of shards (`data/train-*.parquet`);
+ * or a folder — a `datasets` save_to_disk folder lists its shards in state.json, otherwise every data file in it.
+ */
+export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<string[]> {
+  const full = path.resolve(baseDir, spec);
+  if (isGlob(spec)) {
+    const files = (await expandGlob(full)).filter((f) => DATA_EXTENSIONS.includes(path.extname(f)));
+    if (files.length === 0) throw new FtError(`dataset path '${spec}': no .arrow/.json/.jsonl/.parquet files match`);
+    return files;
+  }
+  const st = await fsp.stat(full).catch(() => null);
+  if (!st) throw new FtError(`dataset path '${spec}': no such file or folder`);
+  if (st.isFile()) return [full];
+  const state = await fsp.readFile(path.join(full, 'state.json'), 'utf8').catch(() => null);
+  if (state !== null) {
+    let listed: unknown;
+    try {
+      listed = (JSON.parse(state) as { _data_files?: { filename: string }[] })._data_files;
+    } catch (e) {
+      throw new FtError(`${path.join(full, 'state.json')}: invalid JSON (${(e as Error).message})`);
+    }
+    if (!Array.isArray(listed) || listed.length === 0) throw new FtError(`${path.join(full, 'state.json')}: expected _data_files: [{filename}, ...]`);
+    return listed.map((d: { filename: string }) => path.join(full, d.filename));
+  }
+  const files = (await fsp.readdir(full)).filter((f) => DATA_EXTENSIONS.includes(path.extname(f))).sort();
+  if (files.length === 0) throw new FtError(`dataset folder '${spec}' holds no .arrow/.json/.jsonl/.parquet files`);
+  return files.map((f) => path.join(full, f));
+}
+
+/** Format of a data file by its first bytes (Arrow: 'ARROW1' or the 0xFFFFFFFF stream marker; Parquet: 'PAR1'), else JSON. */
+export async function detectFormat(file: string): Promise<FileFormat> {
+  const fh = await fsp.open(file).catch((e: Error) => {
+    throw new FtError(`${file}: cannot open (${e.message})`);
+  });
+  const head = Buffer.alloc(8);
+  try {
+    await fh.read(head, 0, 8, 0);
+  } finally {
+    await fh.close();
+  }
+  if (head.subarray(0, 6).toString('latin1') === 'ARROW1' || head.readUInt32LE(0) === 0xffffffff) return 'arrow';
+  if (head.subarray(0, 4).toString('latin1') === 'PAR1') return 'parquet';
+  const ext = path.extname(file);
+  if (ext === '.arrow') throw new FtError(`${file}: not an Arrow IPC file (no ARROW1 magic or stream marker at the start)`);
+  if (ext === '.parquet') throw new FtError(`${file}: not a Parquet file (no PAR1 magic at the start)`);
+  return 'json';
+}
+
+/** Row batches of one file in any supported format; `columns` is a hint for columnar formats. */
+export async function* readFileRows(file: string, columns?: string[]): AsyncGenerator<RowBatch> {
+  const format = await detectFormat(file);
+  if (format === 'arrow') yield* readArrowRows(file, columns);
+  else if (format === 'parquet') yield* readParquetRows(file, columns);
+  else yield* readJsonRows(file);
+}
+
+export interface FileInfo {
+  file: string;
+  format: FileFormat;
+  columns: { name: string; type: string }[];
+  rows: number;
+}
+
+/** Schema and row count of a file (Parquet from its footer; Arrow and JSON by streaming through it). */
+export async function describeFile(file: string): Promise<FileInfo> {
+  const format = await detectFormat(file);
+  if (format === 'parquet') return { file, format, ...(await parquetInfo(file)) };
+  if (format === 'arrow') return { file, format, columns: await arrowColumns(file), rows: await countArrowRows(file) };
+  const seen = new Map<string, Set<string>>();
+  let rows = 0;
+  for await (const b of readJsonRows(file)) {
+    rows += b.rows.length;
+    for (const r of b.rows) {
+      for (const [k, v] of Object.entries(r)) {
+        if (!seen.has(k)) seen.set(k, new Set());
+        seen.get(k)!.add(v === null ? 'null' : Array.isArray(v) ? 'list' : typeof v);
+      }
+    }
+  }
+  return { file, format, columns: [...seen].map(([name, t]) => ({ name, type: [...t].sort().join('|') })), rows };
+}
