@@ -1,0 +1,227 @@
+// A merged model: every projection W + scale·B·A, written as a Hugging Face model folder exactly as
+// transformers' `save_pretrained` lays it out (config.json, tokenizer files, safetensors shards + index).
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { Adapter } from '../adapters/lora.ts';
+import { loadPeftAdapter } from '../adapters/peft.ts';
+import type { LinearFactory } from '../model/linear.ts';
+import { expectedTensors, INDEX_FILE, loadLlama, SINGLE_FILE } from '../model/load.ts';
+import { DTYPE_BYTES, numel, writeSafetensors, type FloatDtype } from '../model/safetensors.ts';
+import { LINEAR_NAMES, hfModuleName, type LlamaWeights } from '../model/types.ts';
+import { FtError } from '../util/errors.ts';
+import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
+import { progress } from '../util/progress.ts';
+
+/** config.json `torch_dtype` -> safetensors dtype. */
+export const EXPORT_DTYPES = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const satisfies Record<string, FloatDtype>;
+export type ExportDtype = keyof typeof EXPORT_DTYPES;
+
+/** Files of a model folder that travel with the weights unchanged. */
+export const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'tokenizer.model',
+  'added_tokens.json',
+  'vocab.json',
+  'merges.txt',
+  'chat_template.jinja',
+  'generation_config.json',
+];
+
+/** huggingface_hub's units (decimal, as `save_pretrained(max_shard_size="2GB")`), plus plain byte counts. */
+const SIZE_UNITS: Record<string, number> = { TB: 1e12, GB: 1e9, MB: 1e6, KB: 1e3 };
+
+/** "2GB" -> 2_000_000_000; "500MB", "1.5GB", "4096" (bytes). */
+export function parseShardSize(s: string | number, field = '--max-shard-size'): number {
+  if (typeof s === 'number' || /^\d+$/.test(s.trim())) {
+    const n = Number(s);
+    if (Number.isSafeInteger(n) && n > 0) return n;
+  } else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]B)\s*$/i.exec(s);
+    if (m) {
+      const n = Math.floor(Number(m[1]) * SIZE_UNITS[m[2].toUpperCase()]);
+      if (n > 0) return n;
+    }
+  }
+  throw new FtError(`${field}: ${JSON.stringify(s)} is not a size: expected a byte count or a number with KB, MB, GB or TB (e.g. 2GB)`);
+}
+
+export interface ShardPlan {
+  /** Shard file -> tensor names, in write order. */
+  shards: { file: string; names: string[] }[];
+  /** Tensor name -> shard file (the index's weight_map). */
+  weightMap: Record<string, string>;
+  /** Sum of all tensor bytes (the index's metadata.total_size). */
+  totalSize: number;
+}
+
+/**
+ * huggingface_hub's `split_state_dict_into_shards_factory`: walk tensors in order, start a new shard when the
+ * next tensor would tip the current one over the limit; a tensor larger than the limit gets a shard of its own.
+ * One shard is `model.safetensors`; more are `model-00001-of-0000N.safetensors`.
+ */
+export function planShards(tensors: { name: string; bytes: number }[], maxShardSize: number): ShardPlan {
+  const groups: string[][] = [];
+  let current: string[] = [];
+  let currentSize = 0;
+  let totalSize = 0;
+  for (const t of tensors) {
+    totalSize += t.bytes;
+    if (t.bytes > maxShardSize) {
+      groups.push([t.name]);
+      continue;
+    }
+    if (currentSize + t.bytes > maxShardSize) {
+      groups.push(current);
+      current = [];
+      currentSize = 0;
+    }
+    current.push(t.name);
+    currentSize += t.bytes;
+  }
+  if (current.length) groups.push(current);
+  const n = groups.length;
+  const pad = (i: number) => String(i).padStart(5, '0');
+  const shards = groups.map((names, i) => ({ file: n === 1 ? SINGLE_FILE : `model-${pad(i + 1)}-of-${pad(n)}.safetensors`, names }));
+  const weightMap: Record<string, string> = {};
+  for (const s of shards) for (const name of s.names) weightMap[name] = s.file;
+  return { shards, weightMap, totalSize };
+}
+
+/** A tensor of the exported model, produced when the writer reaches it. */
+export interface ExportTensor {
+  name: string;
+  shape: number[];
+  data: () => Float32Array;
+}
+
+/**
+ * Every tensor of `w` under its Hugging Face name, in checkpoint order, adapted projections replaced by
+ * W + scale·B·A. Quantized projections are dequantized (Linear.denseWeight). Nothing is computed until read.
+ */
+export function modelTensors(w: LlamaWeights, adapter: Adapter | null): ExportTensor[] {
+  const merged = new Map((adapter?.merge() ?? []).map((m) => [m.name, m.weight]));
+  const sources = new Map<string, () => Float32Array>();
+  const read = (t: { dataSync(): unknown }) => () => t.dataSync() as Float32Array;
+  sources.set('model.embed_tokens.weight', read(w.embedTokens));
+  sources.set('model.norm.weight', read(w.norm));
+  w.layers.forEach((layer, i) => {
+    sources.set(`model.layers.${i}.input_layernorm.weight`, read(layer.inputLayernorm));
+    sources.set(`model.layers.${i}.post_attention_layernorm.weight`, read(layer.postAttentionLayernorm));
+    for (const p of LINEAR_NAMES) {
+      const prefix = hfModuleName(i, p);
+      // a LoraLinear's denseWeight is its frozen base, so an unmerged export would silently drop the adapter
+      sources.set(`${prefix}.weight`, merged.get(`${prefix}.weight`) ?? (() => layer.proj[p].denseWeight()));
+      const bias = layer.proj[p].bias;
+      if (bias) sources.set(`${prefix}.bias`, () => bias);
+    }
+  });
+  if (w.lmHead) {
+    const head = w.lmHead;
+    sources.set('lm_head.weight', () => head.denseWeight());
+  }
+  return expectedTensors(w.config).map(({ name, shape }) => {
+    const data = sources.get(name);
+    if (!data) throw new Error(`no source for ${name}`);
+    return { name, shape, data };
+  });
+}
+
+export interface SaveOptions {
+  dtype: ExportDtype;
+  /** Bytes per shard (see parseShardSize). */
+  maxShardSize: number;
+  /** A model folder whose tokenizer and generation files are copied. */
+  copyFrom?: string;
+}
+
+/**
+ * Writes `w` (with `adapter` merged, if any) as a Hugging Face model folder, atomically: config.json with
+ * torch_dtype set, tokenizer files copied, weights sharded one tensor at a time with an index when sharded.
+ */
+export async function saveHfModel(out: string, w: LlamaWeights, adapter: Adapter | null, opts: SaveOptions): Promise<ShardPlan> {
+  const st = EXPORT_DTYPES[opts.dtype];
+  if (!st) throw new FtError(`--dtype: ${JSON.stringify(opts.dtype)} is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
+  const tensors = modelTensors(w, adapter);
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const plan = planShards(
+    tensors.map((t) => ({ name: t.name, bytes: numel(t.shape) * DTYPE_BYTES[st] })),
+    opts.maxShardSize,
+  );
+  const config: Record<string, unknown> = { ...w.config.raw, torch_dtype: opts.dtype };
+  if ('dtype' in w.config.raw) config.dtype = opts.dtype; // transformers >= 4.56 writes `dtype`
+  await writeDirAtomic(out, async (tmp) => {
+    await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    if (opts.copyFrom) {
+      for (const f of TOKENIZER_FILES) {
+        await fsp.copyFile(path.join(opts.copyFrom, f), path.join(tmp, f)).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') throw e;
+        });
+      }
+    }
+    const bar = progress('writing', tensors.length, 'tensors');
+    let done = 0;
+    for (const shard of plan.shards) {
+      const entries = shard.names.map((name) => {
+        const t = byName.get(name)!;
+        return { name, dtype: st, shape: t.shape, data: () => (bar.update(++done), t.data()) };
+      });
+      await writeSafetensors(path.join(tmp, shard.file), entries, { format: 'pt' });
+    }
+    bar.stop();
+    if (plan.shards.length > 1) {
+      const index = { metadata: { total_size: plan.totalSize }, weight_map: sortKeys(plan.weightMap) };
+      await writeFileAtomic(path.join(tmp, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
+    }
+  });
+  return plan;
+}
+
+function sortKeys<T>(o: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+export interface MergeOptions extends SaveOptions {
+  model: string;
+  out: string;
+  adapter: string;
+  /** Builds the base's projections; a quantized factory makes the merge go into dequantized weights. */
+  linear?: LinearFactory;
+  /** Name of the base's quantization (e.g. 'nf4') when `linear` quantizes, for the warning. */
+  quantized?: string;
+  warn?: (msg: string) => void;
+}
+
+/** The QLoRA merge trap, said once whenever the base was quantized. */
+export function quantizedMergeWarning(kind: string, dtype: ExportDtype): string {
+  return (
+    `warning: the base is ${kind}-quantized, so the adapter is merged into the dequantized ${kind} weights. ` +
+    `The ${dtype} model written equals base(${kind}) + adapter as trained, not the original full-precision base + adapter, ` +
+    `and quantizing the merged model again (e.g. loading it in 4-bit) changes its outputs: evaluate the merged model before shipping it.`
+  );
+}
+
+/** `ft export merged`: base model folder + PEFT adapter folder -> merged Hugging Face model folder. */
+export async function exportMerged(opts: MergeOptions): Promise<ShardPlan> {
+  const warn = opts.warn ?? ((m: string) => process.stderr.write(m + '\n'));
+  const w = await loadLlama(opts.model, opts.linear ? { linear: opts.linear } : {});
+  try {
+    const adapter = await loadPeftAdapter(opts.adapter, w);
+    if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, opts.dtype));
+    return await saveHfModel(opts.out, w, adapter, { dtype: opts.dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
+  } finally {
+    disposeWeights(w);
+  }
+}
+
+function disposeWeights(w: LlamaWeights): void {
+  w.embedTokens.dispose();
+  w.norm.dispose();
+  w.lmHead?.dispose();
+  for (const l of w.layers) {
+    l.inputLayernorm.dispose();
+    l.postAttentionLayernorm.dispose();
+    for (const p of LINEAR_NAMES) l.proj[p].dispose();
+  }
+}
