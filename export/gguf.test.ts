@@ -186,3 +186,33 @@ describe('exportLoraGguf', () => {
     await expect(fsp.stat(out2)).rejects.toThrow();
   });
 });
+
+describe('exportLoraGguf against llama.cpp gguf-py', () => {
+  // reference-*.gguf were written by gguf-py's GGUFWriter following convert_lora_to_gguf.py (test/fixtures/gguf/make_reference.py)
+  const fixtures = new URL('../test/fixtures/gguf/', import.meta.url);
+  for (const outType of ['f32', 'f16'] as const) {
+    it(`writes the same bytes as gguf-py for the same adapter (${outType})`, async () => {
+      const ref = JSON.parse(await fsp.readFile(new URL('reference_adapter.json', fixtures), 'utf8'));
+      const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-gguf-ref-'));
+      try {
+        const base = path.join(root, 'base');
+        await fsp.mkdir(base);
+        await fsp.writeFile(path.join(base, 'config.json'), JSON.stringify(ref.base_config));
+        const adapter = path.join(root, 'tiny-adapter');
+        await writeAdapter(
+          adapter,
+          ref.tensors.map((t: { name: string; shape: number[]; data: number[] }) => ({ name: t.name, dtype: 'F32', shape: t.shape, data: Float32Array.from(t.data) })),
+          ref.adapter_config,
+        );
+        const out = path.join(root, 'out.gguf');
+        await exportLoraGguf({ adapterDir: adapter, out, baseDir: base, outType });
+        const want = await fsp.readFile(new URL(`reference-${outType}.gguf`, fixtures));
+        const got = await fsp.readFile(out);
+        expect(got.length).toBe(want.length);
+        expect(got.equals(want)).toBe(true);
+      } finally {
+        await fsp.rm(root, { recursive: true, force: true });
+      }
+    });
+  }
+});
