@@ -1,0 +1,61 @@
+// The frozen base projection of QLoRA: the weight lives only as packed 4-bit codes and quantized absmax in
+// JS typed arrays (outside the wasm heap), is dequantized just in time for each matmul and dropped again.
+// Backward gives the gradient with respect to x only (the base is frozen) and dequantizes the weight anew
+// rather than keeping the float copy alive between forward and backward.
+import * as tf from '@tensorflow/tfjs';
+import type { Linear, LinearFactory } from '../model/linear.ts';
+import { dequantize, quantize, quantizedBytes, type QuantizeOptions, type QuantizedTensor, type QuantKind } from './nf4.ts';
+
+export class NF4Linear implements Linear {
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+  private readonly b: tf.Tensor1D | null;
+  private readonly matmul: (x: tf.Tensor2D) => tf.Tensor2D;
+
+  constructor(
+    readonly q: QuantizedTensor,
+    readonly bias: Float32Array | null = null,
+  ) {
+    [this.outFeatures, this.inFeatures] = q.shape;
+    this.b = bias ? tf.tensor1d(bias) : null;
+    // y = x W^T; dy/dx^T: dx = dy W. W is a temporary [out, in] tensor in both directions.
+    this.matmul = tf.customGrad((x, _save) => {
+      const w = this.weightTensor();
+      const value = tf.matMul(x as tf.Tensor2D, w, false, true);
+      return { value, gradFunc: (dy) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, this.weightTensor())) };
+    }) as (x: tf.Tensor2D) => tf.Tensor2D;
+  }
+
+  /** The dequantized weight as a tensor [out, in]; the caller's tidy scope disposes it. */
+  private weightTensor(): tf.Tensor2D {
+    return tf.tensor2d(dequantize(this.q), [this.outFeatures, this.inFeatures]);
+  }
+
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const y = this.matmul(x);
+      return this.b ? tf.add<tf.Tensor2D>(y, this.b) : y;
+    });
+  }
+
+  denseWeight(): Float32Array {
+    return dequantize(this.q);
+  }
+
+  bytes(): number {
+    return quantizedBytes(this.q) + 4 * (this.bias?.length ?? 0);
+  }
+
+  dispose(): void {
+    this.b?.dispose();
+  }
+}
+
+/**
+ * A LinearFactory that quantizes each projection as the model loads (`loadLlama(dir, { linear: quantizedLinear('nf4') })`).
+ * The float32 weight handed in is not kept: once this returns, only the packed form refers to its values.
+ */
+export function quantizedLinear(kind: QuantKind = 'nf4', opts: Omit<QuantizeOptions, 'kind' | 'name'> = {}): LinearFactory {
+  return (name, weight, outFeatures, inFeatures, bias) =>
+    new NF4Linear(quantize(weight, [outFeatures, inFeatures], { ...opts, kind, name }), bias);
+}
