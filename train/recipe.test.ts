@@ -90,6 +90,12 @@ describe('command-line overrides', () => {
     expect(r.eval?.max_new_tokens).toBe(7);
   });
 
+  it('null removes a key, so an exclusive pair can be switched', () => {
+    const r = parseRecipe(minimal + 'warmup_steps: 5\n', 'x.yaml', { warmup_steps: 'null', warmup_ratio: '0.1' });
+    expect(r.warmup_steps).toBeUndefined();
+    expect(r.warmup_ratio).toBe(0.1);
+  });
+
   it('names the flag in errors', () => {
     expect(errorOf(minimal, { lora_r: 'eight' })).toBe('--lora_r: expected a positive integer, got "eight"');
     expect(errorOf(minimal, { lora_rr: '8' })).toBe("--lora_rr: unknown recipe key 'lora_rr' (did you mean 'lora_r'?)");
@@ -99,6 +105,16 @@ describe('command-line overrides', () => {
 describe('errors name the file, line and key', () => {
   it('a wrong type', () => {
     expect(errorOf(minimal + 'lora_r: eight\n')).toBe('recipes/x.yaml:5: lora_r: expected a positive integer, got "eight"');
+  });
+
+  it('the first problem in file order, counting the rest', () => {
+    expect(errorOf(minimal + 'lora_dropout: 1.5\nlora_r: 0\n')).toBe('recipes/x.yaml:5: lora_dropout: expected a number in [0, 1), got 1.5 (and 1 more)');
+  });
+
+  it('data fields (schema from data/spec.ts) get the same plain messages', () => {
+    expect(errorOf(minimal + 'sequence_len: 1\n')).toBe('recipes/x.yaml:5: sequence_len: expected a number >= 2, got 1');
+    expect(errorOf(minimal + 'sample_packing: yes\n')).toBe('recipes/x.yaml:5: sample_packing: expected true or false, got "yes"');
+    expect(errorOf(minimal + 'excess_length_strategy: cut\n')).toBe('recipes/x.yaml:5: excess_length_strategy: expected one of drop, truncate, error, got "cut"');
   });
 
   it('an unknown key, with a suggestion', () => {
@@ -117,11 +133,13 @@ describe('errors name the file, line and key', () => {
     expect(errorOf(minimal.replace('max_steps: 10\n', ''))).toBe('recipes/x.yaml: num_epochs: set num_epochs or max_steps');
     expect(errorOf(minimal + 'warmup_steps: 5\nwarmup_ratio: 0.1\n')).toBe('recipes/x.yaml:6: warmup_ratio: set warmup_steps or warmup_ratio, not both');
     expect(errorOf(minimal + 'adapter: qlora\nload_in_4bit: false\n')).toBe('recipes/x.yaml:6: load_in_4bit: adapter qlora needs load_in_4bit true (or use adapter lora)');
-    expect(errorOf(minimal.replace('d.jsonl', 'd.jsonl\n    type: custom'))).toBe('recipes/x.yaml:4: datasets.0.type: type custom needs a template');
+    expect(errorOf(minimal.replace('d.jsonl', 'd.jsonl\n    type: custom'))).toBe(
+      "recipes/x.yaml:3: datasets.0.format: type 'custom' needs a format with {instruction} (and {input})",
+    );
   });
 
   it('missing required keys, broken YAML, and a non-mapping document', () => {
-    expect(errorOf('base_model: x\nmax_steps: 3\n')).toBe('recipes/x.yaml: datasets: expected a list of datasets (missing)');
+    expect(errorOf('base_model: x\nmax_steps: 3\n')).toBe('recipes/x.yaml: datasets: expected a list (missing)');
     expect(errorOf('base_model: x\nlora_r: [1,\n')).toMatch(/^recipes\/x.yaml:\d+: invalid YAML: /);
     expect(errorOf('- a\n- b\n')).toBe('recipes/x.yaml: expected a mapping of recipe keys');
   });

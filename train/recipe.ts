@@ -6,7 +6,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, LineCounter, parseDocument, stringify, type Document } from 'yaml';
 import { z } from 'zod';
+import { dataRecipeShape } from '../data/spec.ts';
 import { BACKENDS } from '../engine/backend.ts';
+import { PRESETS, type PresetName } from '../model/init.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { LR_SCHEDULERS } from './schedule.ts';
@@ -25,29 +27,12 @@ const bool = () => z.boolean({ error: 'expected true or false' });
 const str = (what = 'a string') => z.string({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { error: `expected one of ${values.join(', ')}` });
 
-export const DATASET_TYPES = ['alpaca', 'custom', 'chat'] as const;
-
-/** One entry of `datasets:` (axolotl's names). Paths resolve relative to the recipe's folder. */
-export const DatasetEntrySchema = z.strictObject({
-  path: str('a dataset file path'),
-  type: oneOf(DATASET_TYPES).default('alpaca'),
-  field_instruction: str().default('instruction'),
-  field_input: str().default('input'),
-  field_output: str().default('output'),
-  /** chat: the field holding the list of {role, content} messages */
-  field_messages: str().default('messages'),
-  /** custom: the prompt template with {instruction}/{input} style placeholders */
-  template: str('a prompt template string').optional(),
-  /** for multi-split files (Arrow/Parquet folders) */
-  split: str().optional(),
-});
-export type DatasetEntry = z.output<typeof DatasetEntrySchema>;
-
 /** End-of-training generation eval. */
 export const EvalSectionSchema = z.strictObject({
   /** a prompts file (same formats as datasets); default: the validation split */
   data: str('a file path').optional(),
-  data_type: oneOf(DATASET_TYPES).default('alpaca'),
+  /** how to read `data`: a prompt template name, as a datasets entry's type */
+  data_type: str('a dataset type such as alpaca').default('alpaca'),
   max_new_tokens: posInt().default(128),
   /** 0 = greedy */
   temperature: nonNegNum().default(0),
@@ -59,11 +44,11 @@ const targetModules = z.union([z.literal('all-linear'), z.array(oneOf(LINEAR_NAM
   error: `expected all-linear or a list of ${LINEAR_NAMES.join(', ')}`,
 });
 
-/** Every recipe key with axolotl / Hugging Face Trainer defaults. */
+/** Every recipe key with axolotl / Hugging Face Trainer defaults; data keys come from data/spec.ts. */
 const RecipeFields = z.strictObject({
   // model
   base_model: str('a model folder or a Hugging Face id'),
-  base_model_init: z.strictObject({ preset: oneOf(['tiny']), seed: nonNegInt().default(0) }).optional(),
+  base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0) }).optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
   // adapter (PEFT LoraConfig defaults)
@@ -75,14 +60,9 @@ const RecipeFields = z.strictObject({
   lora_target_linear: bool().default(false),
   peft_use_rslora: bool().default(false),
   layers_to_transform: z.union([nonNegInt(), z.array(nonNegInt()).min(1)], { error: 'expected a layer index or a list of layer indices' }).optional(),
-  // data
-  datasets: z.array(DatasetEntrySchema, { error: 'expected a list of datasets' }).min(1, { error: 'expected at least one dataset' }),
-  val_set_size: nonNegNum('a fraction in [0, 1) or a number of examples').default(0),
-  sequence_len: posInt().default(512),
-  sample_packing: bool().default(false),
-  train_on_inputs: bool().default(false),
+  // data: datasets, sequence_len, sample_packing, train_on_inputs, micro_batch_size, seed, val_set_size, ... (owned by data/)
+  ...dataRecipeShape,
   // batches and length of training
-  micro_batch_size: posInt().default(1),
   gradient_accumulation_steps: posInt().default(1),
   num_epochs: posNum().optional(),
   max_steps: posInt().optional(), // wins over num_epochs, as in HF Trainer
@@ -97,7 +77,6 @@ const RecipeFields = z.strictObject({
   adam_epsilon: posNum().default(1e-8),
   weight_decay: nonNegNum().default(0),
   max_grad_norm: nonNegNum('a number >= 0 (0 disables clipping)').default(1),
-  seed: nonNegInt().default(42),
   // outputs
   output_dir: str('a folder path').default('./model-out'),
   save_steps: posInt().optional(), // default: save at the end only
@@ -116,11 +95,6 @@ const RecipeSchema = RecipeFields.superRefine((r, ctx) => {
   if (r.warmup_steps !== undefined && r.warmup_ratio !== undefined) issue('warmup_ratio', 'set warmup_steps or warmup_ratio, not both');
   if (r.adapter === 'qlora' && r.load_in_4bit === false) issue('load_in_4bit', 'adapter qlora needs load_in_4bit true (or use adapter lora)');
   if (r.val_set_size >= 1 && !Number.isInteger(r.val_set_size)) issue('val_set_size', 'expected a fraction in [0, 1) or a whole number of examples');
-  r.datasets.forEach((d, i) => {
-    if (d.type === 'custom' && d.template === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['datasets', i, 'type'], message: 'type custom needs a template' });
-    }
-  });
 }).transform((r) => ({
   ...r,
   load_in_4bit: r.load_in_4bit ?? r.adapter === 'qlora',
@@ -157,11 +131,17 @@ export function parseRecipe(text: string, file: string, overrides: Overrides = {
   const raw = doc.toJS() ?? {};
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new FtError(`${file}: expected a mapping of recipe keys`);
   const overridden = applyOverrides(raw, overrides);
-  const parsed = RecipeSchema.safeParse(raw);
+  const parsed = RecipeSchema.safeParse(raw, { error: plainMessage });
   if (!parsed.success) {
-    const issues = parsed.error.issues;
+    // report the first problem in file order (command-line ones first)
+    const src = { file, doc, lines, overridden };
+    const order = (i: z.core.$ZodIssue) => {
+      const where = locate(src, i.code === 'unrecognized_keys' ? [...(i.path as Key[]), i.keys[0]] : (i.path as Key[]), true);
+      return where.startsWith('--') ? -1 : Number(where.slice(file.length + 1)) || Infinity;
+    };
+    const issues = [...parsed.error.issues].sort((a, b) => order(a) - order(b));
     const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
-    throw new FtError(describeIssue(issues[0], raw, { file, doc, lines, overridden }) + more);
+    throw new FtError(describeIssue(issues[0], raw, src) + more);
   }
   return resolvePaths(parsed.data, path.dirname(path.resolve(file)), file);
 }
@@ -174,7 +154,8 @@ export function recipeToYaml(recipe: Recipe, header?: string): string {
 
 /**
  * Parses `--key value`, `--key=value` and bare `--flag` (= true) tokens, e.g. the arguments yargs leaves unparsed.
- * Values stay strings: loadRecipe parses each by its field's type.
+ * Values stay strings: loadRecipe parses each by its field's type; `null` removes the key (e.g. `--warmup_steps null
+ * --warmup_ratio 0.1` when the recipe sets warmup_steps).
  */
 export function parseOverrideArgs(tokens: string[]): Overrides {
   const out: Overrides = {};
@@ -332,7 +313,8 @@ function applyOverrides(raw: Record<string, unknown>, overrides: Overrides): Set
     let obj: Record<Key, unknown> = raw;
     keys.forEach((k, i) => {
       if (i === keys.length - 1) {
-        obj[k] = parseOverrideValue(schema, value);
+        if (value === 'null') delete obj[k];
+        else obj[k] = parseOverrideValue(schema, value);
       } else {
         if (typeof obj[k] !== 'object' || obj[k] === null) obj[k] = typeof keys[i + 1] === 'number' ? [] : {};
         obj = obj[k] as Record<Key, unknown>;
@@ -348,6 +330,27 @@ interface Source {
   doc: Document;
   lines: LineCounter;
   overridden: Set<string>;
+}
+
+/** "expected ..." for fields that set no message of their own (zod's defaults read "Invalid input: ..."). */
+function plainMessage(iss: z.core.$ZodRawIssue): string | undefined {
+  const a = (n: string) => ({ int: 'an integer', number: 'a number', string: 'a string', boolean: 'true or false', array: 'a list', object: 'a mapping' })[n] ?? n;
+  switch (iss.code) {
+    case 'invalid_type':
+      return `expected ${a(String(iss.expected))}`;
+    case 'too_small':
+    case 'too_big': {
+      const bound = iss.code === 'too_small' ? iss.minimum : iss.maximum;
+      const op = iss.code === 'too_small' ? (iss.inclusive ? '>=' : '>') : iss.inclusive ? '<=' : '<';
+      if (iss.origin === 'array') return `expected ${iss.code === 'too_small' ? 'at least' : 'at most'} ${bound} item(s)`;
+      if (iss.origin === 'string') return iss.code === 'too_small' ? 'expected a non-empty string' : `expected at most ${bound} characters`;
+      return `expected a number ${op} ${bound}`;
+    }
+    case 'invalid_value':
+      return `expected one of ${iss.values.map(String).join(', ')}`;
+    default:
+      return undefined;
+  }
 }
 
 /** `file:line: key: message, got value`, or `--key: ...` when the value came from the command line. */
