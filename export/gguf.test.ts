@@ -158,30 +158,39 @@ describe('exportLoraGguf', () => {
     const rs = path.join(dir, 'rslora');
     await fsp.mkdir(rs, { recursive: true });
     await fsp.copyFile(path.join(adapterDir, 'adapter_model.safetensors'), path.join(rs, 'adapter_model.safetensors'));
-    await fsp.writeFile(path.join(rs, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: 6, use_rslora: true }));
+    await fsp.writeFile(path.join(rs, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: 6, use_rslora: true, target_modules: Object.keys(OUT) }));
     const out = path.join(dir, 'rs.gguf');
     await exportLoraGguf({ adapterDir: rs, out, baseDir });
     const parsed = await gguf(out, { allowLocalFile: true });
     expect(parsed.metadata['adapter.lora.alpha' as never]).toBeCloseTo(6 * Math.sqrt(R), 5);
   });
 
-  it('rejects a missing base config and a non-LoRA tensor with a one-line FtError, writing nothing', async () => {
+  it('rejects a missing base config, a non-LoRA tensor and an unpaired factor with a one-line FtError, writing nothing', async () => {
+    const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+    const cfg = { peft_type: 'LORA', r: 1, lora_alpha: 1, target_modules: ['q_proj'] };
     const noBase = path.join(dir, 'nobase');
-    await writeAdapter(noBase, [{ name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], { lora_alpha: 1 });
+    await writeAdapter(
+      noBase,
+      [
+        { name: `${q}.lora_A.weight`, dtype: 'F32', shape: [1, 8], data: new Float32Array(8) },
+        { name: `${q}.lora_B.weight`, dtype: 'F32', shape: [8, 1], data: new Float32Array(8) },
+      ],
+      cfg,
+    );
     const out1 = path.join(dir, 'nobase.gguf');
     await expect(exportLoraGguf({ adapterDir: noBase, out: out1 })).rejects.toThrow(/base model config not found.*--base/);
 
     const embed = path.join(dir, 'embed');
-    await writeAdapter(embed, [{ name: 'base_model.model.model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], { lora_alpha: 1 });
+    await writeAdapter(embed, [{ name: 'base_model.model.model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], cfg);
     const out2 = path.join(dir, 'embed.gguf');
     const err = await exportLoraGguf({ adapterDir: embed, out: out2, baseDir }).catch((e) => e);
     expect(err).toBeInstanceOf(FtError);
-    expect(err.message).toMatch(/lora_embedding_A.*not a LoRA A\/B weight/);
+    expect(err.message).toMatch(/unexpected tensor 'base_model\.model\.model\.embed_tokens\.lora_embedding_A'/);
     expect(err.message).not.toContain('\n');
 
     const lonely = path.join(dir, 'lonely');
-    await writeAdapter(lonely, [{ name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], { lora_alpha: 1 });
-    await expect(exportLoraGguf({ adapterDir: lonely, out: out2, baseDir })).rejects.toThrow(/blk\.0\.attn_q\.weight' has lora_A but no lora_B/);
+    await writeAdapter(lonely, [{ name: `${q}.lora_A.weight`, dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], cfg);
+    await expect(exportLoraGguf({ adapterDir: lonely, out: out2, baseDir })).rejects.toThrow(/missing tensor '.*q_proj\.lora_B\.weight'/);
     await expect(fsp.stat(out1)).rejects.toThrow();
     await expect(fsp.stat(out2)).rejects.toThrow();
   });

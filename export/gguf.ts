@@ -4,7 +4,8 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { GGMLFileQuantizationType, GGMLQuantizationType, GGUFValueType, serializeGgufMetadata, type GGUFTypedMetadata } from '@huggingface/gguf';
-import { encodeFloats, SafetensorsFile } from '../model/safetensors.ts';
+import { ADAPTER_CONFIG, readPeftAdapter } from '../adapters/peft.ts';
+import { encodeFloats } from '../model/safetensors.ts';
 import type { LinearName } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { tempPathFor } from '../util/fs.ts';
@@ -122,13 +123,8 @@ export function permuteRope(w: Float32Array, rows: number, cols: number, nHead: 
   return out;
 }
 
-const PEFT_KEY = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.lora_(A|B)\.weight$/;
-
-/** `base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight` -> layer 3, q_proj, A; null for any other key. */
-export function parsePeftKey(key: string): { layer: number; proj: LinearName; part: 'A' | 'B' } | null {
-  const m = PEFT_KEY.exec(key);
-  return m ? { layer: Number(m[1]), proj: m[3] as LinearName, part: m[4] as 'A' | 'B' } : null;
-}
+/** Position of a canonical PEFT key (`base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight`), as readPeftAdapter returns them. */
+const PEFT_KEY = /^base_model\.model\.model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_(A|B)\.weight$/;
 
 export interface GgufLoraOptions {
   /** PEFT adapter folder: adapter_config.json + adapter_model.safetensors. */
@@ -152,16 +148,10 @@ export interface GgufLoraResult {
 /** Converts a PEFT LoRA adapter folder to a GGUF LoRA adapter; nothing is written unless every check passes. */
 export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraResult> {
   const outType = opts.outType ?? 'f32';
-  const cfgFile = path.join(opts.adapterDir, 'adapter_config.json');
-  const lcfg = await readJson(cfgFile);
-  if (lcfg.peft_type !== undefined && lcfg.peft_type !== 'LORA') throw new FtError(`${cfgFile}: peft_type is ${JSON.stringify(lcfg.peft_type)}, expected "LORA"`);
-  if (typeof lcfg.lora_alpha !== 'number' || !(lcfg.lora_alpha > 0)) throw new FtError(`${cfgFile}: lora_alpha must be a positive number`);
-  if (lcfg.alpha_pattern && Object.keys(lcfg.alpha_pattern as object).length) {
-    throw new FtError(`${cfgFile}: alpha_pattern is not expressible in GGUF (one adapter.lora.alpha per file)`);
-  }
-  if (lcfg.fan_in_fan_out) throw new FtError(`${cfgFile}: fan_in_fan_out=true is for Conv1D models, not Llama`);
+  const adapter = await readPeftAdapter(opts.adapterDir);
+  const cfgFile = path.join(opts.adapterDir, ADAPTER_CONFIG);
 
-  const baseDir = opts.baseDir ?? (typeof lcfg.base_model_name_or_path === 'string' ? lcfg.base_model_name_or_path : undefined);
+  const baseDir = opts.baseDir ?? adapter.baseModel ?? undefined;
   const baseCfgFile = baseDir ? path.resolve(opts.adapterDir, baseDir, 'config.json') : undefined;
   if (!baseCfgFile || !(await exists(baseCfgFile))) {
     throw new FtError(`${cfgFile}: base model config not found (${baseCfgFile ?? 'no base_model_name_or_path'}); pass --base DIR with the base model's config.json`);
@@ -173,47 +163,25 @@ export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraRes
   const nHead = positiveInt(base.num_attention_heads, baseCfgFile, 'num_attention_heads');
   const nKvHead = base.num_key_value_heads === undefined ? nHead : positiveInt(base.num_key_value_heads, baseCfgFile, 'num_key_value_heads');
 
-  const stFile = path.join(opts.adapterDir, 'adapter_model.safetensors');
-  const st = await SafetensorsFile.open(stFile);
+  // readPeftAdapter has checked every tensor is a paired A [r, in] / B [out, r] factor under its canonical key
   const tensors: GgufTensor[] = [];
-  const ranks = new Set<number>();
-  try {
-    const pairs = new Map<string, { A?: string; B?: string }>();
-    for (const key of st.names()) {
-      const k = parsePeftKey(key);
-      if (!k) throw new FtError(`${stFile}: tensor '${key}' is not a LoRA A/B weight of a decoder projection (embeddings and lm_head adapters are not supported in GGUF export)`);
-      const baseName = `blk.${k.layer}.${GGUF_PROJ_NAME[k.proj]}.weight`;
-      const p = pairs.get(baseName) ?? {};
-      p[k.part] = key;
-      pairs.set(baseName, p);
-    }
-    if (pairs.size === 0) throw new FtError(`${stFile}: no LoRA tensors`);
-    for (const [name, p] of pairs) {
-      if (!p.A || !p.B) throw new FtError(`${stFile}: '${name}' has lora_${p.A ? 'A' : 'B'} but no lora_${p.A ? 'B' : 'A'}`);
-      const a = await st.read(p.A); // [r, in]
-      const b = await st.read(p.B); // [out, r]
-      if (a.shape.length !== 2 || b.shape.length !== 2 || a.shape[0] !== b.shape[1]) {
-        throw new FtError(`${stFile}: '${p.A}' [${a.shape}] and '${p.B}' [${b.shape}] are not [r, in] and [out, r]`);
-      }
-      const [r, inF] = a.shape;
-      const outF = b.shape[0];
-      ranks.add(r);
-      let bData = b.data;
-      if (target.permuteQK && name.endsWith('attn_q.weight')) bData = permuteRope(bData, outF, r, nHead);
-      if (target.permuteQK && name.endsWith('attn_k.weight')) bData = permuteRope(bData, outF, r, nKvHead);
-      tensors.push(ggufTensor(`${name}.lora_a`, a.data, [inF, r], outType));
-      tensors.push(ggufTensor(`${name}.lora_b`, bData, [r, outF], outType));
-    }
-  } finally {
-    await st.close();
+  for (const [key, a] of adapter.tensors) {
+    const [, layer, proj, part] = PEFT_KEY.exec(key)!;
+    if (part !== 'A') continue;
+    const b = adapter.tensors.get(key.replace('lora_A.weight', 'lora_B.weight'))!;
+    const name = `blk.${layer}.${GGUF_PROJ_NAME[proj as LinearName]}.weight`;
+    const [r, inF] = a.shape;
+    const outF = b.shape[0];
+    let bData = b.data;
+    if (target.permuteQK && proj === 'q_proj') bData = permuteRope(bData, outF, r, nHead);
+    if (target.permuteQK && proj === 'k_proj') bData = permuteRope(bData, outF, r, nKvHead);
+    tensors.push(ggufTensor(`${name}.lora_a`, a.data, [inF, r], outType));
+    tensors.push(ggufTensor(`${name}.lora_b`, bData, [r, outF], outType));
   }
 
   // llama.cpp scales by alpha / r; rsLoRA scales by alpha / sqrt(r), the same as alpha·sqrt(r) / r
-  let alpha = lcfg.lora_alpha as number;
-  if (lcfg.use_rslora) {
-    if (ranks.size !== 1) throw new FtError(`${cfgFile}: use_rslora with several ranks (rank_pattern) is not expressible in GGUF`);
-    alpha *= Math.sqrt([...ranks][0]);
-  }
+  const { alpha: loraAlpha, r, useRslora } = adapter.config;
+  const alpha = useRslora ? loraAlpha * Math.sqrt(r) : loraAlpha;
   const kv: GgufKV = {
     'general.architecture': { value: target.arch, type: GGUFValueType.STRING },
     'general.type': { value: 'adapter', type: GGUFValueType.STRING },
@@ -223,9 +191,9 @@ export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraRes
     'adapter.type': { value: 'lora', type: GGUFValueType.STRING },
     'adapter.lora.alpha': { value: alpha, type: GGUFValueType.FLOAT32 },
   };
-  if (typeof lcfg.base_model_name_or_path === 'string') {
+  if (adapter.baseModel) {
     kv['general.base_model.count'] = { value: 1, type: GGUFValueType.UINT32 };
-    kv['general.base_model.0.name'] = { value: lcfg.base_model_name_or_path, type: GGUFValueType.STRING };
+    kv['general.base_model.0.name'] = { value: adapter.baseModel, type: GGUFValueType.STRING };
   }
   const bytes = await writeGguf(opts.out, kv, tensors);
   return { file: opts.out, arch: target.arch, alpha, tensors: tensors.length, bytes };
