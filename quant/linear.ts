@@ -19,11 +19,11 @@ export class NF4Linear implements Linear {
     [this.outFeatures, this.inFeatures] = q.shape;
     this.b = bias ? tf.tensor1d(bias) : null;
     // y = x W^T; dy/dx^T: dx = dy W. W is a temporary [out, in] tensor in both directions.
-    this.matmul = tf.customGrad((x, _save) => {
-      const w = this.weightTensor();
-      const value = tf.matMul(x as tf.Tensor2D, w, false, true);
-      return { value, gradFunc: (dy) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, this.weightTensor())) };
-    }) as (x: tf.Tensor2D) => tf.Tensor2D;
+    const f = (x: tf.Tensor2D) => ({
+      value: tf.matMul(x, this.weightTensor(), false, true),
+      gradFunc: (dy: tf.Tensor2D) => tf.tidy(() => tf.matMul(dy, this.weightTensor())),
+    });
+    this.matmul = tf.customGrad(f as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor2D) => tf.Tensor2D;
   }
 
   /** The dequantized weight as a tensor [out, in]; the caller's tidy scope disposes it. */
