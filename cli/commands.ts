@@ -1,7 +1,8 @@
 // Every `ft` subcommand, one module each.
 import type { CommandModule } from 'yargs';
+import { exportCommand } from './export.ts';
 import { generateCommand } from './generate.ts';
 import { initModelCommand } from './init-model.ts';
 import { pushCommand } from './push.ts';
 
-export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand];
+export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand, exportCommand];

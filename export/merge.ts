@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import type { Adapter } from '../adapters/lora.ts';
 import { loadPeftAdapter } from '../adapters/peft.ts';
 import type { LinearFactory } from '../model/linear.ts';
+import { disposeLlama } from '../model/llama.ts';
 import { expectedTensors, INDEX_FILE, loadLlama, SINGLE_FILE } from '../model/load.ts';
 import { DTYPE_BYTES, numel, writeSafetensors, type FloatDtype } from '../model/safetensors.ts';
 import { LINEAR_NAMES, hfModuleName, type LlamaWeights } from '../model/types.ts';
@@ -182,9 +183,11 @@ function sortKeys<T>(o: Record<string, T>): Record<string, T> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
-export interface MergeOptions extends SaveOptions {
+export interface MergeOptions extends Omit<SaveOptions, 'dtype'> {
   model: string;
   out: string;
+  /** Default: the base's own torch_dtype when it is one of EXPORT_DTYPES, else float32. */
+  dtype?: ExportDtype;
   adapter: string;
   /** Builds the base's projections; a quantized factory makes the merge go into dequantized weights. */
   linear?: LinearFactory;
@@ -202,26 +205,23 @@ export function quantizedMergeWarning(kind: string, dtype: ExportDtype): string 
   );
 }
 
+/** The dtype a config.json declares (`torch_dtype`, or `dtype` in newer transformers), if ft can write it. */
+export function declaredDtype(raw: Record<string, unknown>): ExportDtype | null {
+  const d = raw.torch_dtype ?? raw.dtype;
+  return typeof d === 'string' && d in EXPORT_DTYPES ? (d as ExportDtype) : null;
+}
+
 /** `ft export merged`: base model folder + PEFT adapter folder -> merged Hugging Face model folder. */
-export async function exportMerged(opts: MergeOptions): Promise<ShardPlan> {
+export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dtype: ExportDtype }> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(m + '\n'));
   const w = await loadLlama(opts.model, opts.linear ? { linear: opts.linear } : {});
   try {
     const adapter = await loadPeftAdapter(opts.adapter, w);
-    if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, opts.dtype));
-    return await saveHfModel(opts.out, w, adapter, { dtype: opts.dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
+    const dtype = opts.dtype ?? declaredDtype(w.config.raw) ?? 'float32';
+    if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, dtype));
+    const plan = await saveHfModel(opts.out, w, adapter, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
+    return { ...plan, dtype };
   } finally {
-    disposeWeights(w);
-  }
-}
-
-function disposeWeights(w: LlamaWeights): void {
-  w.embedTokens.dispose();
-  w.norm.dispose();
-  w.lmHead?.dispose();
-  for (const l of w.layers) {
-    l.inputLayernorm.dispose();
-    l.postAttentionLayernorm.dispose();
-    for (const p of LINEAR_NAMES) l.proj[p].dispose();
+    disposeLlama(w);
   }
 }

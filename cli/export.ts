@@ -1,0 +1,79 @@
+// `ft export <format>`: turn a training result into something other tools load. One subcommand per format,
+// listed in `exportFormats` (add a new format there).
+import type { Argv, CommandModule } from 'yargs';
+import { readPeftAdapter, writePeftAdapter } from '../adapters/peft.ts';
+import { EXPORT_DTYPES, exportMerged, parseShardSize, type ExportDtype } from '../export/merge.ts';
+import { quantizedLinear } from '../quant/linear.ts';
+import { QUANT_KINDS, type QuantKind } from '../quant/nf4.ts';
+import { startRun, type GlobalArgs } from './common.ts';
+
+interface PeftArgs extends GlobalArgs {
+  checkpoint: string;
+  out: string;
+  baseModel?: string;
+}
+
+/** Copies an adapter (a training checkpoint or any PEFT LoRA folder) to a clean, canonical PEFT folder. */
+const peftFormat: CommandModule<GlobalArgs, PeftArgs> = {
+  command: 'peft',
+  describe: 'write a standalone PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .option('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint or adapter folder holding adapter_config.json + adapter_model.safetensors' })
+      .option('out', { type: 'string', demandOption: true, describe: 'folder to write (replaced atomically)' })
+      .option('base-model', { type: 'string', describe: 'set base_model_name_or_path (e.g. the Hub id of the base)' }) as unknown as Argv<PeftArgs>,
+  async handler(args) {
+    const a = await readPeftAdapter(args.checkpoint);
+    const baseModel = args.baseModel ?? a.baseModel;
+    await writePeftAdapter(args.out, a.config, baseModel, a.tensors);
+    const params = [...a.tensors.values()].reduce((s, t) => s + t.data.length, 0);
+    process.stdout.write(`wrote ${args.out}: LoRA r=${a.config.r} alpha=${a.config.alpha}, ${a.tensors.size / 2} modules, ${params.toLocaleString('en-US')} params${baseModel ? `, base ${baseModel}` : ''}\n`);
+  },
+};
+
+interface MergedArgs extends GlobalArgs {
+  model: string;
+  adapter: string;
+  out: string;
+  dtype?: ExportDtype;
+  maxShardSize: string;
+  quant?: QuantKind;
+}
+
+const mergedFormat: CommandModule<GlobalArgs, MergedArgs> = {
+  command: 'merged',
+  describe: 'merge a LoRA adapter into its base and write a Hugging Face model folder',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .option('model', { type: 'string', demandOption: true, describe: 'base model folder' })
+      .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter folder (or a training checkpoint)' })
+      .option('out', { type: 'string', demandOption: true, describe: 'folder to write (replaced atomically)' })
+      .option('dtype', { choices: Object.keys(EXPORT_DTYPES) as ExportDtype[], describe: "weight dtype of the merged model (default: the base's torch_dtype)" })
+      .option('max-shard-size', { type: 'string', default: '5GB', describe: 'largest safetensors shard (e.g. 2GB, 500MB), as save_pretrained' })
+      .option('quant', { choices: QUANT_KINDS, describe: 'quantize the base as in QLoRA training and merge into its dequantized weights' }) as unknown as Argv<MergedArgs>,
+  async handler(args) {
+    const maxShardSize = parseShardSize(args.maxShardSize);
+    await startRun(args);
+    const plan = await exportMerged({
+      model: args.model,
+      adapter: args.adapter,
+      out: args.out,
+      dtype: args.dtype,
+      maxShardSize,
+      ...(args.quant ? { linear: quantizedLinear(args.quant), quantized: args.quant } : {}),
+    });
+    process.stdout.write(`wrote ${args.out}: ${plan.dtype}, ${plan.shards.length} shard${plan.shards.length > 1 ? 's' : ''}, ${(plan.totalSize / 1e6).toFixed(1)} MB of weights\n`);
+  },
+};
+
+export const exportFormats: CommandModule<GlobalArgs, any>[] = [peftFormat, mergedFormat];
+
+export const exportCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'export',
+  describe: `export an adapter or merged model (${exportFormats.map((f) => f.command).join(', ')})`,
+  builder: (y: Argv<GlobalArgs>) => {
+    for (const f of exportFormats) y = y.command(f);
+    return y.demandCommand(1, `name an export format: ${exportFormats.map((f) => f.command).join(', ')}`);
+  },
+  handler() {},
+};
