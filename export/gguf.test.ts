@@ -53,7 +53,7 @@ beforeAll(async () => {
   await fsp.mkdir(baseDir);
   await fsp.writeFile(
     path.join(baseDir, 'config.json'),
-    JSON.stringify({ architectures: ['LlamaForCausalLM'], hidden_size: HIDDEN, num_attention_heads: golden.n_head, num_key_value_heads: golden.n_kv_head, intermediate_size: INTER, num_hidden_layers: LAYERS }),
+    JSON.stringify({ architectures: ['LlamaForCausalLM'], hidden_size: HIDDEN, num_attention_heads: golden.n_head, num_key_value_heads: golden.n_kv_head, intermediate_size: INTER, num_hidden_layers: LAYERS, rms_norm_eps: 1e-5, vocab_size: 32, max_position_embeddings: 64 }),
   );
   const rng = new Rng(7);
   const entries: SafetensorsEntry[] = [];

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { GGMLFileQuantizationType, GGMLQuantizationType, GGUFValueType, serializeGgufMetadata, type GGUFTypedMetadata } from '@huggingface/gguf';
 import { ADAPTER_CONFIG, readPeftAdapter } from '../adapters/peft.ts';
 import { encodeFloats } from '../model/safetensors.ts';
-import type { LinearName } from '../model/types.ts';
+import { readConfig } from '../model/config.ts';
+import type { Architecture, LinearName } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { tempPathFor } from '../util/fs.ts';
 
@@ -24,7 +25,7 @@ export const GGUF_PROJ_NAME: Record<LinearName, string> = {
 };
 
 /** gguf `general.architecture` per Hugging Face architecture, and whether the converter permutes q/k rows (LlamaModel.permute). */
-const GGUF_ARCH: Record<string, { arch: string; permuteQK: boolean }> = {
+const GGUF_ARCH: Record<Architecture, { arch: string; permuteQK: boolean }> = {
   LlamaForCausalLM: { arch: 'llama', permuteQK: true },
   MistralForCausalLM: { arch: 'llama', permuteQK: true },
   Qwen2ForCausalLM: { arch: 'qwen2', permuteQK: false },
@@ -152,16 +153,13 @@ export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraRes
   const cfgFile = path.join(opts.adapterDir, ADAPTER_CONFIG);
 
   const baseDir = opts.baseDir ?? adapter.baseModel ?? undefined;
-  const baseCfgFile = baseDir ? path.resolve(opts.adapterDir, baseDir, 'config.json') : undefined;
-  if (!baseCfgFile || !(await exists(baseCfgFile))) {
-    throw new FtError(`${cfgFile}: base model config not found (${baseCfgFile ?? 'no base_model_name_or_path'}); pass --base DIR with the base model's config.json`);
+  const baseCfgDir = baseDir ? path.resolve(opts.adapterDir, baseDir) : undefined;
+  if (!baseCfgDir || !(await exists(path.join(baseCfgDir, 'config.json')))) {
+    throw new FtError(`${cfgFile}: base model config not found (${baseCfgDir ? path.join(baseCfgDir, 'config.json') : 'no base_model_name_or_path'}); pass --base DIR with the base model's config.json`);
   }
-  const base = await readJson(baseCfgFile);
-  const hfArch = Array.isArray(base.architectures) ? String(base.architectures[0]) : '';
-  const target = GGUF_ARCH[hfArch];
-  if (!target) throw new FtError(`${baseCfgFile}: architectures[0] is ${JSON.stringify(hfArch)}, expected one of ${Object.keys(GGUF_ARCH).join(', ')}`);
-  const nHead = positiveInt(base.num_attention_heads, baseCfgFile, 'num_attention_heads');
-  const nKvHead = base.num_key_value_heads === undefined ? nHead : positiveInt(base.num_key_value_heads, baseCfgFile, 'num_key_value_heads');
+  const base = await readConfig(baseCfgDir);
+  const target = GGUF_ARCH[base.architecture];
+  const { numAttentionHeads: nHead, numKeyValueHeads: nKvHead } = base;
 
   // readPeftAdapter has checked every tensor is a paired A [r, in] / B [out, r] factor under its canonical key
   const tensors: GgufTensor[] = [];
@@ -205,30 +203,9 @@ function ggufTensor(name: string, data: Float32Array, ne: number[], outType: Ggu
     : { name, ne, type: GGMLQuantizationType.F32, bytes: encodeFloats(data, 'F32') };
 }
 
-async function readJson(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    throw new FtError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  try {
-    const v = JSON.parse(text);
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
-    return v;
-  } catch (e) {
-    throw new FtError(`${file}: expected a JSON object (${(e as Error).message})`);
-  }
-}
-
 async function exists(file: string): Promise<boolean> {
   return fsp.stat(file).then(
     () => true,
     () => false,
   );
-}
-
-function positiveInt(v: unknown, file: string, field: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new FtError(`${file}: ${field} must be a positive integer, got ${JSON.stringify(v)}`);
-  return v;
 }
