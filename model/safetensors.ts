@@ -248,7 +248,7 @@ export function f32BitsToF16(x: number): number {
 /** float32 bits -> bf16 bits, round to nearest even; NaN stays NaN (quiet). */
 export function f32BitsToBf16(x: number): number {
   if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x40) & 0xffff;
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+  return (((x + 0x7fff + ((x >>> 16) & 1)) | 0) >>> 16) & 0xffff;
 }
 
 /** A little-endian view of `bytes` as `T`, copying only when the offset is misaligned. */
@@ -270,7 +270,7 @@ const TO_F32 = {
   },
   BF16: (b: Uint8Array) => {
     const h = view(b, 2, (buf, off, n) => new Uint16Array(buf, off, n));
-    const out = new Uint32Array(h.length);
+    const out = new Int32Array(h.length);
     for (let i = 0; i < h.length; i++) out[i] = h[i] << 16;
     return new Float32Array(out.buffer);
   },
@@ -279,10 +279,10 @@ const TO_F32 = {
 /** float32 values encoded as `dtype`, little-endian bytes. */
 export function encodeFloats(data: Float32Array, dtype: FloatDtype): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  const bits = new Int32Array(data.buffer, data.byteOffset, data.length); // int32, not uint32: stays in V8's small-integer fast path
   const out = new Uint16Array(data.length);
-  const conv = dtype === 'F16' ? f32BitsToF16 : f32BitsToBf16;
-  for (let i = 0; i < bits.length; i++) out[i] = conv(bits[i]);
+  if (dtype === 'F16') for (let i = 0; i < bits.length; i++) out[i] = f32BitsToF16(bits[i]);
+  else for (let i = 0; i < bits.length; i++) out[i] = f32BitsToBf16(bits[i]);
   return new Uint8Array(out.buffer);
 }
 
