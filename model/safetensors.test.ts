@@ -111,6 +111,23 @@ describe('writing', () => {
     }
   });
 
+  it('copies raw tensors of any dtype exactly', async () => {
+    const src = await SafetensorsFile.open(path.join(FIX, 'multi.safetensors'));
+    const file = path.join(tmp, 'copy.safetensors');
+    await writeSafetensors(file, [
+      ...src.names().map((name) => ({ ...src.info(name), name, bytes: () => src.readRaw(name).then((r) => r.bytes) })),
+      { name: 'ids', dtype: 'I64' as const, shape: [2], bytes: new Uint8Array(new BigInt64Array([7n, -1n]).buffer) },
+    ]);
+    const copy = await SafetensorsFile.open(file);
+    for (const name of src.names()) {
+      expect(copy.info(name).dtype).toBe(src.info(name).dtype);
+      expect(Buffer.from((await copy.readRaw(name)).bytes)).toEqual(Buffer.from((await src.readRaw(name)).bytes));
+    }
+    expect(Array.from(new BigInt64Array((await copy.readRaw('ids')).bytes.slice().buffer))).toEqual([7n, -1n]);
+    await Promise.all([src.close(), copy.close()]);
+    await expect(writeSafetensors(file, [{ name: 'x', dtype: 'I32', shape: [3], bytes: new Uint8Array(8) }])).rejects.toThrow("tensor 'x' has 8 bytes, but I32 [3] needs 12");
+  });
+
   it('leaves no file behind when producing a tensor fails', async () => {
     const file = path.join(tmp, 'fail.safetensors');
     await expect(

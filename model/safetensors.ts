@@ -301,11 +301,35 @@ export interface SafetensorsEntry {
   data: Float32Array | (() => Float32Array | Promise<Float32Array>);
 }
 
+/** A tensor written from bytes already in its dtype (any dtype): exact copies, integer tensors. */
+export interface RawEntry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  bytes: Uint8Array | (() => Uint8Array | Promise<Uint8Array>);
+}
+
+/** The bytes `e` writes, checked against its dtype and shape. */
+async function entryBytes(e: SafetensorsEntry | RawEntry, file: string): Promise<Uint8Array> {
+  if ('bytes' in e) {
+    const bytes = typeof e.bytes === 'function' ? await e.bytes() : e.bytes;
+    const need = numel(e.shape) * DTYPE_BYTES[e.dtype];
+    if (bytes.length !== need) throw new FtError(`${path.basename(file)}: tensor '${e.name}' has ${bytes.length} bytes, but ${e.dtype} ${fmtShape(e.shape)} needs ${need}`);
+    return bytes;
+  }
+  const data = typeof e.data === 'function' ? await e.data() : e.data;
+  if (data.length !== numel(e.shape)) {
+    throw new FtError(`${path.basename(file)}: tensor '${e.name}' has ${data.length} values, but shape ${fmtShape(e.shape)} needs ${numel(e.shape)}`);
+  }
+  return encodeFloats(data, e.dtype);
+}
+
 /**
  * Writes a safetensors file atomically: header (padded with spaces so the data starts 8-byte aligned),
- * then each tensor in order, converted to its dtype with round-to-nearest-even. Same input -> same bytes.
+ * then each tensor in order, float32 values converted to their dtype with round-to-nearest-even, raw bytes as given.
+ * Same input -> same bytes.
  */
-export async function writeSafetensors(file: string, entries: SafetensorsEntry[], metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
+export async function writeSafetensors(file: string, entries: (SafetensorsEntry | RawEntry)[], metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   const seen = new Set<string>();
@@ -328,13 +352,7 @@ export async function writeSafetensors(file: string, entries: SafetensorsEntry[]
   try {
     await fh.write(len);
     await fh.write(json);
-    for (const e of entries) {
-      const data = typeof e.data === 'function' ? await e.data() : e.data;
-      if (data.length !== numel(e.shape)) {
-        throw new FtError(`${path.basename(file)}: tensor '${e.name}' has ${data.length} values, but shape ${fmtShape(e.shape)} needs ${numel(e.shape)}`);
-      }
-      await fh.write(encodeFloats(data, e.dtype));
-    }
+    for (const e of entries) await fh.write(await entryBytes(e, file));
     await fh.close();
     await fsp.rename(tmp, file);
   } catch (e) {
