@@ -1,0 +1,161 @@
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parquetWriteFile } from 'hyparquet-writer';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TrainBatch } from '../model/types.ts';
+import { writeArrowStream } from './arrow.ts';
+import { formatStats, loadDataset, newStats, type Part } from './pipeline.ts';
+import { DataRecipeSchema, type DataRecipe } from './spec.ts';
+import { SEED_TASKS, seedRows, seedTokenizer } from './testing.ts';
+import type { Row } from './types.ts';
+
+const tok = seedTokenizer();
+const rows = seedRows();
+let tmp: string;
+
+const recipe = (over: Record<string, unknown>): DataRecipe => DataRecipeSchema.parse({ datasets: [{ path: 'seed.jsonl' }], sequence_len: 1024, ...over });
+async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+async function hashes(r: DataRecipe, part: Part, epoch = 0): Promise<string[]> {
+  const ds = await loadDataset(r, tok, tmp);
+  return (await all(ds.records(part, epoch))).map((x) => x.hash);
+}
+const plain = (b: TrainBatch) => ({ B: b.B, T: b.T, ids: [...b.ids], segments: [...b.segments], positions: [...b.positions], labels: [...b.labels] });
+
+beforeAll(async () => {
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-pipe-'));
+  await fsp.writeFile(path.join(tmp, 'seed.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
+  await fsp.writeFile(path.join(tmp, 'seed-reversed.jsonl'), [...rows].reverse().map((r) => JSON.stringify(r)).join('\n'));
+  await writeArrowStream(path.join(tmp, 'seed.arrow'), (async function* () {
+    yield rows as unknown as Row[];
+  })());
+  parquetWriteFile({ filename: path.join(tmp, 'seed.parquet'), columnData: (['instruction', 'input', 'output'] as const).map((name) => ({ name, data: rows.map((r) => r[name]), type: 'STRING' as const })) });
+});
+afterAll(async () => {
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+describe('the seed tasks', () => {
+  it('flattens seed_tasks.jsonl instances into one record per instance', async () => {
+    const ds = await loadDataset(recipe({ datasets: [{ path: SEED_TASKS }], shuffle_buffer_size: 0 }), tok);
+    const recs = await all(ds.records('validation')); // validation part without a split = nothing; train part in file order
+    expect(recs).toEqual([]);
+    const train = (await all(ds.records('train'))).map((r) => r.record);
+    expect(train).toEqual(rows.map((r) => ({ kind: 'instruction', ...r })));
+  });
+
+  it('gives the same batches from JSONL, Arrow and Parquet of the same rows', async () => {
+    const runs = [];
+    for (const p of ['seed.jsonl', 'seed.arrow', 'seed.parquet']) {
+      const ds = await loadDataset(recipe({ datasets: [{ path: p }], micro_batch_size: 4, sample_packing: true, sequence_len: 512, val_set_size: 0.1 }), tok, tmp);
+      const stats = newStats();
+      runs.push({ batches: (await all(ds.batches({ stats }))).map(plain), stats: { ...stats, notes: stats.notes.map((n) => n.replace(/^seed\.\w+/, 'seed')) } });
+    }
+    expect(runs[0].batches.length).toBeGreaterThan(3);
+    expect(runs[1]).toEqual(runs[0]);
+    expect(runs[2]).toEqual(runs[0]);
+    expect(runs[0].stats.rows).toBe(rows.length);
+    expect(runs[0].stats.examples + runs[0].stats.otherPart + runs[0].stats.skipped.too_long).toBe(rows.length);
+  });
+});
+
+describe('validation split', () => {
+  it('is the same rows for a seed whatever the file order, disjoint from train, and moves with the seed', async () => {
+    const r = recipe({ val_set_size: 0.2, seed: 7 });
+    const val = await hashes(r, 'validation');
+    const train = await hashes(r, 'train');
+    expect(val.length).toBeGreaterThan(rows.length * 0.1);
+    expect(val.length).toBeLessThan(rows.length * 0.3);
+    expect(new Set([...val, ...train]).size).toBe(new Set([...val, ...train]).size);
+    expect(val.filter((h) => train.includes(h))).toEqual([]);
+    expect(val.length + train.length).toBe(rows.length);
+    const reversed = await hashes(recipe({ val_set_size: 0.2, seed: 7, datasets: [{ path: 'seed-reversed.jsonl' }] }), 'validation');
+    expect([...reversed].sort()).toEqual([...val].sort());
+    expect(await hashes(r, 'validation')).toEqual(val);
+    const other = await hashes(recipe({ val_set_size: 0.2, seed: 8 }), 'validation');
+    expect(other.sort()).not.toEqual([...val].sort());
+  });
+
+  it('holds out exactly a count of rows, the same ones in any order', async () => {
+    const val = await hashes(recipe({ val_set_size: 17 }), 'validation');
+    expect(val.length).toBe(17);
+    const reversed = await hashes(recipe({ val_set_size: 17, datasets: [{ path: 'seed-reversed.jsonl' }] }), 'validation');
+    expect(reversed.sort()).toEqual(val.sort());
+  });
+});
+
+describe('order and resume', () => {
+  const r = recipe({ micro_batch_size: 2, shuffle_buffer_size: 32, seed: 3 });
+
+  it('shuffles reproducibly per epoch, each epoch a different order of the same rows', async () => {
+    const e0 = await hashes(r, 'train', 0);
+    expect(await hashes(r, 'train', 0)).toEqual(e0);
+    const e1 = await hashes(r, 'train', 1);
+    expect(e1).not.toEqual(e0);
+    expect([...e1].sort()).toEqual([...e0].sort());
+    const fileOrder = await hashes(recipe({ shuffle_buffer_size: 0 }), 'train');
+    expect(e0).not.toEqual(fileOrder);
+  });
+
+  it('resumes at a batch index with exactly the batches that followed it', async () => {
+    const ds = await loadDataset(r, tok, tmp);
+    const full = (await all(ds.batches({ epoch: 1 }))).map(plain);
+    const rest = (await all(ds.batches({ epoch: 1, startBatch: 30 }))).map(plain);
+    expect(rest).toEqual(full.slice(30));
+  });
+});
+
+describe('bad input', () => {
+  const write = async (name: string, lines: unknown[]) => fsp.writeFile(path.join(tmp, name), lines.map((l) => JSON.stringify(l)).join('\n'));
+
+  it('names the columns found when a required column is missing, and accepts a column mapping', async () => {
+    await write('qa.jsonl', [{ question: 'q', answer: 'a' }]);
+    const ds = await loadDataset(recipe({ datasets: [{ path: 'qa.jsonl' }] }), tok, tmp);
+    await expect(all(ds.batches())).rejects.toThrow("qa.jsonl row 0: missing column 'instruction' (columns found: question, answer)");
+    const mapped = await loadDataset(recipe({ datasets: [{ path: 'qa.jsonl', field_instruction: 'question', field_output: 'answer' }] }), tok, tmp);
+    expect((await all(mapped.batches())).length).toBe(1);
+  });
+
+  it('stops at a null field naming the row, or skips and counts it when on_bad_row is skip', async () => {
+    await write('nulls.jsonl', [rows[0], { ...rows[1], output: null }, rows[2], { ...rows[3], instruction: 5 }]);
+    const strict = await loadDataset(recipe({ datasets: [{ path: 'nulls.jsonl' }] }), tok, tmp);
+    await expect(all(strict.batches())).rejects.toThrow("nulls.jsonl row 1: field 'output' must be a string, got null");
+    const lenient = await loadDataset(recipe({ datasets: [{ path: 'nulls.jsonl' }], on_bad_row: 'skip' }), tok, tmp);
+    const stats = newStats();
+    expect((await all(lenient.batches({ stats }))).length).toBe(2);
+    expect([stats.rows, stats.badRows, stats.examples]).toEqual([4, 2, 2]);
+    expect(stats.notes[1]).toMatch(/row 3: field 'instruction' must be a string, got number/);
+    expect(formatStats(stats, 1024)).toMatch(/2 bad rows skipped/);
+  });
+
+  it('refuses an empty dataset, and a dataset whose every row is dropped, saying why', async () => {
+    await fsp.writeFile(path.join(tmp, 'empty.jsonl'), '\n');
+    const empty = await loadDataset(recipe({ datasets: [{ path: 'empty.jsonl' }] }), tok, tmp);
+    await expect(all(empty.batches())).rejects.toThrow(/empty\.jsonl: no train examples \(0 rows -> 0 examples/);
+    const short = await loadDataset(recipe({ sequence_len: 16 }), tok, tmp);
+    await expect(all(short.batches())).rejects.toThrow(/175 dropped as longer than sequence_len 16\); e\.g\. seed\.jsonl row \d+: \d+ tokens > sequence_len 16/);
+  });
+
+  it('counts dropped long rows, or stops at the first one when excess_length_strategy is error', async () => {
+    const stats = newStats();
+    const ds = await loadDataset(recipe({ sequence_len: 128 }), tok, tmp);
+    await all(ds.batches({ stats }));
+    expect(stats.skipped.too_long).toBeGreaterThan(0);
+    expect(stats.examples + stats.skipped.too_long).toBe(rows.length);
+    const strict = await loadDataset(recipe({ sequence_len: 128, excess_length_strategy: 'error', shuffle_buffer_size: 0 }), tok, tmp);
+    await expect(all(strict.batches())).rejects.toThrow(/seed\.jsonl row \d+: \d+ tokens, longer than sequence_len 128/);
+  });
+
+  it('needs a chat template for chat data', async () => {
+    await write('chat.jsonl', [{ conversations: [{ from: 'human', value: 'hi' }, { from: 'gpt', value: 'hello' }] }]);
+    const noTemplate = { ...tok, chatTemplate: null };
+    await expect(loadDataset(recipe({ datasets: [{ path: 'chat.jsonl', type: 'chat' }] }), noTemplate, tmp)).rejects.toThrow(/type chat needs a chat template/);
+    const ds = await loadDataset(recipe({ datasets: [{ path: 'chat.jsonl', type: 'chat' }] }), tok, tmp);
+    const [b] = await all(ds.batches());
+    expect(tok.decode([...b.ids])).toBe('<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n');
+  });
+});
