@@ -124,6 +124,18 @@ export function attentionMask(querySegments: Int32Array, keySegments: Int32Array
   return tf.tensor4d(mask, [B, 1, T, S]);
 }
 
+/**
+ * a b^T over the last two axes. On tfjs-wasm a transposed-B matMul runs ~7x slower than transposing b
+ * first (bench/generate.ts), so b is transposed explicitly unless a has so few rows (decode) that the copy dominates.
+ */
+function matMulTransB<T extends tf.Tensor>(a: T, b: T): T {
+  const rows = a.shape[a.rank - 2];
+  if (rows < 16) return tf.matMul(a, b, false, true) as T;
+  const perm = [...Array(b.rank).keys()];
+  [perm[b.rank - 2], perm[b.rank - 1]] = [perm[b.rank - 1], perm[b.rank - 2]];
+  return tf.matMul(a, tf.transpose(b, perm)) as T;
+}
+
 /** [B*T, heads*d] -> [B, heads, T, d] */
 function splitHeads(x: tf.Tensor2D, B: number, T: number, heads: number, d: number): tf.Tensor4D {
   return tf.transpose(tf.reshape(x, [B, T, heads, d]), [0, 2, 1, 3]);
@@ -154,7 +166,7 @@ function attention(
   if (cache) [k, v] = cache.append(layerIndex, k, v); // [B, KV, S, d]
   const S = k.shape[2];
   const qGrouped = tf.reshape(q, [B, KV, G * T, d]);
-  const scores = tf.mul(tf.matMul(qGrouped, k, false, true), 1 / Math.sqrt(d)); // [B, KV, G*T, S]
+  const scores = tf.mul(matMulTransB(qGrouped, k), 1 / Math.sqrt(d)); // [B, KV, G*T, S]
   const probs = tf.softmax(tf.add(tf.reshape(scores, [B, H, T, S]), mask)); // [B, H, T, S]
   const out = tf.matMul(tf.reshape(probs, [B, KV, G * T, S]), v); // [B, KV, G*T, d]
   const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(out, [B, H, T, d]), [0, 2, 1, 3]), [B * T, H * d]);
@@ -211,7 +223,7 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
       rows = 1;
     }
     h = rmsNorm(h, w.norm, config.rmsNormEps);
-    const logits = w.lmHead ? w.lmHead.apply(h) : tf.matMul(h, w.embedTokens, false, true); // [B*rows, vocab]
+    const logits = w.lmHead ? w.lmHead.apply(h) : matMulTransB(h, w.embedTokens); // [B*rows, vocab]
     return tf.reshape(logits, [B, rows, config.vocabSize]);
   });
 }
