@@ -45,6 +45,11 @@ describe('special tokens and flags', () => {
     expect(tok.tokenToId('no such token')).toBeNull();
   });
 
+  it('has no BOS when tokenizer_config.json sets bos_token to null, as Qwen2 does', () => {
+    const tok = tokenizerFromJson(plain, { bos_token: null, eos_token: '</s>' }, { bos_token_id: 1, eos_token_id: 2 }, 'm');
+    expect([tok.bosId, tok.addBos]).toEqual([null, false]);
+  });
+
   it('uses an explicit pad token', () => {
     expect(tokenizerFromJson(plain, { eos_token: '</s>', pad_token: '<unk>' }, null, 'm').padId).toBe(0);
   });

@@ -83,7 +83,8 @@ export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | n
     if (id === undefined) throw new FtError(`${source}: tokenizer_config.json ${field} '${content}' is not in the vocabulary`);
     return id;
   };
-  const bosId = idOf('bos_token') ?? firstId(modelConfig?.bos_token_id);
+  // An explicit `bos_token: null` (Qwen2) means no BOS, whatever config.json says
+  const bosId = tc.bos_token === null ? null : (idOf('bos_token') ?? firstId(modelConfig?.bos_token_id));
   const eosId = idOf('eos_token') ?? firstId(modelConfig?.eos_token_id);
   if (eosId === null) throw new FtError(`${source}: no EOS token (expected eos_token in tokenizer_config.json or eos_token_id in config.json)`);
   const padId = idOf('pad_token') ?? firstId(modelConfig?.pad_token_id) ?? eosId;
