@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { DenseLinear } from '../model/linear.ts';
+import { quantizedLinear } from '../quant/linear.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { randomArray, randomWeights, tinyConfig, TINY } from '../test/random-weights.ts';
 import { FtError } from '../util/errors.ts';
@@ -64,6 +65,29 @@ describe('LoraLinear', () => {
       }
       v.assign(tf.tensor(values, v.shape));
     }
+  });
+
+  it('has the same output and gradients (A, B, x) through an NF4 base as through a float layer holding its dequantized weight', () => {
+    const rng = new Rng(11);
+    const [out, inp, r, n] = [32, 64, 4, 3];
+    const w0 = randomArray(rng, out * inp, 0.3);
+    const nf4 = quantizedLinear('nf4')('w', w0.slice(), out, inp, randomArray(rng, out, 0.1));
+    expect(maxAbsDiff(nf4.denseWeight(), w0)).toBeGreaterThan(1e-3); // really 4-bit
+    const dense = new DenseLinear(nf4.denseWeight(), out, inp, nf4.bias);
+    const a = randomArray(rng, r * inp, 0.2);
+    const b = randomArray(rng, out * r, 0.2);
+    const x = tf.tensor2d(randomArray(rng, n * inp, 1), [n, inp]);
+    const c = tf.tensor2d(randomArray(rng, n * out, 1), [n, out]);
+    const run = (base: typeof nf4) => {
+      const layer = new LoraLinear(base, r, 2, 0, a, b, () => 0);
+      const f = (xx: tf.Tensor2D) => tf.sum(tf.mul(tf.tanh(layer.apply(xx)), c)) as tf.Scalar;
+      const { grads } = tf.variableGrads(() => f(x), [layer.A, layer.B]);
+      const dx = tf.grad((xx) => f(xx as tf.Tensor2D))(x);
+      return { y: layer.apply(x).dataSync(), dA: grads[layer.A.name].dataSync(), dB: grads[layer.B.name].dataSync(), dx: dx.dataSync() };
+    };
+    const q = run(nf4);
+    const d = run(dense);
+    for (const k of ['y', 'dA', 'dB', 'dx'] as const) expect(maxAbsDiff(q[k], d[k])).toBeLessThan(1e-5);
   });
 
   it('merges to W + alpha/r * B A equal to torch and to the unmerged layer to 1e-4', () => {

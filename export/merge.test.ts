@@ -9,6 +9,8 @@ import { forward } from '../model/llama.ts';
 import { INDEX_FILE, loadLlama } from '../model/load.ts';
 import { SafetensorsFile } from '../model/safetensors.ts';
 import type { LlamaWeights } from '../model/types.ts';
+import { quantizedLinear } from '../quant/linear.ts';
+import { loadPeftAdapter } from '../adapters/peft.ts';
 import { tinyConfig, TINY, tokenBatch, writeRandomModel } from '../test/random-weights.ts';
 import { FtError } from '../util/errors.ts';
 import { exportMerged, parseShardSize, planShards, quantizedMergeWarning } from './merge.ts';
@@ -138,6 +140,19 @@ describe('ft export merged', () => {
       expect(err).toBeGreaterThan(0); // really rounded
       expect(err).toBeLessThan(tol * scale);
     }
+  });
+
+  it('with a 4-bit base merges into the dequantized weights, warns, and reloads equal to nf4 base + adapter', async () => {
+    const qw = await loadLlama(modelDir, { linear: quantizedLinear('nf4') });
+    await loadPeftAdapter(adapterDir, qw);
+    const qlora = logits(qw);
+    expect(maxAbsDiff(qlora, expected)).toBeGreaterThan(1e-3); // the 4-bit base is a different model
+    const warnings: string[] = [];
+    const out = path.join(tmp, 'merged-nf4');
+    const plan = await exportMerged({ model: modelDir, adapter: adapterDir, out, maxShardSize: 1e9, linear: quantizedLinear('nf4'), quantized: 'nf4', warn: (m) => warnings.push(m) });
+    expect(plan.dtype).toBe('float32'); // the base's torch_dtype
+    expect(warnings).toEqual([quantizedMergeWarning('nf4', 'float32')]);
+    expect(maxAbsDiff(logits(await loadLlama(out)), qlora)).toBeLessThan(1e-4);
   });
 
   it('says what merging into a quantized base means', () => {
