@@ -2,6 +2,7 @@
 // listed in `exportFormats` (add a new format there).
 import type { Argv, CommandModule } from 'yargs';
 import { readPeftAdapter, writePeftAdapter } from '../adapters/peft.ts';
+import { exportLoraGguf, type GgufOutType } from '../export/gguf.ts';
 import { EXPORT_DTYPES, exportMerged, parseShardSize, type ExportDtype } from '../export/merge.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { QUANT_KINDS, type QuantKind } from '../quant/nf4.ts';
@@ -66,7 +67,30 @@ const mergedFormat: CommandModule<GlobalArgs, MergedArgs> = {
   },
 };
 
-export const exportFormats: CommandModule<GlobalArgs, any>[] = [peftFormat, mergedFormat];
+interface GgufArgs extends GlobalArgs {
+  adapter: string;
+  out: string;
+  outtype: GgufOutType;
+  base?: string;
+}
+
+/** A GGUF LoRA adapter for llama.cpp (`llama-cli -m base.gguf --lora adapter.gguf`), as convert_lora_to_gguf.py writes it. */
+const ggufFormat: CommandModule<GlobalArgs, GgufArgs> = {
+  command: 'gguf',
+  describe: 'write a GGUF LoRA adapter that llama.cpp loads with --lora',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter folder (or a training checkpoint)' })
+      .option('out', { type: 'string', demandOption: true, describe: 'GGUF file to write' })
+      .option('outtype', { choices: ['f32', 'f16'] as GgufOutType[], default: 'f32' as GgufOutType, describe: 'tensor type in the file' })
+      .option('base', { type: 'string', describe: "base model folder with config.json (default: the adapter's base_model_name_or_path)" }) as unknown as Argv<GgufArgs>,
+  async handler(args) {
+    const r = await exportLoraGguf({ adapterDir: args.adapter, out: args.out, outType: args.outtype, baseDir: args.base });
+    process.stdout.write(`wrote ${args.out}: ${r.arch} LoRA, ${r.tensors} tensors (${args.outtype}), alpha ${r.alpha}, ${(r.bytes / 1e6).toFixed(2)} MB\n`);
+  },
+};
+
+export const exportFormats: CommandModule<GlobalArgs, any>[] = [peftFormat, mergedFormat, ggufFormat];
 
 export const exportCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'export',
