@@ -117,6 +117,11 @@ describe('errors name the file, line and key', () => {
     expect(errorOf(minimal + 'excess_length_strategy: cut\n')).toBe('recipes/x.yaml:5: excess_length_strategy: expected one of drop, truncate, error, got "cut"');
   });
 
+  it('the eval section', () => {
+    expect(errorOf(minimal + 'eval:\n  data: p.jsonl\n  data_type: alpacca\n')).toMatch(/^recipes\/x.yaml:7: eval.data_type: expected one of alpaca, .*got "alpacca"$/);
+    expect(parseRecipe(minimal + 'eval:\n  data: p.jsonl\n', '/r/x.yaml').eval).toEqual({ data: '/r/p.jsonl', data_type: 'alpaca', max_new_tokens: 128, temperature: 0, top_p: 1 });
+  });
+
   it('an unknown key, with a suggestion', () => {
     expect(errorOf(minimal + 'lora_rr: 8\n')).toBe("recipes/x.yaml:5: unknown key 'lora_rr' (did you mean 'lora_r'?)");
     expect(errorOf(minimal.replace('  - path: d.jsonl', '  - path: d.jsonl\n    feild_input: x'))).toBe(

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, LineCounter, parseDocument, stringify, type Document } from 'yaml';
 import { z } from 'zod';
-import { dataRecipeShape } from '../data/spec.ts';
+import { DatasetEntrySchema, dataRecipeShape } from '../data/spec.ts';
 import { BACKENDS } from '../engine/backend.ts';
 import { PRESETS, type PresetName } from '../model/init.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
@@ -31,8 +31,8 @@ const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.e
 export const EvalSectionSchema = z.strictObject({
   /** a prompts file (same formats as datasets); default: the validation split */
   data: str('a file path').optional(),
-  /** how to read `data`: a prompt template name, as a datasets entry's type */
-  data_type: str('a dataset type such as alpaca').default('alpaca'),
+  /** how to read `data`: as a datasets entry's type (alpaca, chatml, chat, ...) */
+  data_type: DatasetEntrySchema.shape.type,
   max_new_tokens: posInt().default(128),
   /** 0 = greedy */
   temperature: nonNegNum().default(0),
@@ -90,7 +90,7 @@ const RecipeFields = z.strictObject({
 
 /** Cross-field rules, reported at the key that has to change. */
 const RecipeSchema = RecipeFields.superRefine((r, ctx) => {
-  const issue = (key: string, message: string) => ctx.addIssue({ code: 'custom', path: [key], message });
+  const issue = (key: string, message: string) => ctx.addIssue({ code: 'custom', path: [key], message, params: { crossField: true } });
   if (r.num_epochs === undefined && r.max_steps === undefined) issue('num_epochs', 'set num_epochs or max_steps');
   if (r.warmup_steps !== undefined && r.warmup_ratio !== undefined) issue('warmup_ratio', 'set warmup_steps or warmup_ratio, not both');
   if (r.adapter === 'qlora' && r.load_in_4bit === false) issue('load_in_4bit', 'adapter qlora needs load_in_4bit true (or use adapter lora)');
@@ -364,7 +364,9 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, src: Source): stri
   }
   const value = valueAt(raw, keys);
   const name = keys.join('.');
-  const got = issue.code === 'custom' ? '' : value === undefined ? ' (missing)' : `, got ${show(value)}`;
+  // a field's own check shows the value it got; a rule about several fields, or a missing one, speaks for itself
+  const crossField = issue.code === 'custom' && issue.params?.crossField === true;
+  const got = crossField ? '' : value !== undefined ? `, got ${show(value)}` : issue.code === 'custom' ? '' : ' (missing)';
   const where = locate(src, keys, false);
   return where === `--${name}` ? `${where}: ${issue.message}${got}` : `${where}: ${name}: ${issue.message}${got}`;
 }
