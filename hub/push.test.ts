@@ -89,6 +89,21 @@ describe('pushToHub against a local Hub server', () => {
     expect(hub.requests.filter((r) => r.startsWith('PUT /lfs-storage/'))).toHaveLength(1);
   });
 
+  it('serves HEAD on resolve with the LFS size headers, and hides a private repo from other users', async () => {
+    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, { method: 'HEAD', headers: { Authorization: `Bearer ${ALICE}` } });
+    expect(head.status).toBe(200);
+    const size = (await fsp.stat(path.join(folder, 'adapter_model.safetensors'))).size;
+    expect(head.headers.get('content-length')).toBe(String(size));
+    expect(head.headers.get('x-linked-size')).toBe(String(size));
+
+    await pushToHub({ dir: folder, repo: 'alice/secret', private: true, env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } });
+    expect(hub.repos.get('alice/secret')!.private).toBe(true);
+    const asBob = await downloadFile({ repo: 'alice/secret', path: 'README.md', hubUrl: hub.url, accessToken: BOB }).catch((e: Error) => e);
+    expect(String(asBob)).toMatch(/Repository not found/);
+    const asAlice = await downloadFile({ repo: 'alice/secret', path: 'README.md', hubUrl: hub.url, accessToken: ALICE });
+    expect(await asAlice!.text()).toBe(await fsp.readFile(path.join(folder, 'README.md'), 'utf8'));
+  });
+
   it('reads the token from the token file at HF_TOKEN_PATH', async () => {
     const tokenFile = path.join(tmp, 'token');
     await fsp.writeFile(tokenFile, `${BOB}\n`);
