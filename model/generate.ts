@@ -80,9 +80,11 @@ function argmax(logits: Float32Array): number {
 /** Draws the next token from one row of logits: temperature, then top-k, then top-p (nucleus), as HF's warpers. */
 export function sampleToken(logits: Float32Array, opts: SamplingOptions, rng: Rng): number {
   if (opts.temperature <= 0) return argmax(logits);
-  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
-  const candidates = opts.topK > 0 ? order.slice(0, opts.topK) : order;
-  const top = logits[candidates[0]];
+  const all = Array.from(logits.keys());
+  // only top-k / top-p need the tokens ranked (a full sort of a 128k vocabulary per token is not free)
+  const ranked = opts.topK > 0 || opts.topP < 1 ? all.sort((a, b) => logits[b] - logits[a]) : all;
+  const candidates = opts.topK > 0 ? ranked.slice(0, opts.topK) : ranked;
+  const top = logits[argmax(logits)];
   const weights = candidates.map((i) => Math.exp((logits[i] - top) / opts.temperature));
   const total = weights.reduce((a, b) => a + b, 0);
   // nucleus: keep a token while the probability of the tokens ranked above it is still below top_p
