@@ -1,8 +1,10 @@
 // Every `ft` subcommand, one module each.
 import type { CommandModule } from 'yargs';
+import { dataCommand } from './data.ts';
 import { exportCommand } from './export.ts';
 import { generateCommand } from './generate.ts';
 import { initModelCommand } from './init-model.ts';
 import { pushCommand } from './push.ts';
+import { trainCommand } from './train.ts';
 
-export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand, exportCommand];
+export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand, trainCommand, exportCommand, dataCommand];

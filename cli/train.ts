@@ -1,0 +1,33 @@
+// `ft train [RECIPE] [--resume [DIR]] [--<recipe_key> value ...]`
+import type { CommandModule } from 'yargs';
+import { DEFAULT_RECIPE, loadRecipe, parseOverrideArgs } from '../train/recipe.ts';
+import { train } from '../train/loop.ts';
+import { startRun, type GlobalArgs } from './common.ts';
+
+interface TrainArgs extends GlobalArgs {
+  resume?: string | boolean;
+  _: (string | number)[];
+}
+
+export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
+  command: 'train',
+  describe: 'fine-tune a LoRA/QLoRA adapter as a YAML recipe says (default: recipes/alpaca-tiny.yaml); any recipe key can be overridden: --lora_r 16',
+  builder: (y) =>
+    y
+      .strict(false)
+      .parserConfiguration({ 'unknown-options-as-args': true })
+      .usage('ft train [RECIPE] [--resume [CHECKPOINT]] [--<recipe_key> value ...]')
+      .option('resume', { describe: 'continue from the newest checkpoint in output_dir, or from the checkpoint folder given' }) as never,
+  handler: async (argv) => {
+    // Unknown options arrive as plain tokens after the command: [recipe] then --key value pairs.
+    const tokens = argv._.slice(1).map(String);
+    const file = tokens.length > 0 && !tokens[0].startsWith('--') ? tokens.shift()! : DEFAULT_RECIPE;
+    // Recipe errors surface before the model loads.
+    const recipe = loadRecipe(file, parseOverrideArgs(tokens));
+    await startRun({ ...argv, backend: argv.backend === 'auto' ? recipe.backend : argv.backend });
+    const log = (line: string) => argv.quiet || process.stderr.write(line + '\n');
+    const resume = argv.resume === '' || argv.resume === true ? true : (argv.resume as string | undefined);
+    const result = await train(recipe, { recipeFile: file, resume, log, handleSignals: true });
+    process.stdout.write(`${result.adapterDir}\n`);
+  },
+};

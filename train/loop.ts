@@ -1,0 +1,218 @@
+// The training loop: AdamW on the LoRA factors only, warmup + schedule, gradient accumulation,
+// global-norm clipping, periodic logging / eval / checkpoints, exact resume, checkpoint on SIGINT/SIGTERM.
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { formatTrainableParams } from '../adapters/lora.ts';
+import { savePeftAdapter } from '../adapters/peft.ts';
+import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
+import type { DataRecipe } from '../data/spec.ts';
+import { meanLoss } from '../eval/loss.ts';
+import { causalLmLoss, forward, disposeLlama } from '../model/llama.ts';
+import type { TrainBatch } from '../model/types.ts';
+import { progress } from '../util/progress.ts';
+import { writeFileAtomic } from '../util/fs.ts';
+import { checkpointDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
+import { clipGradNorm, type NamedGrads } from './clip.ts';
+import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
+import { AdamW } from './optimizer.ts';
+import { writeLossCurve } from './plot.ts';
+import { recipeToYaml, type Recipe } from './recipe.ts';
+import { learningRate, totalTrainingSteps, warmupSteps, type ScheduleSpec } from './schedule.ts';
+import { loadTrainableModel, type TrainableModel } from './setup.ts';
+
+export interface TrainOptions {
+  /** the recipe file (names errors, anchors the saved recipe) */
+  recipeFile: string;
+  /** true: the newest checkpoint in output_dir; a string: that checkpoint folder */
+  resume?: boolean | string;
+  /** one line of chatter (stderr in the CLI) */
+  log?: (line: string) => void;
+  /** stop after this many optimizer steps in this process (tests simulate an interruption with it) */
+  stopAfterSteps?: number;
+  /** install SIGINT/SIGTERM handlers that checkpoint and stop (the CLI does; tests call requestStop instead) */
+  handleSignals?: boolean;
+}
+
+export interface TrainResult {
+  outputDir: string;
+  /** the final adapter (PEFT folder `output_dir/adapter`), or the last checkpoint when interrupted */
+  adapterDir: string;
+  steps: number;
+  totalSteps: number;
+  interrupted: boolean;
+  /** one record per logged step, as in metrics.jsonl */
+  history: MetricsRecord[];
+  finalLoss: number | null;
+  finalEvalLoss: number | null;
+}
+
+/** Trains a recipe to the end (or to an interruption) and writes adapter, checkpoints, metrics and loss curve. */
+export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
+  const log = opts.log ?? (() => {});
+  const model = await loadTrainableModel(recipe, opts.recipeFile, log);
+  try {
+    return await run(recipe, model, opts, log);
+  } finally {
+    disposeLlama(model.weights);
+  }
+}
+
+/** Micro-batches from `epoch`/`batchInEpoch` on, epoch after epoch; `pos` tracks what was consumed, for checkpoints. */
+async function* microBatches(ds: Dataset, pos: { epoch: number; batchInEpoch: number }): AsyncGenerator<TrainBatch> {
+  for (;;) {
+    for await (const b of ds.batches({ part: 'train', epoch: pos.epoch, startBatch: pos.batchInEpoch })) {
+      pos.batchInEpoch++;
+      yield b;
+    }
+    pos.epoch++;
+    pos.batchInEpoch = 0;
+  }
+}
+
+async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, log: (line: string) => void): Promise<TrainResult> {
+  const { weights, tokenizer, adapter, modelDir } = model;
+  const outputDir = recipe.output_dir;
+  log(formatTrainableParams(weights, adapter));
+
+  const ds = await loadDataset(recipe as unknown as DataRecipe, tokenizer, path.dirname(path.resolve(opts.recipeFile)));
+  // Batches per epoch: counted by one pass over the training split (also reports what the data pipeline kept and dropped).
+  const stats = newStats();
+  let perEpoch = 0;
+  for await (const _ of ds.batches({ part: 'train', stats })) perEpoch++;
+  log(`ft: train data: ${formatStats(stats, recipe.sequence_len)}; ${perEpoch} micro-batches per epoch`);
+  const G = recipe.gradient_accumulation_steps;
+  const totalSteps = totalTrainingSteps({ maxSteps: recipe.max_steps, numEpochs: recipe.num_epochs, microBatchesPerEpoch: perEpoch, gradAccum: G });
+  const schedule: ScheduleSpec = { name: recipe.lr_scheduler, totalSteps, warmupSteps: warmupSteps(totalSteps, recipe.warmup_steps, recipe.warmup_ratio) };
+  const hasValidation = recipe.val_set_size > 0;
+
+  const params = Object.fromEntries(adapter.variables);
+  // tf.variableGrads keys gradients by tfjs variable name; the optimizer and checkpoints use PEFT keys.
+  const keyOf = new Map([...adapter.variables].map(([key, v]) => [v.name, key]));
+  const optimizer = new AdamW(params, { beta1: recipe.adam_beta1, beta2: recipe.adam_beta2, eps: recipe.adam_epsilon, weightDecay: recipe.weight_decay });
+  const baseName = recipe.base_model;
+
+  let state: TrainerState = { globalStep: 0, totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: recipe.seed };
+  const resumeFrom = opts.resume === true ? await latestCheckpoint(outputDir) : opts.resume || recipe.resume_from_checkpoint;
+  if (resumeFrom) {
+    state = await loadCheckpoint(resumeFrom, adapter, optimizer);
+    log(`ft: resumed from ${resumeFrom} at step ${state.globalStep}/${totalSteps}`);
+  }
+  const metrics = await MetricsLog.open(path.join(outputDir, 'metrics.jsonl'), resumeFrom ? state.globalStep : undefined);
+  await writeFileAtomic(path.join(outputDir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
+
+  // A signal asks to stop: the current step finishes, a checkpoint is written, and train() returns.
+  let stopRequested = false;
+  const onSignal = (sig: string) => {
+    if (stopRequested) return;
+    stopRequested = true;
+    log(`\nft: ${sig}: saving a checkpoint after this step, then stopping`);
+  };
+  const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
+  if (opts.handleSignals) for (const [s, h] of Object.entries(handlers)) process.on(s, h);
+
+  const pos = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
+  const batches = microBatches(ds, pos);
+  const epochOf = () => pos.epoch + (perEpoch > 0 ? pos.batchInEpoch / perEpoch : 0);
+  const bar = progress('train', totalSteps, 'steps', ['loss', 'lr', 'tok_s']);
+  const started = performance.now();
+  let window = { loss: 0, micro: 0, tokens: 0, since: performance.now() };
+  let lastLoss: number | null = null;
+  let lastEval: number | null = null;
+  let stepsThisRun = 0;
+  let lastSaved = -1;
+
+  const checkpoint = async () => {
+    state = { ...state, epoch: pos.epoch, batchInEpoch: pos.batchInEpoch, dropoutRng: adapter.dropoutState() };
+    const dir = await saveCheckpoint(outputDir, state, adapter, optimizer, baseName, recipe.save_total_limit);
+    lastSaved = state.globalStep;
+    return dir;
+  };
+  const evaluate = async () => {
+    adapter.setTraining(false);
+    const r = await meanLoss(weights, ds.batches({ part: 'validation' }));
+    adapter.setTraining(true);
+    return r.loss;
+  };
+
+  adapter.setTraining(true);
+  bar.update(state.globalStep);
+  try {
+    while (state.globalStep < totalSteps && !stopRequested && (opts.stopAfterSteps === undefined || stepsThisRun < opts.stopAfterSteps)) {
+      const lr = learningRate(recipe.learning_rate, schedule, state.globalStep);
+      // Accumulate G micro-batch gradients of loss/G (HF Trainer's scaling), summed in `acc`.
+      let acc: NamedGrads | null = null;
+      for (let g = 0; g < G; g++) {
+        const { value: batch } = await batches.next();
+        const b = batch as TrainBatch;
+        const { value, grads: byVarName } = tf.variableGrads(() => tf.div(causalLmLoss(forward(weights, b), b.labels).loss, G) as tf.Scalar, adapter.trainableVariables());
+        const grads: NamedGrads = Object.fromEntries(Object.entries(byVarName).map(([n, g]) => [keyOf.get(n)!, g]));
+        window.loss += (await value.data())[0] * G;
+        value.dispose();
+        window.micro++;
+        for (let i = 0; i < b.segments.length; i++) if (b.segments[i] !== 0) window.tokens++;
+        if (acc === null) acc = grads;
+        else {
+          for (const k of Object.keys(grads)) {
+            const sum = tf.add(acc[k], grads[k]);
+            acc[k].dispose();
+            grads[k].dispose();
+            acc[k] = sum;
+          }
+        }
+      }
+      const clipped = clipGradNorm(acc!, recipe.max_grad_norm);
+      tf.dispose(Object.values(acc!));
+      optimizer.step(clipped.grads, lr);
+      tf.dispose(Object.values(clipped.grads));
+      state.globalStep++;
+      stepsThisRun++;
+
+      const step = state.globalStep;
+      const now = performance.now();
+      const record: MetricsRecord = { step, epoch: round(epochOf(), 4) };
+      if (step % recipe.logging_steps === 0 || step === totalSteps) {
+        lastLoss = window.loss / window.micro;
+        const secs = (now - window.since) / 1000;
+        Object.assign(record, { loss: finite(lastLoss), lr, grad_norm: finite(clipped.totalNorm), tokens_per_s: round(window.tokens / secs, 1) });
+        window = { loss: 0, micro: 0, tokens: 0, since: performance.now() };
+      }
+      if (hasValidation && ((recipe.eval_steps !== undefined && step % recipe.eval_steps === 0) || step === totalSteps)) {
+        lastEval = await evaluate();
+        record.eval_loss = finite(lastEval);
+      }
+      if (Object.keys(record).length > 2) {
+        record.elapsed_s = round((performance.now() - started) / 1000, 2);
+        metrics.append(record);
+      }
+      bar.update(step, { loss: lastLoss?.toFixed(4) ?? '-', lr: lr.toExponential(2), tok_s: record.tokens_per_s ?? '-' });
+      if (recipe.save_steps !== undefined && step % recipe.save_steps === 0 && step !== totalSteps) await checkpoint();
+    }
+  } finally {
+    bar.stop();
+    if (opts.handleSignals) for (const [s, h] of Object.entries(handlers)) process.off(s, h);
+    await batches.return(undefined);
+  }
+
+  const done = state.globalStep >= totalSteps;
+  if (!done) {
+    const dir = lastSaved === state.globalStep ? checkpointDir(outputDir, state.globalStep) : await checkpoint();
+    log(`ft: stopped at step ${state.globalStep}/${totalSteps}; checkpoint ${dir} (resume with --resume)`);
+    optimizer.dispose();
+    return { outputDir, adapterDir: dir, steps: state.globalStep, totalSteps, interrupted: true, history: readMetrics(metrics.file), finalLoss: lastLoss, finalEvalLoss: lastEval };
+  }
+
+  await checkpoint();
+  optimizer.dispose();
+  const adapterDir = path.join(outputDir, 'adapter');
+  await savePeftAdapter(adapterDir, adapter, baseName);
+  const history = readMetrics(metrics.file);
+  await writeLossCurve(path.join(outputDir, 'loss.svg'), history, { title: `ft: ${path.basename(opts.recipeFile)} (${modelDirName(modelDir)})` });
+  log(`ft: done: ${totalSteps} steps in ${((performance.now() - started) / 1000).toFixed(1)}s; loss ${fmt(lastLoss)}${hasValidation ? `, eval loss ${fmt(lastEval)}` : ''}`);
+  log(`ft: adapter ${adapterDir} (PEFT); ${path.join(outputDir, 'metrics.jsonl')}; ${path.join(outputDir, 'loss.svg')}`);
+  return { outputDir, adapterDir, steps: state.globalStep, totalSteps, interrupted: false, history, finalLoss: lastLoss, finalEvalLoss: lastEval };
+}
+
+const round = (x: number, digits: number) => Number(x.toFixed(digits));
+const finite = (x: number) => (Number.isFinite(x) ? x : null);
+const fmt = (x: number | null) => (x === null ? '-' : x.toFixed(4));
+const modelDirName = (dir: string) => path.basename(dir);

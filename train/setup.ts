@@ -1,0 +1,59 @@
+// From a recipe to a model ready to train: base model located (or created for the embedded default),
+// tokenizer, frozen base loaded float or NF4, LoRA attached.
+import { existsSync } from 'node:fs';
+import { attachLora, type Adapter, type LoraConfig } from '../adapters/lora.ts';
+import { loadLlama } from '../model/load.ts';
+import { initModel } from '../model/init.ts';
+import { denseLinear } from '../model/linear.ts';
+import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
+import type { LlamaWeights } from '../model/types.ts';
+import { quantizedLinear } from '../quant/linear.ts';
+import { FtError } from '../util/errors.ts';
+import { locateBaseModel, type Recipe } from './recipe.ts';
+
+/** The base model's folder; a missing local folder is created from `base_model_init` when the recipe has one. */
+export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
+  const loc = locateBaseModel(recipe.base_model);
+  if (loc.kind === 'hub') {
+    if (!loc.path) {
+      throw new FtError(
+        `base_model '${loc.id}' is not in the Hugging Face cache (${process.env.HF_HUB_CACHE ?? process.env.HF_HOME ?? '~/.cache/huggingface'}): ` +
+          `download it where the Hub is reachable (huggingface-cli download ${loc.id}) or set base_model to a local folder`,
+      );
+    }
+    return loc.path;
+  }
+  if (!existsSync(loc.path)) {
+    if (!recipe.base_model_init) throw new FtError(`base_model '${loc.path}': no such folder (set base_model_init to create a random model there)`);
+    log(`ft: creating base model ${loc.path} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
+    await initModel(loc.path, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed });
+  }
+  return loc.path;
+}
+
+export function loraConfigOf(recipe: Recipe): LoraConfig {
+  return {
+    r: recipe.lora_r,
+    alpha: recipe.lora_alpha,
+    dropout: recipe.lora_dropout,
+    targetModules: recipe.lora_target_modules,
+    layersToTransform: recipe.layers_to_transform,
+    useRslora: recipe.peft_use_rslora,
+  };
+}
+
+export interface TrainableModel {
+  modelDir: string;
+  weights: LlamaWeights;
+  tokenizer: Tokenizer;
+  adapter: Adapter;
+}
+
+/** Loads the frozen base (NF4 when load_in_4bit, quantized one tensor at a time as it loads) and attaches a fresh, seeded LoRA. */
+export async function loadTrainableModel(recipe: Recipe, recipeFile: string, log: (line: string) => void): Promise<TrainableModel> {
+  const modelDir = await resolveBaseModel(recipe, log);
+  const tokenizer = await loadTokenizer(modelDir);
+  const weights = await loadLlama(modelDir, { linear: recipe.load_in_4bit ? quantizedLinear('nf4') : denseLinear });
+  const adapter = attachLora(weights, loraConfigOf(recipe), recipe.seed, recipeFile);
+  return { modelDir, weights, tokenizer, adapter };
+}
