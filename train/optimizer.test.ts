@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import golden from '../test/fixtures/optim/adamw_golden.json' with { type: 'json' };
-import { AdamW } from './optimizer.ts';
+import { AdamW, namedGrads } from './optimizer.ts';
 
 // Golden: test/fixtures/optim/adamw_golden.py (torch.optim.AdamW, torch 1.13, lr changed every step).
 type Named = Record<string, number[]>;
@@ -81,6 +81,17 @@ describe('AdamW matches torch.optim.AdamW', () => {
     expect(() => opt.importState({ ...st, lora_B: { ...st.lora_B, m: new Float32Array(2) } })).toThrow(/expected 6/);
     opt.dispose();
     tf.dispose(Object.values(params));
+  });
+
+  it('takes tf.variableGrads output re-keyed by parameter name', () => {
+    const params = { w: tf.variable(tf.tensor1d([1, -2])) };
+    const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(params.w)), [params.w]);
+    const opt = new AdamW(params, { ...config, weightDecay: 0 });
+    opt.step(namedGrads(params, grads), 0.1);
+    // first Adam step moves each weight by lr * sign(grad) (up to eps)
+    expectClose(params.w.dataSync(), [0.9, -1.9], 1e-6);
+    opt.dispose();
+    tf.dispose([value, ...Object.values(grads), params.w]);
   });
 
   it('leaks no tensors per step', () => {

@@ -27,6 +27,16 @@ interface Slot {
   step: number;
 }
 
+/**
+ * Re-keys tf.variableGrads output (keyed by each tf.Variable's registry name) by the names the parameters
+ * were given to AdamW, so `step(namedGrads(params, grads), lr)` follows a variableGrads call.
+ */
+export function namedGrads(params: Record<string, tf.Variable>, grads: tf.NamedTensorMap): Record<string, tf.Tensor> {
+  const out: Record<string, tf.Tensor> = {};
+  for (const [name, v] of Object.entries(params)) if (grads[v.name]) out[name] = grads[v.name];
+  return out;
+}
+
 export class AdamW {
   private readonly slots = new Map<string, Slot>();
 
