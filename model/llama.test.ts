@@ -216,8 +216,10 @@ class VariableLinear implements Linear {
 }
 
 describe('tensor hygiene', () => {
-  const batch = rowsBatch([[1, 5, 9, 13, 2], [3, 4, 5, 6, 7]]);
-  const labels = Int32Array.from([5, 9, 13, 2, -100, 4, 5, 6, 7, -100]);
+  // 9 tokens x 2 query heads per KV head = 18 rows: the explicitly transposed a b^T path (decode steps test the other)
+  const rows = [[1, 5, 9, 13, 2, 40, 41, 42, 43], [3, 4, 5, 6, 7, 8, 9, 10, 11]];
+  const batch = rowsBatch(rows);
+  const labels = Int32Array.from(rows.flatMap((r) => [...r.slice(1), -100]));
 
   it('a forward + loss leaves no tensors behind', () => {
     const before = tf.memory().numTensors;
