@@ -78,6 +78,15 @@ describe('initModel (tiny preset)', () => {
     await expect(initModel(path.join(tmp, 'w'), { vocabSize: 100 })).rejects.toThrow('--vocab-size 100 is too small (expected an integer >= 260: 4 specials + 256 bytes)');
   });
 
+  it('replaces an earlier model folder but refuses to replace any other non-empty folder', async () => {
+    await initModel(path.join(tmp, 'a'), { seed: 0 });
+    const other = path.join(tmp, 'other');
+    await fsp.mkdir(other);
+    await fsp.writeFile(path.join(other, 'notes.txt'), 'keep me');
+    await expect(initModel(other)).rejects.toThrow(`${other}: refusing to replace a non-empty folder that is not a model folder (no config.json)`);
+    expect(await fsp.readFile(path.join(other, 'notes.txt'), 'utf8')).toBe('keep me');
+  });
+
   it('names the corpus file when it is absent', async () => {
     await expect(alpacaSeedTexts(path.join(tmp, 'none.jsonl'))).rejects.toThrow(FtError);
     await expect(alpacaSeedTexts(path.join(tmp, 'none.jsonl'))).rejects.toThrow(/none\.jsonl: Alpaca seed tasks not found/);

@@ -116,6 +116,7 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
     throw new FtError(`--vocab-size ${vocabSize} is too small (expected an integer >= ${256 + SPECIAL_LIST.length}: ${SPECIAL_LIST.length} specials + 256 bytes)`);
   }
   const seed = opts.seed ?? 0;
+  await refuseToReplaceOther(out);
   const bpe = trainBpe(opts.corpus ?? (await alpacaSeedTexts()), { vocabSize, specialTokens: SPECIAL_LIST });
   const id = (tok: string) => bpe.vocab.indexOf(tok);
   const raw = configJson(
@@ -149,6 +150,18 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
     await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(config, seed));
   });
   return config;
+}
+
+/** `out` is replaced whole, so it must be absent, empty, or a model folder (has config.json). */
+async function refuseToReplaceOther(out: string): Promise<void> {
+  const entries: string[] = await fsp.readdir(out).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return [];
+    if (e.code === 'ENOTDIR') throw new FtError(`${out}: exists and is not a folder`);
+    throw e;
+  });
+  if (entries.length > 0 && !entries.includes('config.json')) {
+    throw new FtError(`${out}: refusing to replace a non-empty folder that is not a model folder (no config.json)`);
+  }
 }
 
 /** Parameter count of a model shape. */
