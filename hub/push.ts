@@ -47,7 +47,7 @@ export interface PushResult {
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 const SKIP_DIRS = new Set(['.git', '.cache']);
 
-/** Files under `dir` as repo paths, sorted; dot-temp files of in-progress atomic writes are skipped. */
+/** Files under `dir` as repo paths, sorted; dot-temp files of in-progress atomic writes are skipped, symlinked files followed. */
 export async function listFolder(dir: string): Promise<(PushedFile & { abs: string })[]> {
   const st = await fsp.stat(dir).catch(() => null);
   if (!st?.isDirectory()) throw new FtError(`${dir}: not a folder to push`);
@@ -58,7 +58,8 @@ export async function listFolder(dir: string): Promise<(PushedFile & { abs: stri
       const r = rel ? `${rel}/${ent.name}` : ent.name;
       const s = await fsp.stat(a);
       if (s.isDirectory()) {
-        if (!SKIP_DIRS.has(ent.name)) await walk(a, r);
+        // symlinked folders are not followed (no cycles)
+        if (!SKIP_DIRS.has(ent.name) && !ent.isSymbolicLink()) await walk(a, r);
       } else if (s.isFile() && !/^\..*\.tmp-\d+-/.test(ent.name)) {
         out.push({ path: r, size: s.size, abs: a });
       }
