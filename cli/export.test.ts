@@ -1,0 +1,84 @@
+import { execFile } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../adapters/peft.ts';
+import { INDEX_FILE, loadLlama } from '../model/load.ts';
+import { SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
+import { randomArray, TINY, writeRandomModel } from '../test/random-weights.ts';
+import { Rng } from '../util/rng.ts';
+
+const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
+
+function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FT, ...args], { timeout: 120_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+let root: string;
+let base: string;
+let foreign: string;
+
+beforeAll(async () => {
+  root = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-cli-export-'));
+  base = path.join(root, 'base');
+  await writeRandomModel(base);
+  // an adapter as another tool might leave it: adapter-named keys, bf16, a partial config
+  foreign = path.join(root, 'checkpoint-10');
+  await fsp.mkdir(foreign);
+  await fsp.writeFile(path.join(foreign, ADAPTER_CONFIG), JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 8, target_modules: ['v_proj', 'up_proj'] }));
+  const rng = new Rng(3);
+  const kv = TINY.kvHeads * (TINY.hidden / TINY.heads);
+  const entries: SafetensorsEntry[] = [];
+  for (let i = 0; i < TINY.layers; i++) {
+    for (const [mod, out] of [
+      ['self_attn.v_proj', kv],
+      ['mlp.up_proj', TINY.intermediate],
+    ] as const) {
+      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_A.default.weight`, dtype: 'BF16', shape: [2, TINY.hidden], data: randomArray(rng, 2 * TINY.hidden, 0.3) });
+      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_B.default.weight`, dtype: 'BF16', shape: [out, 2], data: randomArray(rng, out * 2, 0.3) });
+    }
+  }
+  await writeSafetensors(path.join(foreign, ADAPTER_WEIGHTS), entries);
+});
+afterAll(async () => {
+  await fsp.rm(root, { recursive: true, force: true });
+});
+
+describe('ft export', () => {
+  it('peft: normalizes a checkpoint to canonical PEFT keys and a full config', async () => {
+    const out = path.join(root, 'adapter');
+    const r = await ft(['export', 'peft', '--checkpoint', foreign, '--out', out, '--base-model', 'org/tiny']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`wrote ${out}: LoRA r=2 alpha=8, 4 modules, 256 params, base org/tiny\n`);
+    const config = JSON.parse(await fsp.readFile(path.join(out, ADAPTER_CONFIG), 'utf8'));
+    expect(config).toMatchObject({ peft_type: 'LORA', r: 2, lora_alpha: 8, target_modules: ['v_proj', 'up_proj'], base_model_name_or_path: 'org/tiny', inference_mode: true });
+    const st = await SafetensorsFile.open(path.join(out, ADAPTER_WEIGHTS));
+    expect(st.names()).toContain('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight');
+    expect(st.names().some((n) => n.includes('.default.'))).toBe(false);
+    expect(st.info('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight').dtype).toBe('F32');
+    await st.close();
+  });
+
+  it('merged: sharded float16 model from a 4-bit base, with the QLoRA warning', async () => {
+    const out = path.join(root, 'merged');
+    const r = await ft(['export', 'merged', '--model', base, '--adapter', foreign, '--out', out, '--dtype', 'float16', '--max-shard-size', '4KB', '--quant', 'nf4', '--backend', 'wasm', '--quiet']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/^warning: the base is nf4-quantized, so the adapter is merged into the dequantized nf4 weights\. .*\n$/);
+    expect(r.stdout).toMatch(/^wrote .*merged: float16, \d+ shards, 0\.0 MB of weights\n$/);
+    const index = JSON.parse(await fsp.readFile(path.join(out, INDEX_FILE), 'utf8'));
+    expect(Object.keys(index.weight_map)).toContain('model.layers.1.mlp.up_proj.weight');
+    const w = await loadLlama(out);
+    expect(w.config.raw.torch_dtype).toBe('float16');
+  });
+
+  it('fails with one line when the adapter folder is missing', async () => {
+    const missing = await ft(['export', 'peft', '--checkpoint', path.join(root, 'nope'), '--out', path.join(root, 'y')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe(`ft: ${path.join(root, 'nope')}: no adapter_config.json (expected a PEFT adapter folder)\n`);
+  });
+});
