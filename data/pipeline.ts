@@ -72,8 +72,8 @@ export interface Dataset {
   split: Split;
   /** records of a part; train records are shuffled per epoch (shard order + bounded buffer), validation in file order */
   records(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<SourcedRecord & { hash: string; format: RecordFormat }>;
-  /** tokenized, masked examples of a part (skips counted in stats) */
-  examples(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<Example>;
+  /** tokenized, masked examples of a part with the row each came from (skips counted in stats) */
+  examples(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<Example & { where: string }>;
   /** TrainBatch micro-batches; throws FtError when a part yields no example at all */
   batches(req?: BatchRequest): AsyncGenerator<TrainBatch>;
 }
@@ -97,7 +97,8 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
   async function* read(units: { src: Source; file: string }[], stats?: DataStats): AsyncGenerator<SourcedRecord & { hash: string; format: RecordFormat }> {
     for (const { src, file } of units) {
       const mapper = recordMapper(src.entry);
-      const shown = path.relative(baseDir, file) || file;
+      const rel = path.relative(baseDir, file);
+      const shown = rel && !rel.startsWith('..') ? rel : file;
       for await (const batch of readFileRows(file, mapper.columns)) {
         for (let i = 0; i < batch.rows.length; i++) {
           const where = `${shown} row ${batch.offset + i}`;
@@ -160,7 +161,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
         if (res.truncated) stats.truncated++;
         stats.tokens += res.example.ids.length;
         for (const l of res.example.labels) if (l >= 0) stats.trainableTokens++;
-        yield res.example;
+        yield { ...res.example, where: r.where };
       }
     },
     async *batches({ part = 'train', epoch = 0, startBatch = 0, stats = newStats() } = {}) {

@@ -54,6 +54,7 @@ export function recordMapper(entry: DatasetEntry): RecordMapper {
   const text = (row: Row, field: string, where: string): string => {
     const v = row[field];
     if (typeof v === 'string') return v;
+    if (v === undefined) throw new BadRowError(`${where}: no field '${field}' (fields found: ${found(row)})`);
     throw new BadRowError(`${where}: field '${field}' must be a string, got ${describe(v)}`);
   };
   return {
