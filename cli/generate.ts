@@ -1,5 +1,6 @@
 // `ft generate`: continue a prompt with a model folder, streaming the text to stdout as tokens are chosen.
 import type { Argv, CommandModule } from 'yargs';
+import { loadPeftAdapter } from '../adapters/peft.ts';
 import { generate } from '../model/generate.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadLlama } from '../model/load.ts';
@@ -10,6 +11,7 @@ import { startRun, type GlobalArgs } from './common.ts';
 
 export interface GenerateArgs extends GlobalArgs {
   model: string;
+  adapter?: string;
   prompt: string;
   maxNewTokens: number;
   temperature: number;
@@ -23,6 +25,14 @@ export interface GenerateArgs extends GlobalArgs {
 export async function loadGenerator(args: GenerateArgs): Promise<{ weights: LlamaWeights; tokenizer: Tokenizer }> {
   const tokenizer = await loadTokenizer(args.model);
   const weights = await loadLlama(args.model);
+  if (args.adapter) {
+    try {
+      await loadPeftAdapter(args.adapter, weights);
+    } catch (e) {
+      disposeLlama(weights);
+      throw e;
+    }
+  }
   return { weights, tokenizer };
 }
 
@@ -85,6 +95,7 @@ export const generateCommand: CommandModule<GlobalArgs, GenerateArgs> = {
   builder: (y: Argv<GlobalArgs>) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (config.json, *.safetensors, tokenizer.json)' })
+      .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply to the model' })
       .option('prompt', { type: 'string', demandOption: true, describe: 'text to continue' })
       .option('max-new-tokens', { type: 'number', default: 64, describe: 'tokens to generate at most' })
       .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature (0 = greedy)' })
