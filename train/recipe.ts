@@ -22,7 +22,7 @@ const nonNegInt = (what = 'a non-negative integer') => z.int({ error: `expected 
 const posNum = (what = 'a positive number') => z.number({ error: `expected ${what}` }).positive({ error: `expected ${what}` });
 const nonNegNum = (what = 'a number >= 0') => z.number({ error: `expected ${what}` }).min(0, { error: `expected ${what}` });
 const unit = (what: string) => z.number({ error: `expected ${what}` }).min(0, { error: `expected ${what}` }).max(1, { error: `expected ${what}` });
-const beta = () => z.number({ error: 'expected a number in [0, 1)' }).min(0, { error: 'expected a number in [0, 1)' }).lt(1, { error: 'expected a number in [0, 1)' });
+const below1 = () => z.number({ error: 'expected a number in [0, 1)' }).min(0, { error: 'expected a number in [0, 1)' }).lt(1, { error: 'expected a number in [0, 1)' });
 const bool = () => z.boolean({ error: 'expected true or false' });
 const str = (what = 'a string') => z.string({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { error: `expected one of ${values.join(', ')}` });
@@ -55,7 +55,7 @@ const RecipeFields = z.strictObject({
   adapter: oneOf(['lora', 'qlora']).default('lora'),
   lora_r: posInt().default(8),
   lora_alpha: posNum().default(8),
-  lora_dropout: z.number({ error: 'expected a number in [0, 1)' }).min(0, { error: 'expected a number in [0, 1)' }).lt(1, { error: 'expected a number in [0, 1)' }).default(0),
+  lora_dropout: below1().default(0),
   lora_target_modules: targetModules.default(['q_proj', 'v_proj']),
   lora_target_linear: bool().default(false),
   peft_use_rslora: bool().default(false),
@@ -72,8 +72,8 @@ const RecipeFields = z.strictObject({
   warmup_steps: nonNegInt().optional(),
   warmup_ratio: unit('a number in [0, 1]').optional(),
   optimizer: oneOf(['adamw_torch', 'adamw']).default('adamw_torch'),
-  adam_beta1: beta().default(0.9),
-  adam_beta2: beta().default(0.999),
+  adam_beta1: below1().default(0.9),
+  adam_beta2: below1().default(0.999),
   adam_epsilon: posNum().default(1e-8),
   weight_decay: nonNegNum().default(0),
   max_grad_norm: nonNegNum('a number >= 0 (0 disables clipping)').default(1),
