@@ -9,6 +9,7 @@ import { INDEX_FILE, loadLlama } from '../model/load.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
 import { randomArray, TINY, writeRandomModel } from '../test/random-weights.ts';
 import { Rng } from '../util/rng.ts';
+import { resolveAdapterDir } from './export.ts';
 
 const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 
@@ -80,5 +81,17 @@ describe('ft export', () => {
     const missing = await ft(['export', 'peft', '--checkpoint', path.join(root, 'nope'), '--out', path.join(root, 'y')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe(`ft: ${path.join(root, 'nope')}: no adapter_config.json (expected a PEFT adapter folder)\n`);
+  });
+
+  it('takes the newest checkpoint-N of a training output folder', async () => {
+    const run = path.join(root, 'run');
+    for (const step of [5, 12]) {
+      const dir = path.join(run, `checkpoint-${step}`);
+      await fsp.mkdir(dir, { recursive: true });
+      await fsp.writeFile(path.join(dir, 'trainer_state.json'), '{}');
+      await fsp.writeFile(path.join(dir, ADAPTER_CONFIG), '{}');
+    }
+    expect(await resolveAdapterDir(run)).toBe(path.join(run, 'checkpoint-12'));
+    expect(await resolveAdapterDir(foreign)).toBe(foreign);
   });
 });

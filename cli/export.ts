@@ -1,12 +1,25 @@
 // `ft export <format>`: turn a training result into something other tools load. One subcommand per format,
 // listed in `exportFormats` (add a new format there).
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { readPeftAdapter, writePeftAdapter } from '../adapters/peft.ts';
+import { ADAPTER_CONFIG, readPeftAdapter, writePeftAdapter } from '../adapters/peft.ts';
 import { exportLoraGguf, type GgufOutType } from '../export/gguf.ts';
 import { EXPORT_DTYPES, exportMerged, parseShardSize, type ExportDtype } from '../export/merge.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { QUANT_KINDS, type QuantKind } from '../quant/nf4.ts';
+import { listCheckpoints } from '../train/checkpoint.ts';
 import { startRun, type GlobalArgs } from './common.ts';
+
+/** An adapter folder as given, or the newest checkpoint-N of a training output folder. */
+export async function resolveAdapterDir(dir: string): Promise<string> {
+  if (existsSync(path.join(dir, ADAPTER_CONFIG))) return dir;
+  const all = await listCheckpoints(dir);
+  if (all.length === 0) return dir; // readPeftAdapter says what is missing
+  const latest = all[all.length - 1].dir;
+  process.stderr.write(`ft: using ${latest} (newest checkpoint of ${dir})\n`);
+  return latest;
+}
 
 interface PeftArgs extends GlobalArgs {
   checkpoint: string;
@@ -20,11 +33,11 @@ const peftFormat: CommandModule<GlobalArgs, PeftArgs> = {
   describe: 'write a standalone PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .option('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint or adapter folder holding adapter_config.json + adapter_model.safetensors' })
+      .option('checkpoint', { type: 'string', demandOption: true, describe: 'adapter or checkpoint folder (adapter_config.json + adapter_model.safetensors), or a training output folder (its newest checkpoint-N)' })
       .option('out', { type: 'string', demandOption: true, describe: 'folder to write (replaced atomically)' })
       .option('base-model', { type: 'string', describe: 'set base_model_name_or_path (e.g. the Hub id of the base)' }) as unknown as Argv<PeftArgs>,
   async handler(args) {
-    const a = await readPeftAdapter(args.checkpoint);
+    const a = await readPeftAdapter(await resolveAdapterDir(args.checkpoint));
     const baseModel = args.baseModel ?? a.baseModel;
     await writePeftAdapter(args.out, a.config, baseModel, a.tensors);
     const params = [...a.tensors.values()].reduce((s, t) => s + t.data.length, 0);
@@ -47,7 +60,7 @@ const mergedFormat: CommandModule<GlobalArgs, MergedArgs> = {
   builder: (y: Argv<GlobalArgs>) =>
     y
       .option('model', { type: 'string', demandOption: true, describe: 'base model folder' })
-      .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter folder (or a training checkpoint)' })
+      .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter or checkpoint folder, or a training output folder (its newest checkpoint-N)' })
       .option('out', { type: 'string', demandOption: true, describe: 'folder to write (replaced atomically)' })
       .option('dtype', { choices: Object.keys(EXPORT_DTYPES) as ExportDtype[], describe: "weight dtype of the merged model (default: the base's torch_dtype)" })
       .option('max-shard-size', { type: 'string', default: '5GB', describe: 'largest safetensors shard (e.g. 2GB, 500MB), as save_pretrained' })
@@ -57,7 +70,7 @@ const mergedFormat: CommandModule<GlobalArgs, MergedArgs> = {
     await startRun(args);
     const plan = await exportMerged({
       model: args.model,
-      adapter: args.adapter,
+      adapter: await resolveAdapterDir(args.adapter),
       out: args.out,
       dtype: args.dtype,
       maxShardSize,
@@ -80,7 +93,7 @@ const ggufFormat: CommandModule<GlobalArgs, GgufArgs> = {
   describe: 'write a GGUF LoRA adapter that llama.cpp loads with --lora',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter folder (or a training checkpoint)' })
+      .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter or checkpoint folder, or a training output folder (its newest checkpoint-N)' })
       .option('out', { type: 'string', demandOption: true, describe: 'GGUF file to write' })
       .option('outtype', { choices: ['f32', 'f16'] as GgufOutType[], default: 'f32' as GgufOutType, describe: 'tensor type in the file' })
       .option('base', { type: 'string', describe: "base model folder with config.json (default: the adapter's base_model_name_or_path)" }) as unknown as Argv<GgufArgs>,
