@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LINEAR_NAMES } from '../model/types.ts';
-import { DEFAULT_RECIPE, loadRecipe, locateBaseModel, parseOverrideArgs, parseRecipe, recipeToYaml } from './recipe.ts';
+import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe, locateBaseModel, loraConfigOf, parseOverrideArgs, parseRecipe, recipeToYaml, scheduleOf } from './recipe.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const minimal = 'base_model: ./m\ndatasets:\n  - path: d.jsonl\nmax_steps: 10\n';
@@ -70,6 +70,15 @@ describe('defaults and normalization', () => {
   it('recipeToYaml round-trips to the same recipe', () => {
     const r = loadRecipe(DEFAULT_RECIPE);
     expect(parseRecipe(recipeToYaml(r, 'resolved by ft'), '/elsewhere/x.yaml')).toEqual(r);
+  });
+});
+
+describe('settings for the modules a run builds', () => {
+  it('maps recipe keys to the LoRA, AdamW and schedule configs', () => {
+    const r = parseRecipe(minimal + 'lora_r: 4\nlora_alpha: 8\npeft_use_rslora: true\nlayers_to_transform: [1]\nweight_decay: 0.01\nwarmup_ratio: 0.1\nlr_scheduler: linear\n', 'x.yaml');
+    expect(loraConfigOf(r)).toEqual({ r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj'], layersToTransform: [1], useRslora: true });
+    expect(adamWConfigOf(r)).toEqual({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+    expect(scheduleOf(r, 95)).toEqual({ name: 'linear', totalSteps: 95, warmupSteps: 10 });
   });
 });
 

@@ -6,12 +6,14 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, LineCounter, parseDocument, stringify, type Document } from 'yaml';
 import { z } from 'zod';
+import type { LoraConfig } from '../adapters/lora.ts';
 import { DatasetEntrySchema, dataRecipeShape } from '../data/spec.ts';
 import { BACKENDS } from '../engine/backend.ts';
 import { PRESETS, type PresetName } from '../model/init.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import { LR_SCHEDULERS } from './schedule.ts';
+import type { AdamWConfig } from './optimizer.ts';
+import { LR_SCHEDULERS, warmupSteps, type ScheduleSpec } from './schedule.ts';
 
 /** The recipe ft trains with when none is given: a tiny model on the Alpaca seed tasks. */
 export const DEFAULT_RECIPE = fileURLToPath(new URL('../recipes/alpaca-tiny.yaml', import.meta.url));
@@ -144,6 +146,20 @@ export function parseRecipe(text: string, file: string, overrides: Overrides = {
     throw new FtError(describeIssue(issues[0], raw, src) + more);
   }
   return resolvePaths(parsed.data, path.dirname(path.resolve(file)), file);
+}
+
+/** The adapter a recipe asks for, as adapters/lora.ts takes it. */
+export function loraConfigOf(r: Recipe): LoraConfig {
+  return { r: r.lora_r, alpha: r.lora_alpha, dropout: r.lora_dropout, targetModules: r.lora_target_modules, layersToTransform: r.layers_to_transform, useRslora: r.peft_use_rslora };
+}
+
+export function adamWConfigOf(r: Recipe): AdamWConfig {
+  return { beta1: r.adam_beta1, beta2: r.adam_beta2, eps: r.adam_epsilon, weightDecay: r.weight_decay };
+}
+
+/** The LR schedule over a run of `totalSteps` optimizer steps (see totalTrainingSteps). */
+export function scheduleOf(r: Recipe, totalSteps: number): ScheduleSpec {
+  return { name: r.lr_scheduler, totalSteps, warmupSteps: warmupSteps(totalSteps, r.warmup_steps, r.warmup_ratio) };
 }
 
 /** The resolved recipe as YAML, to save beside a run's outputs (loads back to the same Recipe). */
