@@ -115,6 +115,8 @@ describe('LoraLinear', () => {
     const t2 = first.q.apply(x).dataSync();
     expect(maxAbsDiff(t1, noDropout)).toBeGreaterThan(1e-2);
     expect(maxAbsDiff(t1, t2)).toBeGreaterThan(1e-2); // a fresh mask each call
+    const { grads } = tf.variableGrads(() => tf.sum(tf.square(first.q.apply(x))) as tf.Scalar, [first.q.A, first.q.B]);
+    expect(Array.from(grads[first.q.A.name].dataSync()).every(Number.isFinite)).toBe(true); // dropout is differentiable
     const second = attach();
     second.adapter.setTraining(true);
     expect(second.q.apply(x).dataSync()).toEqual(t1); // same seed, same masks
