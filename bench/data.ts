@@ -1,0 +1,84 @@
+// Data pipeline throughput and memory: generates Alpaca-style Arrow stream files, then streams each in a fresh process
+// (so peak RSS is that pass's own): read only at 50k and 500k rows, and the full path to packed TrainBatches
+// (tokenize, mask, split, shuffle, pack) at 20k and 50k rows — tokenizing is ~1k rows/s, 500k would take ~10 minutes.
+// Run: npx tsx bench/data.ts   (FT_BENCH_DATA_ROWS=50000,500000 and FT_BENCH_DATA_TOKENIZE_ROWS=20000,50000 pick sizes)
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeArrowStream } from '../data/arrow.ts';
+import { loadDataset, newStats } from '../data/pipeline.ts';
+import { readFileRows } from '../data/source.ts';
+import { DataRecipeSchema } from '../data/spec.ts';
+import { seedRows, seedTokenizer } from '../data/testing.ts';
+import type { Row } from '../data/types.ts';
+import { Rng } from '../util/rng.ts';
+import { report, type Figures } from './report.ts';
+
+const [mode, file, rowsArg] = process.argv.slice(2);
+const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
+
+/** Rows of seed-task words in Alpaca shape: instruction 6-20 words, input empty 60% of the time, output 10-60 words. */
+async function* generated(n: number): AsyncGenerator<Row[]> {
+  const words = seedRows().flatMap((r) => `${r.instruction} ${r.output}`.split(/\s+/)).filter(Boolean);
+  const rng = new Rng(1);
+  const text = (lo: number, hi: number) => Array.from({ length: lo + rng.int(hi - lo + 1) }, () => words[rng.int(words.length)]).join(' ');
+  for (let done = 0; done < n; ) {
+    const k = Math.min(4096, n - done);
+    yield Array.from({ length: k }, () => ({ instruction: text(6, 20), input: rng.next() < 0.6 ? '' : text(5, 30), output: text(10, 60) }));
+    done += k;
+  }
+}
+
+if (mode === 'gen') {
+  await writeArrowStream(file, generated(Number(rowsArg)));
+} else if (mode === 'read') {
+  const t0 = performance.now();
+  let rows = 0;
+  for await (const b of readFileRows(file)) rows += b.rows.length;
+  console.log(JSON.stringify({ rows, seconds: (performance.now() - t0) / 1000, peakRssMb: peakRssMb() }));
+} else if (mode === 'pipeline') {
+  const tok = seedTokenizer();
+  const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05 });
+  const ds = await loadDataset(recipe, tok);
+  const stats = newStats();
+  const t0 = performance.now();
+  let batches = 0;
+  for await (const _ of ds.batches({ stats })) batches++;
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(JSON.stringify({ rows: stats.rows, examples: stats.examples, tokens: stats.tokens, batches, seconds, peakRssMb: peakRssMb() }));
+} else {
+  const self = fileURLToPath(import.meta.url);
+  const child = (...args: string[]) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    if (r.status !== 0) throw new Error(`bench/data.ts ${args[0]} failed`);
+    return r.stdout.trim() ? JSON.parse(r.stdout.trim().split('\n').at(-1)!) : null;
+  };
+  const sizes = (env: string, dflt: string) => (process.env[env] ?? dflt).split(',').map(Number);
+  const readSizes = sizes('FT_BENCH_DATA_ROWS', '50000,500000');
+  const tokenizeSizes = sizes('FT_BENCH_DATA_TOKENIZE_ROWS', '20000,50000');
+  const dir = await mkdtemp(path.join(tmpdir(), 'ft-bench-data-'));
+  const figures: Figures = {};
+  try {
+    for (const n of [...new Set([...readSizes, ...tokenizeSizes])].sort((a, b) => a - b)) {
+      const f = path.join(dir, `gen-${n}.arrow`);
+      child('gen', f, String(n));
+      const k = `${n / 1000}k`;
+      figures[`arrow file ${k} rows (MB)`] = (await stat(f)).size / 2 ** 20;
+      if (readSizes.includes(n)) {
+        const read = child('read', f);
+        figures[`read ${k}: rows/s`] = read.rows / read.seconds;
+        figures[`read ${k}: peak RSS (MB)`] = read.peakRssMb;
+      }
+      if (!tokenizeSizes.includes(n)) continue;
+      const pipe = child('pipeline', f);
+      figures[`tokenize+pack ${k}: rows/s`] = pipe.rows / pipe.seconds;
+      figures[`tokenize+pack ${k}: tokens/s`] = pipe.tokens / pipe.seconds;
+      figures[`tokenize+pack ${k}: peak RSS (MB)`] = pipe.peakRssMb;
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  await report(figures);
+}
