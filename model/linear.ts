@@ -1,6 +1,7 @@
 // The one abstraction every projection in the model goes through, so that float, quantized
 // and LoRA-wrapped layers are interchangeable: y = x W^T (+ b), W stored [out, in] as in PyTorch.
 import * as tf from '@tensorflow/tfjs';
+import { mmFrozen } from '../engine/matmul.ts';
 
 export interface Linear {
   readonly inFeatures: number;
@@ -19,9 +20,9 @@ export interface Linear {
 /** Builds the frozen layer for one projection while a model loads; `weight` is [out, in] float32. */
 export type LinearFactory = (name: string, weight: Float32Array, outFeatures: number, inFeatures: number, bias: Float32Array | null) => Linear;
 
-/** A frozen float32 projection held as a tfjs tensor. */
+/** A frozen float32 projection held as a tfjs tensor, transposed once so the product is a plain matMul (engine/matmul.ts). */
 export class DenseLinear implements Linear {
-  private readonly w: tf.Tensor2D; // [out, in]
+  private readonly wT: tf.Tensor2D; // [in, out]
   private readonly b: tf.Tensor1D | null;
 
   constructor(
@@ -30,19 +31,22 @@ export class DenseLinear implements Linear {
     readonly inFeatures: number,
     readonly bias: Float32Array | null = null,
   ) {
-    this.w = tf.tensor2d(weight, [outFeatures, inFeatures]);
+    this.wT = tf.tidy(() => tf.transpose(tf.tensor2d(weight, [outFeatures, inFeatures])));
     this.b = bias ? tf.tensor1d(bias) : null;
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
-      const y = tf.matMul(x, this.w, false, true);
+      const y = mmFrozen(x, this.wT);
       return this.b ? tf.add<tf.Tensor2D>(y, this.b) : y;
     }) as tf.Tensor2D;
   }
 
   denseWeight(): Float32Array {
-    return this.w.dataSync() as Float32Array;
+    const w = tf.transpose(this.wT);
+    const data = w.dataSync() as Float32Array;
+    w.dispose();
+    return data;
   }
 
   bytes(): number {
@@ -50,7 +54,7 @@ export class DenseLinear implements Linear {
   }
 
   dispose(): void {
-    this.w.dispose();
+    this.wT.dispose();
     this.b?.dispose();
   }
 }

@@ -5,7 +5,6 @@ import * as tf from '@tensorflow/tfjs';
 import { formatTrainableParams } from '../adapters/lora.ts';
 import { savePeftAdapter } from '../adapters/peft.ts';
 import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
-import type { DataRecipe } from '../data/spec.ts';
 import { meanLoss } from '../eval/loss.ts';
 import { causalLmLoss, forward, disposeLlama } from '../model/llama.ts';
 import type { TrainBatch } from '../model/types.ts';
@@ -14,10 +13,10 @@ import { writeFileAtomic } from '../util/fs.ts';
 import { checkpointDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
-import { AdamW } from './optimizer.ts';
+import { AdamW, namedGrads } from './optimizer.ts';
 import { writeLossCurve } from './plot.ts';
-import { recipeToYaml, type Recipe } from './recipe.ts';
-import { learningRate, totalTrainingSteps, warmupSteps, type ScheduleSpec } from './schedule.ts';
+import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
+import { learningRate, totalTrainingSteps } from './schedule.ts';
 import { loadTrainableModel, type TrainableModel } from './setup.ts';
 
 export interface TrainOptions {
@@ -74,7 +73,7 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   const outputDir = recipe.output_dir;
   log(formatTrainableParams(weights, adapter));
 
-  const ds = await loadDataset(recipe as unknown as DataRecipe, tokenizer, path.dirname(path.resolve(opts.recipeFile)));
+  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(opts.recipeFile)));
   // Batches per epoch: counted by one pass over the training split (also reports what the data pipeline kept and dropped).
   const stats = newStats();
   let perEpoch = 0;
@@ -82,13 +81,11 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   log(`ft: train data: ${formatStats(stats, recipe.sequence_len)}; ${perEpoch} micro-batches per epoch`);
   const G = recipe.gradient_accumulation_steps;
   const totalSteps = totalTrainingSteps({ maxSteps: recipe.max_steps, numEpochs: recipe.num_epochs, microBatchesPerEpoch: perEpoch, gradAccum: G });
-  const schedule: ScheduleSpec = { name: recipe.lr_scheduler, totalSteps, warmupSteps: warmupSteps(totalSteps, recipe.warmup_steps, recipe.warmup_ratio) };
+  const schedule = scheduleOf(recipe, totalSteps);
   const hasValidation = recipe.val_set_size > 0;
 
-  const params = Object.fromEntries(adapter.variables);
-  // tf.variableGrads keys gradients by tfjs variable name; the optimizer and checkpoints use PEFT keys.
-  const keyOf = new Map([...adapter.variables].map(([key, v]) => [v.name, key]));
-  const optimizer = new AdamW(params, { beta1: recipe.adam_beta1, beta2: recipe.adam_beta2, eps: recipe.adam_epsilon, weightDecay: recipe.weight_decay });
+  const params = Object.fromEntries(adapter.variables); // PEFT key -> variable
+  const optimizer = new AdamW(params, adamWConfigOf(recipe));
   const baseName = recipe.base_model;
 
   let state: TrainerState = { globalStep: 0, totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: recipe.seed };
@@ -145,7 +142,7 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
         const { value: batch } = await batches.next();
         const b = batch as TrainBatch;
         const { value, grads: byVarName } = tf.variableGrads(() => tf.div(causalLmLoss(forward(weights, b), b.labels).loss, G) as tf.Scalar, adapter.trainableVariables());
-        const grads: NamedGrads = Object.fromEntries(Object.entries(byVarName).map(([n, g]) => [keyOf.get(n)!, g]));
+        const grads = namedGrads(params, byVarName);
         window.loss += (await value.data())[0] * G;
         value.dispose();
         window.micro++;

@@ -1,7 +1,7 @@
 // From a recipe to a model ready to train: base model located (or created for the embedded default),
 // tokenizer, frozen base loaded float or NF4, LoRA attached.
 import { existsSync } from 'node:fs';
-import { attachLora, type Adapter, type LoraConfig } from '../adapters/lora.ts';
+import { attachLora, type Adapter } from '../adapters/lora.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
@@ -9,7 +9,7 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { FtError } from '../util/errors.ts';
-import { locateBaseModel, type Recipe } from './recipe.ts';
+import { locateBaseModel, loraConfigOf, type Recipe } from './recipe.ts';
 
 /** The base model's folder; a missing local folder is created from `base_model_init` when the recipe has one. */
 export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
@@ -29,17 +29,6 @@ export async function resolveBaseModel(recipe: Recipe, log: (line: string) => vo
     await initModel(loc.path, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed });
   }
   return loc.path;
-}
-
-export function loraConfigOf(recipe: Recipe): LoraConfig {
-  return {
-    r: recipe.lora_r,
-    alpha: recipe.lora_alpha,
-    dropout: recipe.lora_dropout,
-    targetModules: recipe.lora_target_modules,
-    layersToTransform: recipe.layers_to_transform,
-    useRslora: recipe.peft_use_rslora,
-  };
 }
 
 export interface TrainableModel {

@@ -1,0 +1,37 @@
+import { describe, expect, test } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { mm, mmFrozen } from './matmul.ts';
+import { Rng } from '../util/rng.ts';
+
+const rand = (rng: Rng, shape: [number, number]) => tf.tensor2d(Float32Array.from({ length: shape[0] * shape[1] }, () => rng.normal()), shape);
+const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+
+describe('matmul wrappers', () => {
+  test('mm gives the same value and gradients as tf.matMul', () => {
+    const rng = new Rng(1);
+    const a = rand(rng, [5, 3]);
+    const b = rand(rng, [3, 4]);
+    const up = rand(rng, [5, 4]); // weights the output so each gradient entry differs
+    const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(mm(x as tf.Tensor2D, y as tf.Tensor2D), up)))([a, b]);
+    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), up)))([a, b]);
+    expect(maxDiff(mm(a, b), tf.matMul(a, b))).toBeLessThan(1e-6);
+    expect(maxDiff(ours[0], ref[0])).toBeLessThan(1e-5);
+    expect(maxDiff(ours[1], ref[1])).toBeLessThan(1e-5);
+  });
+
+  test('mmFrozen differentiates the input only, and matches tf.matMul', () => {
+    const rng = new Rng(2);
+    const x = rand(rng, [6, 3]);
+    const w = rand(rng, [3, 2]);
+    const up = rand(rng, [6, 2]);
+    const before = tf.memory().numTensors;
+    const g = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(mmFrozen(xi as tf.Tensor2D, w), up)))(x);
+    const ref = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xi as tf.Tensor2D, w), up)))(x);
+    expect(maxDiff(g, ref)).toBeLessThan(1e-5);
+    const wT = tf.transpose(w);
+    const g2 = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(mmFrozen(xi as tf.Tensor2D, w, () => tf.clone(wT)), up)))(x);
+    expect(maxDiff(g2, ref)).toBeLessThan(1e-5);
+    tf.dispose([g, ref, g2, wT]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
