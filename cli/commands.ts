@@ -4,6 +4,8 @@ import { dataCommand } from './data.ts';
 import { exportCommand } from './export.ts';
 import { generateCommand } from './generate.ts';
 import { initModelCommand } from './init-model.ts';
+import { memoryCommand } from './memory.ts';
 import { pushCommand } from './push.ts';
+import { trainCommand } from './train.ts';
 
-export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand, exportCommand, dataCommand];
+export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, generateCommand, trainCommand, exportCommand, dataCommand, memoryCommand];

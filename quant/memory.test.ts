@@ -1,0 +1,76 @@
+import { describe, expect, test } from 'vitest';
+import { parseConfig } from '../model/config.ts';
+import { LINEAR_NAMES } from '../model/types.ts';
+import { memoryTable, type MemoryArgs } from '../cli/memory.ts';
+import { estimateMemory, humanBytes, projectionShapes } from './memory.ts';
+
+// Llama-2-7B's config.json
+const llama7b = parseConfig(
+  {
+    architectures: ['LlamaForCausalLM'], hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32,
+    num_attention_heads: 32, num_key_value_heads: 32, rms_norm_eps: 1e-5, vocab_size: 32000, max_position_embeddings: 4096,
+  },
+  'config.json',
+);
+const opts = { quant: 'nf4', doubleQuant: true, loraR: 8, targetModules: LINEAR_NAMES, microBatchSize: 1, sequenceLen: 512, optimizer: 'adamw' } as const;
+
+describe('estimateMemory', () => {
+  test('Llama-2-7B: 6.48e9 projection weights at 4.127 bits plus float32 embeddings, head and norms', () => {
+    const e = estimateMemory(llama7b, opts);
+    const proj = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008);
+    expect(proj).toBe(6_476_005_376);
+    const float = 2 * 32000 * 4096 + 4096 + 32 * 2 * 4096;
+    expect(e.baseBytes).toBe(Math.ceil((proj * (4 + 8 / 64 + 32 / (64 * 256))) / 8) + 4 * float);
+    const dense = estimateMemory(llama7b, { ...opts, quant: 'none' });
+    expect(dense.baseBytes).toBe(4 * (proj + float));
+  });
+
+  test('LoRA r=8 on all seven projections: 19.99M parameters, one gradient and two AdamW moments each', () => {
+    const e = estimateMemory(llama7b, opts);
+    const params = 32 * 8 * (4 * (4096 + 4096) + 3 * (11008 + 4096));
+    expect(params).toBe(19_988_480);
+    expect(e.adapterBytes).toBe(4 * params);
+    expect(e.gradBytes).toBe(e.adapterBytes);
+    expect(e.optimizerBytes).toBe(2 * e.adapterBytes);
+    expect(e.totalBytes).toBe(e.baseBytes + e.adapterBytes + e.gradBytes + e.optimizerBytes + e.activationBytes);
+  });
+
+  test('activations grow linearly with batch and faster than linearly with sequence length (attention scores)', () => {
+    const a = (b: number, t: number) => estimateMemory(llama7b, { ...opts, microBatchSize: b, sequenceLen: t }).activationBytes;
+    expect(a(4, 256)).toBe(4 * a(1, 256));
+    expect(a(1, 1024)).toBeGreaterThan(2 * a(1, 512));
+  });
+
+  test('GQA shrinks k/v projections', () => {
+    const gqa = parseConfig({ ...(llama7b.raw as object), num_key_value_heads: 8 }, 'config.json');
+    expect(projectionShapes(gqa).k_proj).toEqual([1024, 4096]);
+    expect(estimateMemory(gqa, opts).baseBytes).toBeLessThan(estimateMemory(llama7b, opts).baseBytes);
+  });
+
+  test('bad sizes are clear errors', () => {
+    expect(() => estimateMemory(llama7b, { ...opts, sequenceLen: 0 })).toThrow(/sequenceLen must be a positive integer, got 0/);
+  });
+
+  test('humanBytes', () => {
+    expect(humanBytes(512)).toBe('512 B');
+    expect(humanBytes(1536)).toBe('1.50 KiB');
+    expect(humanBytes(4.09 * 2 ** 30)).toBe('4.09 GiB');
+  });
+});
+
+describe('ft memory', () => {
+  test('prints the table for a config.json and rejects unknown target modules', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const dir = await mkdtemp(path.join(tmpdir(), 'ft-mem-'));
+    const file = path.join(dir, 'config.json');
+    await writeFile(file, JSON.stringify(llama7b.raw));
+    const args: MemoryArgs = { backend: 'auto', quiet: true, config: file, loadIn4bit: true, doubleQuant: true, loraR: 8, targetModules: [...LINEAR_NAMES], microBatchSize: 1, sequenceLen: 512 };
+    const out = await memoryTable(args);
+    expect(out).toMatch(/base weights \(nf4 \+ double quant\)\s+4\.09 GiB/);
+    expect(out).toMatch(/LoRA adapters \(r=8, 7 modules\)\s+76\.3 MiB/);
+    await expect(memoryTable({ ...args, targetModules: ['qkv'] })).rejects.toThrow(/--target-modules: unknown module qkv/);
+    await expect(memoryTable({ ...args, model: dir })).rejects.toThrow(/exactly one of --model DIR or --config/);
+  });
+});
