@@ -251,33 +251,38 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapterFiles> {
  */
 export async function loadPeftAdapter(dir: string, w: LlamaWeights, seed = 0): Promise<Adapter> {
   const files = await readPeftAdapter(dir);
-  checkAgainstModel(files, w);
+  checkAgainstModel(files, w.layers.length, (i, p) => [w.layers[i].proj[p].outFeatures, w.layers[i].proj[p].inFeatures]);
   const adapter = attachLora(w, files.config, seed, path.join(dir, ADAPTER_CONFIG));
   for (const [key, v] of adapter.variables) v.assign(tf.tensor2d(files.tensors.get(key)!.data, v.shape as [number, number]));
   return adapter;
 }
 
-/** Adapter shapes vs model shapes: every expected key present, no key past the model's blocks, A [r, in], B [out, r]. */
-export function checkAgainstModel(files: PeftAdapterFiles, w: LlamaWeights): void {
+/** [out, in] of a model's projection. */
+export type ProjShape = (layer: number, proj: LinearName) => [number, number];
+
+/**
+ * Adapter shapes vs model shapes: every expected key present, no key past the model's `numLayers` blocks,
+ * A [r, in], B [out, r] for the model's projection shapes.
+ */
+export function checkAgainstModel(files: PeftAdapterFiles, numLayers: number, shapeOf: ProjShape): void {
   const weightsFile = path.join(files.dir, ADAPTER_WEIGHTS);
-  const n = w.layers.length;
   const why = files.baseModel ? ` (adapter made for ${files.baseModel})` : '';
-  validateLoraConfig(files.config, n, path.join(files.dir, ADAPTER_CONFIG));
+  validateLoraConfig(files.config, numLayers, path.join(files.dir, ADAPTER_CONFIG));
   for (const key of files.tensors.keys()) {
     const layer = Number(/layers\.(\d+)\./.exec(key)![1]);
-    if (layer >= n) throw new FtError(`${weightsFile}: tensor '${key}' is for block ${layer}, but the model has ${n} blocks${why}`);
+    if (layer >= numLayers) throw new FtError(`${weightsFile}: tensor '${key}' is for block ${layer}, but the model has ${numLayers} blocks${why}`);
   }
-  const layers = files.config.layersToTransform ?? [...Array(n).keys()];
+  const layers = files.config.layersToTransform ?? [...Array(numLayers).keys()];
   for (const i of layers) {
     for (const p of targetNames(files.config)) {
-      const base = w.layers[i].proj[p];
-      const want = { lora_A: [files.config.r, base.inFeatures], lora_B: [base.outFeatures, files.config.r] };
+      const [out, inp] = shapeOf(i, p);
+      const want = { lora_A: [files.config.r, inp], lora_B: [out, files.config.r] };
       for (const factor of ['lora_A', 'lora_B'] as const) {
         const key = peftKey(i, p, factor);
         const t = files.tensors.get(key);
         if (!t) throw new FtError(`${weightsFile}: missing tensor '${key}'`);
         if (t.shape[0] !== want[factor][0] || t.shape[1] !== want[factor][1]) {
-          throw new FtError(`${weightsFile}: tensor '${key}' has shape [${t.shape}], but the model's ${hfModuleName(i, p)} [${base.outFeatures}, ${base.inFeatures}] needs [${want[factor]}]${why}`);
+          throw new FtError(`${weightsFile}: tensor '${key}' has shape [${t.shape}], but the model's ${hfModuleName(i, p)} [${out}, ${inp}] needs [${want[factor]}]${why}`);
         }
       }
     }

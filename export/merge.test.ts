@@ -13,7 +13,7 @@ import { quantizedLinear } from '../quant/linear.ts';
 import { loadPeftAdapter } from '../adapters/peft.ts';
 import { tinyConfig, TINY, tokenBatch, writeRandomModel } from '../test/random-weights.ts';
 import { FtError } from '../util/errors.ts';
-import { exportMerged, parseShardSize, planShards, quantizedMergeWarning } from './merge.ts';
+import { exportMerged, modelTensors, parseShardSize, planShards, quantizedMergeWarning, saveHfModel } from './merge.ts';
 
 let tmp: string;
 let modelDir: string;
@@ -139,6 +139,18 @@ describe('ft export merged', () => {
       const scale = expected.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       expect(err).toBeGreaterThan(0); // really rounded
       expect(err).toBeLessThan(tol * scale);
+    }
+  });
+
+  it('streams the same bytes from the folder as it writes from an in-memory model with the adapter attached', async () => {
+    const streamed = path.join(tmp, 'streamed');
+    const inMemory = path.join(tmp, 'in-memory');
+    await exportMerged({ model: modelDir, adapter: adapterDir, out: streamed, dtype: 'bfloat16', maxShardSize: 1e9 });
+    const w = await loadLlama(modelDir);
+    const adapter = await loadPeftAdapter(adapterDir, w);
+    await saveHfModel(inMemory, modelTensors(w, adapter), w.config.raw, { dtype: 'bfloat16', maxShardSize: 1e9, copyFrom: modelDir });
+    for (const f of ['model.safetensors', 'config.json', 'tokenizer.json']) {
+      expect((await fsp.readFile(path.join(inMemory, f))).equals(await fsp.readFile(path.join(streamed, f)))).toBe(true);
     }
   });
 

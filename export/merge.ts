@@ -1,12 +1,13 @@
 // A merged model: every projection W + scale·B·A, written as a Hugging Face model folder exactly as
 // transformers' `save_pretrained` lays it out (config.json, tokenizer files, safetensors shards + index).
+// Tensors come from an in-memory model (`modelTensors`) or stream from the base folder (`mergedTensorsFromDir`).
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import type { Adapter } from '../adapters/lora.ts';
-import { loadPeftAdapter } from '../adapters/peft.ts';
+import * as tf from '@tensorflow/tfjs';
+import { loraScale, mergeFactors, type Adapter } from '../adapters/lora.ts';
+import { checkAgainstModel, readPeftAdapter, type PeftAdapterFiles } from '../adapters/peft.ts';
 import type { LinearFactory } from '../model/linear.ts';
-import { disposeLlama } from '../model/llama.ts';
-import { expectedTensors, INDEX_FILE, loadLlama, SINGLE_FILE } from '../model/load.ts';
+import { expectedTensors, INDEX_FILE, openModelDir, SINGLE_FILE, type ModelDir } from '../model/load.ts';
 import { DTYPE_BYTES, numel, writeSafetensors, type FloatDtype } from '../model/safetensors.ts';
 import { LINEAR_NAMES, hfModuleName, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -94,7 +95,7 @@ export function planShards(tensors: { name: string; bytes: number }[], maxShardS
 export interface ExportTensor {
   name: string;
   shape: number[];
-  data: () => Float32Array;
+  data: () => Float32Array | Promise<Float32Array>;
 }
 
 /**
@@ -129,6 +130,42 @@ export function modelTensors(w: LlamaWeights, adapter: Adapter | null): ExportTe
   });
 }
 
+/** Tensors a model load builds through its LinearFactory (as weightsFromTensors does): projections and lm_head. */
+const isLinearWeight = (name: string) => name.endsWith('_proj.weight') || name === 'lm_head.weight';
+
+/**
+ * The merged model streamed from a model folder, one tensor in memory at a time: each linear weight optionally
+ * goes through `linear` and back to float (so a quantized factory yields exactly the dequantized weight a
+ * quantized load trains against), then targeted projections get + scale·B·A from `adapter`.
+ */
+export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles, linear?: LinearFactory): ExportTensor[] {
+  const scale = loraScale(adapter.config);
+  return expectedTensors(model.config).map(({ name, shape }) => ({
+    name,
+    shape,
+    data: async () => {
+      let w = (await model.read(name)).data;
+      if (!isLinearWeight(name)) return w;
+      const [out, inp] = shape;
+      if (linear) {
+        const l = linear(name, w, out, inp, null);
+        w = l.denseWeight();
+        l.dispose();
+      }
+      const prefix = `base_model.model.${name.slice(0, -'.weight'.length)}`;
+      const a = adapter.tensors.get(`${prefix}.lora_A.weight`);
+      const b = adapter.tensors.get(`${prefix}.lora_B.weight`);
+      if (!a || !b) return w;
+      const [A, B] = [tf.tensor2d(a.data, a.shape as [number, number]), tf.tensor2d(b.data, b.shape as [number, number])];
+      try {
+        return mergeFactors(w, out, inp, A, B, scale);
+      } finally {
+        tf.dispose([A, B]);
+      }
+    },
+  }));
+}
+
 export interface SaveOptions {
   dtype: ExportDtype;
   /** Bytes per shard (see parseShardSize). */
@@ -138,20 +175,19 @@ export interface SaveOptions {
 }
 
 /**
- * Writes `w` (with `adapter` merged, if any) as a Hugging Face model folder, atomically: config.json with
- * torch_dtype set, tokenizer files copied, weights sharded one tensor at a time with an index when sharded.
+ * Writes `tensors` as a Hugging Face model folder, atomically: `rawConfig` as config.json with torch_dtype set,
+ * tokenizer files copied, weights converted and sharded one tensor at a time, with an index when sharded.
  */
-export async function saveHfModel(out: string, w: LlamaWeights, adapter: Adapter | null, opts: SaveOptions): Promise<ShardPlan> {
+export async function saveHfModel(out: string, tensors: ExportTensor[], rawConfig: Record<string, unknown>, opts: SaveOptions): Promise<ShardPlan> {
   const st = EXPORT_DTYPES[opts.dtype];
   if (!st) throw new FtError(`--dtype: ${JSON.stringify(opts.dtype)} is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
-  const tensors = modelTensors(w, adapter);
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const plan = planShards(
     tensors.map((t) => ({ name: t.name, bytes: numel(t.shape) * DTYPE_BYTES[st] })),
     opts.maxShardSize,
   );
-  const config: Record<string, unknown> = { ...w.config.raw, torch_dtype: opts.dtype };
-  if ('dtype' in w.config.raw) config.dtype = opts.dtype; // transformers >= 4.56 writes `dtype`
+  const config: Record<string, unknown> = { ...rawConfig, torch_dtype: opts.dtype };
+  if ('dtype' in rawConfig) config.dtype = opts.dtype; // transformers >= 4.56 writes `dtype`
   await writeDirAtomic(out, async (tmp) => {
     await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     if (opts.copyFrom) {
@@ -211,17 +247,24 @@ export function declaredDtype(raw: Record<string, unknown>): ExportDtype | null 
   return typeof d === 'string' && d in EXPORT_DTYPES ? (d as ExportDtype) : null;
 }
 
-/** `ft export merged`: base model folder + PEFT adapter folder -> merged Hugging Face model folder. */
+/**
+ * `ft export merged`: base model folder + PEFT adapter folder -> merged Hugging Face model folder, streamed
+ * tensor by tensor (the base is never fully in memory). With a quantizing `linear`, the merge goes into the
+ * dequantized weights and `warn` is told why that matters.
+ */
 export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dtype: ExportDtype }> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(m + '\n'));
-  const w = await loadLlama(opts.model, opts.linear ? { linear: opts.linear } : {});
+  const adapter = await readPeftAdapter(opts.adapter);
+  const model = await openModelDir(opts.model);
   try {
-    const adapter = await loadPeftAdapter(opts.adapter, w);
-    const dtype = opts.dtype ?? declaredDtype(w.config.raw) ?? 'float32';
+    const shapes = new Map(expectedTensors(model.config).map((t) => [t.name, t.shape]));
+    checkAgainstModel(adapter, model.config.numHiddenLayers, (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number]);
+    const dtype = opts.dtype ?? declaredDtype(model.config.raw) ?? 'float32';
     if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, dtype));
-    const plan = await saveHfModel(opts.out, w, adapter, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
+    const tensors = mergedTensorsFromDir(model, adapter, opts.linear);
+    const plan = await saveHfModel(opts.out, tensors, model.config.raw, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
     return { ...plan, dtype };
   } finally {
-    disposeLlama(w);
+    await model.close();
   }
 }
