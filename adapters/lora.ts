@@ -41,7 +41,7 @@ export function validateLoraConfig(cfg: LoraConfig, numLayers: number, source = 
   }
   for (const i of cfg.layersToTransform ?? []) {
     if (!Number.isInteger(i) || i < 0 || i >= numLayers) {
-      throw new FtError(`${source}: layers_to_transform has ${i}, expected block indices 0..${numLayers - 1}`);
+      throw new FtError(`${source}: layers_to_transform has ${i}, expected ${Number.isFinite(numLayers) ? `block indices 0..${numLayers - 1}` : 'non-negative block indices'}`);
     }
   }
 }
