@@ -114,3 +114,17 @@ export function scoreAll(predictions: string[], references: (string | string[])[
   }
   return aggregateScores(predictions.map((p, i) => scoreExample(p, references[i])));
 }
+
+/** Per-key means over rows of named scores (built-in and user metrics alike); a key averages over the rows that have it. */
+export function meanScores(rows: Record<string, number>[]): Record<string, number> {
+  const sums = new Map<string, { sum: number; n: number }>();
+  for (const row of rows) {
+    for (const [k, v] of Object.entries(row)) {
+      const s = sums.get(k) ?? { sum: 0, n: 0 };
+      s.sum += v;
+      s.n++;
+      sums.set(k, s);
+    }
+  }
+  return Object.fromEntries([...sums].map(([k, s]) => [k, s.sum / s.n]));
+}
