@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { LoraLinear } from '../adapters/lora.ts';
 import { initBackend, type BackendChoice } from '../engine/backend.ts';
+import { mm } from '../engine/matmul.ts';
 import { DenseLinear } from '../model/linear.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { Rng } from '../util/rng.ts';
@@ -39,7 +40,7 @@ function bench(name: string, out: number, inp: number, tokens: number, r: number
   const thin = time(reps, step((xx) => lora.apply(xx), [lora.A, lora.B]));
   const materialized = time(
     reps,
-    step((xx) => tf.tidy(() => tf.add(dense.apply(xx), tf.mul(tf.matMul(xx, tf.matMul(lora.B, lora.A), false, true), 2))) as tf.Tensor2D, [lora.A, lora.B]),
+    step((xx) => tf.tidy(() => tf.add(dense.apply(xx), tf.mul(mm(xx, tf.transpose(mm(lora.B, lora.A))), 2))) as tf.Tensor2D, [lora.A, lora.B]),
   );
   const nf4 = time(reps, step((xx) => nf4Lora.apply(xx), [nf4Lora.A, nf4Lora.B]));
   const merge = time(Math.max(1, reps >> 1), () => lora.mergedWeight());
