@@ -72,7 +72,7 @@ export function metricsBarChart(models: ModelResult[], names: string[], width = 
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold" fill="#222">Metrics per model (higher is better)</text>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold" fill="#222">Metrics per model</text>`,
   ];
   for (const t of ticks) {
     const y = sy(t).toFixed(1);
