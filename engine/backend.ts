@@ -1,6 +1,7 @@
 // Chooses the tfjs backend: native TensorFlow (GPU, then CPU) when installed, else wasm, else the plain JS cpu backend.
 import * as tf from '@tensorflow/tfjs';
 import { FtError } from '../util/errors.ts';
+import { installWasmKernels } from './wasm-kernels.ts';
 
 export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -57,6 +58,7 @@ export async function initBackend(choice: BackendChoice = 'auto'): Promise<Backe
       pkg = await loaders[name]();
       if (!(await tf.setBackend(name))) throw new Error(`tfjs could not initialize the ${name} backend`);
       await tf.ready();
+      if (name === 'wasm') installWasmKernels();
     } catch (e) {
       failures.push(`${name} (${firstLine(e)})`);
       continue;

@@ -1,0 +1,81 @@
+// Replacements for three tfjs-backend-wasm 4.22 kernels that are O(input) per call instead of O(output):
+// its Slice reads the input through backend.readSync, which copies the WHOLE input out of the wasm heap, and
+// SplitV / Unpack call that Slice once per piece. Splitting a [16, 512, 256] tensor into 16 pieces took ~50 ms;
+// these read the input through a view of the heap instead (~1 ms). Installed by initBackend on wasm.
+import * as tf from '@tensorflow/tfjs';
+
+/** The parts of the wasm backend (tfjs-backend-wasm's BackendWasm) a kernel uses. */
+interface WasmBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+type Args = { inputs: Record<string, tf.TensorInfo>; attrs: Record<string, unknown>; backend: WasmBackend };
+
+/** Copies the box [begin, begin + size) of `x` into a new tensor, row by row along the innermost axis. */
+function sliceBox(backend: WasmBackend, x: tf.TensorInfo, begin: number[], size: number[]): tf.TensorInfo {
+  const out = backend.makeOutput(size, x.dtype); // allocate first: growing the heap detaches earlier views
+  const count = size.reduce((a, b) => a * b, 1);
+  if (count === 0) return out;
+  const src = backend.typedArrayFromHeap(x);
+  const dst = backend.typedArrayFromHeap(out);
+  const rank = x.shape.length;
+  const strides = tf.util.computeStrides(x.shape); // [rank - 1]: elements per step of each outer axis
+  const row = size[rank - 1];
+  const idx = new Array(rank - 1).fill(0); // odometer over the outer axes of the box
+  for (let o = 0; o < count; o += row) {
+    let offset = begin[rank - 1];
+    for (let a = 0; a < rank - 1; a++) offset += (begin[a] + idx[a]) * strides[a];
+    dst.set(src.subarray(offset, offset + row), o);
+    for (let a = rank - 2; a >= 0 && ++idx[a] === size[a]; a--) idx[a] = 0;
+  }
+  return out;
+}
+
+function slice({ inputs: { x }, attrs, backend }: Args): tf.TensorInfo {
+  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, attrs.begin as number[], attrs.size as number[]);
+  return sliceBox(backend, x, begin, size);
+}
+
+function splitV({ inputs: { x }, attrs, backend }: Args): tf.TensorInfo[] {
+  const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, attrs.numOrSizeSplits as number[] | number, axis);
+  const begin = new Array(x.shape.length).fill(0);
+  return sizes.map((s) => {
+    const size = [...x.shape];
+    size[axis] = s;
+    const piece = sliceBox(backend, x, begin, size);
+    begin[axis] += s;
+    return piece;
+  });
+}
+
+function unpack({ inputs: { value }, attrs, backend }: Args): tf.TensorInfo[] {
+  const axis = (attrs.axis as number) < 0 ? (attrs.axis as number) + value.shape.length : (attrs.axis as number);
+  const outShape = value.shape.filter((_, i) => i !== axis);
+  const size = [...value.shape];
+  size[axis] = 1;
+  return Array.from({ length: value.shape[axis] }, (_, i) => {
+    const begin = value.shape.map((_, a) => (a === axis ? i : 0));
+    return { ...sliceBox(backend, value, begin, size), shape: outShape };
+  });
+}
+
+const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]> = { Slice: slice, SplitV: splitV, Unpack: unpack };
+
+/** Swaps the wasm backend's Slice, SplitV and Unpack kernels for the ones above (string tensors keep the originals). */
+export function installWasmKernels(): void {
+  for (const [name, fn] of Object.entries(replacements)) {
+    const original = tf.getKernel(name, 'wasm');
+    if (!original || (original.kernelFunc as { ft?: boolean }).ft) continue;
+    const kernelFunc = Object.assign(
+      (args: Args) => {
+        const input = Object.values(args.inputs)[0];
+        return input.dtype === 'string' ? original.kernelFunc(args as never) : fn(args);
+      },
+      { ft: true },
+    );
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel({ ...original, kernelFunc: kernelFunc as never });
+  }
+}
