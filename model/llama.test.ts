@@ -179,6 +179,26 @@ describe('causalLmLoss', () => {
     tf.dispose([logits, loss]);
   });
 
+  it('has the gradient (softmax - onehot) / count on scored rows and zero on ignored rows', () => {
+    const rng = new Rng(6);
+    const [B, T, V] = [2, 3, 7];
+    const data = randn(rng, B * T * V, 3);
+    const labels = Int32Array.from([6, -100, 0, 3, -100, 2]);
+    const logits = tf.tensor3d(data, [B, T, V]);
+    const g = tf.grad((z: tf.Tensor3D) => causalLmLoss(z, labels).loss)(logits);
+    const got = g.dataSync();
+    for (let n = 0; n < B * T; n++) {
+      const row = Array.from(data.subarray(n * V, (n + 1) * V));
+      const max = Math.max(...row);
+      const z = row.reduce((a, x) => a + Math.exp(x - max), 0);
+      for (let v = 0; v < V; v++) {
+        const expected = labels[n] === -100 ? 0 : (Math.exp(row[v] - max) / z - (v === labels[n] ? 1 : 0)) / 4;
+        expect(got[n * V + v]).toBeCloseTo(expected, 6);
+      }
+    }
+    tf.dispose([logits, g]);
+  });
+
   it('is 0 with count 0 when every label is ignored', () => {
     const logits = tf.zeros([1, 2, 3]) as tf.Tensor3D;
     const { loss, count } = causalLmLoss(logits, Int32Array.from([-100, -100]));

@@ -250,24 +250,45 @@ export function disposeLlama(w: LlamaWeights): void {
 /**
  * Mean token cross-entropy of `logits` [B, T, vocab] against `labels` [B*T] (already shifted:
  * labels[t] is the target of logits at t; IGNORE_INDEX skipped). `count` = tokens scored; with none the loss is 0.
+ * The gradient is written out, (softmax - onehot) / count on scored rows, so the [B*T, vocab] tensors are
+ * walked 7 times per step instead of the ~15 of tf.logSoftmax's chain and its autodiff (the largest tensors of a step).
  */
 export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: tf.Scalar; count: number } {
   const [B, T, V] = logits.shape;
-  if (labels.length !== B * T) throw new FtError(`labels: ${labels.length} entries, expected B*T = ${B * T}`);
-  // one-hot targets rather than a gather: gather's gradient (UnsortedSegmentSum) has no wasm kernel
-  const targets = new Int32Array(labels.length); // -1 = ignored: oneHot gives it an all-zero row
-  let count = 0;
+  const N = B * T;
+  if (labels.length !== N) throw new FtError(`labels: ${labels.length} entries, expected B*T = ${N}`);
+  const targets = new Int32Array(N); // -1 = ignored: oneHot gives it an all-zero row
+  const flatIndex: number[] = []; // n*V + label of each scored row, to pick its logit
+  const scored = new Float32Array(N); // 1 on scored rows
   labels.forEach((y, n) => {
     if (y !== IGNORE_INDEX && (y < 0 || y >= V)) {
       throw new FtError(`labels: label ${y} at index ${n} is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
     }
     targets[n] = y === IGNORE_INDEX ? -1 : y;
-    if (y !== IGNORE_INDEX) count++;
+    if (y !== IGNORE_INDEX) {
+      flatIndex.push(n * V + y);
+      scored[n] = 1;
+    }
   });
-  const loss = tf.tidy(() => {
-    const nll = tf.neg(tf.logSoftmax(tf.reshape(logits, [B * T, V]))); // [B*T, V]
-    const picked = tf.mul(nll, tf.oneHot(tf.tensor1d(targets, 'int32'), V));
-    return tf.div(tf.sum(picked), Math.max(count, 1)) as tf.Scalar;
-  });
+  const count = flatIndex.length;
+  if (count === 0) return { loss: tf.tidy(() => tf.mul(tf.sum(logits), 0)) as tf.Scalar, count };
+  const crossEntropy = tf.customGrad(((z: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    const max = tf.max(z, -1, true); // [N, 1]
+    const e = tf.exp(tf.sub(z, max)); // [N, V]
+    const sumE = tf.sum(e, -1, true); // [N, 1]
+    const lse = tf.add(tf.log(sumE), max); // [N, 1] log-sum-exp
+    const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32')); // [count] target logits
+    const value = tf.div(tf.sub(tf.sum(tf.mul(tf.reshape(lse, [-1]), scored)), tf.sum(picked)), count);
+    save([e, sumE]);
+    return {
+      value,
+      gradFunc: (dy: tf.Scalar, [es, sums]: tf.Tensor[]) => {
+        const c = tf.div(dy, count);
+        const rowScale = tf.div(tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), c), sums); // [N, 1]: c / sum(e) on scored rows
+        return tf.sub(tf.mul(es, rowScale), tf.mul(tf.oneHot(tf.tensor1d(targets, 'int32'), V), c));
+      },
+    };
+  }) as never) as unknown as (z: tf.Tensor2D) => tf.Scalar;
+  const loss = tf.tidy(() => crossEntropy(tf.reshape(logits, [N, V])));
   return { loss, count };
 }
