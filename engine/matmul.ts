@@ -18,14 +18,14 @@ export const mm: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: t
 /**
  * x @ w for a frozen (never differentiated) w [k, m]: the backward pass computes dx = dy @ w^T only,
  * skipping the weight gradient that `mm` would spend as much time on as the forward product.
- * `wT` optionally supplies w^T [m, k] when the caller holds it already (saves the transpose).
+ * w is kept for the backward pass, so it may be a temporary of the caller's tidy scope.
  */
-export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D, wT?: () => tf.Tensor2D): tf.Tensor2D {
+export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const f = tf.customGrad(((xi: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    save([]);
+    save([w]);
     return {
       value: tf.matMul(xi, w),
-      gradFunc: (dy: tf.Tensor2D) => tf.matMul(dy, wT ? wT() : tf.transpose(w)),
+      gradFunc: (dy: tf.Tensor2D, [sw]: tf.Tensor2D[]) => tf.matMul(dy, tf.transpose(sw)),
     };
   }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return f(x);

@@ -185,7 +185,7 @@ describe('causalLmLoss', () => {
     const data = randn(rng, B * T * V, 3);
     const labels = Int32Array.from([6, -100, 0, 3, -100, 2]);
     const logits = tf.tensor3d(data, [B, T, V]);
-    const g = tf.grad((z: tf.Tensor3D) => causalLmLoss(z, labels).loss)(logits);
+    const g = tf.grad((z: tf.Tensor) => causalLmLoss(z as tf.Tensor3D, labels).loss)(logits);
     const got = g.dataSync();
     for (let n = 0; n < B * T; n++) {
       const row = Array.from(data.subarray(n * V, (n + 1) * V));

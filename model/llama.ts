@@ -2,7 +2,7 @@
 // embed -> N x [x + attn(rmsNorm(x)); x + mlp(rmsNorm(x))] -> rmsNorm -> lm_head.
 // Every projection goes through Linear.apply, so float, quantized and LoRA layers plug in unchanged.
 import * as tf from '@tensorflow/tfjs';
-import { mm } from '../engine/matmul.ts';
+import { mm, mmFrozen } from '../engine/matmul.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './generate.ts';
 import { IGNORE_INDEX, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch } from './types.ts';
@@ -74,8 +74,14 @@ function ropeTable(config: LlamaConfig, maxPosition: number): RopeTable {
   return table;
 }
 
-/** cos and sin for each token of the batch, shaped [B, 1, T, d] to broadcast over heads. */
-function ropeCosSin(config: LlamaConfig, batch: TokenBatch): [tf.Tensor4D, tf.Tensor4D] {
+/** RoPE inputs for a batch: cos and sin per token, and the rotate_half matrix. */
+interface Rope {
+  cos: tf.Tensor4D; // [B, 1, T, d], broadcast over heads
+  sin: tf.Tensor4D; // [B, 1, T, d]
+  rotate: tf.Tensor2D; // [d, d]: x @ rotate = rotate_half(x)
+}
+
+function ropeInputs(config: LlamaConfig, batch: TokenBatch): Rope {
   const d = config.headDim;
   const n = batch.B * batch.T;
   let maxPosition = 0;
@@ -88,18 +94,21 @@ function ropeCosSin(config: LlamaConfig, batch: TokenBatch): [tf.Tensor4D, tf.Te
     cos.set(table.cos.subarray(p * d, (p + 1) * d), i * d);
     sin.set(table.sin.subarray(p * d, (p + 1) * d), i * d);
   }
-  return [tf.tensor4d(cos, [batch.B, 1, batch.T, d]), tf.tensor4d(sin, [batch.B, 1, batch.T, d])];
-}
-
-/** rotate_half: [x1, x2] -> [-x2, x1] on the two halves of the last axis. */
-function rotateHalf(x: tf.Tensor4D): tf.Tensor4D {
-  const [x1, x2] = tf.split(x, 2, -1);
-  return tf.concat([tf.neg(x2), x1], -1) as tf.Tensor4D;
+  // rotate_half: [x1, x2] -> [-x2, x1] on the two halves, as a signed permutation matrix: one 2-D product
+  // instead of split + neg + concat (whose strided copies cost more than the product on wasm).
+  const rotate = new Float32Array(d * d);
+  for (let j = 0; j < d / 2; j++) {
+    rotate[(j + d / 2) * d + j] = -1; // out[j] = -x[j + d/2]
+    rotate[j * d + j + d / 2] = 1; // out[j + d/2] = x[j]
+  }
+  return { cos: tf.tensor4d(cos, [batch.B, 1, batch.T, d]), sin: tf.tensor4d(sin, [batch.B, 1, batch.T, d]), rotate: tf.tensor2d(rotate, [d, d]) };
 }
 
 /** x * cos + rotate_half(x) * sin; x [B, heads, T, d]. */
-export function applyRope(x: tf.Tensor4D, cos: tf.Tensor4D, sin: tf.Tensor4D): tf.Tensor4D {
-  return tf.add(tf.mul(x, cos), tf.mul(rotateHalf(x), sin));
+export function applyRope(x: tf.Tensor4D, { cos, sin, rotate }: Rope): tf.Tensor4D {
+  const [B, heads, T, d] = x.shape;
+  const rotated = tf.reshape(mmFrozen(tf.reshape(x, [B * heads * T, d]), rotate), [B, heads, T, d]);
+  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin));
 }
 
 /**
@@ -155,16 +164,15 @@ function attention(
   config: LlamaConfig,
   B: number,
   T: number,
-  cos: tf.Tensor4D,
-  sin: tf.Tensor4D,
+  rope: Rope,
   masks: tf.Tensor2D[], // B x [G*T, S]
   cache: KVCache | undefined,
   layerIndex: number,
 ): tf.Tensor2D {
   const { numAttentionHeads: H, numKeyValueHeads: KV, headDim: d } = config;
   const G = H / KV;
-  const q = applyRope(splitHeads(layer.proj.q_proj.apply(x), B, T, H, d), cos, sin); // [B, H, T, d]
-  let k = applyRope(splitHeads(layer.proj.k_proj.apply(x), B, T, KV, d), cos, sin); // [B, KV, T, d]
+  const q = applyRope(splitHeads(layer.proj.q_proj.apply(x), B, T, H, d), rope); // [B, H, T, d]
+  let k = applyRope(splitHeads(layer.proj.k_proj.apply(x), B, T, KV, d), rope); // [B, KV, T, d]
   let v = splitHeads(layer.proj.v_proj.apply(x), B, T, KV, d); // [B, KV, T, d]
   if (cache) [k, v] = cache.append(layerIndex, k, v); // [B, KV, S, d]
   const S = k.shape[2];
@@ -217,10 +225,10 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
     const keySegments = cache ? cache.appendSegments(batch) : batch.segments; // [B, S]
     const S = keySegments.length / B;
     const masks = attentionMasks(batch.segments, keySegments, B, T, S, config.numAttentionHeads / config.numKeyValueHeads);
-    const [cos, sin] = ropeCosSin(config, batch);
+    const rope = ropeInputs(config, batch);
     let h = tf.gather(w.embedTokens, tf.tensor1d(batch.ids, 'int32')) as tf.Tensor2D; // [B*T, hidden]
     w.layers.forEach((layer, i) => {
-      const a = attention(layer, rmsNorm(h, layer.inputLayernorm, config.rmsNormEps), config, B, T, cos, sin, masks, cache, i);
+      const a = attention(layer, rmsNorm(h, layer.inputLayernorm, config.rmsNormEps), config, B, T, rope, masks, cache, i);
       h = tf.add(h, a);
       h = tf.add(h, mlp(layer, rmsNorm(h, layer.postAttentionLayernorm, config.rmsNormEps)));
     });
