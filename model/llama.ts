@@ -156,7 +156,8 @@ function splitHeads(x: tf.Tensor2D, B: number, T: number, heads: number, d: numb
  * Grouped-query self-attention (Ainslie et al. 2023). Query head h reads key/value head floor(h / G),
  * G = heads / kvHeads; instead of repeat_kv the G query heads of a group are stacked along the time axis.
  * Each (batch row, key/value head) pair is one pair of 2-D products: tfjs-wasm runs batched (rank 3-4) matMul
- * on a slow generic loop (~1 GFLOP/s against ~15 for 2-D through XNNPACK), so the batch is unrolled here.
+ * on a slow generic loop (~1 GFLOP/s against ~15 for 2-D through XNNPACK), so the batch is unrolled, except
+ * when decoding, where a few rows per head make one batched product cheaper than many small ones.
  */
 function attention(
   layer: LlamaLayer,
@@ -176,15 +177,25 @@ function attention(
   let v = splitHeads(layer.proj.v_proj.apply(x), B, T, KV, d); // [B, KV, T, d]
   if (cache) [k, v] = cache.append(layerIndex, k, v); // [B, KV, S, d]
   const S = k.shape[2];
-  const qs = tf.unstack(tf.reshape(tf.mul(q, 1 / Math.sqrt(d)), [B * KV, G * T, d])) as tf.Tensor2D[];
-  const kTs = tf.unstack(tf.transpose(tf.reshape(k, [B * KV, S, d]), [0, 2, 1])) as tf.Tensor2D[]; // [d, S] each
-  const vs = tf.unstack(tf.reshape(v, [B * KV, S, d])) as tf.Tensor2D[];
-  const outs = qs.map((qn, n) => {
-    const probs = tf.softmax(tf.add(mm(qn, kTs[n]), masks[Math.floor(n / KV)])) as tf.Tensor2D; // [G*T, S]
-    return mm(probs, vs[n]); // [G*T, d]
-  });
-  const out = tf.reshape(tf.stack(outs), [B, H, T, d]);
-  const merged = tf.reshape<tf.Rank.R2>(tf.transpose(out, [0, 2, 1, 3]), [B * T, H * d]);
+  const qg = tf.reshape(tf.mul(q, 1 / Math.sqrt(d)), [B * KV, G * T, d]);
+  const kg = tf.reshape(k, [B * KV, S, d]);
+  const vg = tf.reshape(v, [B * KV, S, d]);
+  let out: tf.Tensor; // [B*KV, G*T, d]
+  if (G * T < 16) {
+    // decoding: a few query rows per head, where one batched product costs less than B*KV small ones
+    const scores = tf.reshape(tf.matMul(qg, kg, false, true), [B, KV, G * T, S]);
+    const probs = tf.softmax(tf.add(scores, tf.expandDims(tf.stack(masks), 1)));
+    out = tf.matMul(tf.reshape(probs, [B * KV, G * T, S]), vg);
+  } else {
+    const kTs = tf.unstack(tf.transpose(kg, [0, 2, 1])) as tf.Tensor2D[]; // [d, S] each
+    const vs = tf.unstack(vg) as tf.Tensor2D[];
+    const outs = (tf.unstack(qg) as tf.Tensor2D[]).map((qn, n) => {
+      const probs = tf.softmax(tf.add(mm(qn, kTs[n]), masks[Math.floor(n / KV)])) as tf.Tensor2D; // [G*T, S]
+      return mm(probs, vs[n]); // [G*T, d]
+    });
+    out = tf.stack(outs);
+  }
+  const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(out, [B, H, T, d]), [0, 2, 1, 3]), [B * T, H * d]);
   return layer.proj.o_proj.apply(merged);
 }
 
