@@ -1,7 +1,7 @@
 // Data pipeline throughput and memory: generates Alpaca-style Arrow stream files, then streams each in a fresh process
-// (so peak RSS is that pass's own): read only at 50k and 500k rows, and the full path to packed TrainBatches
-// (tokenize, mask, split, shuffle, pack) at 20k and 50k rows — tokenizing is ~1k rows/s, 500k would take ~10 minutes.
-// Run: npx tsx bench/data.ts   (FT_BENCH_DATA_ROWS=50000,500000 and FT_BENCH_DATA_TOKENIZE_ROWS=20000,50000 pick sizes)
+// (so peak RSS is that pass's own): read only, and the full path to packed TrainBatches (tokenize, mask, split,
+// shuffle, pack), each at 50k and 500k rows, so the two peak RSS figures show whether memory grows with the file.
+// Run: npx tsx bench/data.ts   (FT_BENCH_DATA_ROWS=50000,500000 and FT_BENCH_DATA_TOKENIZE_ROWS=50000,500000 pick sizes)
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -57,7 +57,7 @@ if (mode === 'gen') {
   };
   const sizes = (env: string, dflt: string) => (process.env[env] ?? dflt).split(',').map(Number);
   const readSizes = sizes('FT_BENCH_DATA_ROWS', '50000,500000');
-  const tokenizeSizes = sizes('FT_BENCH_DATA_TOKENIZE_ROWS', '20000,50000');
+  const tokenizeSizes = sizes('FT_BENCH_DATA_TOKENIZE_ROWS', '50000,500000');
   const dir = await mkdtemp(path.join(tmpdir(), 'ft-bench-data-'));
   const figures: Figures = {};
   try {

@@ -1,7 +1,9 @@
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Rng } from '../util/rng.ts';
 import { FtError } from '../util/errors.ts';
 import { tokenizerJson, trainBpe } from './bpe.ts';
 import { DecodeStream, loadTokenizer, tokenizerFromJson } from './tokenizer.ts';
@@ -111,5 +113,27 @@ describe('DecodeStream', () => {
     const s = new DecodeStream(tok);
     expect(s.push(ids[0])).toBe('');
     expect(s.flush()).toBe('\uFFFD');
+  });
+});
+
+describe('encode of byte-level BPE through the per-piece cache', () => {
+  const seed = readFileSync(path.join(__dirname, '../../shared/data/alpaca-seed/seed_tasks.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .flatMap((l) => {
+      const t = JSON.parse(l) as { instruction: string; instances: { input: string; output: string }[] };
+      return [t.instruction, ...t.instances.flatMap((i) => [i.input, i.output, `${t.instruction}\n\n${i.input}\n${i.output}`])];
+    });
+  const rng = new Rng(11);
+  const alphabet = [...'ab Zé中😀 \n\t\r  \'s\'t\'re\'ll 0123 .,!?-_#()<>/s', '<s>', '</s>', "'", '  ', '\n\n'];
+  const fuzz = Array.from({ length: 400 }, () => Array.from({ length: 1 + rng.int(40) }, () => alphabet[rng.int(alphabet.length)]).join(''));
+
+  it('gives exactly the ids of @huggingface/tokenizers on the Alpaca seed tasks and on random text', () => {
+    const json = tokenizerJson(model);
+    const reference = new HfTokenizer(json, {});
+    const tok = tokenizerFromJson(json, { eos_token: '</s>' }, null, 'test');
+    for (const text of [...seed, ...fuzz, ...seed]) {
+      expect(tok.encode(text, { addSpecialTokens: false })).toEqual(reference.encode(text, { add_special_tokens: false }).ids);
+    }
   });
 });
