@@ -8,12 +8,15 @@ import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeli
 import { meanLoss } from '../eval/loss.ts';
 import { causalLmLoss, forward, disposeLlama } from '../model/llama.ts';
 import type { TrainBatch } from '../model/types.ts';
+import type { EvalResult } from '../eval/run.ts';
+import type { PushResult } from '../hub/push.ts';
 import { progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { checkpointDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
 import { AdamW, namedGrads } from './optimizer.ts';
+import { finishRun, summaryLines, type RunFigures } from './finish.ts';
 import { writeLossCurve } from './plot.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { learningRate, totalTrainingSteps } from './schedule.ts';
@@ -28,8 +31,10 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** stop after this many optimizer steps in this process (tests simulate an interruption with it) */
   stopAfterSteps?: number;
-  /** install SIGINT/SIGTERM handlers that checkpoint and stop (the CLI does; tests call requestStop instead) */
+  /** install SIGINT/SIGTERM handlers that checkpoint and stop (the CLI does) */
   handleSignals?: boolean;
+  /** called after every optimizer step (tests watch the tensor count with it) */
+  onStep?: (step: number) => void;
 }
 
 export interface TrainResult {
@@ -43,17 +48,35 @@ export interface TrainResult {
   history: MetricsRecord[];
   finalLoss: number | null;
   finalEvalLoss: number | null;
+  /** the recipe's eval section, base against the adapter (finished runs with `eval:` only) */
+  eval: EvalResult | null;
+  /** the Hub commit when the recipe has hub_model_id */
+  pushed: PushResult | null;
 }
 
-/** Trains a recipe to the end (or to an interruption) and writes adapter, checkpoints, metrics and loss curve. */
+/**
+ * Trains a recipe to the end (or to an interruption) and writes adapter, checkpoints, metrics and loss curve;
+ * a finished run then gets its eval section, model card and Hub push, with the training model already freed.
+ */
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const model = await loadTrainableModel(recipe, opts.recipeFile, log);
+  let trained: Trained;
   try {
-    return await run(recipe, model, opts, log);
+    trained = await run(recipe, model, opts, log);
   } finally {
     disposeLlama(model.weights);
   }
+  const { result, figures } = trained;
+  if (result.interrupted) return result;
+  const finished = await finishRun(recipe, opts.recipeFile, result.adapterDir, figures, log);
+  for (const line of summaryLines(figures, result.outputDir, result.adapterDir, finished)) log(line);
+  return { ...result, eval: finished.eval, pushed: finished.pushed };
+}
+
+interface Trained {
+  result: TrainResult;
+  figures: RunFigures;
 }
 
 /** Micro-batches from `epoch`/`batchInEpoch` on, epoch after epoch; `pos` tracks what was consumed, for checkpoints. */
@@ -68,7 +91,7 @@ async function* microBatches(ds: Dataset, pos: { epoch: number; batchInEpoch: nu
   }
 }
 
-async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, log: (line: string) => void): Promise<TrainResult> {
+async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, log: (line: string) => void): Promise<Trained> {
   const { weights, tokenizer, adapter, modelDir } = model;
   const outputDir = recipe.output_dir;
   log(formatTrainableParams(weights, adapter));
@@ -78,7 +101,8 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   const stats = newStats();
   let perEpoch = 0;
   for await (const _ of ds.batches({ part: 'train', stats })) perEpoch++;
-  log(`ft: train data: ${formatStats(stats, recipe.sequence_len)}; ${perEpoch} micro-batches per epoch`);
+  const dataSummary = formatStats(stats, recipe.sequence_len);
+  log(`ft: train data: ${dataSummary}; ${perEpoch} micro-batches per epoch`);
   const G = recipe.gradient_accumulation_steps;
   const totalSteps = totalTrainingSteps({ maxSteps: recipe.max_steps, numEpochs: recipe.num_epochs, microBatchesPerEpoch: perEpoch, gradAccum: G });
   const schedule = scheduleOf(recipe, totalSteps);
@@ -116,6 +140,7 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   let lastLoss: number | null = null;
   let lastEval: number | null = null;
   let stepsThisRun = 0;
+  let tokensThisRun = 0;
   let lastSaved = -1;
 
   const checkpoint = async () => {
@@ -146,7 +171,10 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
         window.loss += (await value.data())[0] * G;
         value.dispose();
         window.micro++;
-        for (let i = 0; i < b.segments.length; i++) if (b.segments[i] !== 0) window.tokens++;
+        let tokens = 0;
+        for (let i = 0; i < b.segments.length; i++) if (b.segments[i] !== 0) tokens++;
+        window.tokens += tokens;
+        tokensThisRun += tokens;
         if (acc === null) acc = grads;
         else {
           for (const k of Object.keys(grads)) {
@@ -183,6 +211,7 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
       }
       bar.update(step, { loss: lastLoss?.toFixed(4) ?? '-', lr: lr.toExponential(2), tok_s: record.tokens_per_s ?? '-' });
       if (recipe.save_steps !== undefined && step % recipe.save_steps === 0 && step !== totalSteps) await checkpoint();
+      opts.onStep?.(step);
     }
   } finally {
     bar.stop();
@@ -191,11 +220,14 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   }
 
   const done = state.globalStep >= totalSteps;
+  const seconds = (performance.now() - started) / 1000;
+  const figures: RunFigures = { steps: state.globalStep, epochs: epochOf(), tokens: tokensThisRun, seconds, finalLoss: lastLoss, finalEvalLoss: lastEval, dataSummary };
+  const result = { outputDir, steps: state.globalStep, totalSteps, finalLoss: lastLoss, finalEvalLoss: lastEval, eval: null, pushed: null };
   if (!done) {
     const dir = lastSaved === state.globalStep ? checkpointDir(outputDir, state.globalStep) : await checkpoint();
     log(`ft: stopped at step ${state.globalStep}/${totalSteps}; checkpoint ${dir} (resume with --resume)`);
     optimizer.dispose();
-    return { outputDir, adapterDir: dir, steps: state.globalStep, totalSteps, interrupted: true, history: readMetrics(metrics.file), finalLoss: lastLoss, finalEvalLoss: lastEval };
+    return { result: { ...result, adapterDir: dir, interrupted: true, history: readMetrics(metrics.file) }, figures };
   }
 
   await checkpoint();
@@ -203,13 +235,9 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   const adapterDir = path.join(outputDir, 'adapter');
   await savePeftAdapter(adapterDir, adapter, baseName);
   const history = readMetrics(metrics.file);
-  await writeLossCurve(path.join(outputDir, 'loss.svg'), history, { title: `ft: ${path.basename(opts.recipeFile)} (${modelDirName(modelDir)})` });
-  log(`ft: done: ${totalSteps} steps in ${((performance.now() - started) / 1000).toFixed(1)}s; loss ${fmt(lastLoss)}${hasValidation ? `, eval loss ${fmt(lastEval)}` : ''}`);
-  log(`ft: adapter ${adapterDir} (PEFT); ${path.join(outputDir, 'metrics.jsonl')}; ${path.join(outputDir, 'loss.svg')}`);
-  return { outputDir, adapterDir, steps: state.globalStep, totalSteps, interrupted: false, history, finalLoss: lastLoss, finalEvalLoss: lastEval };
+  await writeLossCurve(path.join(outputDir, 'loss.svg'), history, { title: `ft: ${path.basename(opts.recipeFile)} (${path.basename(modelDir)})` });
+  return { result: { ...result, adapterDir, interrupted: false, history }, figures };
 }
 
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
 const finite = (x: number) => (Number.isFinite(x) ? x : null);
-const fmt = (x: number | null) => (x === null ? '-' : x.toFixed(4));
-const modelDirName = (dir: string) => path.basename(dir);
