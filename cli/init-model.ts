@@ -9,6 +9,7 @@ interface Args extends GlobalArgs {
   preset: PresetName;
   seed: number;
   'vocab-size'?: number;
+  'init-std'?: number;
 }
 
 export const initModelCommand: CommandModule<GlobalArgs, Args> = {
@@ -19,10 +20,11 @@ export const initModelCommand: CommandModule<GlobalArgs, Args> = {
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (replaced atomically)' })
       .option('preset', { choices: Object.keys(PRESETS) as PresetName[], default: 'tiny' as PresetName, describe: 'model size' })
       .option('seed', { type: 'number', default: 0, describe: 'seed of the random weights' })
-      .option('vocab-size', { type: 'number', describe: 'vocabulary size incl. special tokens (default: the preset\'s)' }),
+      .option('vocab-size', { type: 'number', describe: 'vocabulary size incl. special tokens (default: the preset\'s)' })
+      .option('init-std', { type: 'number', describe: 'standard deviation of the random weights (default 0.02)' }),
   handler: async (argv) => {
     setQuiet(argv.quiet);
-    const config = await initModel(argv.out, { preset: argv.preset, seed: argv.seed, vocabSize: argv['vocab-size'] });
+    const config = await initModel(argv.out, { preset: argv.preset, seed: argv.seed, vocabSize: argv['vocab-size'], initStd: argv['init-std'] });
     const params = parameterCount(config);
     process.stdout.write(
       `wrote ${argv.out}: ${config.architecture}, ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ` +

@@ -104,6 +104,11 @@ export interface InitOptions {
   vocabSize?: number;
   /** Tokenizer training corpus; defaults to the Alpaca seed tasks. */
   corpus?: string[];
+  /**
+   * Standard deviation of the random weights (default 0.02, transformers' initializer_range). A larger one
+   * (~0.1) gives a random model whose frozen lm_head can express peaked distributions, so LoRA visibly learns.
+   */
+  initStd?: number;
 }
 
 /** Writes a random model folder (config, weights, tokenizer, generation config) atomically to `out`; same options -> same bytes. */
@@ -116,12 +121,14 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
     throw new FtError(`--vocab-size ${vocabSize} is too small (expected an integer >= ${256 + SPECIAL_LIST.length}: ${SPECIAL_LIST.length} specials + 256 bytes)`);
   }
   const seed = opts.seed ?? 0;
+  const std = opts.initStd ?? INITIALIZER_RANGE;
+  if (!(Number.isFinite(std) && std > 0)) throw new FtError(`--init-std ${std}: expected a number > 0`);
   await refuseToReplaceOther(out);
   const bpe = trainBpe(opts.corpus ?? (await alpacaSeedTexts()), { vocabSize, specialTokens: SPECIAL_LIST });
   const id = (tok: string) => bpe.vocab.indexOf(tok);
   const raw = configJson(
     { ...preset, vocabSize, bosTokenId: id(SPECIAL_TOKENS.bos), eosTokenIds: [id(SPECIAL_TOKENS.eos)] },
-    { pad_token_id: id(SPECIAL_TOKENS.pad), initializer_range: INITIALIZER_RANGE, torch_dtype: 'float32', use_cache: true },
+    { pad_token_id: id(SPECIAL_TOKENS.pad), initializer_range: std, torch_dtype: 'float32', use_cache: true },
   );
   const config: LlamaConfig = { ...preset, vocabSize, bosTokenId: id(SPECIAL_TOKENS.bos), eosTokenIds: [id(SPECIAL_TOKENS.eos)], raw };
   const tokenizerConfig = {
@@ -147,7 +154,7 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
     await fsp.writeFile(path.join(dir, 'generation_config.json'), json(generationConfig));
     await fsp.writeFile(path.join(dir, 'tokenizer.json'), json(tokenizerJson(bpe, { bos: SPECIAL_TOKENS.bos })));
     await fsp.writeFile(path.join(dir, 'tokenizer_config.json'), json(tokenizerConfig));
-    await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(config, seed));
+    await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(config, seed, std));
   });
   return config;
 }

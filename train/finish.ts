@@ -5,6 +5,7 @@ import { writeModelCard, type CardInput } from '../export/card.ts';
 import { evaluateRecipe } from '../eval/recipe.ts';
 import type { EvalResult } from '../eval/run.ts';
 import { pushToHub, type PushResult } from '../hub/push.ts';
+import { FtError } from '../util/errors.ts';
 import { recipeToYaml, type Recipe } from './recipe.ts';
 
 /** What the loop knows when the last step is done. */
@@ -37,8 +38,20 @@ function evaluationRows(result: EvalResult): CardInput['evaluation'] {
   return rows;
 }
 
+/**
+ * Runs the recipe's eval section, writes the card, pushes. The adapter is saved before this runs, so a failing
+ * eval (bad eval data, say) is reported and skipped rather than failing the run; a failing push fails it.
+ */
 export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: string, run: RunFigures, log: (line: string) => void): Promise<Finished> {
-  const evalResult = recipe.eval ? await evaluateRecipe(recipe, adapterDir, { recipeFile, log }) : null;
+  let evalResult: EvalResult | null = null;
+  if (recipe.eval) {
+    try {
+      evalResult = await evaluateRecipe(recipe, adapterDir, { recipeFile, log });
+    } catch (e) {
+      if (!(e instanceof FtError)) throw e;
+      log(`ft: warning: the recipe's eval section did not run: ${e.message} (the adapter is saved; rerun it with ft eval)`);
+    }
+  }
 
   const card = await writeModelCard(adapterDir, {
     kind: 'adapter',

@@ -50,7 +50,7 @@ const targetModules = z.union([z.literal('all-linear'), z.array(oneOf(LINEAR_NAM
 const RecipeFields = z.strictObject({
   // model
   base_model: str('a model folder or a Hugging Face id'),
-  base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0) }).optional(),
+  base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0), init_std: posNum().optional() }).optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
   // adapter (PEFT LoraConfig defaults)

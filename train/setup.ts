@@ -26,7 +26,7 @@ export async function resolveBaseModel(recipe: Recipe, log: (line: string) => vo
   if (!existsSync(loc.path)) {
     if (!recipe.base_model_init) throw new FtError(`base_model '${loc.path}': no such folder (set base_model_init to create a random model there)`);
     log(`ft: creating base model ${loc.path} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
-    await initModel(loc.path, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed });
+    await initModel(loc.path, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed, initStd: recipe.base_model_init.init_std });
   }
   return loc.path;
 }
