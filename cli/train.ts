@@ -11,7 +11,9 @@ interface TrainArgs extends GlobalArgs {
 
 export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
   command: 'train',
-  describe: 'fine-tune a LoRA/QLoRA adapter as a YAML recipe says (default: recipes/alpaca-tiny.yaml); any recipe key can be overridden: --lora_r 16',
+  describe:
+    'fine-tune a LoRA/QLoRA adapter as a YAML recipe says (default: recipes/alpaca-tiny.yaml); any recipe key can be overridden: --lora_r 16. ' +
+    'Ctrl-C (SIGINT) or SIGTERM saves a checkpoint after the current step and exits 130 or 143; --resume continues from it',
   builder: (y) =>
     y
       .strict(false)
@@ -29,5 +31,7 @@ export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
     const resume = argv.resume === '' || argv.resume === true ? true : (argv.resume as string | undefined);
     const result = await train(recipe, { recipeFile: file, resume, log, handleSignals: true });
     process.stdout.write(`${result.adapterDir}\n`);
+    // 128 + signal number, as a shell reports a command stopped by that signal (the checkpoint is written)
+    if (result.signal) process.exitCode = result.signal === 'SIGINT' ? 130 : 143;
   },
 };

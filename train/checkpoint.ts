@@ -28,6 +28,15 @@ export interface TrainerState {
   dropoutRng: RngState;
   /** recipe seed the run started with (a resume under another seed would not reproduce) */
   seed: number;
+  /** the logging window open at the checkpoint, so a resumed run logs the same mean loss at the next logging step */
+  logWindow: LogWindow;
+}
+
+/** Sums since the last logged step: micro-batch losses, micro-batches, trained tokens. */
+export interface LogWindow {
+  lossSum: number;
+  microBatches: number;
+  tokens: number;
 }
 
 export function checkpointDir(outputDir: string, step: number): string {
@@ -89,6 +98,10 @@ export async function loadCheckpoint(dir: string, adapter: Adapter, optimizer: A
     if (!Number.isInteger(state[k]) || state[k] < 0) throw new FtError(`${stateFile}: field '${k}' must be a non-negative integer`);
   }
   if (!Array.isArray(state.dropoutRng) || state.dropoutRng.length !== 4) throw new FtError(`${stateFile}: field 'dropoutRng' must be 4 integers`);
+  const w = state.logWindow;
+  if (typeof w !== 'object' || w === null || ![w.lossSum, w.microBatches, w.tokens].every(Number.isFinite)) {
+    throw new FtError(`${stateFile}: field 'logWindow' must hold numbers lossSum, microBatches, tokens`);
+  }
 
   const files = await readPeftAdapter(dir);
   for (const [key, v] of adapter.variables) {

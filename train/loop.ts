@@ -12,7 +12,7 @@ import type { EvalResult } from '../eval/run.ts';
 import type { PushResult } from '../hub/push.ts';
 import { progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { checkpointDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
+import { checkpointDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
 import { AdamW, namedGrads } from './optimizer.ts';
@@ -44,6 +44,8 @@ export interface TrainResult {
   steps: number;
   totalSteps: number;
   interrupted: boolean;
+  /** the signal that stopped the run early, if one did */
+  signal: 'SIGINT' | 'SIGTERM' | null;
   /** one record per logged step, as in metrics.jsonl */
   history: MetricsRecord[];
   finalLoss: number | null;
@@ -112,7 +114,8 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   const optimizer = new AdamW(params, adamWConfigOf(recipe));
   const baseName = recipe.base_model;
 
-  let state: TrainerState = { globalStep: 0, totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: recipe.seed };
+  const emptyWindow = (): LogWindow => ({ lossSum: 0, microBatches: 0, tokens: 0 });
+  let state: TrainerState = { globalStep: 0, totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: recipe.seed, logWindow: emptyWindow() };
   const resumeFrom = opts.resume === true ? await latestCheckpoint(outputDir) : opts.resume || recipe.resume_from_checkpoint;
   if (resumeFrom) {
     state = await loadCheckpoint(resumeFrom, adapter, optimizer);
@@ -122,10 +125,10 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   await writeFileAtomic(path.join(outputDir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
 
   // A signal asks to stop: the current step finishes, a checkpoint is written, and train() returns.
-  let stopRequested = false;
-  const onSignal = (sig: string) => {
+  let stopRequested: 'SIGINT' | 'SIGTERM' | null = null;
+  const onSignal = (sig: 'SIGINT' | 'SIGTERM') => {
     if (stopRequested) return;
-    stopRequested = true;
+    stopRequested = sig;
     log(`\nft: ${sig}: saving a checkpoint after this step, then stopping`);
   };
   const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
@@ -136,7 +139,9 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   const epochOf = () => pos.epoch + (perEpoch > 0 ? pos.batchInEpoch / perEpoch : 0);
   const bar = progress('train', totalSteps, 'steps', ['loss', 'lr', 'tok_s']);
   const started = performance.now();
-  let window = { loss: 0, micro: 0, tokens: 0, since: performance.now() };
+  let window = { ...state.logWindow }; // reset at each logging step
+  let windowSince = performance.now();
+  let windowTokensHere = 0; // the window's tokens trained by this process, for tokens/s
   let lastLoss: number | null = null;
   let lastEval: number | null = null;
   let stepsThisRun = 0;
@@ -144,7 +149,7 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   let lastSaved = -1;
 
   const checkpoint = async () => {
-    state = { ...state, epoch: pos.epoch, batchInEpoch: pos.batchInEpoch, dropoutRng: adapter.dropoutState() };
+    state = { ...state, epoch: pos.epoch, batchInEpoch: pos.batchInEpoch, dropoutRng: adapter.dropoutState(), logWindow: { ...window } };
     const dir = await saveCheckpoint(outputDir, state, adapter, optimizer, baseName, recipe.save_total_limit);
     lastSaved = state.globalStep;
     return dir;
@@ -168,12 +173,13 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
         const b = batch as TrainBatch;
         const { value, grads: byVarName } = tf.variableGrads(() => tf.div(causalLmLoss(forward(weights, b), b.labels).loss, G) as tf.Scalar, adapter.trainableVariables());
         const grads = namedGrads(params, byVarName);
-        window.loss += (await value.data())[0] * G;
+        window.lossSum += (await value.data())[0] * G;
         value.dispose();
-        window.micro++;
+        window.microBatches++;
         let tokens = 0;
         for (let i = 0; i < b.segments.length; i++) if (b.segments[i] !== 0) tokens++;
         window.tokens += tokens;
+        windowTokensHere += tokens;
         tokensThisRun += tokens;
         if (acc === null) acc = grads;
         else {
@@ -196,10 +202,12 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
       const now = performance.now();
       const record: MetricsRecord = { step, epoch: round(epochOf(), 4) };
       if (step % recipe.logging_steps === 0 || step === totalSteps) {
-        lastLoss = window.loss / window.micro;
-        const secs = (now - window.since) / 1000;
-        Object.assign(record, { loss: finite(lastLoss), lr, grad_norm: finite(clipped.totalNorm), tokens_per_s: round(window.tokens / secs, 1) });
-        window = { loss: 0, micro: 0, tokens: 0, since: performance.now() };
+        lastLoss = window.lossSum / window.microBatches;
+        const secs = (now - windowSince) / 1000;
+        Object.assign(record, { loss: finite(lastLoss), lr, grad_norm: finite(clipped.totalNorm), tokens_per_s: round(windowTokensHere / secs, 1) });
+        window = emptyWindow();
+        windowSince = performance.now();
+        windowTokensHere = 0;
       }
       if (hasValidation && ((recipe.eval_steps !== undefined && step % recipe.eval_steps === 0) || step === totalSteps)) {
         lastEval = await evaluate();
@@ -222,7 +230,7 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
   const done = state.globalStep >= totalSteps;
   const seconds = (performance.now() - started) / 1000;
   const figures: RunFigures = { steps: state.globalStep, epochs: epochOf(), tokens: tokensThisRun, seconds, finalLoss: lastLoss, finalEvalLoss: lastEval, dataSummary };
-  const result = { outputDir, steps: state.globalStep, totalSteps, finalLoss: lastLoss, finalEvalLoss: lastEval, eval: null, pushed: null };
+  const result = { outputDir, steps: state.globalStep, totalSteps, signal: stopRequested, finalLoss: lastLoss, finalEvalLoss: lastEval, eval: null, pushed: null };
   if (!done) {
     const dir = lastSaved === state.globalStep ? checkpointDir(outputDir, state.globalStep) : await checkpoint();
     log(`ft: stopped at step ${state.globalStep}/${totalSteps}; checkpoint ${dir} (resume with --resume)`);
