@@ -157,7 +157,7 @@ function splitHeads(x: tf.Tensor2D, B: number, T: number, heads: number, d: numb
  * G = heads / kvHeads; instead of repeat_kv the G query heads of a group are stacked along the time axis.
  * Each (batch row, key/value head) pair is one pair of 2-D products: tfjs-wasm runs batched (rank 3-4) matMul
  * on a slow generic loop (~1 GFLOP/s against ~15 for 2-D through XNNPACK), so the batch is unrolled, except
- * when decoding, where a few rows per head make one batched product cheaper than many small ones.
+ * for short rows and decoding, where one batched product is cheaper than many small ones.
  */
 function attention(
   layer: LlamaLayer,
@@ -181,8 +181,9 @@ function attention(
   const kg = tf.reshape(k, [B * KV, S, d]);
   const vg = tf.reshape(v, [B * KV, S, d]);
   let out: tf.Tensor; // [B*KV, G*T, d]
-  if (G * T < 16) {
-    // decoding: a few query rows per head, where one batched product costs less than B*KV small ones
+  if (G * T * S * d < 1 << 16) {
+    // short rows or decoding: one batched product costs less than B*KV small ones and their per-op overhead
+    // (measured on the tiny preset: batched wins below T ~ 48 rows, the unrolled products above)
     const scores = tf.reshape(tf.matMul(qg, kg, false, true), [B, KV, G * T, S]);
     const probs = tf.softmax(tf.add(scores, tf.expandDims(tf.stack(masks), 1)));
     out = tf.matMul(tf.reshape(probs, [B * KV, G * T, S]), vg);
