@@ -47,8 +47,8 @@ export class AdamW {
     for (const [name, param] of Object.entries(params)) {
       this.slots.set(name, {
         param,
-        m: tf.variable(tf.zerosLike(param), false),
-        v: tf.variable(tf.zerosLike(param), false),
+        m: zeroVariable(param),
+        v: zeroVariable(param),
         step: 0,
       });
     }
@@ -120,3 +120,6 @@ export class AdamW {
     }
   }
 }
+
+/** A non-trainable zero variable shaped like `like`; the tidy frees the initial tensor the variable was made from. */
+const zeroVariable = (like: tf.Tensor) => tf.tidy(() => tf.variable(tf.zerosLike(like), false));
