@@ -2,13 +2,15 @@
 // streams what it prints, and writes bench/results/<module>.json with its figures (from bench/report.ts)
 // or, for modules that only print, its output lines. Add a module by adding its file name here.
 // Run: npm run bench [-- name ...]   (names pick a subset, e.g. `npm run bench -- quant`)
+// bench/train.ts (training/generation tokens/s, MFU, memory, PyTorch peer) takes ~10 minutes of the run; its configs are
+// picked with FT_BENCH_CONFIGS=tiny,stories15M. Standalone, not run here (minutes each): bench/data.ts, bench/lora.ts, bench/optimizer.ts.
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../util/fs.ts';
 
-const BENCHES = ['quant.ts', 'model-io.ts', 'generate.ts'];
+const BENCHES = ['quant.ts', 'model-io.ts', 'generate.ts', 'train.ts'];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const wanted = process.argv.slice(2);

@@ -1,0 +1,56 @@
+// The fixed model shapes and step settings of the training benchmark (bench/train.ts), shared with the PyTorch peer
+// (bench/peer/torch_lora.py gets the shape as JSON), so ft and the peer time the same work.
+import type { LoraConfig } from '../adapters/lora.ts';
+import { PRESETS } from '../model/init.ts';
+import type { LlamaConfig } from '../model/types.ts';
+
+export interface BenchConfig {
+  name: string;
+  note: string;
+  model: LlamaConfig;
+  /** micro-batch rows × sequence length = tokens per step */
+  batch: number;
+  seq: number;
+  /** untimed steps first (kernel setup, heap growth), then timed steps */
+  warmupSteps: number;
+  timedSteps: number;
+  /** new tokens generated with the KV cache after a 16-token prompt */
+  generateTokens: number;
+}
+
+/** LoRA r=8, alpha=16, no dropout, on every projection of every block (not lm_head), as PEFT's 'all-linear'. */
+export const BENCH_LORA: LoraConfig = { r: 8, alpha: 16, dropout: 0, targetModules: 'all-linear', useRslora: false };
+
+/** The optimizer settings of the timed step (HF Trainer's defaults): AdamW on the LoRA factors, global-norm clip 1.0. */
+export const BENCH_OPTIM = { lr: 2e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1.0 };
+
+/** A llama2.c-shaped model (Karpathy's TinyStories checkpoints): MHA, tied embeddings, vocab 32000. */
+function llama2c(dim: number, layers: number, heads: number, hidden: number): LlamaConfig {
+  return {
+    ...PRESETS.tiny,
+    hiddenSize: dim,
+    intermediateSize: hidden,
+    numHiddenLayers: layers,
+    numAttentionHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: dim / heads,
+    vocabSize: 32000,
+    maxPositionEmbeddings: 1024,
+    tieWordEmbeddings: true,
+    raw: {},
+  };
+}
+
+export const BENCH_CONFIGS: BenchConfig[] = [
+  { name: 'tiny', note: "ft init-model preset (GQA 4/2 heads, vocab 1024)", model: { ...PRESETS.tiny, raw: {} }, batch: 8, seq: 256, warmupSteps: 2, timedSteps: 5, generateTokens: 64 },
+  { name: 'stories15M', note: 'llama2.c stories15M shape', model: llama2c(288, 6, 6, 768), batch: 4, seq: 256, warmupSteps: 1, timedSteps: 3, generateTokens: 64 },
+  { name: 'stories110M', note: 'llama2.c stories110M shape (the ~100M config)', model: llama2c(768, 12, 12, 2048), batch: 1, seq: 256, warmupSteps: 1, timedSteps: 2, generateTokens: 32 },
+];
+
+export type BaseKind = 'float' | 'nf4';
+
+export function benchConfig(name: string): BenchConfig {
+  const c = BENCH_CONFIGS.find((x) => x.name === name);
+  if (!c) throw new Error(`bench: unknown config '${name}': expected some of ${BENCH_CONFIGS.map((x) => x.name).join(', ')}`);
+  return c;
+}

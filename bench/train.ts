@@ -1,0 +1,188 @@
+// Training and generation throughput, memory and MFU for fixed model shapes (bench/train-configs.ts), ft with a
+// float and an NF4 base, and the same step in PyTorch as a peer (bench/peer/torch_lora.py) when /usr/bin/python3
+// has torch. Each measurement runs in its own process (bench/train-case.ts) so its peak RSS is its own.
+// Run: npm run bench -- train            (all configs; or npx tsx bench/train.ts)
+//      FT_BENCH_CONFIGS=tiny,stories15M    pick configs;  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parameterCount } from '../model/init.ts';
+import { cpuPeak, trainFlopsPerToken, type CpuPeak } from './flops.ts';
+import { report, type Figures } from './report.ts';
+import type { CaseResult } from './train-case.ts';
+import { BENCH_CONFIGS, BENCH_LORA, BENCH_OPTIM, benchConfig, type BenchConfig } from './train-configs.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const PYTHON = '/usr/bin/python3'; // Debian's python3-torch lives only here (the python3 on PATH has no torch)
+const OPENBLAS_DIR = '/usr/lib/x86_64-linux-gnu/openblas-pthread'; // libopenblas0-pthread's libblas.so.3
+
+interface PeerResult {
+  torch: string;
+  threads: number;
+  blasInfo: string;
+  blasLibrary: string[];
+  sgemmGflops1024: number;
+  trainableParams: number;
+  stepSeconds: number[];
+  tokensPerSecond: number;
+  maxRssBytes: number;
+}
+
+/** Runs a command, echoing its output but its `@result {json}` line; resolves with its stdout lines and exit code. */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; lines: string[] }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      out += text;
+      for (const line of text.split('\n')) if (line && !line.startsWith('@result ')) console.log(`  ${line}`);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, lines: out.split('\n') }));
+  });
+}
+
+async function runCase(cfg: BenchConfig, base: 'float' | 'nf4'): Promise<CaseResult> {
+  const args = ['--import', 'tsx', path.join(here, 'train-case.ts'), cfg.name, base, '--backend', process.env.FT_BACKEND ?? 'auto'];
+  const { code, lines } = await run(process.execPath, args);
+  const line = lines.find((l) => l.startsWith('@result '));
+  if (code !== 0 || !line) throw new Error(`bench/train-case.ts ${cfg.name} ${base} failed (exit ${code})`);
+  return JSON.parse(line.slice('@result '.length));
+}
+
+/** Why the peer cannot run here, or null when /usr/bin/python3 imports torch. */
+async function peerMissing(): Promise<string | null> {
+  if (process.env.FT_BENCH_PEER === '0') return 'FT_BENCH_PEER=0';
+  if (!existsSync(PYTHON)) return `${PYTHON} not found (apt-get install python3-torch)`;
+  const { code } = await run(PYTHON, ['-c', 'import torch']);
+  return code === 0 ? null : `${PYTHON} has no torch (apt-get install python3-torch)`;
+}
+
+/**
+ * The peer on `threads` threads. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this command only, so OpenBLAS
+ * detects this CPU itself; OpenBLAS's own pool gets the same thread count as torch. When libopenblas0-pthread is
+ * installed its libblas.so.3 is put first on the library path, since Debian's default alternative may be the
+ * unoptimized reference BLAS.
+ */
+async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult> {
+  const spec = { model: cfg.model, batch: cfg.batch, seq: cfg.seq, warmupSteps: cfg.warmupSteps, timedSteps: cfg.timedSteps, threads, lora: { r: BENCH_LORA.r, alpha: BENCH_LORA.alpha }, optim: BENCH_OPTIM };
+  const env = ['-u', 'OPENBLAS_CORETYPE', '-u', 'OPENBLAS_L2_SIZE', `OPENBLAS_NUM_THREADS=${threads}`];
+  if (existsSync(path.join(OPENBLAS_DIR, 'libblas.so.3'))) env.push(`LD_LIBRARY_PATH=${OPENBLAS_DIR}${process.env.LD_LIBRARY_PATH ? ':' + process.env.LD_LIBRARY_PATH : ''}`);
+  const args = [...env, PYTHON, path.join(here, 'peer', 'torch_lora.py'), JSON.stringify(spec)];
+  console.log(`  $ env ${args.slice(0, -1).join(' ')} '<spec>'`);
+  const { code, lines } = await run('env', args);
+  const line = lines.find((l) => l.startsWith('@result '));
+  if (code !== 0 || !line) throw new Error(`bench/peer/torch_lora.py ${cfg.name} (${threads} thread(s)) failed (exit ${code})`);
+  return JSON.parse(line.slice('@result '.length));
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const MiB = (bytes: number) => bytes / 2 ** 20;
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
+const configs = process.env.FT_BENCH_CONFIGS ? process.env.FT_BENCH_CONFIGS.split(',').map((n) => benchConfig(n.trim())) : BENCH_CONFIGS;
+const missing = await peerMissing();
+const peaks = new Map<number, CpuPeak>();
+const peakOf = (cores: number) => peaks.get(cores) ?? peaks.set(cores, cpuPeak(cores)).get(cores)!;
+console.log(`load average ${loadavg()} (other processes on these cores slow every figure)`);
+console.log(`fp32 peak per core: ${peakOf(1).formula} on ${peakOf(1).model}`);
+console.log(
+  `model FLOPs per trained token, frozen base: 4·N_matmul (forward 2·N + input gradient 2·N; no base weight gradient) ` +
+    `+ 3·2·L·H·d·(T+1) causal attention (QK^T and PV over (T+1)/2 keys; backward 2×) + 3·2·N_lora; MFU = tokens/s × that / peak`,
+);
+if (missing) console.log(`PyTorch peer skipped: ${missing}`);
+
+const figures: Figures = { load_average_start: loadavg(), fp32_peak_gflops_per_core: peakOf(1).gflops, fp32_peak_formula: peakOf(1).formula };
+const rows: string[][] = [];
+const targets: string[] = [];
+for (const cfg of configs) {
+  const flops = trainFlopsPerToken(cfg.model, BENCH_LORA.r, cfg.seq);
+  const params = parameterCount(cfg.model);
+  console.log(
+    `\n== ${cfg.name}: ${cfg.note}; ${(params / 1e6).toFixed(1)}M parameters (${(flops.matmulParams / 1e6).toFixed(1)}M in matmuls, LoRA ${flops.loraParams.toLocaleString('en-US')}); ` +
+      `batch ${cfg.batch} × seq ${cfg.seq}; ${cfg.warmupSteps} warm-up + ${cfg.timedSteps} timed steps (median); ${(flops.train / 1e6).toFixed(1)} MFLOP/token`,
+  );
+  const p = `${cfg.name}.`;
+  Object.assign(figures, { [p + 'params']: params, [p + 'train_mflop_per_token']: flops.train / 1e6, [p + 'tokens_per_step']: cfg.batch * cfg.seq });
+  const ft: Record<string, CaseResult> = {};
+  for (const base of ['float', 'nf4'] as const) {
+    const r = (ft[base] = await runCase(cfg, base));
+    const peak = peakOf(r.threads);
+    const gflops = (r.tokensPerSecond * flops.train) / 1e9;
+    const timed = r.memory.slice(r.memory.length - r.stepSeconds.length - 1); // from the last warm-up step on
+    const tensorGrowth = timed.at(-1)!.numTensors - timed[0].numTensors;
+    const byteGrowth = timed.at(-1)!.numBytes - timed[0].numBytes;
+    const rssGrowth = timed.at(-1)!.rssBytes - timed[0].rssBytes;
+    const q = `${p}${base}.`;
+    Object.assign(figures, {
+      [q + 'train_tokens_per_s']: r.tokensPerSecond,
+      [q + 'step_s_median']: median(r.stepSeconds),
+      [q + 'model_gflops']: gflops,
+      [q + 'mfu_pct']: (100 * gflops) / peak.gflops,
+      [q + 'backend_matmul_gflops']: r.matmulGflops512,
+      [q + 'threads']: r.threads,
+      [q + 'peak_rss_mib']: MiB(r.maxRssBytes),
+      [q + 'wasm_heap_mib']: MiB(r.wasmHeapBytes),
+      [q + 'tfjs_resident_mib']: MiB(timed.at(-1)!.numBytes),
+      [q + 'tfjs_step_peak_mib']: MiB(r.stepPeakTfBytes),
+      [q + 'tensor_growth_per_run']: tensorGrowth,
+      [q + 'tfjs_byte_growth_per_run']: byteGrowth,
+      [q + 'rss_growth_mib_per_run']: MiB(rssGrowth),
+      [q + 'generate_decode_tokens_per_s']: r.decodeTokensPerSecond,
+      [q + 'generate_prefill_ms']: r.prefillSeconds * 1000,
+    });
+    console.log(
+      `  ft ${base}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${median(r.stepSeconds).toFixed(2)} s/step), ${gflops.toFixed(2)} model GFLOP/s = ` +
+        `${((100 * gflops) / peak.gflops).toFixed(1)}% of ${peak.gflops.toFixed(1)} GFLOP/s (${r.threads} thread(s); ${r.backend} matMul 512³ reaches ${r.matmulGflops512.toFixed(1)}); ` +
+        `peak RSS ${MiB(r.maxRssBytes).toFixed(0)} MiB, tfjs ${MiB(timed.at(-1)!.numBytes).toFixed(1)} MiB resident / ${MiB(r.stepPeakTfBytes).toFixed(0)} MiB step peak; ` +
+        `growth over the timed steps: ${tensorGrowth} tensors, ${byteGrowth} bytes, RSS ${MiB(rssGrowth).toFixed(1)} MiB; decode ${r.decodeTokensPerSecond.toFixed(1)} tokens/s`,
+    );
+    rows.push([cfg.name, `ft ${base} (${r.backend})`, r.tokensPerSecond.toFixed(1), `${((100 * gflops) / peak.gflops).toFixed(1)}%`, MiB(r.maxRssBytes).toFixed(0), r.decodeTokensPerSecond.toFixed(1)]);
+    if (tensorGrowth !== 0 || byteGrowth !== 0) targets.push(`MISSED ${cfg.name} ${base}: tfjs memory grew over the timed steps (${tensorGrowth} tensors, ${byteGrowth} bytes)`);
+  }
+  const nf4Ratio = median(ft.nf4.stepSeconds) / median(ft.float.stepSeconds);
+  figures[`${p}nf4_over_float_step_time`] = nf4Ratio;
+  targets.push(`${nf4Ratio <= 1.5 ? 'met   ' : 'MISSED'} ${cfg.name}: NF4 step time ${nf4Ratio.toFixed(2)}x float (target <= 1.5x)`);
+  if (cfg.name === 'stories15M') {
+    const mfu = figures[`${p}float.mfu_pct`] as number;
+    targets.push(`${mfu >= 10 ? 'met   ' : 'MISSED'} stories15M: float training MFU ${mfu.toFixed(1)}% (target >= 10% of the fp32 peak of the cores used)`);
+  }
+
+  if (missing) continue;
+  for (const threads of [1, 2]) {
+    const t = await runPeer(cfg, threads);
+    const peak = peakOf(t.threads);
+    const gflops = (t.tokensPerSecond * flops.train) / 1e9;
+    const q = `${p}torch_${threads}t.`;
+    Object.assign(figures, {
+      [q + 'train_tokens_per_s']: t.tokensPerSecond,
+      [q + 'mfu_pct']: (100 * gflops) / peak.gflops,
+      [q + 'peak_rss_mib']: MiB(t.maxRssBytes),
+      [q + 'sgemm_gflops']: t.sgemmGflops1024,
+      [q + 'blas']: t.blasLibrary.join(' ') || t.blasInfo,
+      [`${p}ft_float_over_torch_${threads}t`]: ft.float.tokensPerSecond / t.tokensPerSecond,
+      [`${p}ft_nf4_over_torch_${threads}t`]: ft.nf4.tokensPerSecond / t.tokensPerSecond,
+    });
+    if (t.trainableParams !== flops.loraParams) throw new Error(`peer trains ${t.trainableParams} LoRA parameters, ft ${flops.loraParams}: not the same model`);
+    console.log(
+      `  torch ${t.torch}, ${t.threads} thread(s), BLAS ${t.blasLibrary.join(', ') || 'none mapped'} (BLAS_INFO=${t.blasInfo}; sgemm 1024³ ${t.sgemmGflops1024.toFixed(1)} GFLOP/s): ` +
+        `${t.tokensPerSecond.toFixed(1)} tokens/s, ${((100 * gflops) / peak.gflops).toFixed(1)}% of ${peak.gflops.toFixed(1)} GFLOP/s; peak RSS ${MiB(t.maxRssBytes).toFixed(0)} MiB; ` +
+        `ft/torch ${(ft.float.tokensPerSecond / t.tokensPerSecond).toFixed(2)} (float), ${(ft.nf4.tokensPerSecond / t.tokensPerSecond).toFixed(2)} (NF4)`,
+    );
+    if (t.blasLibrary.some((l) => l.includes('/blas/libblas'))) console.log('  note: torch used the reference BLAS (install libopenblas0-pthread for a fair peer)');
+    rows.push([cfg.name, `torch ${t.threads}t`, t.tokensPerSecond.toFixed(1), `${((100 * gflops) / peak.gflops).toFixed(1)}%`, MiB(t.maxRssBytes).toFixed(0), '-']);
+  }
+}
+
+figures.load_average_end = loadavg();
+console.log('\nconfig       | run                | train tok/s | MFU    | peak RSS MiB | decode tok/s');
+for (const r of rows) console.log(`${r[0].padEnd(12)} | ${r[1].padEnd(18)} | ${r[2].padStart(11)} | ${r[3].padStart(6)} | ${r[4].padStart(12)} | ${r[5].padStart(12)}`);
+console.log('\ntargets (wasm, 2 cores):');
+for (const t of targets) console.log(`  ${t}`);
+console.log('');
+await report(figures);
