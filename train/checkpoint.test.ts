@@ -12,7 +12,7 @@ import { AdamW } from './optimizer.ts';
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-checkpoint-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj'] };
+const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0.1, targetModules: ['q_proj', 'v_proj'], useRslora: false };
 const adam = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 
 /** A random model with a LoRA whose factors and AdamW moments have moved off their initial values. */

@@ -85,6 +85,17 @@ export async function latestCheckpoint(outputDir: string): Promise<string> {
   return all[all.length - 1].dir;
 }
 
+/**
+ * The checkpoint a run resumes from: `true` = the newest in `outputDir`, a string = that folder, else none.
+ * Checked before any model loads, so a wrong path fails at once.
+ */
+export async function resumeCheckpoint(outputDir: string, resume: boolean | string | undefined): Promise<string | null> {
+  if (resume === true) return latestCheckpoint(outputDir);
+  if (!resume) return null;
+  if (!existsSync(path.join(resume, TRAINER_STATE))) throw new FtError(`${resume}: not a checkpoint folder (no ${TRAINER_STATE}) to resume from`);
+  return resume;
+}
+
 /** Restores adapter factors, optimizer moments and dropout RNG from `dir`; returns the trainer state. */
 export async function loadCheckpoint(dir: string, adapter: Adapter, optimizer: AdamW): Promise<TrainerState> {
   const stateFile = path.join(dir, TRAINER_STATE);

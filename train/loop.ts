@@ -7,12 +7,13 @@ import { savePeftAdapter } from '../adapters/peft.ts';
 import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
 import { meanLoss } from '../eval/loss.ts';
 import { causalLmLoss, forward, disposeLlama } from '../model/llama.ts';
+import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { TrainBatch } from '../model/types.ts';
 import type { EvalResult } from '../eval/run.ts';
 import type { PushResult } from '../hub/push.ts';
 import { progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { checkpointDir, latestCheckpoint, loadCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
+import { checkpointDir, loadCheckpoint, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
 import { AdamW, namedGrads } from './optimizer.ts';
@@ -20,7 +21,7 @@ import { finishRun, summaryLines, type RunFigures } from './finish.ts';
 import { writeLossCurve } from './plot.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { learningRate, totalTrainingSteps } from './schedule.ts';
-import { loadTrainableModel, type TrainableModel } from './setup.ts';
+import { loadTrainableModel, resolveBaseModel, type TrainableModel } from './setup.ts';
 
 export interface TrainOptions {
   /** the recipe file (names errors, anchors the saved recipe) */
@@ -62,10 +63,14 @@ export interface TrainResult {
  */
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
-  const model = await loadTrainableModel(recipe, opts.recipeFile, log);
+  const modelDir = await resolveBaseModel(recipe, log);
+  // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
+  const data = await trainData(recipe, await loadTokenizer(modelDir), opts.recipeFile, log);
+  const resumeFrom = await resumeCheckpoint(recipe.output_dir, opts.resume || recipe.resume_from_checkpoint);
+  const model = await loadTrainableModel(recipe, modelDir, opts.recipeFile);
   let trained: Trained;
   try {
-    trained = await run(recipe, model, opts, log);
+    trained = await run(recipe, { ...model, modelDir }, data, resumeFrom, opts, log);
   } finally {
     disposeLlama(model.weights);
   }
@@ -81,6 +86,25 @@ interface Trained {
   figures: RunFigures;
 }
 
+interface TrainData {
+  ds: Dataset;
+  /** micro-batches in one epoch of the training split */
+  perEpoch: number;
+  /** what the data pipeline kept and dropped, in one line */
+  summary: string;
+}
+
+/** Opens the recipe's datasets and counts an epoch's micro-batches by one pass over the training split. */
+async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: string, log: (line: string) => void): Promise<TrainData> {
+  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)));
+  const stats = newStats();
+  let perEpoch = 0;
+  for await (const _ of ds.batches({ part: 'train', stats })) perEpoch++;
+  const summary = formatStats(stats, recipe.sequence_len);
+  log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
+  return { ds, perEpoch, summary };
+}
+
 /** Micro-batches from `epoch`/`batchInEpoch` on, epoch after epoch; `pos` tracks what was consumed, for checkpoints. */
 async function* microBatches(ds: Dataset, pos: { epoch: number; batchInEpoch: number }): AsyncGenerator<TrainBatch> {
   for (;;) {
@@ -93,18 +117,17 @@ async function* microBatches(ds: Dataset, pos: { epoch: number; batchInEpoch: nu
   }
 }
 
-async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, log: (line: string) => void): Promise<Trained> {
-  const { weights, tokenizer, adapter, modelDir } = model;
+async function run(
+  recipe: Recipe,
+  model: TrainableModel & { modelDir: string },
+  { ds, perEpoch, summary: dataSummary }: TrainData,
+  resumeFrom: string | null,
+  opts: TrainOptions,
+  log: (line: string) => void,
+): Promise<Trained> {
+  const { weights, adapter, modelDir } = model;
   const outputDir = recipe.output_dir;
   log(formatTrainableParams(weights, adapter));
-
-  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(opts.recipeFile)));
-  // Batches per epoch: counted by one pass over the training split (also reports what the data pipeline kept and dropped).
-  const stats = newStats();
-  let perEpoch = 0;
-  for await (const _ of ds.batches({ part: 'train', stats })) perEpoch++;
-  const dataSummary = formatStats(stats, recipe.sequence_len);
-  log(`ft: train data: ${dataSummary}; ${perEpoch} micro-batches per epoch`);
   const G = recipe.gradient_accumulation_steps;
   const totalSteps = totalTrainingSteps({ maxSteps: recipe.max_steps, numEpochs: recipe.num_epochs, microBatchesPerEpoch: perEpoch, gradAccum: G });
   const schedule = scheduleOf(recipe, totalSteps);
@@ -116,10 +139,10 @@ async function run(recipe: Recipe, model: TrainableModel, opts: TrainOptions, lo
 
   const emptyWindow = (): LogWindow => ({ lossSum: 0, microBatches: 0, tokens: 0 });
   let state: TrainerState = { globalStep: 0, totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: recipe.seed, logWindow: emptyWindow() };
-  const resumeFrom = opts.resume === true ? await latestCheckpoint(outputDir) : opts.resume || recipe.resume_from_checkpoint;
   if (resumeFrom) {
-    state = await loadCheckpoint(resumeFrom, adapter, optimizer);
+    state = { ...(await loadCheckpoint(resumeFrom, adapter, optimizer)), totalSteps };
     log(`ft: resumed from ${resumeFrom} at step ${state.globalStep}/${totalSteps}`);
+    if (state.seed !== recipe.seed) log(`ft: warning: the checkpoint was trained with seed ${state.seed}, the recipe says ${recipe.seed}; the run will not match an uninterrupted one`);
   }
   const metrics = await MetricsLog.open(path.join(outputDir, 'metrics.jsonl'), resumeFrom ? state.globalStep : undefined);
   await writeFileAtomic(path.join(outputDir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));

@@ -1,11 +1,10 @@
 // From a recipe to a model ready to train: base model located (or created for the embedded default),
-// tokenizer, frozen base loaded float or NF4, LoRA attached.
+// frozen base loaded float or NF4, LoRA attached.
 import { existsSync } from 'node:fs';
 import { attachLora, type Adapter } from '../adapters/lora.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
-import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { FtError } from '../util/errors.ts';
@@ -32,17 +31,13 @@ export async function resolveBaseModel(recipe: Recipe, log: (line: string) => vo
 }
 
 export interface TrainableModel {
-  modelDir: string;
   weights: LlamaWeights;
-  tokenizer: Tokenizer;
   adapter: Adapter;
 }
 
-/** Loads the frozen base (NF4 when load_in_4bit, quantized one tensor at a time as it loads) and attaches a fresh, seeded LoRA. */
-export async function loadTrainableModel(recipe: Recipe, recipeFile: string, log: (line: string) => void): Promise<TrainableModel> {
-  const modelDir = await resolveBaseModel(recipe, log);
-  const tokenizer = await loadTokenizer(modelDir);
+/** Loads the frozen base from `modelDir` (NF4 when load_in_4bit, quantized one tensor at a time as it loads) and attaches a fresh, seeded LoRA. */
+export async function loadTrainableModel(recipe: Recipe, modelDir: string, recipeFile: string): Promise<TrainableModel> {
   const weights = await loadLlama(modelDir, { linear: recipe.load_in_4bit ? quantizedLinear('nf4') : denseLinear });
   const adapter = attachLora(weights, loraConfigOf(recipe), recipe.seed, recipeFile);
-  return { modelDir, weights, tokenizer, adapter };
+  return { weights, adapter };
 }
