@@ -1,0 +1,136 @@
+// `ft train` as a user runs it: the real bin in a child process. Bad recipes fail before any model exists;
+// Ctrl-C leaves a checkpoint that loads and that --resume finishes; the embedded default recipe runs end to end.
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPeftAdapter } from '../adapters/peft.ts';
+import { disposeLlama } from '../model/llama.ts';
+import { loadCheckpoint } from '../train/checkpoint.ts';
+import { readMetrics } from '../train/metrics-log.ts';
+import { AdamW } from '../train/optimizer.ts';
+import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe } from '../train/recipe.ts';
+import { loadTrainableModel } from '../train/setup.ts';
+import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from './train-fixtures.ts';
+
+const FT = fileURLToPath(new URL('../cli/ft.js', import.meta.url));
+const tmp = mkdtempSync(path.join(tmpdir(), 'ft-train-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Runs the real `ft` bin (async, so the test process stays responsive). */
+function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FT, ...args], { env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+beforeAll(async () => {
+  await tinyBase(path.join(tmp, 'tiny'));
+  writeJsonl(path.join(tmp, 'copy.jsonl'), copyRows(200));
+});
+
+describe('ft train: bad recipes fail before any model is loaded or created', () => {
+  it('an unknown key is named with its line, and base_model_init creates nothing', async () => {
+    const file = path.join(tmp, 'bad-key.yaml');
+    writeFileSync(file, ['base_model: ./never-created', 'base_model_init: {preset: tiny}', 'datasets: [{path: copy.jsonl}]', 'lora_rr: 8', 'max_steps: 2'].join('\n'));
+    const r = await ft(['train', file, '--quiet']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`ft: ${file}:4: unknown key 'lora_rr' (did you mean 'lora_r'?)\n`);
+    expect(existsSync(path.join(tmp, 'never-created'))).toBe(false);
+  });
+
+  it('a bad command-line override is named as the flag', async () => {
+    const { file } = writeRecipe(tmp, { base_model: './never-created', base_model_init: { preset: 'tiny' }, datasets: [{ path: 'copy.jsonl' }], max_steps: 2 }, 'ok.yaml');
+    const r = await ft(['train', file, '--max_steps', 'many', '--quiet']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`ft: --max_steps: expected a positive integer, got "many"\n`);
+    expect(existsSync(path.join(tmp, 'never-created'))).toBe(false);
+  });
+
+  it('--resume with no checkpoint in output_dir says so', async () => {
+    const { file } = writeRecipe(tmp, { base_model: './tiny', datasets: [{ path: 'copy.jsonl', ...COPY_DATASET }], max_steps: 2, output_dir: './nothing-yet' }, 'noresume.yaml');
+    const r = await ft(['train', file, '--resume', '--quiet']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`ft: ${path.join(tmp, 'nothing-yet')}: no checkpoint-N folder to resume from\n`);
+  });
+});
+
+describe('ft train: SIGINT', () => {
+  it('saves a loadable checkpoint after the current step and exits 130; --resume finishes the run', async () => {
+    const { file, recipe } = writeRecipe(
+      tmp,
+      {
+        base_model: './tiny',
+        lora_dropout: 0.1,
+        datasets: [{ path: 'copy.jsonl', ...COPY_DATASET }],
+        sequence_len: 48,
+        sample_packing: true,
+        micro_batch_size: 2,
+        max_steps: 1000, // never reached: the signal comes after step 1
+        learning_rate: 1e-2,
+        logging_steps: 1,
+        output_dir: './sigint',
+      },
+      'sigint.yaml',
+    );
+    const metricsFile = path.join(recipe.output_dir, 'metrics.jsonl');
+    const child = spawn(process.execPath, [FT, 'train', file, '--quiet'], { env: { PATH: process.env.PATH, HOME: tmp } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // the first logged step shows training is under way
+    while (!(existsSync(metricsFile) && readFileSync(metricsFile, 'utf8').includes('"step"'))) {
+      if (child.exitCode !== null) throw new Error(`ft train exited early: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGINT');
+    expect(await exited, `${stdout}\n${stderr}`).toBe(130);
+
+    const checkpoint = stdout.trim();
+    const step = Number(path.basename(checkpoint).replace('checkpoint-', ''));
+    expect(path.dirname(checkpoint)).toBe(recipe.output_dir);
+    expect(step).toBeGreaterThanOrEqual(1);
+    expect(step).toBeLessThan(1000);
+    expect(readMetrics(metricsFile).at(-1)!.step).toBe(step);
+    expect(existsSync(path.join(recipe.output_dir, 'adapter'))).toBe(false);
+    expect(readdirSync(recipe.output_dir).filter((n) => n.startsWith('.'))).toEqual([]); // no temp leftovers
+
+    // complete: a PEFT adapter, and everything loadCheckpoint restores into a fresh model
+    expect((await readPeftAdapter(checkpoint)).tensors.size).toBe(2 * 2 * 4); // q_proj, v_proj (default) x A, B x 4 layers
+    const model = await loadTrainableModel(recipe, recipe.base_model, file);
+    const optimizer = new AdamW(Object.fromEntries(model.adapter.variables), adamWConfigOf(recipe));
+    const state = await loadCheckpoint(checkpoint, model.adapter, optimizer);
+    expect(state).toMatchObject({ globalStep: step, totalSteps: 1000, seed: recipe.seed });
+    optimizer.dispose();
+    disposeLlama(model.weights);
+
+    // finish two steps later (a recipe key overridden on resume: the schedule follows the new length)
+    const resumed = await ft(['train', file, '--resume', '--max_steps', String(step + 2), '--quiet']);
+    expect(resumed.stderr).toBe('');
+    expect(resumed.code).toBe(0);
+    expect(resumed.stdout).toBe(`${path.join(recipe.output_dir, 'adapter')}\n`);
+    expect(readMetrics(metricsFile).map((r) => r.step)).toEqual(Array.from({ length: step + 2 }, (_, i) => i + 1));
+  }, 180_000);
+});
+
+describe('ft train: the embedded default recipe', () => {
+  it('creates its base model, trains, and leaves adapter + card, metrics, loss curve and eval report', async () => {
+    const model = path.join(tmp, 'default-base');
+    const out = path.join(tmp, 'default-out');
+    const r = await ft(['train', DEFAULT_RECIPE, '--base_model', model, '--output_dir', out, '--max_steps', '2', '--eval.max_samples', '2', '--eval.max_new_tokens', '4', '--quiet']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${path.join(out, 'adapter')}\n`);
+    expect(existsSync(path.join(model, 'model.safetensors'))).toBe(true);
+    for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'adapter/README.md', 'metrics.jsonl', 'loss.svg', 'recipe.yaml', 'eval/summary.json']) {
+      expect(existsSync(path.join(out, f)), f).toBe(true);
+    }
+    expect(loadRecipe(path.join(out, 'recipe.yaml')).max_steps).toBe(2);
+  }, 180_000);
+});
