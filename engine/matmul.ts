@@ -2,6 +2,8 @@
 // Measured on tfjs-backend-wasm 4.22 (2 cores): matMul with transposeA or transposeB set runs 15-25x slower than
 // an explicit tf.transpose followed by a plain matMul (e.g. [2048,64]x[64,1024]: 0.3-0.6 vs 7-9 GFLOP/s), and
 // tf's built-in MatMul gradient uses those flags. These wrappers transpose explicitly, forward and backward.
+// Their gradients run in tf.tidy: tfjs calls a custom gradient outside any scope, so temporaries would otherwise
+// live until the whole backward pass ends.
 import * as tf from '@tensorflow/tfjs';
 
 type Grad2 = (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
@@ -11,7 +13,7 @@ export const mm: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: t
   save([a, b]);
   return {
     value: tf.matMul(a, b),
-    gradFunc: (dy: tf.Tensor2D, [sa, sb]: tf.Tensor2D[]) => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)],
+    gradFunc: (dy: tf.Tensor2D, [sa, sb]: tf.Tensor2D[]) => tf.tidy(() => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)]),
   };
 }) as never) as unknown as Grad2;
 
@@ -25,7 +27,7 @@ export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
     save([w]);
     return {
       value: tf.matMul(xi, w),
-      gradFunc: (dy: tf.Tensor2D, [sw]: tf.Tensor2D[]) => tf.matMul(dy, tf.transpose(sw)),
+      gradFunc: (dy: tf.Tensor2D, [sw]: tf.Tensor2D[]) => tf.tidy(() => tf.matMul(dy, tf.transpose(sw))),
     };
   }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return f(x);

@@ -1,11 +1,15 @@
-// Replacements for three tfjs-backend-wasm 4.22 kernels that are O(input) per call instead of O(output):
-// its Slice reads the input through backend.readSync, which copies the WHOLE input out of the wasm heap, and
-// SplitV / Unpack call that Slice once per piece. Splitting a [16, 512, 256] tensor into 16 pieces took ~50 ms;
-// these read the input through a view of the heap instead (~1 ms). Installed by initBackend on wasm.
+// Replacements for tfjs-backend-wasm 4.22 kernels that copy more than they must. Installed by initBackend on wasm.
+// - Slice reads its input through backend.readSync, which copies the WHOLE input out of the wasm heap, and SplitV /
+//   Unpack call that Slice once per piece: splitting a [16, 512, 256] tensor into 16 pieces took ~50 ms; these read
+//   the input through a view of the heap instead (~1 ms).
+// - Identity copies its input. tfjs clones (Identity) every tensor it saves for the backward pass, so on wasm each
+//   saved activation was stored twice (~0.5 GB per step for the tiny preset at 8 x 512 tokens). Tensors are
+//   immutable, so the replacement shares the data by reference count, as the cpu backend's Identity does.
 import * as tf from '@tensorflow/tfjs';
 
 /** The parts of the wasm backend (tfjs-backend-wasm's BackendWasm) a kernel uses. */
 interface WasmBackend {
+  incRef(dataId: tf.DataId): void;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
 }
@@ -61,9 +65,14 @@ function unpack({ inputs: { value }, attrs, backend }: Args): tf.TensorInfo[] {
   });
 }
 
-const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]> = { Slice: slice, SplitV: splitV, Unpack: unpack };
+function identity({ inputs: { x }, backend }: Args): tf.TensorInfo {
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
 
-/** Swaps the wasm backend's Slice, SplitV and Unpack kernels for the ones above (string tensors keep the originals). */
+const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]> = { Slice: slice, SplitV: splitV, Unpack: unpack, Identity: identity };
+
+/** Swaps the wasm backend's Slice, SplitV, Unpack and Identity kernels for the ones above (string tensors keep the originals). */
 export function installWasmKernels(): void {
   for (const [name, fn] of Object.entries(replacements)) {
     const original = tf.getKernel(name, 'wasm');

@@ -2,7 +2,8 @@
 // embed -> N x [x + attn(rmsNorm(x)); x + mlp(rmsNorm(x))] -> rmsNorm -> lm_head.
 // Every projection goes through Linear.apply, so float, quantized and LoRA layers plug in unchanged.
 import * as tf from '@tensorflow/tfjs';
-import { mm, mmFrozen } from '../engine/matmul.ts';
+import { attend } from '../engine/attention.ts';
+import { mmFrozen } from '../engine/matmul.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './generate.ts';
 import { IGNORE_INDEX, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch } from './types.ts';
@@ -190,10 +191,7 @@ function attention(
   } else {
     const kTs = tf.unstack(tf.transpose(kg, [0, 2, 1])) as tf.Tensor2D[]; // [d, S] each
     const vs = tf.unstack(vg) as tf.Tensor2D[];
-    const outs = (tf.unstack(qg) as tf.Tensor2D[]).map((qn, n) => {
-      const probs = tf.softmax(tf.add(mm(qn, kTs[n]), masks[Math.floor(n / KV)])) as tf.Tensor2D; // [G*T, S]
-      return mm(probs, vs[n]); // [G*T, d]
-    });
+    const outs = (tf.unstack(qg) as tf.Tensor2D[]).map((qn, n) => attend(qn, kTs[n], vs[n], masks[Math.floor(n / KV)])); // [G*T, d] each
     out = tf.stack(outs);
   }
   const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(out, [B, H, T, d]), [0, 2, 1, 3]), [B * T, H * d]);
@@ -302,11 +300,12 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: t
     save([e, sumE]);
     return {
       value,
-      gradFunc: (dy: tf.Scalar, [es, sums]: tf.Tensor[]) => {
-        const c = tf.div(dy, count);
-        const rowScale = tf.div(tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), c), sums); // [N, 1]: c / sum(e) on scored rows
-        return tf.sub(tf.mul(es, rowScale), tf.mul(tf.oneHot(tf.tensor1d(targets, 'int32'), V), c));
-      },
+      gradFunc: (dy: tf.Scalar, [es, sums]: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const c = tf.div(dy, count);
+          const rowScale = tf.div(tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), c), sums); // [N, 1]: c / sum(e) on scored rows
+          return tf.sub(tf.mul(es, rowScale), tf.mul(tf.oneHot(tf.tensor1d(targets, 'int32'), V), c));
+        }),
     };
   }) as never) as unknown as (z: tf.Tensor2D) => tf.Scalar;
   const loss = tf.tidy(() => crossEntropy(tf.reshape(logits, [N, V])));
