@@ -19,8 +19,8 @@ const errorOf = (text: string, overrides = {}) => {
 describe('shipped recipes', () => {
   it('alpaca-tiny (the default) validates and resolves its paths against the recipe folder', () => {
     const r = loadRecipe(DEFAULT_RECIPE);
-    expect(r.base_model).toBe(path.join(repo, 'models/tiny'));
-    expect(r.base_model_init).toEqual({ preset: 'tiny', seed: 0 });
+    expect(r.base_model).toBe(path.join(repo, 'models/tiny-alpaca'));
+    expect(r.base_model_init).toEqual({ preset: 'tiny', seed: 0, init_std: 0.1 });
     expect(r.datasets[0].path).toBe(path.resolve(repo, '../shared/data/alpaca-seed/seed_tasks.jsonl'));
     expect(r.output_dir).toBe(path.join(repo, 'runs/alpaca-tiny'));
     expect(r.adapter).toBe('qlora');
