@@ -73,6 +73,13 @@ export async function listCheckpoints(outputDir: string): Promise<{ step: number
     .sort((a, b) => a.step - b.step);
 }
 
+/** Deletes every checkpoint-N folder of `outputDir` (a fresh run replaces an earlier run's); returns their steps. */
+export async function removeCheckpoints(outputDir: string): Promise<number[]> {
+  const all = await listCheckpoints(outputDir);
+  for (const c of all) await fsp.rm(c.dir, { recursive: true, force: true });
+  return all.map((c) => c.step);
+}
+
 async function pruneCheckpoints(outputDir: string, keep: number): Promise<void> {
   const all = await listCheckpoints(outputDir);
   for (const c of all.slice(0, Math.max(0, all.length - keep))) await fsp.rm(c.dir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 // The training loop's promises on a tiny model: determinism, exact resume, checkpoint pruning, no tensor leaks,
 // the files a run leaves (metrics, resolved recipe, loss curve, model card) and the push to hub_model_id.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -120,6 +120,15 @@ describe('train()', () => {
 
   it('keeps the newest save_total_limit checkpoints, the final one included', async () => {
     expect((await listCheckpoints(first.outputDir)).map((c) => c.step)).toEqual([6, 8]);
+  });
+
+  it('a fresh run in an earlier run\'s output_dir replaces its checkpoints', async () => {
+    await run('rerun', { max_steps: 4 });
+    renameSync(path.join(tmp, 'rerun', 'checkpoint-4'), path.join(tmp, 'rerun', 'checkpoint-100'));
+    const lines: string[] = [];
+    await run('rerun', { max_steps: 4 }, { log: (l) => lines.push(l) });
+    expect((await listCheckpoints(path.join(tmp, 'rerun'))).map((c) => c.step)).toEqual([2, 4]);
+    expect(lines).toContain(`ft: fresh run in ${path.join(tmp, 'rerun')}: removed checkpoint-2, checkpoint-100 of an earlier run (--resume continues one instead)`);
   });
 
   it('leaves metrics.jsonl, the resolved recipe, a loss curve and a model card beside the adapter', () => {

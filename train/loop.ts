@@ -13,7 +13,7 @@ import type { EvalResult } from '../eval/run.ts';
 import type { PushResult } from '../hub/push.ts';
 import { progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
-import { checkpointDir, loadCheckpoint, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
+import { checkpointDir, loadCheckpoint, removeCheckpoints, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
 import { AdamW, namedGrads } from './optimizer.ts';
@@ -143,6 +143,10 @@ async function run(
     state = { ...(await loadCheckpoint(resumeFrom, adapter, optimizer)), totalSteps };
     log(`ft: resumed from ${resumeFrom} at step ${state.globalStep}/${totalSteps}`);
     if (state.seed !== recipe.seed) log(`ft: warning: the checkpoint was trained with seed ${state.seed}, the recipe says ${recipe.seed}; the run will not match an uninterrupted one`);
+  } else {
+    // a fresh run owns output_dir: an earlier run's checkpoints would be pruned in its place and picked by --resume
+    const stale = await removeCheckpoints(outputDir);
+    if (stale.length > 0) log(`ft: fresh run in ${outputDir}: removed checkpoint-${stale.join(', checkpoint-')} of an earlier run (--resume continues one instead)`);
   }
   const metrics = await MetricsLog.open(path.join(outputDir, 'metrics.jsonl'), resumeFrom ? state.globalStep : undefined);
   await writeFileAtomic(path.join(outputDir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
