@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { mm, mmFrozen } from './matmul.ts';
+import { mm, mmFrozen, mmFrozenT } from './matmul.ts';
 import { Rng } from '../util/rng.ts';
 
 const rand = (rng: Rng, shape: [number, number]) => tf.tensor2d(Float32Array.from({ length: shape[0] * shape[1] }, () => rng.normal()), shape);
@@ -32,6 +32,22 @@ describe('matmul wrappers', () => {
     const g2 = tf.grad((xi: tf.Tensor) => tf.tidy(() => tf.sum(tf.mul(mmFrozen(xi as tf.Tensor2D, tf.mul(w, 1)), up))))(x);
     expect(maxDiff(g2, ref)).toBeLessThan(1e-5);
     tf.dispose([g, ref, g2]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  test('mmFrozenT is x @ w^T for a frozen w kept untransposed, with the input gradient dy @ w', () => {
+    const rng = new Rng(3);
+    const x = rand(rng, [5, 4]);
+    const w = rand(rng, [7, 4]);
+    const up = rand(rng, [5, 7]);
+    const before = tf.memory().numTensors;
+    const y = mmFrozenT(x, w);
+    const ref = tf.matMul(x, w, false, true);
+    expect(maxDiff(y, ref)).toBeLessThan(1e-5);
+    const g = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(mmFrozenT(xi as tf.Tensor2D, w), up)))(x);
+    const gRef = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xi as tf.Tensor2D, w, false, true), up)))(x);
+    expect(maxDiff(g, gRef)).toBeLessThan(1e-5);
+    tf.dispose([y, ref, g, gRef]);
     expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -32,3 +32,18 @@ export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return f(x);
 }
+
+/**
+ * x @ w^T for a frozen w [m, k] stored untransposed (a tied lm_head: the embedding [vocab, hidden]), as
+ * (w @ x^T)^T so that no product needs a transpose flag and w is never copied; dx = dy @ w.
+ */
+export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad(((xi: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    save([]);
+    return {
+      value: tf.transpose(tf.matMul(w, tf.transpose(xi))),
+      gradFunc: (dy: tf.Tensor2D) => tf.tidy(() => tf.matMul(dy, w)),
+    };
+  }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+  return f(x);
+}

@@ -3,7 +3,7 @@
 // Every projection goes through Linear.apply, so float, quantized and LoRA layers plug in unchanged.
 import * as tf from '@tensorflow/tfjs';
 import { attend } from '../engine/attention.ts';
-import { mmFrozen } from '../engine/matmul.ts';
+import { mmFrozen, mmFrozenT } from '../engine/matmul.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './generate.ts';
 import { IGNORE_INDEX, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch } from './types.ts';
@@ -136,18 +136,6 @@ export function attentionMasks(querySegments: Int32Array, keySegments: Int32Arra
   return masks;
 }
 
-/**
- * a b^T over the last two axes. On tfjs-wasm a transposed-B matMul runs ~7x slower than transposing b
- * first (bench/generate.ts), so b is transposed explicitly unless a has so few rows (decode) that the copy dominates.
- */
-function matMulTransB<T extends tf.Tensor>(a: T, b: T): T {
-  const rows = a.shape[a.rank - 2];
-  if (rows < 16) return tf.matMul(a, b, false, true) as T;
-  const perm = [...Array(b.rank).keys()];
-  [perm[b.rank - 2], perm[b.rank - 1]] = [perm[b.rank - 1], perm[b.rank - 2]];
-  return tf.matMul(a, tf.transpose(b, perm)) as T;
-}
-
 /** [B*T, heads*d] -> [B, heads, T, d] */
 function splitHeads(x: tf.Tensor2D, B: number, T: number, heads: number, d: number): tf.Tensor4D {
   return tf.transpose(tf.reshape(x, [B, T, heads, d]), [0, 2, 1, 3]);
@@ -248,7 +236,7 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
       rows = 1;
     }
     h = rmsNorm(h, w.norm, config.rmsNormEps);
-    const logits = w.lmHead ? w.lmHead.apply(h) : matMulTransB(h, w.embedTokens); // [B*rows, vocab]
+    const logits = w.lmHead ? w.lmHead.apply(h) : mmFrozenT(h as tf.Tensor2D, w.embedTokens); // [B*rows, vocab]
     return tf.reshape(logits, [B, rows, config.vocabSize]);
   });
 }
