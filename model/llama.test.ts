@@ -199,6 +199,14 @@ describe('causalLmLoss', () => {
     tf.dispose([logits, g]);
   });
 
+  it('stays exact when logits are hundreds apart (probabilities far below float32 range)', () => {
+    const logits = tf.tensor3d([0, 300, -300, 5, 5, 5], [1, 2, 3]);
+    const { loss } = causalLmLoss(logits, Int32Array.from([2, 1]));
+    // row 0: lse = 300, target -300 -> 600; row 1: uniform -> ln 3
+    expect(loss.dataSync()[0]).toBeCloseTo((600 + Math.log(3)) / 2, 3);
+    tf.dispose([logits, loss]);
+  });
+
   it('is 0 with count 0 when every label is ignored', () => {
     const logits = tf.zeros([1, 2, 3]) as tf.Tensor3D;
     const { loss, count } = causalLmLoss(logits, Int32Array.from([-100, -100]));
