@@ -290,9 +290,8 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: t
       value,
       gradFunc: (dy: tf.Scalar, [p]: tf.Tensor[]) =>
         tf.tidy(() => {
-          const c = tf.div(dy, count);
-          const rowScale = tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), c); // [N, 1]: c on scored rows, 0 elsewhere
-          return tf.sub(tf.mul(p, rowScale), tf.mul(tf.oneHot(tf.tensor1d(targets, 'int32'), V), c));
+          const rowScale = tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), tf.div(dy, count)); // [N, 1]: dy/count on scored rows, 0 elsewhere
+          return tf.mul(tf.sub(p, tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32')), rowScale);
         }),
     };
   }) as never) as unknown as (z: tf.Tensor2D) => tf.Scalar;
