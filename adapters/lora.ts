@@ -88,8 +88,8 @@ export class LoraLinear implements Linear {
     /** Seed for the next dropout mask (shared by all layers of one adapter). */
     private readonly nextDropoutSeed: () => number,
   ) {
-    this.A = tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true);
-    this.B = tf.variable(tf.tensor2d(b, [base.outFeatures, r]), true);
+    // tidy: tf.variable copies its initial value, which would otherwise stay allocated
+    [this.A, this.B] = tf.tidy(() => [tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true), tf.variable(tf.tensor2d(b, [base.outFeatures, r]), true)]);
   }
 
   get inFeatures(): number {

@@ -291,6 +291,7 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: t
       gradFunc: (dy: tf.Scalar, [p]: tf.Tensor[]) =>
         tf.tidy(() => {
           const rowScale = tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), tf.div(dy, count)); // [N, 1]: dy/count on scored rows, 0 elsewhere
+          // int32 one-hot then a cast: tfjs-wasm 4.22's OneHot with dtype float32 writes integer bit patterns
           return tf.mul(tf.sub(p, tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32')), rowScale);
         }),
     };
