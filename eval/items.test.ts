@@ -22,6 +22,18 @@ const file = (name: string, text: string) => {
 const opts = { sequenceLen: 512 };
 
 describe('readEvalItems', () => {
+  it('skips and counts rows whose prompt alone fills sequence_len, and refuses when none is left', async () => {
+    const long = { instruction: `Summarize: ${'many words here '.repeat(60)}`, input: '', output: 'Short.' };
+    const short = { instruction: 'Name a primary color.', input: '', output: 'Red.' };
+    const p = file('long.jsonl', [long, short, long].map((r) => JSON.stringify(r)).join('\n'));
+    const lines: string[] = [];
+    const items = await readEvalItems({ entries: [entryFor(p)] }, tok, { sequenceLen: 128, log: (l) => lines.push(l) });
+    expect(items.map((i) => i.reference)).toEqual(['Red.']);
+    expect(lines).toEqual(['ft: eval: 2 rows skipped: the prompt alone fills sequence_len 128, leaving no response token to score']);
+    const onlyLong = file('only-long.jsonl', JSON.stringify(long));
+    await expect(readEvalItems({ entries: [entryFor(onlyLong)] }, tok, { sequenceLen: 128 })).rejects.toThrow(/no rows left to evaluate \(1 row skipped: the prompt alone fills sequence_len 128/);
+  });
+
   it('prompt ids are the masked prefix of the training example, the reference is the output column', async () => {
     const rows = [
       { instruction: 'Name a primary color.', input: '', output: 'Red.', task: 'colors' },

@@ -49,6 +49,8 @@ export interface ItemOptions {
   /** the loss example's length limit; longer examples are truncated (the prompt ids never are) */
   sequenceLen: number;
   trainOnInputs?: boolean;
+  /** told how many rows were skipped because their prompt alone fills sequenceLen (nothing left to score) */
+  log?: (line: string) => void;
 }
 
 /** A dataset entry for a plain prompts file: `type` as in a recipe's datasets list, defaults for the rest. */
@@ -88,18 +90,17 @@ function referenceOf(record: DataRecord, where: string): string {
 /** Prompt text, prompt ids and loss example of one record, all through the training code (data/example.ts). */
 export function itemOf(record: DataRecord, format: RecordFormat, tok: DataTokenizer, opts: ItemOptions, where: string) {
   const reference = referenceOf(record, where);
-  const build = (sequenceLen: number, trainOnInputs: boolean) => {
-    const r = buildExample(record, format, tok, { sequenceLen, trainOnInputs, excessLength: 'truncate' }, where);
-    if (!r.ok) throw new FtError(`${r.detail} (an eval row needs a response to score)`);
-    return r.example;
-  };
+  const build = (sequenceLen: number, trainOnInputs: boolean) => buildExample(record, format, tok, { sequenceLen, trainOnInputs, excessLength: 'truncate' }, where);
   // the untruncated, prompt-masked example: its labels mark where the response starts
   const full = build(Number.MAX_SAFE_INTEGER, false);
-  const start = responseStart(full.labels);
+  if (!full.ok) throw new FtError(`${full.detail} (an eval row needs a response to score)`);
+  const scored = build(opts.sequenceLen, opts.trainOnInputs ?? false);
+  if (!scored.ok) return null; // the prompt alone fills sequenceLen: the caller counts the skip
+  const start = responseStart(full.example.labels);
   const pieces = recordPieces(record, format, where);
   const lastTrained = pieces.map((p) => p.train).lastIndexOf(true);
   const prompt = pieces.slice(0, lastTrained).map((p) => p.text).join('');
-  return { prompt, reference, promptIds: Array.from(full.ids.subarray(0, start)), example: build(opts.sequenceLen, opts.trainOnInputs ?? false) };
+  return { prompt, reference, promptIds: Array.from(full.example.ids.subarray(0, start)), example: scored.example };
 }
 
 /** The task column's value of a row: a non-empty string (numbers are stringified), else null. */
@@ -120,6 +121,7 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
   const baseDir = source.baseDir ?? '.';
   const items: EvalItem[] = [];
   const limit = source.maxSamples ?? Infinity;
+  let tooLong = 0;
   for (const entry of source.entries) {
     if (items.length >= limit) break;
     const files = await resolveDataFiles(entry.path, baseDir);
@@ -139,7 +141,9 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
             const hash = rowHash(record);
             if (source.keep && !source.keep(hash)) continue;
             if (items.length >= limit) break;
-            items.push({ index: items.length, where, hash, task, ...itemOf(record, format, tok, opts, where) });
+            const item = itemOf(record, format, tok, opts, where);
+            if (item === null) tooLong++;
+            else items.push({ index: items.length, where, hash, task, ...item });
           }
         }
         if (items.length >= limit) break;
@@ -147,9 +151,11 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
     }
     if (rows === 0) throw new FtError(`${files.length === 1 ? files[0] : `${entry.path} (${files.length} files)`}: no rows (an eval file needs prompts with references)`);
   }
+  const skipped = tooLong ? `${tooLong} row${tooLong === 1 ? '' : 's'} skipped: the prompt alone fills sequence_len ${opts.sequenceLen}, leaving no response token to score` : '';
   if (items.length === 0) {
     const what = source.entries.map((e) => e.path).join(', ');
-    throw new FtError(`${what}: no rows left to evaluate${source.keep ? ' (none falls in the validation split)' : ''}`);
+    throw new FtError(`${what}: no rows left to evaluate${source.keep ? ' (none falls in the validation split)' : ''}${skipped ? ` (${skipped})` : ''}`);
   }
+  if (skipped) opts.log?.(`ft: eval: ${skipped}`);
   return items;
 }

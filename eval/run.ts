@@ -161,7 +161,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
   const config = await readConfig(opts.model);
   const metric = opts.metric ? await loadUserMetric(opts.metric) : null;
   const sequenceLen = opts.sequenceLen ?? config.maxPositionEmbeddings;
-  const items = await readEvalItems(opts.data, tok, { sequenceLen, trainOnInputs: opts.trainOnInputs });
+  const items = await readEvalItems(opts.data, tok, { sequenceLen, trainOnInputs: opts.trainOnInputs, log });
   let overlap: EvalResult['overlap'] = null;
   if (opts.overlap) {
     const r = checkOverlap(items, opts.overlap.hashes, { allow: opts.overlap.allow, trainedOn: opts.overlap.trainedOn });
