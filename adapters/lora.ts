@@ -1,7 +1,7 @@
 // LoRA (Hu et al. 2021, arXiv:2106.09685): y = base(x) + scale · B(A(dropout(x))) around any frozen Linear,
 // attached to a model's projections by name as Hugging Face PEFT does, and merged back into dense weights.
 import * as tf from '@tensorflow/tfjs';
-import { mm } from '../engine/matmul.ts';
+import { mmT } from '../engine/matmul.ts';
 import type { Linear } from '../model/linear.ts';
 import { LINEAR_NAMES, hfModuleName, type LinearName, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -106,10 +106,10 @@ export class LoraLinear implements Linear {
     return tf.tidy(() => {
       const y = this.base.apply(x); // [n, out]
       const h = this.training && this.dropout > 0 ? (tf.dropout(x, this.dropout, undefined, this.nextDropoutSeed()) as tf.Tensor2D) : x;
-      // x A^T then B^T: two thin matmuls, never the [out, in] product B·A (explicit transposes: engine/matmul.ts)
-      const down = mm(h, tf.transpose(this.A)); // [n, r]
-      const up = mm(down, tf.transpose(this.B)); // [n, out]
-      return tf.add(y, tf.mul(up, this.scale)) as tf.Tensor2D;
+      // x A^T then B^T: two thin matmuls, never the [out, in] product B·A (no transpose flags: engine/matmul.ts)
+      const down = mmT(h, this.A); // [n, r]
+      const up = mmT(tf.mul(down, this.scale), this.B); // [n, out]; the scale applied on the thin side
+      return tf.add(y, up) as tf.Tensor2D;
     });
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { mm, mmFrozen, mmFrozenT } from './matmul.ts';
+import { mm, mmFrozen, mmFrozenT, mmT } from './matmul.ts';
 import { Rng } from '../util/rng.ts';
 
 const rand = (rng: Rng, shape: [number, number]) => tf.tensor2d(Float32Array.from({ length: shape[0] * shape[1] }, () => rng.normal()), shape);
@@ -49,5 +49,23 @@ describe('matmul wrappers', () => {
     expect(maxDiff(g, gRef)).toBeLessThan(1e-5);
     tf.dispose([y, ref, g, gRef]);
     expect(tf.memory().numTensors).toBe(before);
+  });
+
+  test('mmT is x @ w^T with gradients in x and w, for a wide and for a narrow w', () => {
+    const rng = new Rng(4);
+    for (const [m, k] of [[3, 6], [6, 3]]) {
+      const x = rand(rng, [5, k]);
+      const w = rand(rng, [m, k]);
+      const up = rand(rng, [5, m]);
+      const before = tf.memory().numTensors;
+      const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(mmT(a as tf.Tensor2D, b as tf.Tensor2D), up));
+      const ref = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, false, true), up));
+      const [gx, gw] = tf.grads(f)([x, w]);
+      const [rx, rw] = tf.grads(ref)([x, w]);
+      expect(maxDiff(gx, rx)).toBeLessThan(1e-5);
+      expect(maxDiff(gw, rw)).toBeLessThan(1e-5);
+      tf.dispose([gx, gw, rx, rw]);
+      expect(tf.memory().numTensors).toBe(before);
+    }
   });
 });

@@ -18,6 +18,24 @@ export const mm: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: t
 }) as never) as unknown as Grad2;
 
 /**
+ * x @ w^T for x [n, k] and a small trainable w [m, k] (LoRA's A [r, in] and B [out, r]), differentiable in both:
+ * dx = dy @ w needs no transpose, and dw is dy^T @ x or (x^T @ dy)^T, whichever transposes the narrower of
+ * dy [n, m] and x [n, k], never a full [n, k] activation when m is the small side.
+ */
+export const mmT: Grad2 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, save: tf.GradSaveFunc) => {
+  save([x, w]);
+  return {
+    value: tf.matMul(x, tf.transpose(w)),
+    gradFunc: (dy: tf.Tensor2D, [sx, sw]: tf.Tensor2D[]) =>
+      tf.tidy(() => {
+        const [m, k] = sw.shape;
+        const dw = m <= k ? tf.matMul(tf.transpose(dy), sx) : tf.transpose(tf.matMul(tf.transpose(sx), dy));
+        return [tf.matMul(dy, sw), dw];
+      }),
+  };
+}) as never) as unknown as Grad2;
+
+/**
  * x @ w for a frozen (never differentiated) w [k, m]: the backward pass computes dx = dy @ w^T only,
  * skipping the weight gradient that `mm` would spend as much time on as the forward product.
  * w is kept for the backward pass, so it may be a temporary of the caller's tidy scope.
