@@ -37,8 +37,22 @@ describe('estimateMemory', () => {
 
   test('activations grow linearly with batch and faster than linearly with sequence length (attention scores)', () => {
     const a = (b: number, t: number) => estimateMemory(llama7b, { ...opts, microBatchSize: b, sequenceLen: t }).activationBytes;
-    expect(a(4, 256)).toBe(4 * a(1, 256));
+    // each row adds the same; the backward pass's attention temporaries are one pair at a time, whatever the batch
+    expect(a(4, 256) - a(3, 256)).toBe(a(2, 256) - a(1, 256));
+    expect(a(4, 256)).toBeLessThan(4 * a(1, 256));
     expect(a(1, 1024)).toBeGreaterThan(2 * a(1, 512));
+  });
+
+  test('a tiny model at 8 x 256 tokens: twice its forward tensors (what tfjs holds until the backward pass ends)', () => {
+    const tiny = parseConfig(
+      { architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 176, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1024, rms_norm_eps: 1e-5, max_position_embeddings: 1024 },
+      'config.json',
+    );
+    const e = estimateMemory(tiny, { ...opts, quant: 'none', microBatchSize: 8, sequenceLen: 256 });
+    // per token and layer: 6h + sum(out) + LoRA 2·out + 2r per target + 10q + 9kv + 3m + 2h, with h = q = 64, kv = 32, m = 176
+    const perLayer = 6 * 64 + 608 + (2 * 608 + 14 * 8) + 10 * 64 + 9 * 32 + 3 * 176 + 2 * 64;
+    const forward = 2048 * (4 * perLayer + 4 * 64 + 2 * 1024);
+    expect(e.activationBytes).toBe(4 * (2 * forward + 5 * 2 * 256 * 256));
   });
 
   test('GQA shrinks k/v projections', () => {

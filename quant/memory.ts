@@ -67,22 +67,32 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const gradBytes = adapterBytes;
   const optimizerBytes = 2 * adapterBytes;
 
-  // Activations saved for backward, float32, per token. tfjs autodiff keeps every input of every op on the tape
-  // whose gradient needs it, until the backward pass (no recomputation / checkpointing). Per decoder layer:
-  //   2 RMSNorms: input and normed output                                  4h
-  //   q/k/v/o inputs (x normed is shared) + q,k,v outputs + RoPE'd q,k      h + q + 2kv + (q + kv) + q(o_proj in)
-  //   MLP: normed input, gate and up outputs, silu(gate), product (down in)  h + 4m
-  //   LoRA per target: x·A^T [r] (and the input x, already counted)          r per target
-  //   residual sums                                                          2h
-  // plus attention scores and softmax probabilities per head: 2 · heads · T per token.
-  // Outside the layers: embeddings out (h), final norm (2h), logits and log-softmax (2V).
+  // Activations, float32. tfjs autodiff keeps every tensor the forward pass makes until the backward pass ends,
+  // and every gradient it computes until then too: about twice the forward tensors. Per token and decoder layer
+  // (model/llama.ts, adapters/lora.ts, engine/attention.ts; measured on the tiny preset within ~20% of the wasm heap):
+  //   2 RMSNorms (square, normalized, weighted)                     6h
+  //   each projection's output; a LoRA target adds A x, its scaled copy, B(...) and the sum: 2·out + 2r
+  //   heads split, RoPE (rotate, two products, sum) on q and k, q scaled, per-pair q/k/v pieces and k^T,
+  //   attention outputs, stacked and merged back                     10q + 9kv
+  //   SwiGLU: sigmoid, silu, product                                 3m
+  //   residual sums                                                  2h
+  // Outside the layers: embeddings, final norm (4h), logits and softmax probabilities (2V).
+  // Attention scores are not kept: each (row, kv head) pair recomputes its probabilities in the backward pass, holding
+  // about 5 score-sized temporaries [G·T, T] at a time; rows short enough for the batched path keep theirs (4·B·H·T²).
   const q = shapes.q_proj[0];
   const kv = shapes.k_proj[0];
   const m = c.intermediateSize;
-  const perTokenLayer = 4 * h + (h + q + 2 * kv + (q + kv) + q) + (h + 4 * m) + o.loraR * o.targetModules.length + 2 * h;
-  const attnPerToken = 2 * c.numAttentionHeads * o.sequenceLen;
-  const tokens = o.microBatchSize * o.sequenceLen;
-  const activationBytes = 4 * tokens * (L * (perTokenLayer + attnPerToken) + 3 * h + 2 * V);
+  let projOut = 0;
+  for (const name of LINEAR_NAMES) projOut += shapes[name][0];
+  let loraExtra = 0;
+  for (const name of o.targetModules) loraExtra += 2 * shapes[name][0] + 2 * o.loraR;
+  const perTokenLayer = 6 * h + projOut + loraExtra + 10 * q + 9 * kv + 3 * m + 2 * h;
+  const T = o.sequenceLen;
+  const tokens = o.microBatchSize * T;
+  const G = c.numAttentionHeads / c.numKeyValueHeads;
+  const batchedAttention = G * T * T * c.headDim < 1 << 16; // the switch in model/llama.ts attention()
+  const attention = batchedAttention ? 4 * o.microBatchSize * c.numAttentionHeads * T * T * L : 5 * G * T * T;
+  const activationBytes = 4 * (2 * tokens * (L * perTokenLayer + 4 * h + 2 * V) + attention);
 
   const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes;
   return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, totalBytes };
