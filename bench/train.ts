@@ -29,27 +29,38 @@ interface PeerResult {
   maxRssBytes: number;
 }
 
-/** Runs a command, echoing its output but its `@result {json}` line; resolves with its stdout lines and exit code. */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; lines: string[] }> {
+/**
+ * Runs a command, echoing its output but its `@result {json}` line (stderr lines cut to 300 characters: a wasm abort
+ * prints the whole minified module); resolves with its stdout lines, the stderr lines and the exit code.
+ */
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; lines: string[]; errors: string[] }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let err = '';
     child.stdout.on('data', (chunk: Buffer) => {
       const text = chunk.toString('utf8');
       out += text;
       for (const line of text.split('\n')) if (line && !line.startsWith('@result ')) console.log(`  ${line}`);
     });
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, lines: out.split('\n') }));
+    child.on('close', (code) => {
+      const errors = err.split('\n').filter((l) => l.trim()).map((l) => (l.length > 300 ? l.slice(0, 300) + ' …' : l));
+      for (const line of errors) console.error(`  ${line}`);
+      resolve({ code: code ?? 1, lines: out.split('\n'), errors });
+    });
   });
 }
 
-async function runCase(cfg: BenchConfig, base: 'float' | 'nf4'): Promise<CaseResult> {
+/** The case's figures, or why it failed (the first telling stderr line, e.g. the wasm heap running out). */
+async function runCase(cfg: BenchConfig, base: 'float' | 'nf4'): Promise<CaseResult | { error: string }> {
   const args = ['--import', 'tsx', path.join(here, 'train-case.ts'), cfg.name, base, '--backend', process.env.FT_BACKEND ?? 'auto'];
-  const { code, lines } = await run(process.execPath, args);
+  const { code, lines, errors } = await run(process.execPath, args);
   const line = lines.find((l) => l.startsWith('@result '));
-  if (code !== 0 || !line) throw new Error(`bench/train-case.ts ${cfg.name} ${base} failed (exit ${code})`);
-  return JSON.parse(line.slice('@result '.length));
+  if (code === 0 && line) return JSON.parse(line.slice('@result '.length));
+  const cause = errors.find((l) => /status|error|abort|memory|heap/i.test(l) && l.length < 300) ?? errors.at(-1) ?? 'no message';
+  return { error: `exit ${code}: ${cause.trim()}` };
 }
 
 /** Why the peer cannot run here, or null when /usr/bin/python3 imports torch. */
@@ -109,9 +120,17 @@ for (const cfg of configs) {
   );
   const p = `${cfg.name}.`;
   Object.assign(figures, { [p + 'params']: params, [p + 'train_mflop_per_token']: flops.train / 1e6, [p + 'tokens_per_step']: cfg.batch * cfg.seq });
-  const ft: Record<string, CaseResult> = {};
+  const ft: Partial<Record<'float' | 'nf4', CaseResult>> = {};
   for (const base of ['float', 'nf4'] as const) {
-    const r = (ft[base] = await runCase(cfg, base));
+    const r = await runCase(cfg, base);
+    if ('error' in r) {
+      console.log(`  ft ${base}: FAILED (${r.error})`);
+      figures[`${p}${base}.error`] = r.error;
+      rows.push([cfg.name, `ft ${base}`, 'failed', '-', '-', '-']);
+      targets.push(`MISSED ${cfg.name} ${base}: the run failed (${r.error})`);
+      continue;
+    }
+    ft[base] = r;
     const peak = peakOf(r.threads);
     const gflops = (r.tokensPerSecond * flops.train) / 1e9;
     const timed = r.memory.slice(r.memory.length - r.stepSeconds.length - 1); // from the last warm-up step on
@@ -145,10 +164,12 @@ for (const cfg of configs) {
     rows.push([cfg.name, `ft ${base} (${r.backend})`, r.tokensPerSecond.toFixed(1), `${((100 * gflops) / peak.gflops).toFixed(1)}%`, MiB(r.maxRssBytes).toFixed(0), r.decodeTokensPerSecond.toFixed(1)]);
     if (tensorGrowth !== 0 || byteGrowth !== 0) targets.push(`MISSED ${cfg.name} ${base}: tfjs memory grew over the timed steps (${tensorGrowth} tensors, ${byteGrowth} bytes)`);
   }
-  const nf4Ratio = median(ft.nf4.stepSeconds) / median(ft.float.stepSeconds);
-  figures[`${p}nf4_over_float_step_time`] = nf4Ratio;
-  targets.push(`${nf4Ratio <= 1.5 ? 'met   ' : 'MISSED'} ${cfg.name}: NF4 step time ${nf4Ratio.toFixed(2)}x float (target <= 1.5x)`);
-  if (cfg.name === 'stories15M') {
+  if (ft.float && ft.nf4) {
+    const nf4Ratio = median(ft.nf4.stepSeconds) / median(ft.float.stepSeconds);
+    figures[`${p}nf4_over_float_step_time`] = nf4Ratio;
+    targets.push(`${nf4Ratio <= 1.5 ? 'met   ' : 'MISSED'} ${cfg.name}: NF4 step time ${nf4Ratio.toFixed(2)}x float (target <= 1.5x)`);
+  }
+  if (cfg.name === 'stories15M' && ft.float) {
     const mfu = figures[`${p}float.mfu_pct`] as number;
     targets.push(`${mfu >= 10 ? 'met   ' : 'MISSED'} stories15M: float training MFU ${mfu.toFixed(1)}% (target >= 10% of the fp32 peak of the cores used)`);
   }
@@ -165,14 +186,18 @@ for (const cfg of configs) {
       [q + 'peak_rss_mib']: MiB(t.maxRssBytes),
       [q + 'sgemm_gflops']: t.sgemmGflops1024,
       [q + 'blas']: t.blasLibrary.join(' ') || t.blasInfo,
-      [`${p}ft_float_over_torch_${threads}t`]: ft.float.tokensPerSecond / t.tokensPerSecond,
-      [`${p}ft_nf4_over_torch_${threads}t`]: ft.nf4.tokensPerSecond / t.tokensPerSecond,
+    });
+    const ratios = (['float', 'nf4'] as const).flatMap((base) => {
+      const r = ft[base];
+      if (!r) return [];
+      figures[`${p}ft_${base}_over_torch_${threads}t`] = r.tokensPerSecond / t.tokensPerSecond;
+      return [`${(r.tokensPerSecond / t.tokensPerSecond).toFixed(2)} (${base})`];
     });
     if (t.trainableParams !== flops.loraParams) throw new Error(`peer trains ${t.trainableParams} LoRA parameters, ft ${flops.loraParams}: not the same model`);
     console.log(
       `  torch ${t.torch}, ${t.threads} thread(s), BLAS ${t.blasLibrary.join(', ') || 'none mapped'} (BLAS_INFO=${t.blasInfo}; sgemm 1024³ ${t.sgemmGflops1024.toFixed(1)} GFLOP/s): ` +
         `${t.tokensPerSecond.toFixed(1)} tokens/s, ${((100 * gflops) / peak.gflops).toFixed(1)}% of ${peak.gflops.toFixed(1)} GFLOP/s; peak RSS ${MiB(t.maxRssBytes).toFixed(0)} MiB; ` +
-        `ft/torch ${(ft.float.tokensPerSecond / t.tokensPerSecond).toFixed(2)} (float), ${(ft.nf4.tokensPerSecond / t.tokensPerSecond).toFixed(2)} (NF4)`,
+        `ft/torch ${ratios.join(', ') || 'n/a'}`,
     );
     if (t.blasLibrary.some((l) => l.includes('/blas/libblas'))) console.log('  note: torch used the reference BLAS (install libopenblas0-pthread for a fair peer)');
     rows.push([cfg.name, `torch ${t.threads}t`, t.tokensPerSecond.toFixed(1), `${((100 * gflops) / peak.gflops).toFixed(1)}%`, MiB(t.maxRssBytes).toFixed(0), '-']);
