@@ -1,7 +1,10 @@
 // Data pipeline throughput and memory: generates Alpaca-style Arrow stream files, then streams each in a fresh process
 // (so peak RSS is that pass's own): read only, and the full path to packed TrainBatches (tokenize, mask, split,
 // shuffle, pack), each at 50k and 500k rows, so the two peak RSS figures show whether memory grows with the file.
+// Tokenizing runs in-process (1 thread) and on worker threads (one per core); a tokenizer the per-piece cache does
+// not apply to (every text through @huggingface/tokenizers, as SentencePiece-style tokenizers go) shows the slow case.
 // Run: npx tsx bench/data.ts   (FT_BENCH_DATA_ROWS=50000,500000 and FT_BENCH_DATA_TOKENIZE_ROWS=50000,500000 pick sizes)
+import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,11 +15,12 @@ import { loadDataset, newStats } from '../data/pipeline.ts';
 import { readFileRows } from '../data/source.ts';
 import { DataRecipeSchema } from '../data/spec.ts';
 import { seedRows, seedTokenizer } from '../data/testing.ts';
+import { tokenizerFromJson } from '../model/tokenizer.ts';
 import type { Row } from '../data/types.ts';
 import { Rng } from '../util/rng.ts';
 import { report, type Figures } from './report.ts';
 
-const [mode, file, rowsArg] = process.argv.slice(2);
+const [mode, file, arg, uncachedArg] = process.argv.slice(2);
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
 /** Rows of seed-task words in Alpaca shape: instruction 6-20 words, input empty 60% of the time, output 10-60 words. */
@@ -32,21 +36,25 @@ async function* generated(n: number): AsyncGenerator<Row[]> {
 }
 
 if (mode === 'gen') {
-  await writeArrowStream(file, generated(Number(rowsArg)));
+  await writeArrowStream(file, generated(Number(arg)));
 } else if (mode === 'read') {
   const t0 = performance.now();
   let rows = 0;
   for await (const b of readFileRows(file)) rows += b.rows.length;
   console.log(JSON.stringify({ rows, seconds: (performance.now() - t0) / 1000, peakRssMb: peakRssMb() }));
 } else if (mode === 'pipeline') {
-  const tok = seedTokenizer();
-  const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05 });
+  const seed = seedTokenizer();
+  // a normalizer (NFC: no change to this text) turns the piece cache off
+  const { tokenizerJson, tokenizerConfig, modelConfig } = seed.origin;
+  const tok = uncachedArg === 'uncached' ? tokenizerFromJson({ ...tokenizerJson, normalizer: { type: 'NFC' } }, tokenizerConfig, modelConfig, 'nfc') : seed;
+  const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05, dataset_processes: Number(arg) });
   const ds = await loadDataset(recipe, tok);
   const stats = newStats();
   const t0 = performance.now();
   let batches = 0;
   for await (const _ of ds.batches({ stats })) batches++;
   const seconds = (performance.now() - t0) / 1000;
+  await ds.close();
   console.log(JSON.stringify({ rows: stats.rows, examples: stats.examples, tokens: stats.tokens, batches, seconds, peakRssMb: peakRssMb() }));
 } else {
   const self = fileURLToPath(import.meta.url);
@@ -58,6 +66,7 @@ if (mode === 'gen') {
   const sizes = (env: string, dflt: string) => (process.env[env] ?? dflt).split(',').map(Number);
   const readSizes = sizes('FT_BENCH_DATA_ROWS', '50000,500000');
   const tokenizeSizes = sizes('FT_BENCH_DATA_TOKENIZE_ROWS', '50000,500000');
+  const threads = [...new Set([1, availableParallelism()])];
   const dir = await mkdtemp(path.join(tmpdir(), 'ft-bench-data-'));
   const figures: Figures = {};
   try {
@@ -72,10 +81,18 @@ if (mode === 'gen') {
         figures[`read ${k}: peak RSS (MB)`] = read.peakRssMb;
       }
       if (!tokenizeSizes.includes(n)) continue;
-      const pipe = child('pipeline', f);
-      figures[`tokenize+pack ${k}: rows/s`] = pipe.rows / pipe.seconds;
-      figures[`tokenize+pack ${k}: tokens/s`] = pipe.tokens / pipe.seconds;
-      figures[`tokenize+pack ${k}: peak RSS (MB)`] = pipe.peakRssMb;
+      for (const t of threads) {
+        const pipe = child('pipeline', f, String(t));
+        const at = `tokenize+pack ${k}, ${t} thread${t > 1 ? 's' : ''}`;
+        figures[`${at}: rows/s`] = pipe.rows / pipe.seconds;
+        figures[`${at}: tokens/s`] = pipe.tokens / pipe.seconds;
+        figures[`${at}: peak RSS (MB)`] = pipe.peakRssMb;
+      }
+    }
+    const n = Math.min(...tokenizeSizes);
+    for (const t of threads) {
+      const pipe = child('pipeline', path.join(dir, `gen-${n}.arrow`), String(t), 'uncached');
+      figures[`uncached tokenizer ${n / 1000}k, ${t} thread${t > 1 ? 's' : ''}: rows/s`] = pipe.rows / pipe.seconds;
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { IGNORE_INDEX } from '../model/types.ts';
-import { chatRenderer } from './chat.ts';
-import { buildExample, type ExampleOptions, type RecordFormat } from './example.ts';
+import { buildExample, recordFormat, type ExampleOptions, type RecordFormat } from './example.ts';
 import { customTemplate, renderInstruction, TEMPLATES } from './templates.ts';
 import { CHATML_TEMPLATE, seedRows, seedTokenizer } from './testing.ts';
 import type { ChatRecord, Example, InstructionRecord } from './types.ts';
@@ -81,7 +80,7 @@ describe('sequence_len', () => {
 });
 
 describe('chat records through the tokenizer chat template', () => {
-  const chat: RecordFormat = { kind: 'chat', renderer: chatRenderer(CHATML_TEMPLATE, tok), rolesToTrain: ['assistant'] };
+  const chat = recordFormat({ kind: 'chat', chatTemplate: CHATML_TEMPLATE, rolesToTrain: ['assistant'] }, tok);
   const convo: ChatRecord = {
     kind: 'chat',
     messages: [
@@ -111,8 +110,8 @@ describe('chat records through the tokenizer chat template', () => {
   });
 
   it('does not double a bos the template renders itself', () => {
-    const withBos = chatRenderer("{{ bos_token }}{% for m in messages %}{{ m.role + ': ' + m.content + eos_token }}{% endfor %}", tok);
-    const e = build(convo, {}, { kind: 'chat', renderer: withBos, rolesToTrain: ['assistant'] });
+    const chatTemplate = "{{ bos_token }}{% for m in messages %}{{ m.role + ': ' + m.content + eos_token }}{% endfor %}";
+    const e = build(convo, {}, recordFormat({ kind: 'chat', chatTemplate, rolesToTrain: ['assistant'] }, tok));
     expect(e.ids[0]).toBe(tok.bosId);
     expect(e.ids[1]).not.toBe(tok.bosId);
     expect(tok.decode(trained(e))).toBe('assistant: Blue.</s>assistant: Red.</s>');

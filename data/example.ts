@@ -1,14 +1,35 @@
 // Records -> tokenized examples with the loss mask: prompt tokens -100 (unless train_on_inputs), response + eos trained.
 import { IGNORE_INDEX } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import { tokenText, type ChatRenderer, type TextPiece } from './chat.ts';
-import { renderInstruction, type PromptTemplate } from './templates.ts';
+import { chatRenderer, tokenText, type ChatRenderer, type TextPiece } from './chat.ts';
+import type { DatasetEntry } from './spec.ts';
+import { customTemplate, renderInstruction, TEMPLATES, type PromptTemplate } from './templates.ts';
 import type { BuildResult, ChatRole, DataRecord, DataTokenizer } from './types.ts';
 
+type InstructionFormat = { kind: 'instruction'; template: PromptTemplate };
+type ChatFormat = { kind: 'chat'; chatTemplate: string; rolesToTrain: readonly ChatRole[] };
+
+/** A RecordFormat as plain data (it crosses to worker threads); recordFormat() adds the chat renderer. */
+export type FormatSpec = InstructionFormat | ChatFormat;
+
 /** How records become text: a prompt template for instruction data, or the chat template for conversations. */
-export type RecordFormat =
-  | { kind: 'instruction'; template: PromptTemplate }
-  | { kind: 'chat'; renderer: ChatRenderer; rolesToTrain: readonly ChatRole[] };
+export type RecordFormat = InstructionFormat | (ChatFormat & { renderer: ChatRenderer });
+
+/** The format a dataset entry asks for; a chat entry takes its own chat_template or else the tokenizer's. */
+export function formatSpec(entry: DatasetEntry, tok: Pick<DataTokenizer, 'chatTemplate'>): FormatSpec {
+  if (entry.type === 'chat') {
+    const chatTemplate = entry.chat_template ?? tok.chatTemplate;
+    if (!chatTemplate) throw new FtError(`dataset '${entry.path}': type chat needs a chat template; the tokenizer has none (set chat_template in the dataset entry)`);
+    return { kind: 'chat', chatTemplate, rolesToTrain: entry.roles_to_train };
+  }
+  if (entry.type === 'custom') return { kind: 'instruction', template: customTemplate(entry.format!, entry.no_input_format) };
+  return { kind: 'instruction', template: TEMPLATES[entry.type] };
+}
+
+/** A spec ready to render records (the chat template parsed once). */
+export function recordFormat(spec: FormatSpec, tok: Pick<DataTokenizer, 'decode' | 'bosId' | 'eosId'>): RecordFormat {
+  return spec.kind === 'chat' ? { ...spec, renderer: chatRenderer(spec.chatTemplate, tok) } : spec;
+}
 
 export interface ExampleOptions {
   sequenceLen: number;

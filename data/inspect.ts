@@ -80,14 +80,18 @@ export async function inspectDataset(recipe: DataRecipe, tok: DataTokenizer, bas
   const examples: InspectedExample[] = [];
   const counts: number[] = [];
   let [min, max, sum, over] = [Infinity, 0, 0, 0];
-  for await (const e of ds.examples('train', 0, stats)) {
-    const n = e.ids.length;
-    if (examples.length < show) examples.push({ where: e.where, tokens: n, trained: e.labels.filter((l) => l !== IGNORE_INDEX).length, runs: tokenRuns(e, tok) });
-    const b = bucketOf(n);
-    while (counts.length <= b) counts.push(0);
-    counts[b]++;
-    [min, max, sum] = [Math.min(min, n), Math.max(max, n), sum + n];
-    if (n > recipe.sequence_len) over++;
+  try {
+    for await (const e of ds.examples('train', 0, stats)) {
+      const n = e.ids.length;
+      if (examples.length < show) examples.push({ where: e.where, tokens: n, trained: e.labels.filter((l) => l !== IGNORE_INDEX).length, runs: tokenRuns(e, tok) });
+      const b = bucketOf(n);
+      while (counts.length <= b) counts.push(0);
+      counts[b]++;
+      [min, max, sum] = [Math.min(min, n), Math.max(max, n), sum + n];
+      if (n > recipe.sequence_len) over++;
+    }
+  } finally {
+    await ds.close();
   }
   if (stats.examples === 0) throw new FtError(`no examples in ${recipe.datasets.map((d) => d.path).join(', ')}`);
   const edges = counts.map((_, i) => (i === 0 ? 0 : 2 ** (i + 3)));

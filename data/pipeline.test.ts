@@ -5,7 +5,7 @@ import { parquetWriteFile } from 'hyparquet-writer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrainBatch } from '../model/types.ts';
 import { writeArrowStream } from './arrow.ts';
-import { formatStats, loadDataset, newStats, type Part } from './pipeline.ts';
+import { formatStats, loadDataset, newStats, type Dataset, type DataStats, type Part } from './pipeline.ts';
 import { DataRecipeSchema, type DataRecipe } from './spec.ts';
 import { SEED_TASKS, seedRows, seedTokenizer } from './testing.ts';
 import type { Row } from './types.ts';
@@ -156,5 +156,65 @@ describe('bad input', () => {
     const ds = await loadDataset(recipe({ datasets: [{ path: 'chat.jsonl', type: 'chat' }] }), tok, tmp);
     const [b] = await all(ds.batches());
     expect(tok.decode([...b.ids])).toBe('<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n');
+  });
+});
+
+describe('tokenizing on worker threads', () => {
+  // 1050 instruction rows (the seed tasks six times over) and 175 conversations: chunks mix both formats, and
+  // at sequence_len 160 dropped rows sit among the examples
+  const many = Array.from({ length: 6 }, (_, k) => rows.map((r) => ({ ...r, instruction: `${k}. ${r.instruction}` }))).flat();
+  const chats = rows.map((r) => ({ messages: [{ role: 'user', content: `${r.instruction}\n${r.input}` }, { role: 'assistant', content: r.output }] }));
+  const datasets = [{ path: 'many.jsonl' }, { path: 'chats.jsonl', type: 'chat' }];
+  const r = recipe({ datasets, sequence_len: 160, val_set_size: 0.1, dataset_processes: 2 });
+  beforeAll(async () => {
+    await fsp.writeFile(path.join(tmp, 'many.jsonl'), many.map((x) => JSON.stringify(x)).join('\n'));
+    await fsp.writeFile(path.join(tmp, 'chats.jsonl'), chats.map((x) => JSON.stringify(x)).join('\n'));
+  });
+  const pass = async (ds: Dataset, stats = newStats()) => {
+    const examples = (await all(ds.examples('train', 1, stats))).map((e) => ({ ids: [...e.ids], labels: [...e.labels], where: e.where }));
+    return { examples, stats: { ...stats, workerRows: 0 }, workerRows: stats.workerRows };
+  };
+  /** Passes over `ds` until one ran (partly) on the workers, which start during the first; each must match `check`. */
+  async function untilOnWorkers(ds: Dataset, check: (stats: DataStats) => Promise<void>): Promise<void> {
+    try {
+      for (let i = 0; i < 100; i++) {
+        const stats = newStats();
+        await check(stats);
+        if (stats.workerRows > 0) return;
+      }
+      throw new Error('the tokenizer workers never took a chunk');
+    } finally {
+      await ds.close();
+    }
+  }
+
+  it('yields the same examples, skips and notes as tokenizing in-process', async () => {
+    const inProcess = await pass(await loadDataset({ ...r, dataset_processes: 1 }, tok, tmp, { parallelAfter: 0 }));
+    expect(inProcess.workerRows).toBe(0);
+    expect(inProcess.stats.skipped.too_long).toBeGreaterThan(0);
+    expect(inProcess.examples.filter((e) => e.where.startsWith('chats.jsonl')).length).toBeGreaterThan(0);
+    const ds = await loadDataset(r, tok, tmp, { parallelAfter: 0 });
+    await untilOnWorkers(ds, async (stats) => expect(await pass(ds, stats)).toEqual({ ...inProcess, workerRows: stats.workerRows }));
+  });
+
+  it('stops at the same row as in-process when excess_length_strategy is error', async () => {
+    const strict = { ...r, excess_length_strategy: 'error' as const };
+    const error = (ds: Dataset, stats?: DataStats) => pass(ds, stats).then(() => 'no error', (e: Error) => e.message);
+    const inProcess = await error(await loadDataset({ ...strict, dataset_processes: 1 }, tok, tmp));
+    expect(inProcess).toMatch(/row \d+: \d+ tokens, longer than sequence_len 160/);
+    const ds = await loadDataset(strict, tok, tmp, { parallelAfter: 0 });
+    await untilOnWorkers(ds, async (stats) => expect(await error(ds, stats)).toBe(inProcess));
+  });
+
+  it('fails the pass with the reason when a worker cannot build the tokenizer', async () => {
+    const broken = { ...tok, origin: { ...tok.origin, tokenizerJson: { model: { type: 'NoSuchModel' } } } };
+    const ds = await loadDataset(r, broken, tmp, { parallelAfter: 0 });
+    try {
+      let message = '';
+      for (let i = 0; i < 100 && !message; i++) message = await pass(ds).then(() => '', (e: Error) => e.message);
+      expect(message).toMatch(/^tokenizer worker failed: seed-bpe: tokenizer\.json cannot be used .*\(dataset_processes: 1 tokenizes in-process\)$/);
+    } finally {
+      await ds.close();
+    }
   });
 });

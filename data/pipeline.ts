@@ -1,18 +1,18 @@
 // The whole data path for training and eval: files -> records -> split -> shuffle -> examples -> TrainBatch.
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { TrainBatch } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { toBatches } from './batch.ts';
-import { chatRenderer } from './chat.ts';
-import { buildExample, type ExampleOptions, type RecordFormat } from './example.ts';
+import { formatSpec, recordFormat, type ExampleOptions, type FormatSpec, type RecordFormat } from './example.ts';
 import { BadRowError, recordMapper } from './records.ts';
 import { shuffleBuffer, shuffled, epochSeed } from './shuffle.ts';
 import { resolveDataFiles, readFileRows } from './source.ts';
 import type { DataRecipe, DatasetEntry } from './spec.ts';
 import { countSplit, fractionSplit, NO_SPLIT, rowHash, type Split } from './split.ts';
-import { customTemplate, TEMPLATES } from './templates.ts';
-import type { DataTokenizer, Example, SkipReason, SourcedRecord } from './types.ts';
+import { buildChunk, chunkResults, TokenizePool, type ChunkResult } from './tokenize-pool.ts';
+import type { BuildResult, DataTokenizer, Example, SkipReason, SourcedRecord } from './types.ts';
 
 /** What happened to the rows of one pass; reported so nothing is dropped silently. */
 export interface DataStats {
@@ -25,12 +25,14 @@ export interface DataStats {
   skipped: Record<Exclude<SkipReason, 'bad_row'>, number>;
   tokens: number;
   trainableTokens: number;
+  /** rows tokenized on worker threads (the others were tokenized in-process) */
+  workerRows: number;
   /** the first few skip reasons with the row they came from */
   notes: string[];
 }
 
 export function newStats(): DataStats {
-  return { rows: 0, badRows: 0, otherPart: 0, examples: 0, truncated: 0, skipped: { too_long: 0, no_trainable_tokens: 0 }, tokens: 0, trainableTokens: 0, notes: [] };
+  return { rows: 0, badRows: 0, otherPart: 0, examples: 0, truncated: 0, skipped: { too_long: 0, no_trainable_tokens: 0 }, tokens: 0, trainableTokens: 0, workerRows: 0, notes: [] };
 }
 
 /** One line: `175 rows -> 170 examples (3 truncated); dropped 2 longer than sequence_len, ...`. */
@@ -48,10 +50,20 @@ const MAX_NOTES = 5;
 const note = (s: DataStats, text: string) => s.notes.length < MAX_NOTES && s.notes.push(text);
 
 interface Source {
+  index: number;
   entry: DatasetEntry;
   files: string[];
+  spec: FormatSpec;
   format: RecordFormat;
 }
+
+/** A record with its content hash (the split) and the index of its entry in the recipe's datasets. */
+export type DatasetRecord = SourcedRecord & { hash: string; source: number };
+
+/** Rows of a pass tokenized in-process before the worker pool starts (its startup outweighs small datasets). */
+const PARALLEL_AFTER = 1024;
+/** Records per chunk sent to a worker. */
+const CHUNK_ROWS = 256;
 
 export type Part = 'train' | 'validation';
 
@@ -71,30 +83,30 @@ export interface Dataset {
   files: string[];
   split: Split;
   /** records of a part; train records are shuffled per epoch (shard order + bounded buffer), validation in file order */
-  records(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<SourcedRecord & { hash: string; format: RecordFormat }>;
+  records(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<DatasetRecord>;
   /** tokenized, masked examples of a part with the row each came from (skips counted in stats) */
   examples(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<Example & { where: string }>;
   /** TrainBatch micro-batches; throws FtError when a part yields no example at all */
   batches(req?: BatchRequest): AsyncGenerator<TrainBatch>;
+  /** ends the tokenizer threads, if a pass started them (idle ones never keep the process alive) */
+  close(): Promise<void>;
 }
 
-function formatOf(entry: DatasetEntry, tok: DataTokenizer): RecordFormat {
-  if (entry.type === 'chat') {
-    const source = entry.chat_template ?? tok.chatTemplate;
-    if (!source) throw new FtError(`dataset '${entry.path}': type chat needs a chat template; the tokenizer has none (set chat_template in the dataset entry)`);
-    return { kind: 'chat', renderer: chatRenderer(source, tok), rolesToTrain: entry.roles_to_train };
-  }
-  if (entry.type === 'custom') return { kind: 'instruction', template: customTemplate(entry.format!, entry.no_input_format) };
-  return { kind: 'instruction', template: TEMPLATES[entry.type] };
+export interface LoadOptions {
+  /** rows of a pass tokenized in-process before the worker threads take over */
+  parallelAfter?: number;
 }
 
 /** Resolves every dataset path, checks the formats and prepares the validation split (count splits read the hashes once). */
-export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.'): Promise<Dataset> {
+export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.', opts: LoadOptions = {}): Promise<Dataset> {
   const sources: Source[] = [];
-  for (const entry of recipe.datasets) sources.push({ entry, files: await resolveDataFiles(entry.path, baseDir), format: formatOf(entry, tok) });
+  for (const entry of recipe.datasets) {
+    const spec = formatSpec(entry, tok);
+    sources.push({ index: sources.length, entry, files: await resolveDataFiles(entry.path, baseDir), spec, format: recordFormat(spec, tok) });
+  }
 
   /** Records of the given (source, file) units in that order, mapped and checked. */
-  async function* read(units: { src: Source; file: string }[], stats?: DataStats): AsyncGenerator<SourcedRecord & { hash: string; format: RecordFormat }> {
+  async function* read(units: { src: Source; file: string }[], stats?: DataStats): AsyncGenerator<DatasetRecord> {
     for (const { src, file } of units) {
       const mapper = recordMapper(src.entry);
       const rel = path.relative(baseDir, file);
@@ -114,7 +126,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
             }
             continue;
           }
-          for (const record of records) yield { record, where, hash: rowHash(record), format: src.format };
+          for (const record of records) yield { record, where, hash: rowHash(record), source: src.index };
         }
       }
     }
@@ -132,6 +144,50 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
   }
 
   const exampleOpts: ExampleOptions = { sequenceLen: recipe.sequence_len, trainOnInputs: recipe.train_on_inputs, excessLength: recipe.excess_length_strategy };
+  const threads = tok.origin ? (recipe.dataset_processes ?? availableParallelism()) : 1;
+  const parallelAfter = opts.parallelAfter ?? PARALLEL_AFTER;
+  let pool: TokenizePool | null = null;
+  const formats = sources.map((s) => s.format);
+
+  /**
+   * Each record with its BuildResult, in order. Records go in chunks to the worker threads once they are up
+   * (started when a pass passes parallelAfter rows); until then, and with one thread, chunks are built in-process.
+   */
+  async function* built(records: AsyncIterable<DatasetRecord>, stats: DataStats): AsyncGenerator<[DatasetRecord, BuildResult]> {
+    const queue: { items: DatasetRecord[]; result: ChunkResult | Promise<ChunkResult> }[] = [];
+    let chunk: DatasetRecord[] = [];
+    let n = 0;
+    const dispatch = () => {
+      const items = chunk;
+      chunk = [];
+      const c = { records: items.map((r) => r.record), format: items.map((r) => r.source), where: items.map((r) => r.where) };
+      if (threads > 1 && !pool && n >= parallelAfter) pool = new TokenizePool(threads, { tokenizer: tok.origin!, formats: sources.map((s) => s.spec), options: exampleOpts });
+      if (pool?.ready) {
+        const result = pool.run(c);
+        result.catch(() => {}); // awaited in order below; a failure must not count as unhandled meanwhile
+        queue.push({ items, result });
+        stats.workerRows += items.length;
+      } else queue.push({ items, result: buildChunk(c, formats, tok, exampleOpts) });
+    };
+    async function* receive(): AsyncGenerator<[DatasetRecord, BuildResult]> {
+      const { items, result } = queue.shift()!;
+      let i = 0;
+      for (const res of chunkResults(await result, items.length)) yield [items[i++], res];
+    }
+    for await (const r of records) {
+      n++;
+      chunk.push(r);
+      if (chunk.length === CHUNK_ROWS) {
+        dispatch();
+        // the workers' "ready" arrives as an event: let the event loop run while they start
+        if (pool && !pool.ready) await new Promise(setImmediate);
+      }
+      // hand on what is done; wait on a worker only with enough chunks in flight to keep every thread busy
+      while (queue.length > 0 && (!(queue[0].result instanceof Promise) || queue.length > 2 * threads)) yield* receive();
+    }
+    if (chunk.length) dispatch();
+    while (queue.length) yield* receive();
+  }
 
   const ds: Dataset = {
     recipe,
@@ -150,8 +206,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
       yield* part === 'train' ? shuffleBuffer(kept, recipe.shuffle_buffer_size, rng) : kept;
     },
     async *examples(part, epoch = 0, stats = newStats()) {
-      for await (const r of ds.records(part, epoch, stats)) {
-        const res = buildExample(r.record, r.format, tok, exampleOpts, r.where);
+      for await (const [r, res] of built(ds.records(part, epoch, stats), stats)) {
         if (!res.ok) {
           stats.skipped[res.reason as Exclude<SkipReason, 'bad_row'>]++;
           note(stats, res.detail);
@@ -159,9 +214,10 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
         }
         stats.examples++;
         if (res.truncated) stats.truncated++;
-        stats.tokens += res.example.ids.length;
-        for (const l of res.example.labels) if (l >= 0) stats.trainableTokens++;
-        yield { ...res.example, where: r.where };
+        const { ids, labels } = res.example;
+        stats.tokens += ids.length;
+        for (let i = 0; i < labels.length; i++) if (labels[i] >= 0) stats.trainableTokens++;
+        yield { ids, labels, where: r.where };
       }
     },
     async *batches({ part = 'train', epoch = 0, startBatch = 0, stats = newStats() } = {}) {
@@ -174,6 +230,10 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
         const what = recipe.datasets.map((d) => d.path).join(', ');
         throw new FtError(`dataset ${what}: no ${part} examples (${formatStats(stats, recipe.sequence_len)})${stats.notes.length ? `; e.g. ${stats.notes[0]}` : ''}`);
       }
+    },
+    async close() {
+      await pool?.close();
+      pool = null;
     },
   };
   return ds;

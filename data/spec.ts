@@ -47,6 +47,8 @@ export const dataRecipeShape = {
   on_bad_row: z.enum(['error', 'skip']).default('error'),
   /** rows held by the streaming shuffle; 0 = keep file order */
   shuffle_buffer_size: z.number().int().min(0).default(10_000),
+  /** threads that tokenize (a pass's first rows are tokenized in-process); default: one per core; 1 = none */
+  dataset_processes: z.number().int().min(1).optional(),
 };
 export const DataRecipeSchema = z.object(dataRecipeShape);
 export type DataRecipe = z.output<typeof DataRecipeSchema>;

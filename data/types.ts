@@ -1,4 +1,5 @@
 // The data pipeline's types: rows as read from files, records after column mapping, tokenized examples.
+import type { TokenizerOrigin } from '../model/tokenizer.ts';
 
 /** One row as a reader yields it: column name -> value (strings, nulls, nested lists/objects for chat). */
 export type Row = Record<string, unknown>;
@@ -54,6 +55,8 @@ export interface DataTokenizer {
   addBos: boolean;
   /** jinja chat template from tokenizer_config.json, null when the model has none */
   chatTemplate: string | null;
+  /** how to build this tokenizer again on a worker thread; without it, tokenizing stays on the calling thread */
+  origin?: TokenizerOrigin;
 }
 
 /**

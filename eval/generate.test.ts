@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { chatRenderer } from '../data/chat.ts';
+import { recordFormat } from '../data/example.ts';
 import { CHATML_TEMPLATE, seedTokenizer } from '../data/testing.ts';
 import { TEMPLATES } from '../data/templates.ts';
 import { disposeLlama } from '../model/llama.ts';
@@ -16,7 +16,7 @@ describe('stop markers', () => {
 
   it('are the turn markers of ChatML, from the instruction template and from a chat template alike', () => {
     expect(stopMarkers({ kind: 'instruction', template: TEMPLATES.chatml }, tok).sort()).toEqual(['<|im_end|>', '<|im_start|>assistant', '<|im_start|>user']);
-    const chat = stopMarkers({ kind: 'chat', renderer: chatRenderer(CHATML_TEMPLATE, tok), rolesToTrain: ['assistant'] }, tok);
+    const chat = stopMarkers(recordFormat({ kind: 'chat', chatTemplate: CHATML_TEMPLATE, rolesToTrain: ['assistant'] }, tok), tok);
     expect(chat.sort()).toEqual(['<|im_end|>', '<|im_start|>assistant', '<|im_start|>user']);
   });
 

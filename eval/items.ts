@@ -1,13 +1,11 @@
 // Held-out eval items: rows -> records (the training column mapping) -> prompt ids exactly as training tokenizes
 // them, the reference answer, the row's task (for a per-task breakdown) and its content hash (for the overlap check).
 import * as path from 'node:path';
-import { chatRenderer } from '../data/chat.ts';
-import { buildExample, recordPieces, type RecordFormat } from '../data/example.ts';
+import { buildExample, formatSpec, recordFormat, recordPieces, type RecordFormat } from '../data/example.ts';
 import { recordMapper } from '../data/records.ts';
 import { readFileRows, resolveDataFiles } from '../data/source.ts';
 import { DatasetEntrySchema, type DatasetEntry } from '../data/spec.ts';
 import { rowHash } from '../data/split.ts';
-import { customTemplate, TEMPLATES } from '../data/templates.ts';
 import type { DataRecord, DataTokenizer, Example } from '../data/types.ts';
 import { IGNORE_INDEX } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -58,17 +56,6 @@ export function entryFor(file: string, type = 'alpaca'): DatasetEntry {
   const parsed = DatasetEntrySchema.safeParse({ path: file, type });
   if (!parsed.success) throw new FtError(`--data-type ${type}: ${parsed.error.issues[0].message}`);
   return parsed.data;
-}
-
-/** How records of `entry` become text: the same choice data/pipeline.ts makes for training. */
-export function formatFor(entry: DatasetEntry, tok: DataTokenizer): RecordFormat {
-  if (entry.type === 'chat') {
-    const source = entry.chat_template ?? tok.chatTemplate;
-    if (!source) throw new FtError(`dataset '${entry.path}': type chat needs a chat template; the tokenizer has none`);
-    return { kind: 'chat', renderer: chatRenderer(source, tok), rolesToTrain: ['assistant'] };
-  }
-  if (entry.type === 'custom') return { kind: 'instruction', template: customTemplate(entry.format!, entry.no_input_format) };
-  return { kind: 'instruction', template: TEMPLATES[entry.type] };
 }
 
 /** Start of the last run of trained labels: the final response begins there, everything before it is the prompt. */
@@ -125,7 +112,7 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
   for (const entry of source.entries) {
     if (items.length >= limit) break;
     const files = await resolveDataFiles(entry.path, baseDir);
-    const format = formatFor(entry, tok);
+    const format = recordFormat(formatSpec(entry, tok), tok);
     const mapper = recordMapper(entry);
     let rows = 0;
     for (const file of files) {

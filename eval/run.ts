@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { checkAgainstModel, loadPeftAdapter, readPeftAdapter } from '../adapters/peft.ts';
 import { toBatches } from '../data/batch.ts';
+import { formatSpec, recordFormat } from '../data/example.ts';
 import type { DataTokenizer } from '../data/types.ts';
 import { disposeLlama } from '../model/llama.ts';
 import type { LinearFactory } from '../model/linear.ts';
@@ -15,7 +16,7 @@ import { readMetrics, type MetricsRecord } from '../train/metrics-log.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { progress } from '../util/progress.ts';
 import { generateResponses, stopMarkers } from './generate.ts';
-import { formatFor, readEvalItems, type EvalItem, type EvalSource } from './items.ts';
+import { readEvalItems, type EvalItem, type EvalSource } from './items.ts';
 import { meanLoss, type LossResult } from './loss.ts';
 import { meanScores, scoreExample } from './metrics.ts';
 import { checkOverlap } from './overlap.ts';
@@ -182,7 +183,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
 
   const weights = await loadLlama(opts.model, { linear: opts.linear });
   try {
-    const markers = [...new Set(opts.data.entries.flatMap((e) => stopMarkers(formatFor(e, tok), tok)))];
+    const markers = [...new Set(opts.data.entries.flatMap((e) => stopMarkers(recordFormat(formatSpec(e, tok), tok), tok)))];
     const prompts = items.map((it) => it.promptIds);
     const lossBatch = opts.lossBatchSize ?? gen.batchSize;
 

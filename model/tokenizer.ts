@@ -19,6 +19,16 @@ export interface Tokenizer {
   addBos: boolean;
   addEos: boolean;
   tokenToId(tok: string): number | null;
+  /** the parsed files it was built from: enough to build the same tokenizer again (on a worker thread) */
+  origin: TokenizerOrigin;
+}
+
+/** What tokenizerFromJson takes, as plain JSON (structured-cloneable). */
+export interface TokenizerOrigin {
+  tokenizerJson: Json;
+  tokenizerConfig: Json | null;
+  modelConfig: Json | null;
+  source: string;
 }
 
 type Json = Record<string, unknown>;
@@ -132,6 +142,7 @@ export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | n
     tokenToId(tok) {
       return hf.token_to_id(tok) ?? null;
     },
+    origin: { tokenizerJson, tokenizerConfig, modelConfig, source },
   };
 }
 

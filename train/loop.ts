@@ -73,6 +73,7 @@ export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainRe
     trained = await run(recipe, { ...model, modelDir }, data, resumeFrom, opts, log);
   } finally {
     disposeLlama(model.weights);
+    await data.ds.close();
   }
   const { result, figures } = trained;
   if (result.interrupted) return result;
