@@ -1,8 +1,8 @@
 // Data pipeline throughput and memory: generates Alpaca-style Arrow stream files, then streams each in a fresh process
 // (so peak RSS is that pass's own): read only, and the full path to packed TrainBatches (tokenize, mask, split,
 // shuffle, pack), each at 50k and 500k rows, so the two peak RSS figures show whether memory grows with the file.
-// Tokenizing runs in-process (1 thread) and on worker threads (one per core); a tokenizer the per-piece cache does
-// not apply to (every text through @huggingface/tokenizers, as SentencePiece-style tokenizers go) shows the slow case.
+// Tokenizing runs in-process (1 thread) and on worker threads (one per core), with a byte-level BPE (Llama 3 layout),
+// a SentencePiece-style one (Llama 2 layout) and one the per-piece cache does not cover (the library's own speed).
 // Run: npx tsx bench/data.ts   (FT_BENCH_DATA_ROWS=50000,500000 and FT_BENCH_DATA_TOKENIZE_ROWS=50000,500000 pick sizes)
 import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
@@ -15,12 +15,13 @@ import { loadDataset, newStats } from '../data/pipeline.ts';
 import { readFileRows } from '../data/source.ts';
 import { DataRecipeSchema } from '../data/spec.ts';
 import { seedRows, seedTokenizer } from '../data/testing.ts';
-import { tokenizerFromJson } from '../model/tokenizer.ts';
+import { tokenizerJson, trainBpe } from '../model/bpe.ts';
+import { tokenizerFromJson, type Tokenizer } from '../model/tokenizer.ts';
 import type { Row } from '../data/types.ts';
 import { Rng } from '../util/rng.ts';
 import { report, type Figures } from './report.ts';
 
-const [mode, file, arg, uncachedArg] = process.argv.slice(2);
+const [mode, file, arg, tokenizerArg] = process.argv.slice(2);
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
 /** Rows of seed-task words in Alpaca shape: instruction 6-20 words, input empty 60% of the time, output 10-60 words. */
@@ -35,6 +36,20 @@ async function* generated(n: number): AsyncGenerator<Row[]> {
   }
 }
 
+/**
+ * The seed-task byte-level BPE (Llama 3 layout); a SentencePiece-style BPE of the same size (Llama 2 layout); or
+ * the byte-level one with a normalizer (NFC: no change to this text), which turns the per-piece cache off.
+ */
+function benchTokenizer(kind: string): Tokenizer {
+  const seed = seedTokenizer();
+  const { tokenizerJson: json, tokenizerConfig } = seed.origin;
+  if (kind === 'byte-level') return seed;
+  if (kind === 'uncached') return tokenizerFromJson({ ...json, normalizer: { type: 'NFC' } }, tokenizerConfig, null, 'uncached');
+  const texts = seedRows().flatMap((r) => [r.instruction, r.input, r.output]);
+  const spm = trainBpe(texts, { vocabSize: 1024, specialTokens: ['<unk>', '<s>', '</s>'], style: 'sentencepiece' });
+  return tokenizerFromJson(tokenizerJson(spm, { bos: '<s>' }), tokenizerConfig, null, 'sentencepiece');
+}
+
 if (mode === 'gen') {
   await writeArrowStream(file, generated(Number(arg)));
 } else if (mode === 'read') {
@@ -43,10 +58,7 @@ if (mode === 'gen') {
   for await (const b of readFileRows(file)) rows += b.rows.length;
   console.log(JSON.stringify({ rows, seconds: (performance.now() - t0) / 1000, peakRssMb: peakRssMb() }));
 } else if (mode === 'pipeline') {
-  const seed = seedTokenizer();
-  // a normalizer (NFC: no change to this text) turns the piece cache off
-  const { tokenizerJson, tokenizerConfig, modelConfig } = seed.origin;
-  const tok = uncachedArg === 'uncached' ? tokenizerFromJson({ ...tokenizerJson, normalizer: { type: 'NFC' } }, tokenizerConfig, modelConfig, 'nfc') : seed;
+  const tok = benchTokenizer(tokenizerArg ?? 'byte-level');
   const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05, dataset_processes: Number(arg) });
   const ds = await loadDataset(recipe, tok);
   const stats = newStats();
@@ -90,9 +102,11 @@ if (mode === 'gen') {
       }
     }
     const n = Math.min(...tokenizeSizes);
-    for (const t of threads) {
-      const pipe = child('pipeline', path.join(dir, `gen-${n}.arrow`), String(t), 'uncached');
-      figures[`uncached tokenizer ${n / 1000}k, ${t} thread${t > 1 ? 's' : ''}: rows/s`] = pipe.rows / pipe.seconds;
+    for (const kind of ['sentencepiece', 'uncached']) {
+      for (const t of threads) {
+        const pipe = child('pipeline', path.join(dir, `gen-${n}.arrow`), String(t), kind);
+        figures[`${kind} tokenizer ${n / 1000}k, ${t} thread${t > 1 ? 's' : ''}: rows/s`] = pipe.rows / pipe.seconds;
+      }
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

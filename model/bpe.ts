@@ -1,6 +1,6 @@
-// Byte-level BPE training, GPT-2 style (byte -> printable unicode map, regex pre-tokenization, ByteLevel decoder),
-// emitting a standard Hugging Face tokenizer.json. Hand-written: no maintained JS library trains BPE
-// (@huggingface/tokenizers in JS only runs tokenizers).
+// BPE training, byte-level GPT-2 style (byte -> printable unicode map, regex pre-tokenization, ByteLevel decoder) or
+// SentencePiece style as Llama 2 ships it (▁ for spaces, byte fallback), emitting a standard Hugging Face
+// tokenizer.json. Hand-written: no maintained JS library trains BPE (@huggingface/tokenizers in JS only runs them).
 
 /** GPT-2's pre-tokenization pattern, the one the ByteLevel pre-tokenizer applies with use_regex. */
 export const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
@@ -14,8 +14,14 @@ export const BYTE_TO_UNICODE: readonly string[] = (() => {
   return map;
 })();
 
+export type BpeStyle = 'byte-level' | 'sentencepiece';
+
 export interface BpeModel {
-  /** id -> token: special tokens first, then the 256 byte symbols in byte order, then one token per new merge. */
+  style: BpeStyle;
+  /**
+   * id -> token: special tokens first, then the 256 byte symbols in byte order (byte-level: GPT-2's characters;
+   * sentencepiece: `<0x00>`... fallback tokens followed by the corpus's characters), then one token per new merge.
+   */
   vocab: string[];
   /** In rank order. */
   merges: [string, string][];
@@ -29,6 +35,16 @@ export function preTokenize(text: string): string[] {
   return (text.match(GPT2_PATTERN) ?? []).map((piece) => Array.from(encoder.encode(piece), (b) => BYTE_TO_UNICODE[b]).join(''));
 }
 
+/** SentencePiece's mark for a space. */
+const SPM_SPACE = '\u2581';
+
+/** A text's SentencePiece words: spaces as ▁, one ▁ prepended, each word a run of ▁ and the characters after it. */
+function spmWords(text: string): string[] {
+  return (SPM_SPACE + text.replaceAll(' ', SPM_SPACE)).match(/\u2581*[^\u2581]+|\u2581+/g) ?? [];
+}
+
+const BYTE_FALLBACK = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+
 /** A pair of symbol ids as one map key (ids stay below 2^21). */
 const pairKey = (a: number, b: number) => a * 2097152 + b;
 
@@ -36,14 +52,17 @@ const pairKey = (a: number, b: number) => a * 2097152 + b;
  * Learns merges until the vocabulary (specials + 256 bytes + merges) reaches `vocabSize` or no adjacent pair is left.
  * Each step merges the most frequent adjacent pair, ties going to the smallest (left id, right id): deterministic.
  */
-export function trainBpe(texts: Iterable<string>, opts: { vocabSize: number; specialTokens: string[] }): BpeModel {
-  const vocab = [...opts.specialTokens, ...BYTE_TO_UNICODE];
-  if (opts.vocabSize < vocab.length) throw new RangeError(`vocab size ${opts.vocabSize} is below the ${vocab.length} special and byte tokens`);
+export function trainBpe(texts: Iterable<string>, opts: { vocabSize: number; specialTokens: string[]; style?: BpeStyle }): BpeModel {
+  const style = opts.style ?? 'byte-level';
+  // Distinct pre-tokens with their counts
+  const counts = new Map<string, number>();
+  for (const text of texts) for (const w of style === 'byte-level' ? preTokenize(text) : spmWords(text)) counts.set(w, (counts.get(w) ?? 0) + 1);
+  const chars = style === 'byte-level' ? BYTE_TO_UNICODE : [...BYTE_FALLBACK, ...[...new Set([...counts.keys()].flatMap((w) => Array.from(w)))].sort()];
+  const vocab = [...opts.specialTokens, ...chars];
+  if (opts.vocabSize < vocab.length) throw new RangeError(`vocab size ${opts.vocabSize} is below the ${vocab.length} special and base tokens`);
   const idOf = new Map(vocab.map((t, i) => [t, i]));
 
-  // Distinct pre-tokens with their counts, as symbol id sequences
-  const counts = new Map<string, number>();
-  for (const text of texts) for (const w of preTokenize(text)) counts.set(w, (counts.get(w) ?? 0) + 1);
+  // as symbol id sequences
   const words = [...counts].map(([w, count]) => ({ syms: Array.from(w, (ch) => idOf.get(ch)!), count }));
 
   const pairs = new Map<number, number>(); // pairKey -> occurrences weighted by word count
@@ -89,15 +108,18 @@ export function trainBpe(texts: Iterable<string>, opts: { vocabSize: number; spe
       addPairs(merged, w.count);
     }
   }
-  return { vocab, merges, specialTokens: opts.specialTokens };
+  return { style, vocab, merges, specialTokens: opts.specialTokens };
 }
 
 /**
- * A Hugging Face tokenizer.json for `model`: BPE with ByteLevel pre-tokenizer and decoder, specials as added tokens,
- * and when `bos` is given a TemplateProcessing post-processor that prepends it (as Llama's tokenizers do).
+ * A Hugging Face tokenizer.json for `model`, specials as added tokens, and when `bos` is given a TemplateProcessing
+ * post-processor that prepends it (as Llama's tokenizers do). Byte-level: ByteLevel pre-tokenizer and decoder.
+ * SentencePiece: Llama 2's layout (Prepend ▁ + Replace ' ' normalizer, no pre-tokenizer, byte fallback, and the
+ * decoder that undoes them).
  */
 export function tokenizerJson(model: BpeModel, opts: { bos?: string } = {}): Record<string, unknown> {
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const spm = model.style === 'sentencepiece';
   const special = (tok: string) => ({ SpecialToken: { id: tok, type_id: 0 } });
   const seq = (id: 'A' | 'B', typeId: number) => ({ Sequence: { id, type_id: typeId } });
   return {
@@ -113,8 +135,10 @@ export function tokenizerJson(model: BpeModel, opts: { bos?: string } = {}): Rec
       normalized: false,
       special: true,
     })),
-    normalizer: null,
-    pre_tokenizer: byteLevel,
+    normalizer: spm
+      ? { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: SPM_SPACE }, { type: 'Replace', pattern: { String: ' ' }, content: SPM_SPACE }] }
+      : null,
+    pre_tokenizer: spm ? null : byteLevel,
     post_processor: opts.bos
       ? {
           type: 'TemplateProcessing',
@@ -123,15 +147,25 @@ export function tokenizerJson(model: BpeModel, opts: { bos?: string } = {}): Rec
           special_tokens: { [opts.bos]: { id: opts.bos, ids: [model.vocab.indexOf(opts.bos)], tokens: [opts.bos] } },
         }
       : null,
-    decoder: byteLevel,
+    decoder: spm
+      ? {
+          type: 'Sequence',
+          decoders: [
+            { type: 'Replace', pattern: { String: SPM_SPACE }, content: ' ' },
+            { type: 'ByteFallback' },
+            { type: 'Fuse' },
+            { type: 'Strip', content: ' ', start: 1, stop: 0 },
+          ],
+        }
+      : byteLevel,
     model: {
       type: 'BPE',
       dropout: null,
-      unk_token: null,
+      unk_token: spm && model.vocab.includes('<unk>') ? '<unk>' : null,
       continuing_subword_prefix: null,
       end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
+      fuse_unk: spm,
+      byte_fallback: spm,
       ignore_merges: false,
       vocab: Object.fromEntries(model.vocab.map((t, i) => [t, i])),
       merges: model.merges.map(([a, b]) => `${a} ${b}`),

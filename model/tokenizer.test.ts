@@ -116,7 +116,7 @@ describe('DecodeStream', () => {
   });
 });
 
-describe('encode of byte-level BPE through the per-piece cache', () => {
+describe('encode through the per-piece cache', () => {
   const seed = readFileSync(path.join(__dirname, '../../shared/data/alpaca-seed/seed_tasks.jsonl'), 'utf8')
     .split('\n')
     .filter((l) => l.trim())
@@ -125,15 +125,37 @@ describe('encode of byte-level BPE through the per-piece cache', () => {
       return [t.instruction, ...t.instances.flatMap((i) => [i.input, i.output, `${t.instruction}\n\n${i.input}\n${i.output}`])];
     });
   const rng = new Rng(11);
-  const alphabet = [...'ab Zé中😀 \n\t\r  \'s\'t\'re\'ll 0123 .,!?-_#()<>/s', '<s>', '</s>', "'", '  ', '\n\n'];
+  const alphabet = [...'ab Zé中😀 \n\t\r  \'s\'t\'re\'ll 0123 .,!?-_#()<>/s\u2581', '<s>', '</s>', "'", '  ', '\n\n', ' the', 'e '];
   const fuzz = Array.from({ length: 400 }, () => Array.from({ length: 1 + rng.int(40) }, () => alphabet[rng.int(alphabet.length)]).join(''));
+  const texts = [...seed, ...fuzz, ...seed, '', ' ', '  x', 'x  ', '\u2581x', ' \u2581 '];
 
-  it('gives exactly the ids of @huggingface/tokenizers on the Alpaca seed tasks and on random text', () => {
-    const json = tokenizerJson(model);
+  /** Every text encodes to exactly the ids @huggingface/tokenizers gives (the second pass over seed hits the cache). */
+  function expectLibraryIds(json: Record<string, unknown>): void {
     const reference = new HfTokenizer(json, {});
     const tok = tokenizerFromJson(json, { eos_token: '</s>' }, null, 'test');
-    for (const text of [...seed, ...fuzz, ...seed]) {
-      expect(tok.encode(text, { addSpecialTokens: false })).toEqual(reference.encode(text, { add_special_tokens: false }).ids);
+    for (const text of texts) expect(tok.encode(text, { addSpecialTokens: false }), JSON.stringify(text)).toEqual(reference.encode(text, { add_special_tokens: false }).ids);
+  }
+  const spm = trainBpe(seed, { vocabSize: 700, specialTokens: ['<unk>', '<s>', '</s>'], style: 'sentencepiece' });
+
+  it('gives the library ids for byte-level BPE (Llama 3 layout) on the Alpaca seed tasks and on random text', () => {
+    expectLibraryIds(tokenizerJson(model));
+  });
+
+  it('gives the library ids for SentencePiece-style BPE, as Llama 2 (Prepend normalizer) and as newer files (Metaspace) lay it out', () => {
+    const llama2 = tokenizerJson(spm);
+    expect(llama2.pre_tokenizer).toBeNull();
+    expectLibraryIds(llama2);
+    for (const prepend_scheme of ['first', 'always']) {
+      expectLibraryIds({ ...llama2, normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme, split: false } });
     }
+  });
+
+  it('leaves SentencePiece text whole when a token joins a word to the next one', () => {
+    const json = tokenizerJson(spm);
+    const m = json.model as { vocab: Record<string, number>; merges: string[] };
+    // a merge of 'e' with the next word's mark, ranked first: pieces would split "the end" where this token sits
+    const joined = { ...json, model: { ...m, vocab: { ...m.vocab, 'e\u2581': spm.vocab.length }, merges: ['e \u2581', ...m.merges] } };
+    expect(new HfTokenizer(joined, {}).encode('the end', { add_special_tokens: false }).tokens).toContain('e\u2581');
+    expectLibraryIds(joined);
   });
 });
