@@ -113,6 +113,10 @@ export class LoraLinear implements Linear {
     });
   }
 
+  trainableVariables(): tf.Variable[] {
+    return [this.A, this.B];
+  }
+
   /** The frozen base weight [out, in]; the adapter's contribution is in `mergedWeight()`. */
   denseWeight(): Float32Array {
     return this.base.denseWeight();

@@ -16,6 +16,12 @@ export interface BenchConfig {
   timedSteps: number;
   /** new tokens generated with the KV cache after a 16-token prompt */
   generateTokens: number;
+  /** gradient checkpointing (recompute each decoder layer in the backward pass), as a recipe's gradient_checkpointing */
+  checkpoint?: boolean;
+  /** the base formats measured (default both) */
+  bases?: BaseKind[];
+  /** only when FT_BENCH_CONFIGS names it (minutes per step) */
+  optIn?: boolean;
 }
 
 /** LoRA r=8, alpha=16, no dropout, on every projection of every block (not lm_head), as PEFT's 'all-linear'. */
@@ -41,10 +47,26 @@ function llama2c(dim: number, layers: number, heads: number, hidden: number): Ll
   };
 }
 
+/** TinyLlama-1.1B's config.json: 1.1B parameters, the size QLoRA on one machine is for. */
+const TINYLLAMA: LlamaConfig = {
+  ...PRESETS.tiny,
+  hiddenSize: 2048,
+  intermediateSize: 5632,
+  numHiddenLayers: 22,
+  numAttentionHeads: 32,
+  numKeyValueHeads: 4,
+  headDim: 64,
+  vocabSize: 32000,
+  maxPositionEmbeddings: 2048,
+  raw: {},
+};
+
 export const BENCH_CONFIGS: BenchConfig[] = [
   { name: 'tiny', note: "ft init-model preset (GQA 4/2 heads, vocab 1024)", model: { ...PRESETS.tiny, raw: {} }, batch: 8, seq: 256, warmupSteps: 2, timedSteps: 5, generateTokens: 64 },
   { name: 'stories15M', note: 'llama2.c stories15M shape', model: llama2c(288, 6, 6, 768), batch: 4, seq: 256, warmupSteps: 1, timedSteps: 3, generateTokens: 64 },
   { name: 'stories110M', note: 'llama2.c stories110M shape (the ~100M config)', model: llama2c(768, 12, 12, 2048), batch: 1, seq: 256, warmupSteps: 1, timedSteps: 2, generateTokens: 8 },
+  // float32 weights of 1.1B parameters (4.4 GB) cannot fit the 4 GiB wasm heap: NF4 only, as QLoRA runs it
+  { name: 'tinyllama', note: 'TinyLlama-1.1B shape (GQA 32/4 heads, untied head), gradient checkpointing', model: TINYLLAMA, batch: 1, seq: 256, warmupSteps: 1, timedSteps: 1, generateTokens: 4, checkpoint: true, bases: ['nf4'], optIn: true },
 ];
 
 export type BaseKind = 'float' | 'nf4';

@@ -2,7 +2,7 @@
 // float and an NF4 base, and the same step in PyTorch as a peer (bench/peer/torch_lora.py) when /usr/bin/python3
 // has torch. Each measurement runs in its own process (bench/train-case.ts) so its peak RSS is its own.
 // Run: npm run bench -- train            (all configs; or npx tsx bench/train.ts)
-//      FT_BENCH_CONFIGS=tiny,stories15M    pick configs;  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
+//      FT_BENCH_CONFIGS=tiny,stories15M    pick configs (tinyllama, ~10 minutes, only when named);  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -96,7 +96,7 @@ const median = (xs: number[]) => {
 const MiB = (bytes: number) => bytes / 2 ** 20;
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
-const configs = process.env.FT_BENCH_CONFIGS ? process.env.FT_BENCH_CONFIGS.split(',').map((n) => benchConfig(n.trim())) : BENCH_CONFIGS;
+const configs = process.env.FT_BENCH_CONFIGS ? process.env.FT_BENCH_CONFIGS.split(',').map((n) => benchConfig(n.trim())) : BENCH_CONFIGS.filter((c) => !c.optIn);
 const missing = await peerMissing();
 const peaks = new Map<number, CpuPeak>();
 const peakOf = (cores: number) => peaks.get(cores) ?? peaks.set(cores, cpuPeak(cores)).get(cores)!;
@@ -121,7 +121,7 @@ for (const cfg of configs) {
   const p = `${cfg.name}.`;
   Object.assign(figures, { [p + 'params']: params, [p + 'train_mflop_per_token']: flops.train / 1e6, [p + 'tokens_per_step']: cfg.batch * cfg.seq });
   const ft: Partial<Record<'float' | 'nf4', CaseResult>> = {};
-  for (const base of ['float', 'nf4'] as const) {
+  for (const base of cfg.bases ?? (['float', 'nf4'] as const)) {
     const r = await runCase(cfg, base);
     if ('error' in r) {
       console.log(`  ft ${base}: FAILED (${r.error})`);

@@ -19,6 +19,7 @@ export interface MemoryArgs extends GlobalArgs {
   targetModules: string[];
   microBatchSize: number;
   sequenceLen: number;
+  gradientCheckpointing: boolean;
 }
 
 async function readConfigFile(file: string) {
@@ -51,6 +52,7 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     microBatchSize: a.microBatchSize,
     sequenceLen: a.sequenceLen,
     optimizer: 'adamw',
+    gradientCheckpointing: a.gradientCheckpointing,
   });
   const source = a.model ? path.join(a.model, 'config.json') : a.config!;
   const rows: [string, number][] = [
@@ -58,7 +60,7 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     [`LoRA adapters (r=${a.loraR}, ${a.targetModules.length} modules)`, e.adapterBytes],
     ['adapter gradients', e.gradBytes],
     ['AdamW state (m, v)', e.optimizerBytes],
-    [`activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens)`, e.activationBytes],
+    [`activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens${a.gradientCheckpointing ? ', checkpointed' : ''})`, e.activationBytes],
     ['total', e.totalBytes],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
@@ -78,7 +80,8 @@ export const memoryCommand: CommandModule<GlobalArgs, MemoryArgs> = {
       .option('lora-r', { type: 'number', default: 8, describe: 'LoRA rank' })
       .option('target-modules', { type: 'string', array: true, default: [...LINEAR_NAMES], describe: 'projections with adapters' })
       .option('micro-batch-size', { type: 'number', default: 1 })
-      .option('sequence-len', { type: 'number', default: 512 }) as unknown as Argv<MemoryArgs>,
+      .option('sequence-len', { type: 'number', default: 512 })
+      .option('gradient-checkpointing', { type: 'boolean', default: false, describe: 'recompute layers in the backward pass' }) as unknown as Argv<MemoryArgs>,
   handler: async (a) => {
     process.stdout.write((await memoryTable(a)) + '\n');
   },

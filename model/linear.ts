@@ -14,6 +14,8 @@ export interface Linear {
   readonly bias: Float32Array | null;
   /** Bytes held by the frozen weight and bias as stored. */
   bytes(): number;
+  /** The trainable variables the layer reads (LoRA factors); none for a frozen layer. */
+  trainableVariables?(): tf.Variable[];
   dispose(): void;
 }
 

@@ -3,6 +3,7 @@
 // Every projection goes through Linear.apply, so float, quantized and LoRA layers plug in unchanged.
 import * as tf from '@tensorflow/tfjs';
 import { attend } from '../engine/attention.ts';
+import { checkpoint, type Replay } from '../engine/checkpoint.ts';
 import { mmFrozen, mmFrozenT } from '../engine/matmul.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './generate.ts';
@@ -209,6 +210,19 @@ function checkBatch(w: LlamaWeights, batch: TokenBatch): void {
 export interface ForwardOptions {
   /** 'last': logits only for the final position of each row ([B, 1, vocab]), as generation needs. */
   logits?: 'all' | 'last';
+  /**
+   * Gradient checkpointing: keep only each decoder layer's input and recompute the layer in the backward pass, so
+   * training holds one layer's activations at a time instead of all of them (one more forward pass of compute).
+   * `replay` rewinds the random stream of LoRA dropout for the recomputation. Not with a KV cache.
+   */
+  checkpoint?: { replay?: Replay };
+}
+
+/** One decoder layer: h + attn(rmsNorm(h)), then + mlp(rmsNorm(.)). */
+function decoderLayer(layer: LlamaLayer, h: tf.Tensor2D, config: LlamaConfig, B: number, T: number, rope: Rope, masks: tf.Tensor2D[], cache: KVCache | undefined, i: number): tf.Tensor2D {
+  const a = attention(layer, rmsNorm(h, layer.inputLayernorm, config.rmsNormEps), config, B, T, rope, masks, cache, i);
+  const mid = tf.add<tf.Tensor2D>(h, a);
+  return tf.add<tf.Tensor2D>(mid, mlp(layer, rmsNorm(mid, layer.postAttentionLayernorm, config.rmsNormEps)));
 }
 
 /**
@@ -222,13 +236,23 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
   return tf.tidy(() => {
     const keySegments = cache ? cache.appendSegments(batch) : batch.segments; // [B, S]
     const S = keySegments.length / B;
-    const masks = attentionMasks(batch.segments, keySegments, B, T, S, config.numAttentionHeads / config.numKeyValueHeads);
+    const G = config.numAttentionHeads / config.numKeyValueHeads;
+    const masks = attentionMasks(batch.segments, keySegments, B, T, S, G);
     const rope = ropeInputs(config, batch);
     let h = tf.gather(w.embedTokens, tf.tensor1d(batch.ids, 'int32')) as tf.Tensor2D; // [B*T, hidden]
     w.layers.forEach((layer, i) => {
-      const a = attention(layer, rmsNorm(h, layer.inputLayernorm, config.rmsNormEps), config, B, T, rope, masks, cache, i);
-      h = tf.add(h, a);
-      h = tf.add(h, mlp(layer, rmsNorm(h, layer.postAttentionLayernorm, config.rmsNormEps)));
+      if (!opts.checkpoint) {
+        h = decoderLayer(layer, h, config, B, T, rope, masks, cache, i);
+        return;
+      }
+      if (cache) throw new Error('forward: checkpoint is for training, not with a KV cache');
+      const params = Object.values(layer.proj).flatMap((p) => p.trainableVariables?.() ?? []);
+      // the recomputation runs after this forward pass has freed its masks and RoPE tables: it builds its own
+      const run = (x: tf.Tensor2D, recompute: boolean) =>
+        recompute
+          ? decoderLayer(layer, x, config, B, T, ropeInputs(config, batch), attentionMasks(batch.segments, batch.segments, B, T, T, G), undefined, i)
+          : decoderLayer(layer, x, config, B, T, rope, masks, undefined, i);
+      h = checkpoint(run, h, params, opts.checkpoint.replay);
     });
     let rows = T;
     if (opts.logits === 'last') {

@@ -55,6 +55,15 @@ describe('estimateMemory', () => {
     expect(e.activationBytes).toBe(4 * (2 * forward + 5 * 2 * 256 * 256));
   });
 
+  test('gradient checkpointing keeps each layer input and one layer of activations instead of every layer', () => {
+    const plain = estimateMemory(llama7b, opts);
+    const ckpt = estimateMemory(llama7b, { ...opts, gradientCheckpointing: true });
+    const outside = 4 * 2 * 512 * (4 * 4096 + 2 * 32000) + 4 * 5 * 512 * 512;
+    // layers: 32 inputs of [512, 4096] against 32 layers' tensors and gradients; one layer's in both cases
+    expect(ckpt.activationBytes - outside).toBe(4 * 512 * 32 * 4096 + (plain.activationBytes - outside) / 32);
+    expect(ckpt.activationBytes).toBeLessThan(plain.activationBytes / 5);
+  });
+
   test('GQA shrinks k/v projections', () => {
     const gqa = parseConfig({ ...(llama7b.raw as object), num_key_value_heads: 8 }, 'config.json');
     expect(projectionShapes(gqa).k_proj).toEqual([1024, 4096]);
@@ -80,10 +89,11 @@ describe('ft memory', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'ft-mem-'));
     const file = path.join(dir, 'config.json');
     await writeFile(file, JSON.stringify(llama7b.raw));
-    const args: MemoryArgs = { backend: 'auto', quiet: true, config: file, loadIn4bit: true, doubleQuant: true, loraR: 8, targetModules: [...LINEAR_NAMES], microBatchSize: 1, sequenceLen: 512 };
+    const args: MemoryArgs = { backend: 'auto', quiet: true, config: file, loadIn4bit: true, doubleQuant: true, loraR: 8, targetModules: [...LINEAR_NAMES], microBatchSize: 1, sequenceLen: 512, gradientCheckpointing: false };
     const out = await memoryTable(args);
     expect(out).toMatch(/base weights \(nf4 \+ double quant\)\s+4\.09 GiB/);
     expect(out).toMatch(/LoRA adapters \(r=8, 7 modules\)\s+76\.3 MiB/);
+    expect(await memoryTable({ ...args, gradientCheckpointing: true })).toMatch(/activations \(batch 1 x 512 tokens, checkpointed\)/);
     await expect(memoryTable({ ...args, targetModules: ['qkv'] })).rejects.toThrow(/--target-modules: unknown module qkv/);
     await expect(memoryTable({ ...args, model: dir })).rejects.toThrow(/exactly one of --model DIR or --config/);
   });

@@ -13,6 +13,8 @@ export interface MemoryOptions {
   microBatchSize: number;
   sequenceLen: number;
   optimizer: 'adamw';
+  /** recompute each decoder layer in the backward pass (model/llama.ts ForwardOptions.checkpoint) */
+  gradientCheckpointing?: boolean;
 }
 
 export interface MemoryEstimate {
@@ -92,7 +94,11 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const G = c.numAttentionHeads / c.numKeyValueHeads;
   const batchedAttention = G * T * T * c.headDim < 1 << 16; // the switch in model/llama.ts attention()
   const attention = batchedAttention ? 4 * o.microBatchSize * c.numAttentionHeads * T * T * L : 5 * G * T * T;
-  const activationBytes = 4 * (2 * tokens * (L * perTokenLayer + 4 * h + 2 * V) + attention);
+  // With gradient checkpointing only each layer's input [tokens, h] is kept through the forward pass; the backward
+  // pass recomputes one layer at a time, holding that layer's tensors and their gradients.
+  const layersHeld = o.gradientCheckpointing ? tokens * L * h + 2 * tokens * perTokenLayer : 2 * tokens * L * perTokenLayer;
+  const attentionHeld = o.gradientCheckpointing && batchedAttention ? attention / L : attention;
+  const activationBytes = 4 * (layersHeld + 2 * tokens * (4 * h + 2 * V) + attentionHeld);
 
   const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes;
   return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, totalBytes };

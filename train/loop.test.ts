@@ -116,6 +116,18 @@ describe('train()', () => {
     }
   });
 
+  it('with gradient_checkpointing, follows the same loss curve to the same adapter (dropout masks replayed)', async () => {
+    const ckpt = await run('checkpointed', { gradient_checkpointing: true });
+    const [a, b] = [lossCurve(ckpt.history), lossCurve(first.history)];
+    expect(a.length).toBe(b.length);
+    for (let i = 0; i < a.length; i++) for (const k of ['loss', 'grad_norm'] as const) expect(a[i][k]).toBeCloseTo(b[i][k]!, 4);
+    const [wa, wb] = [await adapterTensors(ckpt.adapterDir), await adapterTensors(first.adapterDir)];
+    for (const [k, v] of wb) {
+      const maxDiff = v.reduce((m, x, i) => Math.max(m, Math.abs(x - wa.get(k)![i])), 0);
+      expect(maxDiff, k).toBeLessThan(1e-4);
+    }
+  });
+
   it('keeps the newest save_total_limit checkpoints, the final one included', async () => {
     expect((await listCheckpoints(first.outputDir)).map((c) => c.step)).toEqual([6, 8]);
   });

@@ -6,13 +6,14 @@ import { formatTrainableParams } from '../adapters/lora.ts';
 import { savePeftAdapter } from '../adapters/peft.ts';
 import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
 import { meanLoss } from '../eval/loss.ts';
-import { causalLmLoss, forward, disposeLlama } from '../model/llama.ts';
+import { causalLmLoss, forward, disposeLlama, type ForwardOptions } from '../model/llama.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { TrainBatch } from '../model/types.ts';
 import type { EvalResult } from '../eval/run.ts';
 import type { PushResult } from '../hub/push.ts';
 import { progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
+import type { RngState } from '../util/rng.ts';
 import { checkpointDir, loadCheckpoint, removeCheckpoints, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
@@ -189,6 +190,9 @@ async function run(
     return r.loss;
   };
 
+  // gradient checkpointing recomputes layers in the backward pass: LoRA dropout is rewound so its masks repeat
+  const replay = { save: () => adapter.dropoutState(), restore: (s: unknown) => adapter.setDropoutState(s as RngState) };
+  const forwardOpts: ForwardOptions = recipe.gradient_checkpointing ? { checkpoint: { replay } } : {};
   adapter.setTraining(true);
   bar.update(state.globalStep);
   try {
@@ -199,7 +203,7 @@ async function run(
       for (let g = 0; g < G; g++) {
         const { value: batch } = await batches.next();
         const b = batch as TrainBatch;
-        const { value, grads: byVarName } = tf.variableGrads(() => tf.div(causalLmLoss(forward(weights, b), b.labels).loss, G) as tf.Scalar, adapter.trainableVariables());
+        const { value, grads: byVarName } = tf.variableGrads(() => tf.div(causalLmLoss(forward(weights, b, undefined, forwardOpts), b.labels).loss, G) as tf.Scalar, adapter.trainableVariables());
         const grads = namedGrads(params, byVarName);
         window.lossSum += (await value.data())[0] * G;
         value.dispose();

@@ -66,6 +66,7 @@ const RecipeFields = z.strictObject({
   ...dataRecipeShape,
   // batches and length of training
   gradient_accumulation_steps: posInt().default(1),
+  gradient_checkpointing: bool().default(false), // recompute each decoder layer in backward: one layer's activations held, ~1/3 more compute
   num_epochs: posNum().optional(),
   max_steps: posInt().optional(), // wins over num_epochs, as in HF Trainer
   // optimization
