@@ -130,8 +130,8 @@ export function modelTensors(w: LlamaWeights, adapter: Adapter | null): ExportTe
   });
 }
 
-/** Tensors a model load builds through its LinearFactory (as weightsFromTensors does): projections and lm_head. */
-const isLinearWeight = (name: string) => name.endsWith('_proj.weight') || name === 'lm_head.weight';
+/** Tensors a model load builds through its LinearFactory (as weightsFromTensors does): the projections (lm_head stays float). */
+const isLinearWeight = (name: string) => name.endsWith('_proj.weight');
 
 /**
  * The merged model streamed from a model folder, one tensor in memory at a time: each linear weight optionally

@@ -147,11 +147,11 @@ export async function weightsFromTensors(
   };
   const keep = <T extends { dispose(): void }>(x: T): T => (owned.push(x), x);
   const vector = async (name: string) => keep(tf.tensor1d(await fetch(name)));
-  const project = async (prefix: string, name: string, withBias: boolean): Promise<Linear> => {
+  const project = async (prefix: string, name: string, withBias: boolean, factory = linear): Promise<Linear> => {
     const w = await fetch(`${prefix}.weight`);
     const b = withBias ? await fetch(`${prefix}.bias`) : null;
     const [out, inp] = shapes.get(`${prefix}.weight`)!;
-    return keep(linear(name, w, out, inp, b));
+    return keep(factory(name, w, out, inp, b));
   };
 
   try {
@@ -168,7 +168,8 @@ export async function weightsFromTensors(
       layers.push({ inputLayernorm, postAttentionLayernorm, proj });
     }
     const norm = await vector('model.norm.weight');
-    const lmHead = config.tieWordEmbeddings ? null : await project('lm_head', 'lm_head', false);
+    // lm_head stays float32 whatever `linear` does, as transformers leaves it out of bitsandbytes quantization
+    const lmHead = config.tieWordEmbeddings ? null : await project('lm_head', 'lm_head', false, denseLinear);
     return { config, embedTokens, layers, norm, lmHead };
   } catch (e) {
     for (const x of owned) x.dispose();
