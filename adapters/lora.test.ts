@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { DenseLinear } from '../model/linear.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
-import { randomArray, randomWeights, tinyConfig, TINY } from '../test/random-weights.ts';
+import { randn, randomLlama, SMALL, tinyConfig } from '../test/random-llama.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { attachLora, countParams, formatTrainableParams, LoraLinear, loraScale, type LoraConfig } from './lora.ts';
@@ -44,9 +44,9 @@ describe('LoraLinear', () => {
   it('has gradients of A and B through a float base that match central finite differences', () => {
     const rng = new Rng(7);
     const [out, inp, r, n] = [5, 7, 3, 4];
-    const base = new DenseLinear(randomArray(rng, out * inp, 0.5), out, inp);
-    const layer = new LoraLinear(base, r, 2, 0, randomArray(rng, r * inp, 0.5), randomArray(rng, out * r, 0.5), () => 0);
-    const x = tf.tensor2d(randomArray(rng, n * inp, 1), [n, inp]);
+    const base = new DenseLinear(randn(rng, out * inp, 0.5), out, inp);
+    const layer = new LoraLinear(base, r, 2, 0, randn(rng, r * inp, 0.5), randn(rng, out * r, 0.5), () => 0);
+    const x = tf.tensor2d(randn(rng, n * inp, 1), [n, inp]);
     const loss = () => tf.sum(tf.sin(layer.apply(x))) as tf.Scalar; // non-linear in A and in B
     const { grads } = tf.variableGrads(loss, [layer.A, layer.B]);
     const eps = 1e-2;
@@ -70,14 +70,14 @@ describe('LoraLinear', () => {
   it('has the same output and gradients (A, B, x) through an NF4 base as through a float layer holding its dequantized weight', () => {
     const rng = new Rng(11);
     const [out, inp, r, n] = [32, 64, 4, 3];
-    const w0 = randomArray(rng, out * inp, 0.3);
-    const nf4 = quantizedLinear('nf4')('w', w0.slice(), out, inp, randomArray(rng, out, 0.1));
+    const w0 = randn(rng, out * inp, 0.3);
+    const nf4 = quantizedLinear('nf4')('w', w0.slice(), out, inp, randn(rng, out, 0.1));
     expect(maxAbsDiff(nf4.denseWeight(), w0)).toBeGreaterThan(1e-3); // really 4-bit
     const dense = new DenseLinear(nf4.denseWeight(), out, inp, nf4.bias);
-    const a = randomArray(rng, r * inp, 0.2);
-    const b = randomArray(rng, out * r, 0.2);
-    const x = tf.tensor2d(randomArray(rng, n * inp, 1), [n, inp]);
-    const c = tf.tensor2d(randomArray(rng, n * out, 1), [n, out]);
+    const a = randn(rng, r * inp, 0.2);
+    const b = randn(rng, out * r, 0.2);
+    const x = tf.tensor2d(randn(rng, n * inp, 1), [n, inp]);
+    const c = tf.tensor2d(randn(rng, n * out, 1), [n, out]);
     const run = (base: typeof nf4) => {
       const layer = new LoraLinear(base, r, 2, 0, a, b, () => 0);
       const f = (xx: tf.Tensor2D) => tf.sum(tf.mul(tf.tanh(layer.apply(xx)), c)) as tf.Scalar;
@@ -100,9 +100,9 @@ describe('LoraLinear', () => {
   });
 
   it('applies dropout only in training mode, reproducibly from the seed', () => {
-    const x = tf.tensor2d(randomArray(new Rng(1), 3 * TINY.hidden, 1), [3, TINY.hidden]);
+    const x = tf.tensor2d(randn(new Rng(1), 3 * SMALL.hiddenSize, 1), [3, SMALL.hiddenSize]);
     const attach = () => {
-      const w = randomWeights();
+      const w = randomLlama(SMALL, 1);
       const adapter = attachLora(w, cfg({ dropout: 0.5 }), 5);
       for (const [k, v] of adapter.variables) if (k.endsWith('lora_B.weight')) v.assign(tf.ones(v.shape));
       return { q: w.layers[0].proj.q_proj as LoraLinear, adapter };
@@ -132,7 +132,7 @@ describe('attachLora', () => {
     for (const [fanIn, ref] of Object.entries(golden.kaiming_uniform_a_sqrt5) as [string, { bound: number }][]) {
       expect(1 / Math.sqrt(Number(fanIn))).toBeCloseTo(ref.bound, 12);
     }
-    const w = randomWeights(tinyConfig(), 1);
+    const w = randomLlama(SMALL, 1);
     const adapter = attachLora(w, cfg({ r: 8, targetModules: 'all-linear' }), 42);
     for (const m of adapter.modules) {
       const a = Array.from(m.linear.A.dataSync());
@@ -147,23 +147,23 @@ describe('attachLora', () => {
   });
 
   it('is reproducible from the seed', () => {
-    const a = attachLora(randomWeights(), cfg(), 9).trainableVariables().map((v) => Array.from(v.dataSync()));
-    const b = attachLora(randomWeights(), cfg(), 9).trainableVariables().map((v) => Array.from(v.dataSync()));
-    const c = attachLora(randomWeights(), cfg(), 10).trainableVariables().map((v) => Array.from(v.dataSync()));
+    const a = attachLora(randomLlama(SMALL, 1), cfg(), 9).trainableVariables().map((v) => Array.from(v.dataSync()));
+    const b = attachLora(randomLlama(SMALL, 1), cfg(), 9).trainableVariables().map((v) => Array.from(v.dataSync()));
+    const c = attachLora(randomLlama(SMALL, 1), cfg(), 10).trainableVariables().map((v) => Array.from(v.dataSync()));
     expect(a).toEqual(b);
     expect(a).not.toEqual(c);
   });
 
   it('leaves every projection output unchanged while B = 0', () => {
-    const w = randomWeights();
-    const x = tf.tensor2d(randomArray(new Rng(2), 3 * TINY.hidden, 1), [3, TINY.hidden]);
+    const w = randomLlama(SMALL, 1);
+    const x = tf.tensor2d(randn(new Rng(2), 3 * SMALL.hiddenSize, 1), [3, SMALL.hiddenSize]);
     const before = w.layers.map((l) => l.proj.q_proj.apply(x).dataSync());
     attachLora(w, cfg({ targetModules: 'all-linear' }), 1);
     w.layers.forEach((l, i) => expect(l.proj.q_proj.apply(x).dataSync()).toEqual(before[i]));
   });
 
   it('wraps only the targeted projections of the listed layers and keys variables by PEFT names', () => {
-    const w = randomWeights(tinyConfig({ ...TINY, layers: 3 }));
+    const w = randomLlama(tinyConfig({ ...SMALL, numHiddenLayers: 3 }), 1);
     const adapter = attachLora(w, cfg({ targetModules: ['v_proj', 'down_proj'], layersToTransform: [2, 0] }), 1);
     expect([...adapter.variables.keys()]).toEqual([
       'base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight',
@@ -185,7 +185,7 @@ describe('attachLora', () => {
   });
 
   it('detach puts the original base layers back', () => {
-    const w = randomWeights();
+    const w = randomLlama(SMALL, 1);
     const originals = w.layers.map((l) => ({ ...l.proj }));
     const adapter = attachLora(w, cfg({ targetModules: 'all-linear' }), 1);
     adapter.detach();
@@ -196,7 +196,7 @@ describe('attachLora', () => {
   });
 
   it('merge returns W + scale B A under Hugging Face tensor names', () => {
-    const w = randomWeights();
+    const w = randomLlama(SMALL, 1);
     const adapter = attachLora(w, cfg({ useRslora: true }), 1);
     for (const v of adapter.trainableVariables()) v.assign(tf.randomNormal(v.shape, 0, 0.3, 'float32', 4));
     const merged = adapter.merge();
@@ -212,7 +212,7 @@ describe('attachLora', () => {
   });
 
   it('rejects bad configs with one-line errors before touching the model', () => {
-    const w = randomWeights();
+    const w = randomLlama(SMALL, 1);
     const cases: [Partial<LoraConfig>, RegExp][] = [
       [{ targetModules: ['q_proj', 'qkv_proj' as LinearName] }, /unknown target module\(s\) qkv_proj: the model has q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj/],
       [{ r: 0 }, /r must be a positive integer, got 0/],
@@ -237,7 +237,7 @@ describe('scale and parameter counts', () => {
   });
 
   it('prints trainable parameters in the format of PEFT print_trainable_parameters', () => {
-    const w = randomWeights();
+    const w = randomLlama(SMALL, 1);
     const adapter = attachLora(w, cfg(), 1);
     // hidden 16, heads 4 (head_dim 4), kv heads 2, intermediate 24, vocab 32, 2 layers, untied lm_head
     const perLayer = 16 * 16 + 8 * 16 + 8 * 16 + 16 * 16 + 3 * 24 * 16 + 2 * 16;

@@ -7,7 +7,7 @@ import { loadLlama } from '../model/load.ts';
 import { forward } from '../model/llama.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
 import type { LlamaWeights } from '../model/types.ts';
-import { randomArray, tokenBatch, TINY, writeRandomModel } from '../test/random-weights.ts';
+import { randn, rowsBatch, SMALL, writeRandomModel } from '../test/random-llama.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { attachLora, type Adapter, type LoraConfig } from './lora.ts';
@@ -19,7 +19,7 @@ const referenceKeys = readFileSync(fixture('adapter_keys.reference.txt'), 'utf8'
 
 let tmp: string;
 let modelDir: string;
-const batch = tokenBatch([
+const batch = rowsBatch([
   [1, 5, 9, 3, 7, 11],
   [2, 4, 6, 8, 10, 12],
 ]);
@@ -80,9 +80,9 @@ describe('PEFT adapter files', () => {
     const st = await SafetensorsFile.open(path.join(dir, ADAPTER_WEIGHTS));
     expect(st.names()).toEqual(referenceKeys);
     expect(st.metadata).toEqual({ format: 'pt' });
-    const q = TINY.heads * (TINY.hidden / TINY.heads);
-    const kv = TINY.kvHeads * (TINY.hidden / TINY.heads);
-    expect(st.info('base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight')).toMatchObject({ dtype: 'F32', shape: [4, TINY.hidden] });
+    const q = SMALL.numAttentionHeads * SMALL.headDim;
+    const kv = SMALL.numKeyValueHeads * SMALL.headDim;
+    expect(st.info('base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight')).toMatchObject({ dtype: 'F32', shape: [4, SMALL.hiddenSize] });
     expect(st.info('base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight')).toMatchObject({ dtype: 'F32', shape: [q, 4] });
     expect(st.info('base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight')).toMatchObject({ dtype: 'F32', shape: [kv, 4] });
     await st.close();
@@ -115,9 +115,9 @@ describe('PEFT adapter files', () => {
     await fsp.writeFile(path.join(dir, ADAPTER_CONFIG), JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['self_attn.q_proj'], base_model_name_or_path: 'x' }));
     const rng = new Rng(5);
     const entries: SafetensorsEntry[] = [];
-    for (let i = 0; i < TINY.layers; i++) {
-      entries.push({ name: `base_model.model.model.layers.${i}.self_attn.q_proj.lora_A.default.weight`, dtype: 'F16', shape: [2, 16], data: randomArray(rng, 32, 0.3) });
-      entries.push({ name: `model.layers.${i}.self_attn.q_proj.lora_B.weight`, dtype: 'BF16', shape: [16, 2], data: randomArray(rng, 32, 0.3) });
+    for (let i = 0; i < SMALL.numHiddenLayers; i++) {
+      entries.push({ name: `base_model.model.model.layers.${i}.self_attn.q_proj.lora_A.default.weight`, dtype: 'F16', shape: [2, 16], data: randn(rng, 32, 0.3) });
+      entries.push({ name: `model.layers.${i}.self_attn.q_proj.lora_B.weight`, dtype: 'BF16', shape: [16, 2], data: randn(rng, 32, 0.3) });
     }
     await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), entries);
     const w = await loadLlama(modelDir);

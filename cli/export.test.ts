@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../adapters/peft.ts';
 import { INDEX_FILE, loadLlama } from '../model/load.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
-import { randomArray, TINY, writeRandomModel } from '../test/random-weights.ts';
+import { randn, SMALL, writeRandomModel } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
 import { resolveAdapterDir } from './export.ts';
 
@@ -32,15 +32,15 @@ beforeAll(async () => {
   await fsp.mkdir(foreign);
   await fsp.writeFile(path.join(foreign, ADAPTER_CONFIG), JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 8, target_modules: ['v_proj', 'up_proj'] }));
   const rng = new Rng(3);
-  const kv = TINY.kvHeads * (TINY.hidden / TINY.heads);
+  const kv = SMALL.numKeyValueHeads * SMALL.headDim;
   const entries: SafetensorsEntry[] = [];
-  for (let i = 0; i < TINY.layers; i++) {
+  for (let i = 0; i < SMALL.numHiddenLayers; i++) {
     for (const [mod, out] of [
       ['self_attn.v_proj', kv],
-      ['mlp.up_proj', TINY.intermediate],
+      ['mlp.up_proj', SMALL.intermediateSize],
     ] as const) {
-      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_A.default.weight`, dtype: 'BF16', shape: [2, TINY.hidden], data: randomArray(rng, 2 * TINY.hidden, 0.3) });
-      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_B.default.weight`, dtype: 'BF16', shape: [out, 2], data: randomArray(rng, out * 2, 0.3) });
+      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_A.default.weight`, dtype: 'BF16', shape: [2, SMALL.hiddenSize], data: randn(rng, 2 * SMALL.hiddenSize, 0.3) });
+      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_B.default.weight`, dtype: 'BF16', shape: [out, 2], data: randn(rng, out * 2, 0.3) });
     }
   }
   await writeSafetensors(path.join(foreign, ADAPTER_WEIGHTS), entries);

@@ -11,7 +11,7 @@ import { SafetensorsFile } from '../model/safetensors.ts';
 import type { LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { loadPeftAdapter } from '../adapters/peft.ts';
-import { tinyConfig, TINY, tokenBatch, writeRandomModel } from '../test/random-weights.ts';
+import { rowsBatch, SMALL, tinyConfig, writeRandomModel } from '../test/random-llama.ts';
 import { FtError } from '../util/errors.ts';
 import { exportMerged, modelTensors, parseShardSize, planShards, quantizedMergeWarning, saveHfModel } from './merge.ts';
 
@@ -20,7 +20,7 @@ let modelDir: string;
 let adapterDir: string;
 /** Logits of base + (unmerged) adapter. */
 let expected: Float32Array;
-const batch = tokenBatch([
+const batch = rowsBatch([
   [1, 5, 9, 3, 7, 11, 13],
   [2, 4, 6, 8, 10, 12, 14],
 ]);
@@ -175,7 +175,7 @@ describe('ft export merged', () => {
 
   it('leaves no output folder when the adapter does not fit the base', async () => {
     const other = path.join(tmp, 'other-base');
-    await writeRandomModel(other, tinyConfig({ ...TINY, hidden: 24, heads: 4, kvHeads: 2 }));
+    await writeRandomModel(other, tinyConfig({ ...SMALL, hiddenSize: 24, headDim: 6 }));
     const out = path.join(tmp, 'never');
     await expect(exportMerged({ model: other, adapter: adapterDir, out, dtype: 'float32', maxShardSize: 1e9 })).rejects.toThrow(/has shape \[4,16\], but the model's/);
     await expect(fsp.stat(out)).rejects.toThrow();
