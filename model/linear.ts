@@ -1,7 +1,7 @@
 // The one abstraction every projection in the model goes through, so that float, quantized
 // and LoRA-wrapped layers are interchangeable: y = x W^T (+ b), W stored [out, in] as in PyTorch.
 import * as tf from '@tensorflow/tfjs';
-import { mmFrozen } from '../engine/matmul.ts';
+import { mmFrozen, mmFrozenT } from '../engine/matmul.ts';
 
 export interface Linear {
   readonly inFeatures: number;
@@ -62,3 +62,39 @@ export class DenseLinear implements Linear {
 }
 
 export const denseLinear: LinearFactory = (_name, w, out, inp, b) => new DenseLinear(w, out, inp, b);
+
+/**
+ * A frozen float32 [out, in] weight kept as stored and multiplied as (W x^T)^T (engine/matmul.ts mmFrozenT): no
+ * transposed copy at load or in the backward pass. For lm_head, the largest weight, where DenseLinear's backward
+ * would transpose [vocab, hidden] every step.
+ */
+export class HeadLinear implements Linear {
+  private readonly w: tf.Tensor2D; // [out, in]
+  readonly bias = null;
+
+  constructor(
+    weight: Float32Array,
+    readonly outFeatures: number,
+    readonly inFeatures: number,
+  ) {
+    this.w = tf.tensor2d(weight, [outFeatures, inFeatures]);
+  }
+
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return mmFrozenT(x, this.w);
+  }
+
+  denseWeight(): Float32Array {
+    return this.w.dataSync() as Float32Array;
+  }
+
+  bytes(): number {
+    return 4 * this.outFeatures * this.inFeatures;
+  }
+
+  dispose(): void {
+    this.w.dispose();
+  }
+}
+
+export const headLinear: LinearFactory = (_name, w, out, inp) => new HeadLinear(w, out, inp);

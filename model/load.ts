@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { FtError } from '../util/errors.ts';
 import { progress } from '../util/progress.ts';
 import { readConfig } from './config.ts';
-import { denseLinear, type Linear, type LinearFactory } from './linear.ts';
+import { denseLinear, headLinear, type Linear, type LinearFactory } from './linear.ts';
 import { SafetensorsFile, type RawTensor, type TensorData } from './safetensors.ts';
 import { LINEAR_NAMES, hfModuleName, type LinearName, type LlamaConfig, type LlamaLayer, type LlamaWeights } from './types.ts';
 
@@ -169,7 +169,7 @@ export async function weightsFromTensors(
     }
     const norm = await vector('model.norm.weight');
     // lm_head stays float32 whatever `linear` does, as transformers leaves it out of bitsandbytes quantization
-    const lmHead = config.tieWordEmbeddings ? null : await project('lm_head', 'lm_head', false, denseLinear);
+    const lmHead = config.tieWordEmbeddings ? null : await project('lm_head', 'lm_head', false, headLinear);
     return { config, embedTokens, layers, norm, lmHead };
   } catch (e) {
     for (const x of owned) x.dispose();
