@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { parseConfig, readConfig } from '../model/config.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
-import { estimateMemory, humanBytes, type MemoryOptions } from '../quant/memory.ts';
+import { estimateMemory, humanBytes, WASM_HEAP_LIMIT, type MemoryOptions } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
 import type { GlobalArgs } from './common.ts';
 
@@ -62,6 +62,7 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     ['AdamW state (m, v)', e.optimizerBytes],
     [`activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens${a.gradientCheckpointing ? ', checkpointed' : ''})`, e.activationBytes],
     ['total', e.totalBytes],
+    [`of it in tfjs tensors (wasm: at most ${humanBytes(WASM_HEAP_LIMIT)})`, e.tensorBytes],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return [`${source}: ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}`, ...rows.map(([k, v]) => `${k.padEnd(width)}  ${humanBytes(v).padStart(10)}`)].join('\n');

@@ -24,7 +24,12 @@ export interface MemoryEstimate {
   optimizerBytes: number;
   activationBytes: number;
   totalBytes: number;
+  /** what lives in tfjs tensors (the wasm heap on that backend): all but packed quantized projections, which stay in JS memory */
+  tensorBytes: number;
 }
+
+/** Tensors tfjs-backend-wasm can hold: its heap is a 32-bit wasm memory (allocation fails past 4 GiB, measured). */
+export const WASM_HEAP_LIMIT = 2 ** 32;
 
 /** [out, in] of each projection of one decoder layer. */
 export function projectionShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
@@ -59,7 +64,8 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   for (const name of LINEAR_NAMES) projParams += shapes[name][0] * shapes[name][1];
   const biasParams = c.attentionBias ? shapes.q_proj[0] + 2 * shapes.k_proj[0] : 0;
   const floatParams = V * h * (c.tieWordEmbeddings ? 1 : 2) + h + L * (2 * h + biasParams);
-  const baseBytes = Math.ceil((L * projParams * bitsPerParam) / 8) + 4 * floatParams;
+  const packedBytes = o.quant === 'none' ? 0 : Math.ceil((L * projParams * bitsPerParam) / 8);
+  const baseBytes = (o.quant === 'none' ? 4 * L * projParams : packedBytes) + 4 * floatParams;
 
   // LoRA: A [r, in] and B [out, r] per targeted projection per layer, float32; one gradient each; AdamW keeps m and v.
   let loraParams = 0;
@@ -101,7 +107,7 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const activationBytes = 4 * (layersHeld + 2 * tokens * (4 * h + 2 * V) + attentionHeld);
 
   const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes;
-  return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, totalBytes };
+  return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, totalBytes, tensorBytes: totalBytes - packedBytes };
 }
 
 /** 1536 -> "1.5 KiB". */

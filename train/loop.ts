@@ -7,6 +7,7 @@ import { savePeftAdapter } from '../adapters/peft.ts';
 import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
 import { meanLoss } from '../eval/loss.ts';
 import { causalLmLoss, forward, disposeLlama, type ForwardOptions } from '../model/llama.ts';
+import { readConfig } from '../model/config.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { TrainBatch } from '../model/types.ts';
 import type { EvalResult } from '../eval/run.ts';
@@ -22,7 +23,7 @@ import { finishRun, summaryLines, type RunFigures } from './finish.ts';
 import { writeLossCurve } from './plot.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { learningRate, totalTrainingSteps } from './schedule.ts';
-import { loadTrainableModel, resolveBaseModel, type TrainableModel } from './setup.ts';
+import { loadTrainableModel, resolveBaseModel, wasmHeapWarning, type TrainableModel } from './setup.ts';
 
 export interface TrainOptions {
   /** the recipe file (names errors, anchors the saved recipe) */
@@ -65,6 +66,8 @@ export interface TrainResult {
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const modelDir = await resolveBaseModel(recipe, log);
+  const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
+  if (heapWarning) log(heapWarning);
   // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
   const data = await trainData(recipe, await loadTokenizer(modelDir), opts.recipeFile, log);
   const resumeFrom = await resumeCheckpoint(recipe.output_dir, opts.resume || recipe.resume_from_checkpoint);

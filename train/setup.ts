@@ -1,12 +1,14 @@
 // From a recipe to a model ready to train: base model located (or created for the embedded default),
 // frozen base loaded float or NF4, LoRA attached.
 import { existsSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
 import { attachLora, type Adapter } from '../adapters/lora.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
-import type { LlamaWeights } from '../model/types.ts';
+import { LINEAR_NAMES, type LlamaConfig, type LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
+import { estimateMemory, humanBytes, WASM_HEAP_LIMIT } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
 import { locateBaseModel, loraConfigOf, type Recipe } from './recipe.ts';
 
@@ -40,4 +42,30 @@ export async function loadTrainableModel(recipe: Recipe, modelDir: string, recip
   const weights = await loadLlama(modelDir, { linear: recipe.load_in_4bit ? quantizedLinear('nf4') : denseLinear });
   const adapter = attachLora(weights, loraConfigOf(recipe), recipe.seed, recipeFile);
   return { weights, adapter };
+}
+
+/**
+ * A warning when the run's tensors (estimated as `ft memory` does) will not fit the wasm heap, with what would help;
+ * null when they fit or the backend has no such limit. Said before the weights load, not after minutes of it.
+ */
+export function wasmHeapWarning(recipe: Recipe, config: LlamaConfig): string | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const lora = loraConfigOf(recipe);
+  const estimate = (gradientCheckpointing: boolean) =>
+    estimateMemory(config, {
+      quant: recipe.load_in_4bit ? 'nf4' : 'none',
+      doubleQuant: true,
+      loraR: lora.r,
+      targetModules: lora.targetModules === 'all-linear' ? LINEAR_NAMES : lora.targetModules,
+      microBatchSize: recipe.micro_batch_size,
+      sequenceLen: recipe.sequence_len,
+      optimizer: 'adamw',
+      gradientCheckpointing,
+    }).tensorBytes;
+  const need = estimate(recipe.gradient_checkpointing);
+  if (need <= WASM_HEAP_LIMIT) return null;
+  const help = [];
+  if (!recipe.gradient_checkpointing) help.push(`gradient_checkpointing: true (about ${humanBytes(estimate(true))})`);
+  help.push('a smaller micro_batch_size or sequence_len', recipe.load_in_4bit ? '' : 'load_in_4bit: true');
+  return `ft: warning: this run needs about ${humanBytes(need)} of tensors, more than the wasm backend holds (${humanBytes(WASM_HEAP_LIMIT)}); try ${help.filter(Boolean).join(', or ')}`;
 }

@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../model/config.ts';
+import { tinyConfig } from '../test/random-llama.ts';
+import { parseRecipe } from './recipe.ts';
+import { wasmHeapWarning } from './setup.ts';
+
+// TinyLlama-1.1B's config.json
+const tinyllama = parseConfig(
+  {
+    architectures: ['LlamaForCausalLM'], hidden_size: 2048, intermediate_size: 5632, num_hidden_layers: 22, num_attention_heads: 32,
+    num_key_value_heads: 4, rms_norm_eps: 1e-5, vocab_size: 32000, max_position_embeddings: 2048,
+  },
+  'config.json',
+);
+const recipe = (over: Record<string, string> = {}) =>
+  parseRecipe('base_model: ./m\nadapter: qlora\nlora_target_linear: true\nmax_steps: 1\ndatasets:\n  - path: d.jsonl\n', '/tmp/r/x.yaml', { sequence_len: '256', ...over });
+
+describe('wasmHeapWarning (the tests run on wasm)', () => {
+  it('warns before loading a 1.1B model whose tensors exceed 4 GiB, naming gradient_checkpointing', () => {
+    expect(wasmHeapWarning(recipe(), tinyllama)).toMatch(/^ft: warning: this run needs about 5\.\d\d GiB of tensors, more than the wasm backend holds \(4\.00 GiB\); try gradient_checkpointing: true \(about [\d.]+ [MG]iB\), or a smaller micro_batch_size/);
+  });
+
+  it('is quiet when the run fits: checkpointed, or a small model', () => {
+    expect(wasmHeapWarning(recipe({ gradient_checkpointing: 'true' }), tinyllama)).toBeNull();
+    expect(wasmHeapWarning(recipe({ micro_batch_size: '8' }), tinyConfig())).toBeNull();
+  });
+
+  it('still warns when checkpointing is not enough', () => {
+    expect(wasmHeapWarning(recipe({ gradient_checkpointing: 'true', micro_batch_size: '64', sequence_len: '2048' }), tinyllama)).toMatch(/try a smaller micro_batch_size or sequence_len$/);
+  });
+});
