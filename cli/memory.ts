@@ -61,6 +61,7 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     ['adapter gradients', e.gradBytes],
     ['AdamW state (m, v)', e.optimizerBytes],
     [`activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens${a.gradientCheckpointing ? ', checkpointed' : ''})`, e.activationBytes],
+    ...(e.dequantBytes ? [['dequantized weight in flight', e.dequantBytes] as [string, number]] : []),
     ['total', e.totalBytes],
     [`of it in tfjs tensors (wasm: at most ${humanBytes(WASM_HEAP_LIMIT)})`, e.tensorBytes],
   ];

@@ -32,7 +32,9 @@ describe('estimateMemory', () => {
     expect(e.adapterBytes).toBe(4 * params);
     expect(e.gradBytes).toBe(e.adapterBytes);
     expect(e.optimizerBytes).toBe(2 * e.adapterBytes);
-    expect(e.totalBytes).toBe(e.baseBytes + e.adapterBytes + e.gradBytes + e.optimizerBytes + e.activationBytes);
+    expect(e.totalBytes).toBe(e.baseBytes + e.adapterBytes + e.gradBytes + e.optimizerBytes + e.activationBytes + e.dequantBytes);
+    expect(e.dequantBytes).toBe(2 * 4 * 4096 * 11008); // the MLP projections, twice
+    expect(estimateMemory(llama7b, { ...opts, quant: 'none' }).dequantBytes).toBe(0);
   });
 
   test('activations grow linearly with batch and faster than linearly with sequence length (attention scores)', () => {

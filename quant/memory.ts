@@ -23,6 +23,8 @@ export interface MemoryEstimate {
   gradBytes: number;
   optimizerBytes: number;
   activationBytes: number;
+  /** a quantized base's float copies in flight: the largest projection dequantized, and transposed in the forward pass */
+  dequantBytes: number;
   totalBytes: number;
   /** what lives in tfjs tensors (the wasm heap on that backend): all but packed quantized projections, which stay in JS memory */
   tensorBytes: number;
@@ -106,8 +108,9 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const attentionHeld = o.gradientCheckpointing && batchedAttention ? attention / L : attention;
   const activationBytes = 4 * (layersHeld + 2 * tokens * (4 * h + 2 * V) + attentionHeld);
 
-  const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes;
-  return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, totalBytes, tensorBytes: totalBytes - packedBytes };
+  const dequantBytes = o.quant === 'none' ? 0 : 2 * 4 * Math.max(...LINEAR_NAMES.map((n) => shapes[n][0] * shapes[n][1]));
+  const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes + dequantBytes;
+  return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, dequantBytes, totalBytes, tensorBytes: totalBytes - packedBytes };
 }
 
 /** 1536 -> "1.5 KiB". */
