@@ -42,6 +42,24 @@ describe('NF4Linear', () => {
     dense.dispose();
   });
 
+  test('one row (decoding) goes through matvec4bit on the packed codes and still equals the dense layer, gradient too', () => {
+    // in = 128: whole blocks per row, which the packed matvec needs; in = 40 (blocks spanning rows) takes the dequantized path
+    for (const [out, inp, kind] of [[48, 128, 'nf4'], [24, 128, 'fp4'], [OUT, IN, 'nf4']] as const) {
+      const w = normal(out * inp, 4, 0.1);
+      const q = quantizedLinear(kind)('w', w, out, inp, normal(out, 5, 0.5)) as NF4Linear;
+      const dense = new DenseLinear(dequantize(q.q), out, inp, q.bias);
+      const x = tf.tensor2d(normal(inp, 6), [1, inp]);
+      const dy = tf.tensor2d(normal(out, 7), [1, out]);
+      const run = (l: NF4Linear | DenseLinear) => tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
+      const [a, b] = [run(q), run(dense)];
+      expect(maxAbsDiff(a.value.dataSync(), b.value.dataSync()), `${kind} [${out}, ${inp}]`).toBeLessThan(1e-5);
+      expect(maxAbsDiff(a.grads[0].dataSync(), b.grads[0].dataSync())).toBeLessThan(1e-5);
+      tf.dispose([x, dy, a.value, b.value, ...a.grads, ...b.grads]);
+      q.dispose();
+      dense.dispose();
+    }
+  });
+
   test('dx matches central finite differences and the dense layer', () => {
     const { nf4, dense } = layers(true);
     const x = tf.tensor2d(normal(N * IN, 4), [N, IN]);

@@ -182,6 +182,7 @@ export function dequantizeRows(q: QuantizedTensor, row0: number, row1: number, o
 
 /** Flattened elements [start, end) into out[0 .. end-start), value = code * absmax in float32 as bnb's kernels. */
 function dequantizeInto(q: QuantizedTensor, start: number, end: number, out: Float32Array): void {
+  if (q.kind !== 'int8' && start % q.blockSize === 0) return dequantize4bitBlocks(q, start, end, out);
   const { blockSize, codes } = q;
   let i = start;
   while (i < end) {
@@ -208,6 +209,54 @@ function dequantizeInto(q: QuantizedTensor, start: number, end: number, out: Flo
       i++;
     }
   }
+}
+
+/** dequantizeInto for 4-bit codes from a block start: one scale per block, then a byte (two values) at a time. */
+function dequantize4bitBlocks(q: QuantizedTensor, start: number, end: number, out: Float32Array): void {
+  const { blockSize, codes } = q;
+  const pairs = PAIRS[q.kind as 'nf4' | 'fp4'];
+  const total = end - start;
+  let o = 0;
+  for (let block = start / blockSize; o < total; block++) {
+    const s = scaleOf(q.absmax, block);
+    const n = Math.min(blockSize, total - o);
+    const even = o + (n & ~1);
+    let byte = (start + o) >> 1;
+    for (; o < even; o += 2, byte++) {
+      const p = codes[byte] << 1;
+      out[o] = pairs[p] * s;
+      out[o + 1] = pairs[p + 1] * s;
+    }
+    if (n & 1) out[o++] = pairs[codes[byte] << 1] * s;
+  }
+}
+
+/**
+ * W x for a 4-bit W [out, in] and one vector x [in], without the float W (one token of decoding): each byte's two
+ * codes meet x directly and each block's dot product is scaled once. Sums run in another order than a matmul of the
+ * dequantized W, so results agree to float32 rounding, not bit for bit.
+ */
+export function matvec4bit(q: QuantizedTensor, x: Float32Array): Float32Array {
+  const [outF, inF] = q.shape;
+  const { blockSize, codes } = q;
+  if (q.kind === 'int8' || inF % blockSize !== 0 || x.length !== inF) throw new Error(`matvec4bit: a 4-bit [${q.shape}] with in_features a multiple of ${blockSize}, and x of ${inF}`);
+  const pairs = PAIRS[q.kind];
+  const y = new Float32Array(outF);
+  let byte = 0;
+  let block = 0;
+  for (let o = 0; o < outF; o++) {
+    let acc = 0;
+    for (let i = 0; i < inF; i += blockSize, block++) {
+      let dot = 0;
+      for (let j = i; j < i + blockSize; j += 2, byte++) {
+        const p = codes[byte] << 1;
+        dot += pairs[p] * x[j] + pairs[p + 1] * x[j + 1];
+      }
+      acc += dot * scaleOf(q.absmax, block);
+    }
+    y[o] = acc;
+  }
+  return y;
 }
 
 /** Bytes the quantized tensor occupies as stored (codes + absmax, nested absmax and offset). */
