@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 
 /** The parts of the wasm backend (tfjs-backend-wasm's BackendWasm) a kernel uses. */
-interface WasmBackend {
+export interface WasmBackend {
   incRef(dataId: tf.DataId): void;
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;

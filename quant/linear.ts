@@ -3,8 +3,9 @@
 // Backward gives the gradient with respect to x only (the base is frozen) and dequantizes the weight anew
 // rather than keeping the float copy alive between forward and backward.
 import * as tf from '@tensorflow/tfjs';
+import { filledTensor2d } from '../engine/filled.ts';
 import type { Linear, LinearFactory } from '../model/linear.ts';
-import { dequantize, matvec4bit, quantize, quantizedBytes, type QuantizeOptions, type QuantizedTensor, type QuantKind } from './nf4.ts';
+import { dequantize, dequantizeRows, matvec4bit, quantize, quantizedBytes, type QuantizeOptions, type QuantizedTensor, type QuantKind } from './nf4.ts';
 
 export class NF4Linear implements Linear {
   readonly outFeatures: number;
@@ -43,7 +44,7 @@ export class NF4Linear implements Linear {
 
   /** The dequantized weight as a tensor [out, in]; the caller's tidy scope disposes it. */
   private weightTensor(): tf.Tensor2D {
-    return tf.tensor2d(dequantize(this.q), [this.outFeatures, this.inFeatures]);
+    return filledTensor2d([this.outFeatures, this.inFeatures], (w) => dequantizeRows(this.q, 0, this.outFeatures, w));
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
