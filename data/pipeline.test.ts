@@ -195,6 +195,7 @@ describe('tokenizing on worker threads', () => {
     expect(inProcess.examples.filter((e) => e.where.startsWith('chats.jsonl')).length).toBeGreaterThan(0);
     const ds = await loadDataset(r, tok, tmp, { parallelAfter: 0 });
     await untilOnWorkers(ds, async (stats) => expect(await pass(ds, stats)).toEqual({ ...inProcess, workerRows: stats.workerRows }));
+    expect(formatStats({ ...newStats(), rows: 600, examples: 600, workerRows: 512 }, 160)).toMatch(/; 512 rows tokenized on worker threads$/);
   });
 
   it('stops at the same row as in-process when excess_length_strategy is error', async () => {

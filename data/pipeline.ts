@@ -43,6 +43,7 @@ export function formatStats(s: DataStats, sequenceLen: number): string {
   if (s.skipped.too_long) parts.push(`${s.skipped.too_long} dropped as longer than sequence_len ${sequenceLen}`);
   if (s.skipped.no_trainable_tokens) parts.push(`${s.skipped.no_trainable_tokens} dropped with no response tokens`);
   if (s.badRows) parts.push(`${s.badRows} bad rows skipped`);
+  if (s.workerRows) parts.push(`${s.workerRows} rows tokenized on worker threads`);
   return parts.join('; ');
 }
 
