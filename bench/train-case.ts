@@ -1,6 +1,6 @@
 // One training-benchmark measurement in its own process (so peak RSS and the wasm heap belong to it alone):
 // a random model of a bench config, float or NF4 base, LoRA on every projection, timed training steps on the
-// product's path (forward, causalLmLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
+// product's path (trainingLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
 // them with gradient accumulation 1), memory after every step, then KV-cache generation. Prints its figures as the
 // last stdout line `@result {json}` for bench/train.ts.
 // Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow]
@@ -12,7 +12,7 @@ import { initBackend, type BackendChoice } from '../engine/backend.ts';
 import { generate } from '../model/generate.ts';
 import { randomTensors } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
-import { causalLmLoss, forward, disposeLlama } from '../model/llama.ts';
+import { disposeLlama, trainingLoss } from '../model/llama.ts';
 import { weightsFromTensors } from '../model/load.ts';
 import { IGNORE_INDEX, type LlamaWeights, type TrainBatch } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
@@ -107,7 +107,7 @@ const batch = randomBatch(new Rng(1), cfg.batch, cfg.seq, cfg.model.vocabSize);
 
 /** One optimizer step exactly as train/loop.ts takes it with gradient_accumulation_steps 1; returns the loss. */
 async function trainStep(): Promise<number> {
-  const { value, grads: byVarName } = tf.variableGrads(() => causalLmLoss(forward(weights, batch, undefined, cfg.checkpoint ? { checkpoint: {} } : {}), batch.labels).loss, adapter.trainableVariables());
+  const { value, grads: byVarName } = tf.variableGrads(() => trainingLoss(weights, batch, cfg.checkpoint ? { checkpoint: {} } : {}).loss, adapter.trainableVariables());
   const grads = namedGrads(params, byVarName);
   const loss = (await value.data())[0];
   value.dispose();

@@ -4,7 +4,7 @@ import { attachLora } from '../adapters/lora.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { randn, randomLlama, tinyConfig } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
-import { causalLmLoss, forward, type ForwardOptions } from './llama.ts';
+import { trainingLoss, type ForwardOptions } from './llama.ts';
 import { IGNORE_INDEX, type LlamaWeights, type TrainBatch } from './types.ts';
 
 /** Two rows of T tokens, the second packed with two examples (segments 1, 2). */
@@ -24,9 +24,11 @@ function step(w: LlamaWeights, b: TrainBatch, checkpointed: boolean) {
   const rng = new Rng(5);
   for (const [name, v] of adapter.variables) if (name.endsWith('lora_B.weight')) v.assign(tf.tensor(randn(rng, v.size, 0.1), v.shape));
   adapter.setTraining(true);
-  const opts: ForwardOptions = checkpointed ? { checkpoint: { replay: { save: () => adapter.dropoutState(), restore: (s) => adapter.setDropoutState(s as never) } } } : {};
+  // 48 rows of logits at a time: chunks of the loss end inside a row and one is partial
+  const replay = { save: () => adapter.dropoutState(), restore: (s: unknown) => adapter.setDropoutState(s as never) };
+  const opts: ForwardOptions = checkpointed ? { checkpoint: { replay, lossChunkRows: 48 } } : {};
   const before = tf.memory().numTensors;
-  const { value, grads } = tf.variableGrads(() => causalLmLoss(forward(w, b, undefined, opts), b.labels).loss, adapter.trainableVariables());
+  const { value, grads } = tf.variableGrads(() => trainingLoss(w, b, opts).loss, adapter.trainableVariables());
   const out = { loss: value.dataSync()[0], grads: Object.fromEntries([...adapter.variables].map(([name, v]) => [name, Array.from(grads[v.name].dataSync())])) };
   tf.dispose([value, ...Object.values(grads)]);
   const leaked = tf.memory().numTensors - before;
@@ -37,7 +39,7 @@ function step(w: LlamaWeights, b: TrainBatch, checkpointed: boolean) {
 describe('gradient checkpointing', () => {
   // T = 64 with G = 2, d = 8 takes the per-pair attention path (engine/attention.ts), T = 8 the batched one
   for (const [T, base] of [[64, 'float'], [8, 'float'], [64, 'nf4']] as const) {
-    it(`gives the loss and LoRA gradients of the plain backward pass, dropout included (T=${T}, ${base} base)`, () => {
+    it(`gives the loss and LoRA gradients of the plain backward pass, dropout and a chunked loss included (T=${T}, ${base} base)`, () => {
       const config = tinyConfig({ numHiddenLayers: 3 });
       const w = randomLlama(config, 1);
       if (base === 'nf4') {

@@ -7,7 +7,7 @@ import { checkpoint, type Replay } from '../engine/checkpoint.ts';
 import { mmFrozen, mmFrozenT } from '../engine/matmul.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './generate.ts';
-import { IGNORE_INDEX, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch } from './types.ts';
+import { IGNORE_INDEX, LOSS_CHUNK_ROWS, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch, type TrainBatch } from './types.ts';
 
 /** Added to attention scores a query may not see; finite so a fully masked row stays NaN-free. */
 const MASKED = -1e9;
@@ -215,8 +215,9 @@ export interface ForwardOptions {
    * training holds one layer's activations at a time instead of all of them (one more forward pass of compute).
    * `replay` rewinds the random stream of LoRA dropout for the recomputation. Not with a KV cache.
    */
-  checkpoint?: { replay?: Replay };
+  checkpoint?: { replay?: Replay; lossChunkRows?: number };
 }
+
 
 /** One decoder layer: h + attn(rmsNorm(h)), then + mlp(rmsNorm(.)). */
 function decoderLayer(layer: LlamaLayer, h: tf.Tensor2D, config: LlamaConfig, B: number, T: number, rope: Rope, masks: tf.Tensor2D[], cache: KVCache | undefined, i: number): tf.Tensor2D {
@@ -230,6 +231,19 @@ function decoderLayer(layer: LlamaLayer, h: tf.Tensor2D, config: LlamaConfig, B:
  * its keys/values are appended (the cache grows by T) and its queries also attend to the cached keys.
  */
 export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opts: ForwardOptions = {}): tf.Tensor3D {
+  return tf.tidy(() => {
+    const h = finalHidden(w, batch, cache, opts);
+    return tf.reshape(lmHead(w, h), [batch.B, h.shape[0] / batch.B, w.config.vocabSize]);
+  });
+}
+
+/** Logits [n, vocab] of final hidden states [n, hidden]: lm_head, or the embedding matrix when tied. */
+export function lmHead(w: LlamaWeights, h: tf.Tensor2D): tf.Tensor2D {
+  return w.lmHead ? w.lmHead.apply(h) : mmFrozenT(h, w.embedTokens);
+}
+
+/** The decoder's output after the final RMSNorm, [B*T, hidden] ([B, hidden] with logits 'last'): what lm_head reads. */
+export function finalHidden(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opts: ForwardOptions = {}): tf.Tensor2D {
   checkBatch(w, batch);
   const { config } = w;
   const { B, T } = batch;
@@ -254,14 +268,8 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
           : decoderLayer(layer, x, config, B, T, rope, masks, undefined, i);
       h = checkpoint(run, h, params, opts.checkpoint.replay);
     });
-    let rows = T;
-    if (opts.logits === 'last') {
-      h = tf.reshape(tf.slice(tf.reshape(h, [B, T, -1]), [0, T - 1, 0], [B, 1, -1]), [B, -1]);
-      rows = 1;
-    }
-    h = rmsNorm(h, w.norm, config.rmsNormEps);
-    const logits = w.lmHead ? w.lmHead.apply(h) : mmFrozenT(h as tf.Tensor2D, w.embedTokens); // [B*rows, vocab]
-    return tf.reshape(logits, [B, rows, config.vocabSize]);
+    if (opts.logits === 'last') h = tf.reshape(tf.slice(tf.reshape(h, [B, T, -1]), [0, T - 1, 0], [B, 1, -1]), [B, -1]);
+    return rmsNorm(h, w.norm, config.rmsNormEps);
   });
 }
 
@@ -321,5 +329,37 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: t
     };
   }) as never) as unknown as (z: tf.Tensor2D) => tf.Scalar;
   const loss = tf.tidy(() => crossEntropy(tf.reshape(logits, [N, V])));
+  return { loss, count };
+}
+
+/**
+ * The loss a training step differentiates: causalLmLoss of the batch's logits. Under gradient checkpointing the head
+ * and the loss also go `lossChunkRows` rows at a time, each chunk made again in the backward pass, so a step holds
+ * one chunk's [rows, vocab] logits, probabilities and gradient instead of the whole batch's (the largest tensors of
+ * a step with a 32k+ vocabulary). Same value and gradients either way.
+ */
+export function trainingLoss(w: LlamaWeights, batch: TrainBatch, opts: ForwardOptions = {}): { loss: tf.Scalar; count: number } {
+  if (!opts.checkpoint) return causalLmLoss(forward(w, batch, undefined, opts), batch.labels);
+  const chunkRows = opts.checkpoint.lossChunkRows ?? LOSS_CHUNK_ROWS;
+  const { labels } = batch;
+  let count = 0;
+  for (const y of labels) if (y !== IGNORE_INDEX) count++;
+  const loss = tf.tidy(() => {
+    const h = finalHidden(w, batch, undefined, opts); // [N, hidden]
+    const N = h.shape[0];
+    if (labels.length !== N) throw new FtError(`labels: ${labels.length} entries, expected B*T = ${N}`);
+    if (count === 0) return tf.mul(tf.sum(h), 0) as tf.Scalar;
+    const parts: tf.Tensor2D[] = [];
+    for (let start = 0; start < N; start += chunkRows) {
+      const rows = Math.min(chunkRows, N - start);
+      const part = labels.subarray(start, start + rows);
+      const scored = part.reduce((n, y) => n + (y === IGNORE_INDEX ? 0 : 1), 0);
+      if (scored === 0) continue;
+      // the chunk's mean loss weighted by its share of the scored tokens: the chunks sum to the batch mean
+      const chunkLoss = (x: tf.Tensor2D) => tf.reshape(tf.mul(causalLmLoss(tf.expandDims(lmHead(w, x), 0) as tf.Tensor3D, part).loss, scored / count), [1, 1]) as tf.Tensor2D;
+      parts.push(checkpoint(chunkLoss, tf.slice(h, [start, 0], [rows, -1]), []));
+    }
+    return tf.reshape(tf.addN(parts), []) as tf.Scalar;
+  });
   return { loss, count };
 }

@@ -81,3 +81,6 @@ export interface TrainBatch extends TokenBatch {
 }
 
 export const IGNORE_INDEX = -100;
+
+/** Rows of logits the training loss makes at a time under gradient checkpointing (model/llama.ts trainingLoss). */
+export const LOSS_CHUNK_ROWS = 256;

@@ -1,7 +1,7 @@
 // Memory needed to LoRA/QLoRA fine-tune a Llama-family model with ft: frozen base, adapters, their gradients
 // and AdamW state, and the activations tfjs autodiff keeps for the backward pass.
 import type { LlamaConfig, LinearName } from '../model/types.ts';
-import { LINEAR_NAMES } from '../model/types.ts';
+import { LINEAR_NAMES, LOSS_CHUNK_ROWS } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { bitsPerWeight, type QuantKind } from './nf4.ts';
 
@@ -106,7 +106,9 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   // pass recomputes one layer at a time, holding that layer's tensors and their gradients.
   const layersHeld = o.gradientCheckpointing ? tokens * L * h + 2 * tokens * perTokenLayer : 2 * tokens * L * perTokenLayer;
   const attentionHeld = o.gradientCheckpointing && batchedAttention ? attention / L : attention;
-  const activationBytes = 4 * (layersHeld + 2 * tokens * (4 * h + 2 * V) + attentionHeld);
+  // The head: final norm (4h per token), logits and probabilities (2V); checkpointed, one loss chunk's logits at a time.
+  const logitRows = o.gradientCheckpointing ? Math.min(tokens, LOSS_CHUNK_ROWS) : tokens;
+  const activationBytes = 4 * (layersHeld + 2 * tokens * 4 * h + 2 * logitRows * 2 * V + attentionHeld);
 
   const dequantBytes = o.quant === 'none' ? 0 : 2 * 4 * Math.max(...LINEAR_NAMES.map((n) => shapes[n][0] * shapes[n][1]));
   const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes + dequantBytes;

@@ -6,7 +6,7 @@ import { formatTrainableParams } from '../adapters/lora.ts';
 import { savePeftAdapter } from '../adapters/peft.ts';
 import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
 import { meanLoss } from '../eval/loss.ts';
-import { causalLmLoss, forward, disposeLlama, type ForwardOptions } from '../model/llama.ts';
+import { disposeLlama, trainingLoss, type ForwardOptions } from '../model/llama.ts';
 import { readConfig } from '../model/config.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { TrainBatch } from '../model/types.ts';
@@ -206,7 +206,7 @@ async function run(
       for (let g = 0; g < G; g++) {
         const { value: batch } = await batches.next();
         const b = batch as TrainBatch;
-        const { value, grads: byVarName } = tf.variableGrads(() => tf.div(causalLmLoss(forward(weights, b, undefined, forwardOpts), b.labels).loss, G) as tf.Scalar, adapter.trainableVariables());
+        const { value, grads: byVarName } = tf.variableGrads(() => tf.div(trainingLoss(weights, b, forwardOpts).loss, G) as tf.Scalar, adapter.trainableVariables());
         const grads = namedGrads(params, byVarName);
         window.lossSum += (await value.data())[0] * G;
         value.dispose();
