@@ -21,7 +21,7 @@ import type { Row } from '../data/types.ts';
 import { Rng } from '../util/rng.ts';
 import { report, type Figures } from './report.ts';
 
-const [mode, file, arg, tokenizerArg] = process.argv.slice(2);
+const [mode, file, arg, tokenizerArg, rowsArg] = process.argv.slice(2);
 const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
 /** Rows of seed-task words in Alpaca shape: instruction 6-20 words, input empty 60% of the time, output 10-60 words. */
@@ -64,10 +64,14 @@ if (mode === 'gen') {
   const stats = newStats();
   const t0 = performance.now();
   let batches = 0;
-  for await (const _ of ds.batches({ stats })) batches++;
+  let halfwayRssMb = 0; // peak RSS when half the file has streamed: equal to the final peak when memory is flat
+  for await (const _ of ds.batches({ stats })) {
+    batches++;
+    if (!halfwayRssMb && stats.rows >= Number(rowsArg) / 2) halfwayRssMb = peakRssMb();
+  }
   const seconds = (performance.now() - t0) / 1000;
   await ds.close();
-  console.log(JSON.stringify({ rows: stats.rows, examples: stats.examples, tokens: stats.tokens, batches, seconds, peakRssMb: peakRssMb() }));
+  console.log(JSON.stringify({ rows: stats.rows, examples: stats.examples, tokens: stats.tokens, batches, seconds, halfwayRssMb, peakRssMb: peakRssMb() }));
 } else {
   const self = fileURLToPath(import.meta.url);
   const child = (...args: string[]) => {
@@ -94,17 +98,18 @@ if (mode === 'gen') {
       }
       if (!tokenizeSizes.includes(n)) continue;
       for (const t of threads) {
-        const pipe = child('pipeline', f, String(t));
+        const pipe = child('pipeline', f, String(t), 'byte-level', String(n));
         const at = `tokenize+pack ${k}, ${t} thread${t > 1 ? 's' : ''}`;
         figures[`${at}: rows/s`] = pipe.rows / pipe.seconds;
         figures[`${at}: tokens/s`] = pipe.tokens / pipe.seconds;
+        figures[`${at}: peak RSS halfway (MB)`] = pipe.halfwayRssMb;
         figures[`${at}: peak RSS (MB)`] = pipe.peakRssMb;
       }
     }
     const n = Math.min(...tokenizeSizes);
     for (const kind of ['sentencepiece', 'uncached']) {
       for (const t of threads) {
-        const pipe = child('pipeline', path.join(dir, `gen-${n}.arrow`), String(t), kind);
+        const pipe = child('pipeline', path.join(dir, `gen-${n}.arrow`), String(t), kind, String(n));
         figures[`${kind} tokenizer ${n / 1000}k, ${t} thread${t > 1 ? 's' : ''}: rows/s`] = pipe.rows / pipe.seconds;
       }
     }
