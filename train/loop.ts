@@ -12,7 +12,7 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { TrainBatch } from '../model/types.ts';
 import type { EvalResult } from '../eval/run.ts';
 import type { PushResult } from '../hub/push.ts';
-import { progress } from '../util/progress.ts';
+import { counter, progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import type { RngState } from '../util/rng.ts';
 import { checkpointDir, loadCheckpoint, removeCheckpoints, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
@@ -104,7 +104,15 @@ async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: strin
   const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)));
   const stats = newStats();
   let perEpoch = 0;
-  for await (const _ of ds.batches({ part: 'train', stats })) perEpoch++;
+  const count = counter('data', 'rows');
+  try {
+    for await (const _ of ds.batches({ part: 'train', stats })) {
+      perEpoch++;
+      count.update(stats.rows);
+    }
+  } finally {
+    count.stop();
+  }
   const summary = formatStats(stats, recipe.sequence_len);
   log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
   return { ds, perEpoch, summary };

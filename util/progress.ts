@@ -20,13 +20,22 @@ export function setQuiet(quiet: boolean): void {
  * `extra` names fields (set through update) appended to the line, e.g. ['loss', 'lr'].
  */
 export function progress(label: string, total: number, unit = 'it', extra: string[] = []): Progress {
+  return makeBar(`${label} [{bar}] {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`, total, extra);
+}
+
+/** A count with its rate, for streaming work whose total is not known in advance (no ETA then). */
+export function counter(label: string, unit = 'it'): Progress {
+  return makeBar(`${label} {value} ${unit} | {rate} ${unit}/s`, 0, []);
+}
+
+function makeBar(format: string, total: number, extra: string[]): Progress {
   if (quietAll || !process.stderr.isTTY) {
     return { update() {}, setTotal() {}, stop() {} };
   }
   const fields = extra.map((f) => ` | ${f} {${f}}`).join('');
   const bar = new cliProgress.SingleBar(
     {
-      format: `${label} [{bar}] {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}${fields}`,
+      format: format + fields,
       stream: process.stderr,
       hideCursor: true,
       etaBuffer: 20,
