@@ -63,7 +63,7 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     [`activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens${a.gradientCheckpointing ? ', checkpointed' : ''})`, e.activationBytes],
     ...(e.dequantBytes ? [['dequantized weight in flight', e.dequantBytes] as [string, number]] : []),
     ['total', e.totalBytes],
-    [`of it in tfjs tensors (wasm: at most ${humanBytes(WASM_HEAP_LIMIT)})`, e.tensorBytes],
+    [`wasm heap (at most ${humanBytes(WASM_HEAP_LIMIT)}; with XNNPACK's weight copies)`, e.heapBytes],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return [`${source}: ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}`, ...rows.map(([k, v]) => `${k.padEnd(width)}  ${humanBytes(v).padStart(10)}`)].join('\n');

@@ -44,10 +44,10 @@ export async function loadTrainableModel(recipe: Recipe, modelDir: string, recip
   return { weights, adapter };
 }
 
-const HEAP_HEADROOM = 2 / 3;
+const HEAP_HEADROOM = 0.8;
 
 /**
- * A warning when the run's tensors (estimated as `ft memory` does) will not fit the wasm heap, with what would help;
+ * A warning when the run (its wasm heap estimated as `ft memory` does) may not fit the wasm heap, with what would help;
  * null when they fit or the backend has no such limit. Said before the weights load, not after minutes of it.
  */
 export function wasmHeapWarning(recipe: Recipe, config: LlamaConfig): string | null {
@@ -63,16 +63,16 @@ export function wasmHeapWarning(recipe: Recipe, config: LlamaConfig): string | n
       sequenceLen: recipe.sequence_len,
       optimizer: 'adamw',
       gradientCheckpointing,
-    }).tensorBytes;
-  // measured wasm heaps ran up to 1.5x the estimated tensors (TinyLlama: allocator fragmentation, XNNPACK's packed
-  // copies of weights), so warn from 2/3 of the limit
+    }).heapBytes;
+  // measured wasm heaps ran up to 1.2x the estimate (TinyLlama; fragmentation, transient packed weights), so
+  // warn from 80% of the limit
   const need = estimate(recipe.gradient_checkpointing);
   if (need <= HEAP_HEADROOM * WASM_HEAP_LIMIT) return null;
   const help = [];
   if (!recipe.gradient_checkpointing) help.push(`gradient_checkpointing: true (about ${humanBytes(estimate(true))})`);
   help.push('a smaller micro_batch_size or sequence_len', recipe.load_in_4bit ? '' : 'load_in_4bit: true');
   return (
-    `ft: warning: this run needs about ${humanBytes(need)} of tensors and the wasm heap holds ${humanBytes(WASM_HEAP_LIMIT)} ` +
-    `(measured heaps ran up to 1.5x the estimate); try ${help.filter(Boolean).join(', or ')}`
+    `ft: warning: this run needs about ${humanBytes(need)} of wasm heap, which holds ${humanBytes(WASM_HEAP_LIMIT)} ` +
+    `(measured heaps ran up to 1.2x the estimate); try ${help.filter(Boolean).join(', or ')}`
   );
 }
