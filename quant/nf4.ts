@@ -182,52 +182,39 @@ export function dequantizeRows(q: QuantizedTensor, row0: number, row1: number, o
 
 /** Flattened elements [start, end) into out[0 .. end-start), value = code * absmax in float32 as bnb's kernels. */
 function dequantizeInto(q: QuantizedTensor, start: number, end: number, out: Float32Array): void {
-  if (q.kind !== 'int8' && start % q.blockSize === 0) return dequantize4bitBlocks(q, start, end, out);
+  if (q.kind !== 'int8') return dequantize4bit(q, start, end, out);
   const { blockSize, codes } = q;
+  for (let i = start, o = 0; i < end; ) {
+    const block = (i / blockSize) | 0;
+    const s = scaleOf(q.absmax, block);
+    const stop = Math.min(end, (block + 1) * blockSize);
+    for (; i < stop; i++) out[o++] = DYNAMIC_CODE[codes[i]] * s;
+  }
+}
+
+/** dequantizeInto for 4-bit codes: one scale per block, then a byte (two values) at a time. */
+function dequantize4bit(q: QuantizedTensor, start: number, end: number, out: Float32Array): void {
+  const { blockSize, codes } = q;
+  const pairs = PAIRS[q.kind as 'nf4' | 'fp4'];
   let i = start;
+  let o = 0;
   while (i < end) {
     const block = (i / blockSize) | 0;
     const s = scaleOf(q.absmax, block);
     const stop = Math.min(end, (block + 1) * blockSize);
-    let o = i - start;
-    if (q.kind === 'int8') {
-      for (; i < stop; i++, o++) out[o] = DYNAMIC_CODE[codes[i]] * s;
-      continue;
-    }
-    const pairs = PAIRS[q.kind];
-    if (i & 1) {
-      out[o++] = pairs[2 * codes[i >> 1] + 1] * s;
-      i++;
-    }
-    for (; i + 1 < stop; i += 2, o += 2) {
-      const p = 2 * codes[i >> 1];
-      out[o] = pairs[p] * s;
-      out[o + 1] = pairs[p + 1] * s;
-    }
-    if (i < stop) {
-      out[o] = pairs[2 * codes[i >> 1]] * s;
-      i++;
-    }
-  }
-}
-
-/** dequantizeInto for 4-bit codes from a block start: one scale per block, then a byte (two values) at a time. */
-function dequantize4bitBlocks(q: QuantizedTensor, start: number, end: number, out: Float32Array): void {
-  const { blockSize, codes } = q;
-  const pairs = PAIRS[q.kind as 'nf4' | 'fp4'];
-  const total = end - start;
-  let o = 0;
-  for (let block = start / blockSize; o < total; block++) {
-    const s = scaleOf(q.absmax, block);
-    const n = Math.min(blockSize, total - o);
-    const even = o + (n & ~1);
-    let byte = (start + o) >> 1;
-    for (; o < even; o += 2, byte++) {
+    // a value at an odd index is the low nibble of its byte
+    if (i & 1) out[o++] = pairs[(codes[i++ >> 1] << 1) + 1] * s;
+    let byte = i >> 1;
+    const even = i + ((stop - i) & ~1);
+    for (; i < even; i += 2, byte++, o += 2) {
       const p = codes[byte] << 1;
       out[o] = pairs[p] * s;
       out[o + 1] = pairs[p + 1] * s;
     }
-    if (n & 1) out[o++] = pairs[codes[byte] << 1] * s;
+    if (i < stop) {
+      out[o++] = pairs[codes[byte] << 1] * s;
+      i++;
+    }
   }
 }
 
