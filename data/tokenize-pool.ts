@@ -102,10 +102,7 @@ export class TokenizePool {
   private nextId = 0;
   private failure: Error | null = null;
 
-  constructor(
-    readonly size: number,
-    setup: PoolSetup,
-  ) {
+  constructor(size: number, setup: PoolSetup) {
     this.slots = Array.from({ length: size }, () => {
       const slot: Slot = { worker: startWorker(new URL('./tokenize-worker.ts', import.meta.url), setup), pending: new Map() };
       slot.worker.on('message', (m: (ChunkResult & { id: number }) | 'ready') => {

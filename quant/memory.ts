@@ -70,8 +70,9 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   for (const name of LINEAR_NAMES) projParams += shapes[name][0] * shapes[name][1];
   const biasParams = c.attentionBias ? shapes.q_proj[0] + 2 * shapes.k_proj[0] : 0;
   const floatParams = V * h * (c.tieWordEmbeddings ? 1 : 2) + h + L * (2 * h + biasParams);
-  const packedBytes = o.quant === 'none' ? 0 : Math.ceil((L * projParams * bitsPerParam) / 8);
-  const baseBytes = (o.quant === 'none' ? 4 * L * projParams : packedBytes) + 4 * floatParams;
+  const projBytes = Math.ceil((L * projParams * bitsPerParam) / 8);
+  const baseBytes = projBytes + 4 * floatParams;
+  const packedBytes = o.quant === 'none' ? 0 : projBytes; // held in JS memory, outside the wasm heap
 
   // LoRA: A [r, in] and B [out, r] per targeted projection per layer, float32; one gradient each; AdamW keeps m and v.
   let loraParams = 0;
