@@ -2,11 +2,11 @@
 // frozen base loaded float or NF4, LoRA attached.
 import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import { attachLora, type Adapter } from '../adapters/lora.ts';
+import { attachLora, targetNames, type Adapter } from '../adapters/lora.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
-import { LINEAR_NAMES, type LlamaConfig, type LlamaWeights } from '../model/types.ts';
+import type { LlamaConfig, LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { estimateMemory, humanBytes, WASM_HEAP_LIMIT } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
@@ -58,7 +58,7 @@ export function wasmHeapWarning(recipe: Recipe, config: LlamaConfig): string | n
       quant: recipe.load_in_4bit ? 'nf4' : 'none',
       doubleQuant: true,
       loraR: lora.r,
-      targetModules: lora.targetModules === 'all-linear' ? LINEAR_NAMES : lora.targetModules,
+      targetModules: targetNames(lora),
       microBatchSize: recipe.micro_batch_size,
       sequenceLen: recipe.sequence_len,
       optimizer: 'adamw',
