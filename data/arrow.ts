@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import * as arrow from 'apache-arrow';
 import { FtError } from '../util/errors.ts';
 import { tempPathFor } from '../util/fs.ts';
+import { StreamEndWatch, watched } from './arrow-stream-end.ts';
 import type { Row, RowBatch } from './types.ts';
 
 /** An Arrow value as plain JS: nested vectors -> arrays, struct rows -> objects, int64 -> number. */
@@ -26,19 +27,49 @@ function columnValues(col: arrow.Vector): unknown[] {
   return out;
 }
 
-async function openReader(file: string) {
+const FILE_MAGIC = 'ARROW1';
+
+/** Refuses a file-format Arrow file without its footer; returns whether `file` is in the stream format. */
+async function checkFileFooter(file: string): Promise<boolean> {
+  let head = Buffer.alloc(0);
+  let tail = Buffer.alloc(0);
   try {
-    const reader = await arrow.RecordBatchReader.from(createReadStream(file));
+    const fh = await fsp.open(file);
+    try {
+      const { size } = await fh.stat();
+      ({ buffer: head } = await fh.read(Buffer.alloc(Math.min(size, 8)), 0, Math.min(size, 8), 0));
+      ({ buffer: tail } = await fh.read(Buffer.alloc(Math.min(size, 6)), 0, Math.min(size, 6), Math.max(0, size - 6)));
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    throw new FtError(`${file}: cannot read (${(e as Error).message})`);
+  }
+  if (head.subarray(0, 6).toString('latin1') !== FILE_MAGIC) return true;
+  if (tail.toString('latin1') !== FILE_MAGIC) throw new FtError(`${file}: truncated Arrow file: it does not end with the Arrow file footer (${FILE_MAGIC})`);
+  return false;
+}
+
+/** A reader over `file`; for the stream format, `end` tells afterwards whether the end-of-stream marker came. */
+async function openReader(file: string) {
+  const end = (await checkFileFooter(file)) ? new StreamEndWatch() : null;
+  try {
+    const bytes = createReadStream(file);
+    const reader = await arrow.RecordBatchReader.from(end ? watched(bytes, end) : bytes);
     await reader.open();
-    return reader;
+    return { reader, end };
   } catch (e) {
     throw new FtError(`${file}: not a readable Arrow IPC file (${(e as Error).message})`);
   }
 }
 
+function checkStreamEnd(file: string, end: StreamEndWatch | null, rows: number): void {
+  if (end && !end.ended) throw new FtError(`${file}: truncated Arrow stream: it ends after row ${rows} without the end-of-stream marker`);
+}
+
 /** The columns of an Arrow file as `name: type`, from its schema message only. */
 export async function arrowColumns(file: string): Promise<{ name: string; type: string }[]> {
-  const reader = await openReader(file);
+  const { reader } = await openReader(file);
   const cols = reader.schema.fields.map((f) => ({ name: f.name, type: String(f.type) }));
   await reader.cancel();
   return cols;
@@ -49,7 +80,7 @@ export async function arrowColumns(file: string): Promise<{ name: string; type: 
  * `columns` limits which columns are materialized (missing ones are simply absent from the rows).
  */
 export async function* readArrowRows(file: string, columns?: string[]): AsyncGenerator<RowBatch> {
-  const reader = await openReader(file);
+  const { reader, end } = await openReader(file);
   let offset = 0;
   const it = reader[Symbol.asyncIterator]();
   for (;;) {
@@ -59,7 +90,7 @@ export async function* readArrowRows(file: string, columns?: string[]): AsyncGen
     } catch (e) {
       throw new FtError(`${file}: corrupt Arrow data after row ${offset} (${(e as Error).message})`);
     }
-    if (next.done) break;
+    if (next.done) return checkStreamEnd(file, end, offset);
     const batch = next.value;
     const names = batch.schema.fields.map((f) => f.name).filter((n) => !columns || columns.includes(n));
     const cols = names.map((n) => columnValues(batch.getChild(n)!));
@@ -76,13 +107,14 @@ export async function* readArrowRows(file: string, columns?: string[]): AsyncGen
 
 /** Number of rows in an Arrow file, counted from the record batch headers as batches stream by. */
 export async function countArrowRows(file: string): Promise<number> {
-  const reader = await openReader(file);
+  const { reader, end } = await openReader(file);
   let n = 0;
   try {
     for await (const b of reader) n += b.numRows;
   } catch (e) {
     throw new FtError(`${file}: corrupt Arrow data after row ${n} (${(e as Error).message})`);
   }
+  checkStreamEnd(file, end, n);
   return n;
 }
 

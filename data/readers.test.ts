@@ -5,7 +5,7 @@ import * as arrow from 'apache-arrow';
 import { parquetWriteFile } from 'hyparquet-writer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FtError } from '../util/errors.ts';
-import { writeArrowStream } from './arrow.ts';
+import { countArrowRows, writeArrowStream } from './arrow.ts';
 import { describeFile, detectFormat, readFileRows, resolveDataFiles } from './source.ts';
 import { seedRows, type AlpacaRow } from './testing.ts';
 import type { Row } from './types.ts';
@@ -134,6 +134,30 @@ describe('corrupt files', () => {
     const err = await readAll(bad).catch((e) => e);
     expect(err).toBeInstanceOf(FtError);
     expect(err.message).toMatch(/cut\.arrow: (corrupt Arrow data|not a readable Arrow)/);
+  });
+
+  it('refuses an Arrow stream or file cut at a record-batch boundary as truncated (no end-of-stream marker / no footer)', async () => {
+    const all = arrow.tableFromArrays({ text: Array.from({ length: 3000 }, (_, i) => `row ${i}`) });
+    const batches = [0, 1, 2].flatMap((k) => all.slice(k * 1000, (k + 1) * 1000).batches);
+    const whole = arrow.tableToIPC(new arrow.Table(batches), 'stream');
+    const firstTwo = arrow.tableToIPC(new arrow.Table(batches.slice(0, 2)), 'stream');
+    const cut = firstTwo.subarray(0, firstTwo.length - 8); // schema + 2 batches, the 8-byte end-of-stream marker gone
+    expect(Buffer.from(whole.subarray(0, cut.length)).equals(Buffer.from(cut))).toBe(true); // a prefix of the whole stream
+    const streamCut = path.join(tmp, 'batch-cut-stream.arrow');
+    await fsp.writeFile(streamCut, cut);
+    await expect(readAll(streamCut)).rejects.toThrow(/batch-cut-stream\.arrow: truncated Arrow stream: it ends after row 2000 without the end-of-stream marker/);
+    await expect(countArrowRows(streamCut)).rejects.toThrow(/truncated Arrow stream/);
+    const wholeFile = arrow.tableToIPC(new arrow.Table(batches), 'file');
+    const fileReader = arrow.RecordBatchReader.from(wholeFile) as arrow.RecordBatchFileReader;
+    fileReader.open();
+    const third = fileReader.footer!.getRecordBatch(2)!; // the footer's block for batch 3: batch 2 ends where it starts
+    const fileCut = path.join(tmp, 'batch-cut-file.arrow');
+    await fsp.writeFile(fileCut, wholeFile.subarray(0, Number(third.offset)));
+    await expect(readAll(fileCut)).rejects.toThrow(/batch-cut-file\.arrow: truncated Arrow file: it does not end with the Arrow file footer/);
+    const intact = path.join(tmp, 'batch-whole.arrow');
+    await fsp.writeFile(intact, whole);
+    expect((await readAll(intact)).length).toBe(3000);
+    expect(await countArrowRows(intact)).toBe(3000);
   });
 
   it('reports a damaged Parquet file and a file with a data extension but no magic', async () => {
