@@ -1,18 +1,29 @@
 // JSON Lines and JSON-array readers that stream: one row object at a time, never the whole file in memory.
-import { createReadStream } from 'node:fs';
 import { FtError } from '../util/errors.ts';
 import type { Row, RowBatch } from './types.ts';
+import { unreadableRow, type UnreadableRows } from './unreadable-row.ts';
+import { describeFault, Utf8Text, type Utf8Fault } from './utf8-text.ts';
 
 const BATCH_ROWS = 1024;
 
-/** Text chunks of a file (utf-8 decoding keeps multi-byte characters whole across chunks). */
-async function* textChunks(file: string): AsyncGenerator<string> {
-  const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 });
-  try {
-    for await (const chunk of stream) yield chunk as string;
-  } catch (e) {
-    throw new FtError(`${file}: cannot read (${(e as Error).message})`);
-  }
+/** The text of a file after its first non-blank character, and what each reader needs to place faults and lines. */
+interface JsonText {
+  file: string;
+  /** the file's text from its first non-blank character */
+  first: string;
+  /** index of first[0] in the whole text */
+  start: number;
+  /** newlines before first[0] */
+  lines: number;
+  rest: AsyncGenerator<string>;
+  utf8: Utf8Text;
+  unreadable: UnreadableRows;
+}
+
+/** The row in place of one with a byte that is not UTF-8 (a reader claims faults up to each row's end first). */
+function unreadable(t: JsonText, fault: Utf8Fault, where: string): Row {
+  if (t.unreadable === 'error') throw new FtError(`${t.file} ${where}: ${describeFault(fault)}`);
+  return unreadableRow(`${where}: ${describeFault(fault)}`);
 }
 
 function parseRow(text: string, file: string, where: string): Row {
@@ -27,23 +38,28 @@ function parseRow(text: string, file: string, where: string): Row {
 }
 
 /** JSON Lines: one object per line; blank lines are ignored. */
-async function* readJsonl(file: string, first: string, rest: AsyncGenerator<string>): AsyncGenerator<RowBatch> {
-  let carry = first;
-  let line = 0;
+async function* readJsonl(t: JsonText): AsyncGenerator<RowBatch> {
+  const { file, rest } = t;
+  let carry = t.first;
+  let base = t.start; // text index of carry[0]
+  let line = t.lines;
   let offset = 0;
   let rows: Row[] = [];
-  const take = (text: string) => {
+  const take = (text: string, end: number) => {
     line++;
-    if (text.trim() !== '') rows.push(parseRow(text, file, `line ${line}`));
+    const fault = t.utf8.claim(end);
+    if (fault) rows.push(unreadable(t, fault, `line ${line}`));
+    else if (text.trim() !== '') rows.push(parseRow(text, file, `line ${line}`));
   };
   for (;;) {
     let nl: number;
     let start = 0;
     while ((nl = carry.indexOf('\n', start)) >= 0) {
-      take(carry.slice(start, nl));
+      take(carry.slice(start, nl), base + nl);
       start = nl + 1;
     }
     carry = carry.slice(start);
+    base += start;
     if (rows.length >= BATCH_ROWS) {
       yield { file, offset, rows };
       offset += rows.length;
@@ -53,7 +69,7 @@ async function* readJsonl(file: string, first: string, rest: AsyncGenerator<stri
     if (next.done) break;
     carry += next.value;
   }
-  if (carry.trim() !== '') take(carry);
+  if (carry.trim() !== '') take(carry, Infinity);
   if (rows.length) yield { file, offset, rows };
 }
 
@@ -61,8 +77,10 @@ async function* readJsonl(file: string, first: string, rest: AsyncGenerator<stri
  * A top-level JSON array of objects (Stanford Alpaca's alpaca_data.json), scanned element by element.
  * Hand-written because no maintained streaming JSON parser is a dependency; JSON.parse does each element.
  */
-async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<string>): AsyncGenerator<RowBatch> {
-  let buf = first.slice(first.indexOf('[') + 1);
+async function* readJsonArray(t: JsonText): AsyncGenerator<RowBatch> {
+  const { file, rest } = t;
+  let buf = t.first.slice(1);
+  let base = t.start + 1; // text index of buf[0]
   let pos = 0; // scan position in buf
   let depth = 0; // nesting inside the current element
   let elemStart = -1;
@@ -93,22 +111,22 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
           if (c === 93) closed = true;
           else throw bad("unbalanced '}'");
         } else if (--depth === 0) {
-          rows.push(parseRow(buf.slice(elemStart, pos + 1), file, `row ${offset + rows.length}`));
+          const fault = t.utf8.claim(base + pos + 1);
+          const where = `row ${offset + rows.length}`;
+          rows.push(fault ? unreadable(t, fault, where) : parseRow(buf.slice(elemStart, pos + 1), file, where));
           elemStart = -1;
         }
       } else if (depth === 0 && c !== 44 /* , */ && c !== 32 && c !== 10 && c !== 13 && c !== 9) {
-        throw bad(`unexpected '${buf[pos]}' between rows`);
+        const fault = t.utf8.claim(base + pos + 1);
+        throw bad(fault ? `${describeFault(fault)} between rows` : `unexpected '${buf[pos]}' between rows`);
       }
     }
     // keep only the unfinished element
-    if (elemStart >= 0) {
-      buf = buf.slice(elemStart);
-      pos -= elemStart;
-      elemStart = 0;
-    } else {
-      buf = buf.slice(pos);
-      pos = 0;
-    }
+    const keep = elemStart >= 0 ? elemStart : pos;
+    buf = buf.slice(keep);
+    base += keep;
+    pos -= keep;
+    if (elemStart >= 0) elemStart = 0;
     if (rows.length >= BATCH_ROWS || (closed && rows.length)) {
       yield { file, offset, rows };
       offset += rows.length;
@@ -127,22 +145,32 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
   }
 }
 
-/** Rows of a .json/.jsonl file: a JSON array of objects, or one object per line (also what `datasets` to_json writes). */
-export async function* readJsonRows(file: string): AsyncGenerator<RowBatch> {
-  const chunks = textChunks(file);
-  let first = '';
+/**
+ * Rows of a .json/.jsonl file: a JSON array of objects, or one object per line (also what `datasets` to_json writes).
+ * A row holding bytes that are not UTF-8 stops the read (`unreadable: 'error'`) or comes as an unreadableRow.
+ */
+export async function* readJsonRows(file: string, unreadable: UnreadableRows = 'error'): AsyncGenerator<RowBatch> {
+  const utf8 = new Utf8Text(file);
+  const chunks = utf8.chunks();
+  let text = '';
+  let read = 0;
   // find the first non-blank character to tell an array from JSON Lines
   for (;;) {
-    const trimmed = first.trimStart();
-    if (trimmed !== '') {
-      first = trimmed;
-      break;
+    const first = text.trimStart();
+    if (first !== '') {
+      const blank = text.slice(0, text.length - first.length);
+      const t: JsonText = { file, first, start: read - first.length, lines: blank.split('\n').length - 1, rest: chunks, utf8, unreadable };
+      if (first[0] === '[') yield* readJsonArray(t);
+      else if (first[0] === '{') yield* readJsonl(t);
+      else {
+        const fault = utf8.claim(t.start + 1);
+        throw new FtError(`${file}: expected a JSON array of objects or JSON Lines (one object per line), found ${fault ? describeFault(fault) : `'${first[0]}'`}`);
+      }
+      return;
     }
     const next = await chunks.next();
     if (next.done) return; // empty file: no rows
-    first += next.value;
+    text += next.value;
+    read += next.value.length;
   }
-  if (first[0] === '[') yield* readJsonArray(file, first, chunks);
-  else if (first[0] === '{') yield* readJsonl(file, first, chunks);
-  else throw new FtError(`${file}: expected a JSON array of objects or JSON Lines (one object per line), found '${first[0]}'`);
 }

@@ -131,6 +131,19 @@ describe('bad input', () => {
     expect(formatStats(stats, 1024)).toMatch(/2 bad rows skipped/);
   });
 
+  it('stops at a line that is not UTF-8 naming it, or skips and counts it when on_bad_row is skip', async () => {
+    const good = (r: object) => Buffer.from(`${JSON.stringify(r)}\n`);
+    const latin1 = Buffer.from(`${JSON.stringify({ ...rows[1], output: 'caf\xe9' })}\n`, 'latin1');
+    await fsp.writeFile(path.join(tmp, 'latin1.jsonl'), Buffer.concat([good(rows[0]), latin1, good(rows[2])]));
+    const strict = await loadDataset(recipe({ datasets: [{ path: 'latin1.jsonl' }] }), tok, tmp);
+    await expect(all(strict.batches())).rejects.toThrow(/latin1\.jsonl line 2: not valid UTF-8 \(byte 0xe9 at byte offset \d+\)/);
+    const lenient = await loadDataset(recipe({ datasets: [{ path: 'latin1.jsonl' }], on_bad_row: 'skip' }), tok, tmp);
+    const stats = newStats();
+    expect((await all(lenient.batches({ stats }))).length).toBe(2);
+    expect([stats.rows, stats.badRows, stats.examples]).toEqual([3, 1, 2]);
+    expect(stats.notes[0]).toMatch(/latin1\.jsonl row 1: line 2: not valid UTF-8/);
+  });
+
   it('refuses an empty dataset, and a dataset whose every row is dropped, saying why', async () => {
     await fsp.writeFile(path.join(tmp, 'empty.jsonl'), '\n');
     const empty = await loadDataset(recipe({ datasets: [{ path: 'empty.jsonl' }] }), tok, tmp);

@@ -112,7 +112,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
       const mapper = recordMapper(src.entry);
       const rel = path.relative(baseDir, file);
       const shown = rel && !rel.startsWith('..') ? rel : file;
-      for await (const batch of readFileRows(file, mapper.columns)) {
+      for await (const batch of readFileRows(file, mapper.columns, recipe.on_bad_row === 'skip' ? 'mark' : 'error')) {
         for (let i = 0; i < batch.rows.length; i++) {
           const where = `${shown} row ${batch.offset + i}`;
           if (stats) stats.rows++;

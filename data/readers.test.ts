@@ -116,6 +116,40 @@ describe('JSON streaming', () => {
     await expect(readAll(f)).rejects.toThrow(/bad\.jsonl line 2: invalid JSON/);
   });
 
+  it('refuses bytes that are not UTF-8, naming the line (JSONL) or row (JSON array) and the byte offset', async () => {
+    const latin1 = Buffer.from('{"a":"caf\xe9"}', 'latin1'); // 'café' as Latin-1: 0xE9 is no UTF-8 sequence
+    const f = path.join(tmp, 'latin1.jsonl');
+    await fsp.writeFile(f, Buffer.concat([Buffer.from('{"a":"1"}\n\n'), latin1, Buffer.from('\n{"a":"4"}\n')]));
+    await expect(readAll(f)).rejects.toThrow(/latin1\.jsonl line 3: not valid UTF-8 \(byte 0xe9 at byte offset 20\)/);
+    const arr = path.join(tmp, 'latin1.json');
+    await fsp.writeFile(arr, Buffer.concat([Buffer.from('[{"a":"1"},\n '), latin1, Buffer.from(']')]));
+    await expect(readAll(arr)).rejects.toThrow(/latin1\.json row 1: not valid UTF-8 \(byte 0xe9 at byte offset 22\)/);
+    // an overlong '/', a UTF-16 surrogate and a sequence cut by the end of the file are not UTF-8 either (RFC 3629)
+    for (const [bytes, line] of [[[0xc0, 0xaf], 1], [[0xed, 0xa0, 0x80], 1], [[0xe2, 0x82], 2]] as const) {
+      const bad = path.join(tmp, 'ill-formed.jsonl');
+      await fsp.writeFile(bad, Buffer.concat([Buffer.from(line === 1 ? '{"a":"' : '{"a":"ok"}\n{"a":"'), Buffer.from(bytes)]));
+      await expect(readAll(bad)).rejects.toThrow(new RegExp(`ill-formed\\.jsonl line ${line}: not valid UTF-8`));
+    }
+  });
+
+  it('keeps U+FFFD written as UTF-8 and multi-byte characters split across read chunks', async () => {
+    const f = path.join(tmp, 'split-chars.jsonl');
+    const rowsIn = Array.from({ length: 3000 }, (_, i) => ({ a: `${'x'.repeat(i % 7)}\uFFFD€😀${i}` })); // > 1 MiB: chunk ends fall inside characters
+    await fsp.writeFile(f, rowsIn.map((r) => JSON.stringify(r).padEnd(400)).join('\n'));
+    expect(await readAll(f)).toEqual(rowsIn);
+  });
+
+  it('finds a bad byte past the first read chunk on the right line', async () => {
+    const f = path.join(tmp, 'late-bad.jsonl');
+    const lines = Array.from({ length: 5000 }, (_, i) => JSON.stringify({ a: `${i}`.padEnd(300, 'é') }));
+    const at = 4321; // line 4322: several MiB in
+    const body = Buffer.from(lines.map((l, i) => (i === at ? l.replace('é', '\u0000') : l)).join('\n'));
+    const cut = body.indexOf(0, body.indexOf('"4321')); // the NUL stands where the bad byte goes
+    body[cut] = 0xff;
+    await fsp.writeFile(f, body);
+    await expect(readAll(f)).rejects.toThrow(new RegExp(`late-bad\\.jsonl line ${at + 1}: not valid UTF-8 \\(byte 0xff at byte offset ${cut}\\)`));
+  });
+
   it('rejects a truncated JSON array and non-object rows', async () => {
     const f = path.join(tmp, 'cut.json');
     await fsp.writeFile(f, '[{"a":"1"},{"a":"2"');

@@ -2,6 +2,7 @@
 import { FtError } from '../util/errors.ts';
 import type { DatasetEntry } from './spec.ts';
 import type { ChatMessage, ChatRole, DataRecord, Row } from './types.ts';
+import { unreadableReason } from './unreadable-row.ts';
 
 /** A row that cannot become a record: thrown or counted as a skip, as the recipe's on_bad_row says. */
 export class BadRowError extends FtError {}
@@ -25,7 +26,20 @@ function describe(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v;
 }
 
+/** The mapper for a dataset entry; a row a reader could not decode (an unreadableRow) is a BadRowError. */
 export function recordMapper(entry: DatasetEntry): RecordMapper {
+  const fields = fieldMapper(entry);
+  return {
+    columns: fields.columns,
+    toRecords(row, where) {
+      const unreadable = unreadableReason(row);
+      if (unreadable !== undefined) throw new BadRowError(`${where}: ${unreadable}`);
+      return fields.toRecords(row, where);
+    },
+  };
+}
+
+function fieldMapper(entry: DatasetEntry): RecordMapper {
   if (entry.type === 'chat') {
     const fields = entry.field_messages ? [entry.field_messages] : ['messages', 'conversations'];
     return {

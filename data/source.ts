@@ -6,6 +6,7 @@ import { arrowColumns, countArrowRows, readArrowRows } from './arrow.ts';
 import { readJsonRows } from './json.ts';
 import { parquetInfo, readParquetRows } from './parquet.ts';
 import type { RowBatch } from './types.ts';
+import type { UnreadableRows } from './unreadable-row.ts';
 
 export type FileFormat = 'arrow' | 'json' | 'parquet';
 export const DATA_EXTENSIONS = ['.arrow', '.json', '.jsonl', '.parquet'];
@@ -118,12 +119,15 @@ export async function detectFormat(file: string): Promise<FileFormat> {
   return 'json';
 }
 
-/** Row batches of one file in any supported format; `columns` is a hint for columnar formats. */
-export async function* readFileRows(file: string, columns?: string[]): AsyncGenerator<RowBatch> {
+/**
+ * Row batches of one file in any supported format; `columns` is a hint for columnar formats. A JSON row that is not
+ * UTF-8 stops the read, or with `unreadable: 'mark'` comes as an unreadableRow (for on_bad_row: skip).
+ */
+export async function* readFileRows(file: string, columns?: string[], unreadable?: UnreadableRows): AsyncGenerator<RowBatch> {
   const format = await detectFormat(file);
   if (format === 'arrow') yield* readArrowRows(file, columns);
   else if (format === 'parquet') yield* readParquetRows(file, columns);
-  else yield* readJsonRows(file);
+  else yield* readJsonRows(file, unreadable);
 }
 
 export interface FileInfo {
