@@ -208,6 +208,16 @@ describe('corrupt files', () => {
 });
 
 describe('dataset paths', () => {
+  it("refuses a save_to_disk state.json naming a data file outside its folder", async () => {
+    const dir = path.join(tmp, 'escape', 'ds');
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(tmp, 'secret.jsonl'), '{"instruction":"s","output":"secret"}\n');
+    for (const filename of ['../../secret.jsonl', path.join(tmp, 'secret.jsonl'), '..', 'sub/data.arrow', 'sub\\data.arrow', '', 7]) {
+      await fsp.writeFile(path.join(dir, 'state.json'), JSON.stringify({ _data_files: [{ filename }] }));
+      await expect(resolveDataFiles('escape/ds', tmp)).rejects.toThrow(/state\.json: _data_files\[0\]\.filename .* must be a file name in the dataset folder/);
+    }
+  });
+
   it('expands a glob of shards in sorted order, and reads a save_to_disk folder through state.json', async () => {
     const dir = path.join(tmp, 'shards');
     await fsp.mkdir(dir);

@@ -2,6 +2,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { FtError } from '../util/errors.ts';
+import { isBareFileName } from '../util/fs.ts';
 import { arrowColumns, countArrowRows, readArrowRows } from './arrow.ts';
 import { readJsonRows } from './json.ts';
 import { parquetInfo, readParquetRows } from './parquet.ts';
@@ -92,8 +93,12 @@ export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<str
     } catch (e) {
       throw new FtError(`${path.join(full, 'state.json')}: invalid JSON (${(e as Error).message})`);
     }
-    if (!Array.isArray(listed) || listed.length === 0) throw new FtError(`${path.join(full, 'state.json')}: expected _data_files: [{filename}, ...]`);
-    return listed.map((d: { filename: string }) => path.join(full, d.filename));
+    const stateFile = path.join(full, 'state.json');
+    if (!Array.isArray(listed) || listed.length === 0) throw new FtError(`${stateFile}: expected _data_files: [{filename}, ...]`);
+    return listed.map((d: { filename?: unknown }, i) => {
+      if (!isBareFileName(d?.filename)) throw new FtError(`${stateFile}: _data_files[${i}].filename ${JSON.stringify(d?.filename)} must be a file name in the dataset folder`);
+      return path.join(full, d.filename);
+    });
   }
   const files = (await fsp.readdir(full)).filter((f) => DATA_EXTENSIONS.includes(path.extname(f))).sort();
   if (files.length === 0) throw new FtError(`dataset folder '${spec}' holds no .arrow/.json/.jsonl/.parquet files`);

@@ -4,6 +4,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { FtError } from '../util/errors.ts';
+import { isBareFileName } from '../util/fs.ts';
 import { progress } from '../util/progress.ts';
 import { readConfig } from './config.ts';
 import { denseLinear, headLinear, type Linear, type LinearFactory } from './linear.ts';
@@ -42,7 +43,7 @@ async function readIndex(file: string): Promise<Map<string, string>> {
     throw new FtError(`${file}: cannot read as JSON (${(e as Error).message})`);
   }
   const map = json?.weight_map;
-  if (typeof map !== 'object' || map === null || Array.isArray(map) || !Object.values(map).every((v) => typeof v === 'string' && !v.includes('/') && !v.includes('\\'))) {
+  if (typeof map !== 'object' || map === null || Array.isArray(map) || !Object.values(map).every(isBareFileName)) {
     throw new FtError(`${file}: field 'weight_map' must map tensor names to shard file names in the same folder`);
   }
   return new Map(Object.entries(map as Record<string, string>));

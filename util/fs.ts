@@ -45,3 +45,6 @@ export async function writeDirAtomic(target: string, fill: (tmpDir: string) => P
     throw e;
   }
 }
+
+/** True for a plain file name: no folder part, not '.' or '..' (an index naming files in its own folder). */
+export const isBareFileName = (name: unknown): name is string => typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !/[\\/]/.test(name);
