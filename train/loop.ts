@@ -24,6 +24,7 @@ import { writeLossCurve } from './plot.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { learningRate, totalTrainingSteps } from './schedule.ts';
 import { loadTrainableModel, resolveBaseModel, wasmHeapWarning, type TrainableModel } from './setup.ts';
+import { checkSequenceLen } from './context.ts';
 
 export interface TrainOptions {
   /** the recipe file (names errors, anchors the saved recipe) */
@@ -66,7 +67,9 @@ export interface TrainResult {
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const modelDir = await resolveBaseModel(recipe, log);
-  const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
+  const config = await readConfig(modelDir);
+  checkSequenceLen(recipe, config, modelDir);
+  const heapWarning = wasmHeapWarning(recipe, config);
   if (heapWarning) log(heapWarning);
   // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
   const data = await trainData(recipe, await loadTokenizer(modelDir), opts.recipeFile, log);

@@ -120,6 +120,13 @@ describe('errors name the file, line and key', () => {
     expect(errorOf(minimal + 'lora_dropout: 1.5\nlora_r: 0\n')).toBe('recipes/x.yaml:5: lora_dropout: expected a number in [0, 1), got 1.5 (and 1 more)');
   });
 
+  it('names infinite and not-a-number values as such (YAML .inf, -.inf, .nan)', () => {
+    expect(errorOf(minimal + 'learning_rate: .inf\n')).toBe('recipes/x.yaml:5: learning_rate: expected a positive number, got .inf (infinite)');
+    expect(errorOf(minimal + 'max_grad_norm: -.inf\n')).toBe('recipes/x.yaml:5: max_grad_norm: expected a number >= 0 (0 disables clipping), got -.inf (infinite)');
+    expect(errorOf(minimal + 'lora_alpha: .nan\n')).toBe('recipes/x.yaml:5: lora_alpha: expected a positive number, got .nan (not a number)');
+    expect(errorOf(minimal + 'lora_dropout: .NaN\n')).toBe('recipes/x.yaml:5: lora_dropout: expected a number in [0, 1), got .nan (not a number)');
+  });
+
   it('data fields (schema from data/spec.ts) get the same plain messages', () => {
     expect(errorOf(minimal + 'sequence_len: 1\n')).toBe('recipes/x.yaml:5: sequence_len: expected a number >= 2, got 1');
     expect(errorOf(minimal + 'sample_packing: yes\n')).toBe('recipes/x.yaml:5: sample_packing: expected true or false, got "yes"');

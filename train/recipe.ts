@@ -53,6 +53,7 @@ const RecipeFields = z.strictObject({
   base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0), init_std: posNum().optional() }).optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
+  allow_longer_sequence_len: bool().default(false), // sequence_len past the model's max_position_embeddings (train/context.ts)
   // adapter (PEFT LoraConfig defaults)
   adapter: oneOf(['lora', 'qlora']).default('lora'),
   lora_r: posInt().default(8),
@@ -421,6 +422,7 @@ function valueAt(raw: unknown, keys: Key[]): unknown {
 }
 
 function show(v: unknown): string {
+  if (typeof v === 'number' && !Number.isFinite(v)) return Number.isNaN(v) ? '.nan (not a number)' : `${v < 0 ? '-' : ''}.inf (infinite)`;
   if (Array.isArray(v)) return `a list [${v.map(show).join(', ')}]`;
   if (v !== null && typeof v === 'object') return 'a mapping';
   return JSON.stringify(v);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../model/config.ts';
+import { FtError } from '../util/errors.ts';
 import { tinyConfig } from '../test/random-llama.ts';
 import { parseRecipe } from './recipe.ts';
 import { wasmHeapWarning } from './setup.ts';
@@ -16,8 +17,21 @@ const recipe = (over: Record<string, string> = {}) =>
   parseRecipe('base_model: ./m\nadapter: qlora\nlora_target_linear: true\nmax_steps: 1\ndatasets:\n  - path: d.jsonl\n', '/tmp/r/x.yaml', { sequence_len: '256', ...over });
 
 describe('wasmHeapWarning (the tests run on wasm)', () => {
-  it('warns before loading a 1.1B model whose tensors exceed 4 GiB, naming gradient_checkpointing', () => {
-    expect(wasmHeapWarning(recipe(), tinyllama)).toMatch(/^ft: warning: this run needs about 5\.\d\d GiB of wasm heap, which holds 4\.00 GiB \(measured heaps ran up to 1\.2x the estimate\); try gradient_checkpointing: true \(about [\d.]+ [MG]iB\), or a smaller micro_batch_size/);
+  it('refuses before loading a 1.1B model whose tensors exceed 4 GiB, naming gradient_checkpointing', () => {
+    expect(() => wasmHeapWarning(recipe(), tinyllama)).toThrow(/^this run needs about 5\.\d\d GiB of wasm heap, which holds 4\.00 GiB: it cannot run on the wasm backend; try gradient_checkpointing: true \(about [\d.]+ [MG]iB\), or a smaller micro_batch_size/);
+  });
+
+  it('refuses a lora_r whose adapter alone exceeds the heap, naming lora_r', () => {
+    const err = (() => {
+      try {
+        wasmHeapWarning(recipe({ lora_r: '100000' }), tinyConfig());
+      } catch (e) {
+        return e as Error;
+      }
+    })();
+    expect(err).toBeInstanceOf(FtError);
+    expect(err!.message).toMatch(/^this run needs about [\d.]+ GiB of wasm heap, which holds 4\.00 GiB: it cannot run on the wasm backend; try a smaller lora_r \(about [\d.]+ MiB with lora_r 8\)/);
+    expect(wasmHeapWarning(recipe({ lora_r: '64' }), tinyConfig())).toBeNull();
   });
 
   it('is quiet when the run fits: checkpointed, or a small model', () => {
@@ -30,7 +44,7 @@ describe('wasmHeapWarning (the tests run on wasm)', () => {
     expect(wasmHeapWarning(recipe({ gradient_checkpointing: 'true', micro_batch_size: '2', sequence_len: '1024' }), tinyllama)).toMatch(/needs about 3\.\d\d GiB/);
   });
 
-  it('still warns when checkpointing is not enough', () => {
-    expect(wasmHeapWarning(recipe({ gradient_checkpointing: 'true', micro_batch_size: '64', sequence_len: '2048' }), tinyllama)).toMatch(/try a smaller micro_batch_size or sequence_len$/);
+  it('refuses when checkpointing is not enough', () => {
+    expect(() => wasmHeapWarning(recipe({ gradient_checkpointing: 'true', micro_batch_size: '64', sequence_len: '2048' }), tinyllama)).toThrow(/needs about 139\.\d GiB .*; try a smaller micro_batch_size or sequence_len$/);
   });
 });

@@ -45,34 +45,39 @@ export async function loadTrainableModel(recipe: Recipe, modelDir: string, recip
 }
 
 const HEAP_HEADROOM = 0.8;
+/** the recipe default (PEFT's LoraConfig r) */
+const DEFAULT_LORA_R = 8;
 
 /**
  * A warning when the run (its wasm heap estimated as `ft memory` does) may not fit the wasm heap, with what would help;
- * null when they fit or the backend has no such limit. Said before the weights load, not after minutes of it.
+ * null when they fit or the backend has no such limit; an FtError when the estimate is past the heap's limit.
+ * Said before the weights load, not after minutes of it.
  */
 export function wasmHeapWarning(recipe: Recipe, config: LlamaConfig): string | null {
   if (tf.getBackend() !== 'wasm') return null;
   const lora = loraConfigOf(recipe);
-  const estimate = (gradientCheckpointing: boolean) =>
+  const estimate = (gradientCheckpointing: boolean, loraR = lora.r) =>
     estimateMemory(config, {
       quant: recipe.load_in_4bit ? 'nf4' : 'none',
       doubleQuant: true,
-      loraR: lora.r,
+      loraR,
       targetModules: targetNames(lora),
       microBatchSize: recipe.micro_batch_size,
       sequenceLen: recipe.sequence_len,
       optimizer: 'adamw',
       gradientCheckpointing,
-    }).heapBytes;
+    });
   // measured wasm heaps ran up to 1.2x the estimate (TinyLlama; fragmentation, transient packed weights), so
-  // warn from 80% of the limit
-  const need = estimate(recipe.gradient_checkpointing);
+  // warn from 80% of the limit; past the limit the run cannot start (wasm allocation fails)
+  const need = estimate(recipe.gradient_checkpointing).heapBytes;
   if (need <= HEAP_HEADROOM * WASM_HEAP_LIMIT) return null;
   const help = [];
-  if (!recipe.gradient_checkpointing) help.push(`gradient_checkpointing: true (about ${humanBytes(estimate(true))})`);
+  const smallR = estimate(recipe.gradient_checkpointing, DEFAULT_LORA_R).heapBytes;
+  if (lora.r > DEFAULT_LORA_R && smallR <= HEAP_HEADROOM * WASM_HEAP_LIMIT) help.push(`a smaller lora_r (about ${humanBytes(smallR)} with lora_r ${DEFAULT_LORA_R})`);
+  if (!recipe.gradient_checkpointing) help.push(`gradient_checkpointing: true (about ${humanBytes(estimate(true).heapBytes)})`);
   help.push('a smaller micro_batch_size or sequence_len', recipe.load_in_4bit ? '' : 'load_in_4bit: true');
-  return (
-    `ft: warning: this run needs about ${humanBytes(need)} of wasm heap, which holds ${humanBytes(WASM_HEAP_LIMIT)} ` +
-    `(measured heaps ran up to 1.2x the estimate); try ${help.filter(Boolean).join(', or ')}`
-  );
+  const needs = `this run needs about ${humanBytes(need)} of wasm heap, which holds ${humanBytes(WASM_HEAP_LIMIT)}`;
+  const tryThis = `try ${help.filter(Boolean).join(', or ')}`;
+  if (need > WASM_HEAP_LIMIT) throw new FtError(`${needs}: it cannot run on the wasm backend; ${tryThis}`);
+  return `ft: warning: ${needs} (measured heaps ran up to 1.2x the estimate); ${tryThis}`;
 }
