@@ -1,5 +1,5 @@
 // Conversations rendered through the model's jinja chat template (as transformers' apply_chat_template does).
-import { Template } from '@huggingface/jinja';
+import { Environment, Interpreter, Template } from '@huggingface/jinja';
 import { FtError } from '../util/errors.ts';
 import type { ChatMessage, ChatRole, DataTokenizer } from './types.ts';
 
@@ -19,21 +19,54 @@ export function tokenText(tok: Pick<DataTokenizer, 'decode'>, id: number | null)
   return id === null ? '' : tok.decode([id]);
 }
 
-/** A renderer for `source` (a jinja chat template), with the tokenizer's bos/eos strings in scope. */
-export function chatRenderer(source: string, tok: Pick<DataTokenizer, 'decode' | 'bosId' | 'eosId'>): ChatRenderer {
+/** Items all range() calls of one render may make: real templates loop over messages, not millions of numbers. */
+export const MAX_RANGE_ITEMS = 100_000;
+
+/** strftime_now as @huggingface/jinja defines it, reached through a template of its own. */
+const strftimeTemplate = new Template('{{ strftime_now(f) }}');
+
+/**
+ * The globals @huggingface/jinja gives a template, with range() counting the items of every call against
+ * MAX_RANGE_ITEMS (its own range builds any length, and range(1e8) runs the process out of memory).
+ */
+function boundedGlobals(): Record<string, unknown> {
+  let made = 0;
+  const range = (start: number, stop?: number, step = 1): number[] => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (step === 0) throw new Error('range() step must not be zero');
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    made += n;
+    if (made > MAX_RANGE_ITEMS) throw new Error(`range() would make ${n} items; a render may make ${MAX_RANGE_ITEMS} in all`);
+    return Array.from({ length: n }, (_, i) => start + i * step);
+  };
+  const raise_exception = (message: string) => {
+    throw new Error(message);
+  };
+  const strftime_now = (f: string) => strftimeTemplate.render({ f });
+  return { false: false, true: true, none: null, False: false, True: true, None: null, raise_exception, range, strftime_now };
+}
+
+/**
+ * A renderer for `source` (a jinja chat template), with the tokenizer's bos/eos strings in scope; `from` names the
+ * template in errors (e.g. "the chat template in <model folder>").
+ */
+export function chatRenderer(source: string, tok: Pick<DataTokenizer, 'decode' | 'bosId' | 'eosId'>, from = 'chat template'): ChatRenderer {
   let template: Template;
   try {
     template = new Template(source);
   } catch (e) {
-    throw new FtError(`chat template does not parse: ${(e as Error).message}`);
+    throw new FtError(`${from} does not parse: ${(e as Error).message}`);
   }
   const bosToken = tokenText(tok, tok.bosId);
   const eosToken = tokenText(tok, tok.eosId);
   const render = (messages: ChatMessage[], addGenerationPrompt: boolean, where: string): string => {
     try {
-      return template.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: bosToken, eos_token: eosToken });
+      const env = new Environment();
+      const scope = { ...boundedGlobals(), messages, add_generation_prompt: addGenerationPrompt, bos_token: bosToken, eos_token: eosToken };
+      for (const [name, value] of Object.entries(scope)) env.set(name, value);
+      return new Interpreter(env).run(template.parsed).value as string;
     } catch (e) {
-      throw new FtError(`${where}: chat template failed (${(e as Error).message})`);
+      throw new FtError(`${where}: ${from} failed (${(e as Error).message})`);
     }
   };
   return {

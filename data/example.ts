@@ -7,7 +7,8 @@ import { customTemplate, renderInstruction, TEMPLATES, type PromptTemplate } fro
 import type { BuildResult, ChatRole, DataRecord, DataTokenizer } from './types.ts';
 
 type InstructionFormat = { kind: 'instruction'; template: PromptTemplate };
-type ChatFormat = { kind: 'chat'; chatTemplate: string; rolesToTrain: readonly ChatRole[] };
+/** `templateFrom` names where the template came from, in errors */
+type ChatFormat = { kind: 'chat'; chatTemplate: string; rolesToTrain: readonly ChatRole[]; templateFrom?: string };
 
 /** A RecordFormat as plain data (it crosses to worker threads); recordFormat() adds the chat renderer. */
 export type FormatSpec = InstructionFormat | ChatFormat;
@@ -16,11 +17,12 @@ export type FormatSpec = InstructionFormat | ChatFormat;
 export type RecordFormat = InstructionFormat | (ChatFormat & { renderer: ChatRenderer });
 
 /** The format a dataset entry asks for; a chat entry takes its own chat_template or else the tokenizer's. */
-export function formatSpec(entry: DatasetEntry, tok: Pick<DataTokenizer, 'chatTemplate'>): FormatSpec {
+export function formatSpec(entry: DatasetEntry, tok: Pick<DataTokenizer, 'chatTemplate' | 'origin'>): FormatSpec {
   if (entry.type === 'chat') {
     const chatTemplate = entry.chat_template ?? tok.chatTemplate;
     if (!chatTemplate) throw new FtError(`dataset '${entry.path}': type chat needs a chat template; the tokenizer has none (set chat_template in the dataset entry)`);
-    return { kind: 'chat', chatTemplate, rolesToTrain: entry.roles_to_train };
+    const templateFrom = entry.chat_template ? `the chat_template of dataset '${entry.path}'` : `the chat template of ${tok.origin?.source ?? 'the tokenizer'}`;
+    return { kind: 'chat', chatTemplate, rolesToTrain: entry.roles_to_train, templateFrom };
   }
   if (entry.type === 'custom') return { kind: 'instruction', template: customTemplate(entry.format!, entry.no_input_format) };
   return { kind: 'instruction', template: TEMPLATES[entry.type] };
@@ -28,7 +30,7 @@ export function formatSpec(entry: DatasetEntry, tok: Pick<DataTokenizer, 'chatTe
 
 /** A spec ready to render records (the chat template parsed once). */
 export function recordFormat(spec: FormatSpec, tok: Pick<DataTokenizer, 'decode' | 'bosId' | 'eosId'>): RecordFormat {
-  return spec.kind === 'chat' ? { ...spec, renderer: chatRenderer(spec.chatTemplate, tok) } : spec;
+  return spec.kind === 'chat' ? { ...spec, renderer: chatRenderer(spec.chatTemplate, tok, spec.templateFrom) } : spec;
 }
 
 export interface ExampleOptions {
