@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../util/rng.ts';
 import { FtError } from '../util/errors.ts';
 import { tokenizerJson, trainBpe } from './bpe.ts';
-import { DecodeStream, loadTokenizer, tokenizerFromJson } from './tokenizer.ts';
+import { DecodeStream, loadTokenizer, MAX_PIECE_PART, pieceParts, tokenizerFromJson } from './tokenizer.ts';
 
 const corpus = ['The quick brown fox jumps over the lazy dog.', 'Below is an instruction that describes a task.', '### Response: the answer is 42.'];
 const model = trainBpe(corpus, { vocabSize: 330, specialTokens: ['<unk>', '<s>', '</s>'] });
@@ -157,5 +157,23 @@ describe('encode through the per-piece cache', () => {
     const joined = { ...json, model: { ...m, vocab: { ...m.vocab, 'e\u2581': spm.vocab.length }, merges: ['e \u2581', ...m.merges] } };
     expect(new HfTokenizer(joined, {}).encode('the end', { add_special_tokens: false }).tokens).toContain('e\u2581');
     expectLibraryIds(joined);
+  });
+
+  it('encodes a byte-level word longer than MAX_PIECE_PART in parts (bounded memory), each as the library encodes it', () => {
+    const json = tokenizerJson(model);
+    const reference = new HfTokenizer(json, {});
+    const tok = tokenizerFromJson(json, { eos_token: '</s>' }, null, 'test');
+    // one piece of letters; 𝒳 is a letter of two UTF-16 units, and the 10-letter start puts the first cut between them
+    const word = `aaaaaaaaaa${'quick𝒳brown'.repeat(Math.ceil((2.5 * MAX_PIECE_PART) / 12))}`;
+    const parts = pieceParts(word);
+    expect(parts.length).toBe(3);
+    expect(parts.join('')).toBe(word);
+    for (const part of parts) expect(part.length).toBeLessThanOrEqual(MAX_PIECE_PART);
+    expect(word.charCodeAt(MAX_PIECE_PART)).toBeGreaterThanOrEqual(0xdc00); // a plain cut would split 𝒳
+    expect(parts.every((p) => !/^[\uDC00-\uDFFF]|[\uD800-\uDBFF]$/.test(p))).toBe(true); // no letter cut in half
+    const ids = tok.encode(word, { addSpecialTokens: false });
+    expect(ids).toEqual(parts.flatMap((p) => reference.encode(p, { add_special_tokens: false }).ids));
+    expect(tok.decode(ids)).toBe(word);
+    expect(pieceParts('short')).toEqual(['short']);
   });
 });

@@ -149,6 +149,27 @@ export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | n
 /** The pre-tokenizer regex of GPT-2, which a ByteLevel pre-tokenizer with use_regex splits text with. */
 const GPT2_PIECES = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 const PIECE_CACHE_LIMIT = 1 << 17;
+/** Pieces longer than this are not cached (the Rust tokenizers' BPE cache keeps words under 256 characters too). */
+const MAX_CACHED_PIECE = 256;
+/**
+ * A byte-level piece longer than this is encoded in parts of at most this many UTF-16 units: the library's BPE holds
+ * ~45 bytes per character of a word, and one 100 MB word ran the process out of memory. Ids can differ from the
+ * one-piece encoding only where parts meet, 64 Ki characters into a word no real text has.
+ */
+export const MAX_PIECE_PART = 1 << 16;
+
+/** `piece` cut into parts of at most MAX_PIECE_PART units, never between the two halves of a surrogate pair. */
+export function pieceParts(piece: string): string[] {
+  const parts: string[] = [];
+  for (let at = 0; at < piece.length; ) {
+    let end = Math.min(piece.length, at + MAX_PIECE_PART);
+    const c = piece.charCodeAt(end - 1);
+    if (end < piece.length && c >= 0xd800 && c <= 0xdbff) end--;
+    parts.push(piece.slice(at, end));
+    at = end;
+  }
+  return parts;
+}
 /** SentencePiece's word-start mark, which stands for a space. */
 const SPM_SPACE = '\u2581';
 
@@ -159,13 +180,15 @@ const SPM_SPACE = '\u2581';
 interface PieceSplit {
   pieces(text: string): string[];
   asText(piece: string): string;
+  /** a long piece in parts encoded one by one (a SentencePiece piece stays whole: a part would gain a ▁) */
+  parts(piece: string): string[];
 }
 
 /** GPT-2-style byte-level BPE (Llama 3, Qwen2): the pre-tokenizer's regex pieces, when nothing normalizes first. */
 function byteLevelSplit(tokenizerJson: Json): PieceSplit | null {
   const pre = tokenizerJson.pre_tokenizer as Json | null | undefined;
   if (tokenizerJson.normalizer != null || pre?.type !== 'ByteLevel' || pre.add_prefix_space === true || pre.use_regex === false) return null;
-  return { pieces: (text) => text.match(GPT2_PIECES) ?? [], asText: (piece) => piece };
+  return { pieces: (text) => text.match(GPT2_PIECES) ?? [], asText: (piece) => piece, parts: pieceParts };
 }
 
 /**
@@ -203,6 +226,7 @@ function sentencePieceSplit(tokenizerJson: Json): PieceSplit | null {
     },
     // every piece starts with ▁, which Metaspace keeps as it is and Prepend re-adds
     asText: (piece) => (prependNormalizer ? piece.slice(1) : piece).replace(marks, ' '),
+    parts: (piece) => [piece],
   };
 }
 
@@ -225,6 +249,10 @@ function pieceCachedEncoder(tokenizerJson: Json, hf: HfTokenizer): ((text: strin
     if (text === '' || added?.test(text)) return hf.encode(text, { add_special_tokens: false }).ids;
     const ids: number[] = [];
     for (const piece of split.pieces(text)) {
+      if (piece.length > MAX_CACHED_PIECE) {
+        for (const part of split.parts(piece)) for (const id of hf.encode(split.asText(part), { add_special_tokens: false }).ids) ids.push(id);
+        continue;
+      }
       let pieceIds = cache.get(piece);
       if (pieceIds === undefined) {
         const fresh = hf.encode(split.asText(piece), { add_special_tokens: false }).ids;
