@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +67,26 @@ describe('ft eval bad input, refused before generation', () => {
     writeFileSync(bad, 'export const score = 1;\n');
     await expect(runEvalCommand(args({ metric: bad }))).rejects.toThrow(/--metric .*bad-metric\.mjs: expected a default export/);
     await expect(runEvalCommand(args({ topP: 0 }))).rejects.toThrow('--top-p must be in (0, 1], got 0');
+  });
+
+  it('a metric that throws is tried on one example before generating, and named with the row', async () => {
+    const throws = path.join(tmp, 'throws-metric.mjs');
+    writeFileSync(throws, "export default () => { throw new Error('boom'); };\n");
+    const out = path.join(tmp, 'out-throws');
+    await expect(runEvalCommand(args({ metric: throws, out }))).rejects.toThrow(/^--metric .*throws-metric\.mjs: failed on .*eval\.jsonl row 0 \(boom\)$/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('a metric that fails on a generated answer keeps the generations in results.jsonl', async () => {
+    const picky = path.join(tmp, 'picky-metric.mjs'); // passes the reference itself, fails on anything else
+    writeFileSync(picky, "export default (p, r) => { if (p !== r) throw new Error('not the reference'); return 1; };\n");
+    const out = path.join(tmp, 'out-picky');
+    await expect(runEvalCommand(args({ metric: picky, out }))).rejects.toThrow(
+      new RegExp(`^--metric .*picky-metric\\.mjs: failed on .*eval\\.jsonl row 0 \\(not the reference\\); the generations are kept in ${out}/results\\.jsonl$`),
+    );
+    const lines = readFileSync(path.join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.reference)).toEqual(['Red.', 'Four.']);
+    expect(typeof lines[0].outputs.base).toBe('string');
   });
 
   it('an adapter made for a differently named base is evaluated with a warning (shapes match)', async () => {

@@ -1,6 +1,6 @@
 // `ft eval`: the base model and each adapter on the same held-out prompts, one base in memory (adapters attached
 // and detached in turn): loss/perplexity on the references, generated responses, metrics, and the report files.
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { checkAgainstModel, loadPeftAdapter, readPeftAdapter } from '../adapters/peft.ts';
 import { toBatches } from '../data/batch.ts';
@@ -13,6 +13,7 @@ import { expectedTensors, loadLlama } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { hfModuleName, type LlamaWeights } from '../model/types.ts';
 import { readMetrics, type MetricsRecord } from '../train/metrics-log.ts';
+import { FtError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { progress } from '../util/progress.ts';
 import { generateResponses, stopMarkers } from './generate.ts';
@@ -163,6 +164,8 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
   const metric = opts.metric ? await loadUserMetric(opts.metric) : null;
   const sequenceLen = opts.sequenceLen ?? config.maxPositionEmbeddings;
   const items = await readEvalItems(opts.data, tok, { sequenceLen, trainOnInputs: opts.trainOnInputs, log });
+  // the metric scores one example (its reference as the answer) before anything is generated
+  metric?.score(items[0].reference, items[0].reference, { prompt: items[0].prompt, task: items[0].task, where: items[0].where });
   let overlap: EvalResult['overlap'] = null;
   if (opts.overlap) {
     const r = checkOverlap(items, opts.overlap.hashes, { allow: opts.overlap.allow, trainedOn: opts.overlap.trainedOn });
@@ -203,10 +206,15 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
           bar.stop();
         }
         const generationSeconds = (performance.now() - started) / 1000;
-        const scores = items.map((it, i) => {
-          const s: Record<string, number> = { ...scoreExample(outputs[i], it.reference) };
-          return metric ? { ...s, ...metric.score(outputs[i], it.reference, { prompt: it.prompt, task: it.task, where: it.where }) } : s;
-        });
+        let scores: Record<string, number>[];
+        try {
+          scores = items.map((it, i) => {
+            const s: Record<string, number> = { ...scoreExample(outputs[i], it.reference) };
+            return metric ? { ...s, ...metric.score(outputs[i], it.reference, { prompt: it.prompt, task: it.task, where: it.where }) } : s;
+          });
+        } catch (e) {
+          throw await keepGenerations(e, opts.outDir, items, [...models.map((m) => ({ name: m.name, outputs: m.outputs })), { name: run.name, outputs }]);
+        }
         const result: ModelResult = {
           name: run.name,
           adapter: run.dir,
@@ -247,9 +255,26 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
   }
 }
 
+/**
+ * After a metric failed on generated answers: writes results.jsonl with every output so far (no metrics) and returns
+ * the error, saying where they are.
+ */
+async function keepGenerations(e: unknown, outDir: string, items: EvalItem[], models: { name: string; outputs: string[] }[]): Promise<unknown> {
+  if (!(e instanceof FtError)) return e;
+  const file = path.join(outDir, 'results.jsonl');
+  await fsp.mkdir(outDir, { recursive: true });
+  await writeFileAtomic(file, exampleLines(items, models));
+  return new FtError(`${e.message}; the generations are kept in ${file}`);
+}
+
 /** One results.jsonl line per example: prompt, reference, each model's output and metrics. */
 export function resultLines(r: EvalResult): string {
-  return r.items
+  return exampleLines(r.items, r.models);
+}
+
+/** The results.jsonl lines of `models`; without scores (generations kept after a metric failed), no metrics field. */
+function exampleLines(items: EvalItem[], models: { name: string; outputs: string[]; scores?: Record<string, number>[] }[]): string {
+  return items
     .map((it, i) =>
       JSON.stringify({
         index: it.index,
@@ -257,8 +282,8 @@ export function resultLines(r: EvalResult): string {
         ...(it.task !== null ? { task: it.task } : {}),
         prompt: it.prompt,
         reference: it.reference,
-        outputs: Object.fromEntries(r.models.map((m) => [m.name, m.outputs[i]])),
-        metrics: Object.fromEntries(r.models.map((m) => [m.name, m.scores[i]])),
+        outputs: Object.fromEntries(models.map((m) => [m.name, m.outputs[i]])),
+        ...(models.every((m) => m.scores) ? { metrics: Object.fromEntries(models.map((m) => [m.name, m.scores![i]])) } : {}),
       }),
     )
     .map((l) => l + '\n')
