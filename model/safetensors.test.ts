@@ -172,6 +172,12 @@ describe('bad input gives one clear line naming the file and problem', () => {
     expect(await openBytes(good.subarray(0, 5))).toBe('model.safetensors: file is 5 bytes, too short for the 8-byte header length');
   });
 
+  it('bytes after the last tensor (the Rust safetensors library refuses them too: MetadataIncompleteBuffer)', async () => {
+    const good = await fsp.readFile(path.join(FIX, 'f32.safetensors'));
+    expect(await openBytes(Buffer.concat([good, Buffer.from('garbage')]))).toBe("model.safetensors: 7 bytes after the last tensor's data (384 bytes): not one complete safetensors file");
+    expect(await openBytes(handMade({}, new Uint8Array(3)))).toBe("model.safetensors: 3 bytes after the last tensor's data (0 bytes): not one complete safetensors file");
+  });
+
   it('a header that lies about offsets', async () => {
     const msg = await openBytes(handMade({ x: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 12] } }, new Uint8Array(16)));
     expect(msg).toBe("model.safetensors: tensor 'x' data_offsets [0, 12] hold 12 bytes, but F32 [2,2] needs 16");

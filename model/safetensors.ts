@@ -192,6 +192,8 @@ function parseHeader(buf: Buffer, name: string, dataBytes: number): { tensors: M
       throw new FtError(`${name}: tensors '${prevName}' [${prev.dataOffsets}] and '${curName}' [${cur.dataOffsets}] overlap`);
     }
   }
+  const dataEnd = sorted.length ? sorted[sorted.length - 1][1].dataOffsets[1] : 0;
+  if (dataBytes > dataEnd) throw new FtError(`${name}: ${dataBytes - dataEnd} bytes after the last tensor's data (${dataEnd} bytes): not one complete safetensors file`);
   return { tensors, metadata };
 }
 

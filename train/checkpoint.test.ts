@@ -6,7 +6,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { attachLora, type Adapter, type LoraConfig } from '../adapters/lora.ts';
 import { readPeftAdapter } from '../adapters/peft.ts';
 import { randomLlama, tinyConfig } from '../test/random-llama.ts';
-import { checkpointDir, latestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint, TRAINER_STATE, type TrainerState } from './checkpoint.ts';
+import { checkpointDir, latestCheckpoint, listCheckpoints, loadCheckpoint, OPTIMIZER_FILE, saveCheckpoint, TRAINER_STATE, type TrainerState } from './checkpoint.ts';
+import { SafetensorsFile, writeSafetensors } from '../model/safetensors.ts';
+import { FtError } from '../util/errors.ts';
+import { promises as fsp } from 'node:fs';
 import { AdamW } from './optimizer.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-checkpoint-'));
@@ -106,5 +109,35 @@ describe('checkpoints', () => {
     const dir = await saveCheckpoint(path.join(tmp, 'rank'), stateAt(1), src.adapter, src.optimizer, null);
     const dst = trained(8, 4);
     await expect(loadCheckpoint(dir, dst.adapter, dst.optimizer)).rejects.toThrow(/adapter tensor '.*lora_A.weight' is missing or has another shape than the recipe's LoRA \(r=4\)/);
+  });
+
+  it('refuses a corrupt optimizer state with one line naming optimizer.safetensors', async () => {
+    const out = path.join(tmp, 'corrupt-opt');
+    const src = trained(3);
+    const dir = await saveCheckpoint(out, stateAt(2), src.adapter, src.optimizer, null);
+    const optFile = path.join(dir, OPTIMIZER_FILE);
+    const good = await SafetensorsFile.open(optFile);
+    const entries = await Promise.all(good.names().map(async (name) => ({ name, dtype: 'F32' as const, ...(await good.read(name)) })));
+    const metadata = good.metadata;
+    await good.close();
+    const dst = trained(4);
+    const expectRefused = async (pattern: RegExp) => {
+      const err = await loadCheckpoint(dir, dst.adapter, dst.optimizer).catch((e) => e);
+      expect(err).toBeInstanceOf(FtError);
+      expect(err.message).toMatch(pattern);
+      expect(err.message).not.toContain('\n');
+    };
+    await writeSafetensors(optFile, entries, { ...metadata, steps: '{"oops' });
+    await expectRefused(new RegExp(`^${optFile}: metadata 'steps' is not a JSON object of step counts`));
+    await writeSafetensors(optFile, entries, { ...metadata, steps: '[1, 2]' });
+    await expectRefused(/optimizer\.safetensors: metadata 'steps' is not a JSON object of step counts/);
+    const [first] = Object.keys(JSON.parse(metadata.steps));
+    await writeSafetensors(optFile, entries.filter((e) => e.name !== `${first}.exp_avg_sq`), metadata);
+    await expectRefused(new RegExp(`optimizer\\.safetensors: no tensor '${first.replace(/\./g, '\\.')}\\.exp_avg_sq'`));
+    const nan = entries.map((e) => (e.name === `${first}.exp_avg_sq` ? { ...e, data: Float32Array.from(e.data, (x, i) => (i === 3 ? -1 : x)) } : e));
+    await writeSafetensors(optFile, nan, metadata);
+    await expectRefused(new RegExp(`optimizer\\.safetensors: '${first.replace(/\./g, '\\.')}\\.exp_avg_sq' holds -1 at index 3; AdamW moments must be finite and the second ones >= 0`));
+    await fsp.writeFile(optFile, 'not safetensors at all');
+    await expectRefused(/optimizer\.safetensors: /);
   });
 });

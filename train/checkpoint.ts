@@ -7,11 +7,12 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { Adapter } from '../adapters/lora.ts';
 import { readPeftAdapter, savePeftAdapter } from '../adapters/peft.ts';
-import { SafetensorsFile, writeSafetensors } from '../model/safetensors.ts';
+import { writeSafetensors } from '../model/safetensors.ts';
 import { FtError } from '../util/errors.ts';
 import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
 import type { RngState } from '../util/rng.ts';
-import type { AdamW, AdamWState } from './optimizer.ts';
+import type { AdamW } from './optimizer.ts';
+import { readOptimizerState } from './optimizer-file.ts';
 
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -130,16 +131,6 @@ export async function loadCheckpoint(dir: string, adapter: Adapter, optimizer: A
   adapter.setDropoutState(state.dropoutRng);
 
   const optFile = path.join(dir, OPTIMIZER_FILE);
-  const st = await SafetensorsFile.open(optFile);
-  try {
-    const steps = JSON.parse(st.metadata?.steps ?? '{}') as Record<string, number>;
-    const opt: AdamWState = {};
-    for (const name of Object.keys(steps)) {
-      opt[name] = { step: steps[name], m: (await st.read(`${name}.exp_avg`)).data, v: (await st.read(`${name}.exp_avg_sq`)).data };
-    }
-    optimizer.importState(opt, optFile);
-  } finally {
-    await st.close();
-  }
+  optimizer.importState(await readOptimizerState(optFile), optFile);
   return state;
 }
