@@ -6,7 +6,7 @@ import { attend } from '../engine/attention.ts';
 import { checkpoint, type Replay } from '../engine/checkpoint.ts';
 import { mmFrozen, mmFrozenT } from '../engine/matmul.ts';
 import { FtError } from '../util/errors.ts';
-import type { KVCache } from './generate.ts';
+import type { KVCache } from './kv-cache.ts';
 import { IGNORE_INDEX, LOSS_CHUNK_ROWS, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch, type TrainBatch } from './types.ts';
 
 /** Added to attention scores a query may not see; finite so a fully masked row stays NaN-free. */
