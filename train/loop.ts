@@ -174,7 +174,7 @@ export async function trainLoop(model: TrainableModel, data: BatchSource, optimi
 
   // gradient checkpointing recomputes layers in the backward pass: LoRA dropout is rewound so its masks repeat
   const replay = { save: () => adapter.dropoutState(), restore: (s: unknown) => adapter.setDropoutState(s as RngState) };
-  const forwardOpts: ForwardOptions = cfg.gradientCheckpointing ? { checkpoint: { replay } } : {};
+  const forwardOpts: ForwardOptions = cfg.gradientCheckpointing ? { recompute: { replay } } : {};
   adapter.setTraining(true);
   bar.update(state.globalStep);
   try {
