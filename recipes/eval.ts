@@ -4,12 +4,13 @@ import { loadDataset } from '../data/pipeline.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
-import type { Recipe } from '../train/recipe.ts';
-import { resolveBaseModel } from '../train/setup.ts';
+import type { Recipe } from './recipe.ts';
+import { resolveBaseModel } from './setup.ts';
 import { FtError } from '../util/errors.ts';
-import { entryFor, type EvalSource } from './items.ts';
-import { trainingHashes } from './overlap.ts';
-import { runEval, type EvalResult } from './run.ts';
+import { entryFor, type EvalSource } from '../eval/items.ts';
+import { trainingHashes } from '../eval/overlap.ts';
+import { runEval } from '../eval/run.ts';
+import type { EvalResult } from '../eval/types.ts';
 
 export interface RecipeEvalOptions {
   /** the recipe file: relative dataset paths resolve against its folder (as in training) */

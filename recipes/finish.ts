@@ -2,8 +2,8 @@
 // new adapter on held-out prompts), the model card in the adapter folder, the push to the Hub, a summary.
 import * as path from 'node:path';
 import { writeModelCard, type CardInput } from '../export/card.ts';
-import { evaluateRecipe } from '../eval/recipe.ts';
-import type { EvalResult } from '../eval/run.ts';
+import { evaluateRecipe } from './eval.ts';
+import type { EvalResult } from '../eval/types.ts';
 import { pushToHub, type PushResult } from '../hub/push.ts';
 import { FtError } from '../util/errors.ts';
 import { recipeToYaml, type Recipe } from './recipe.ts';

@@ -12,11 +12,11 @@ import { BACKENDS } from '../engine/backend.ts';
 import { PRESETS, type PresetName } from '../model/init.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import type { AdamWConfig } from './optimizer.ts';
-import { LR_SCHEDULERS, warmupSteps, type ScheduleSpec } from './schedule.ts';
+import type { AdamWConfig } from '../train/optimizer.ts';
+import { LR_SCHEDULERS, warmupSteps, type ScheduleSpec } from '../train/schedule.ts';
 
 /** The recipe ft trains with when none is given: a tiny model on the Alpaca seed tasks. */
-export const DEFAULT_RECIPE = fileURLToPath(new URL('../recipes/alpaca-tiny.yaml', import.meta.url));
+export const DEFAULT_RECIPE = fileURLToPath(new URL('./alpaca-tiny.yaml', import.meta.url));
 
 // ---- field types, each with the message a user sees after `key: ` ----
 const posInt = (what = 'a positive integer') => z.int({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
@@ -53,7 +53,7 @@ const RecipeFields = z.strictObject({
   base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0), init_std: posNum().optional() }).optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
-  allow_longer_sequence_len: bool().default(false), // sequence_len past the model's max_position_embeddings (train/context.ts)
+  allow_longer_sequence_len: bool().default(false), // sequence_len past the model's max_position_embeddings (recipes/context.ts)
   // adapter (PEFT LoraConfig defaults)
   adapter: oneOf(['lora', 'qlora']).default('lora'),
   lora_r: posInt().default(8),
