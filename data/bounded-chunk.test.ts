@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { tokenizerFromJson } from '../model/tokenizer.ts';
 import { recordFormat, type ExampleOptions } from './example.ts';
-import { buildChunk, chunkTimeLimit, type Chunk } from './tokenize-pool.ts';
+import { buildChunk, type Chunk } from './tokenize-pool.ts';
+import { timeLimitFor } from './time-limit.ts';
 import { TEMPLATES } from './templates.ts';
 import { CHATML_TEMPLATE, seedTokenizer } from './testing.ts';
 
@@ -36,8 +37,8 @@ describe('a chunk of records is tokenized within a time limit', () => {
 
   it('gives ordinary chunks a limit of a minute and more for long text, and builds them as before', () => {
     const chunk: Chunk = { records: [rec('Name a color.')], format: [0], where: ['row 0'] };
-    expect(chunkTimeLimit(chunk)).toBeGreaterThanOrEqual(60_000);
-    expect(chunkTimeLimit({ ...chunk, records: [rec('x'.repeat(10_000_000))] })).toBeGreaterThan(chunkTimeLimit(chunk) + 100_000);
+    expect(timeLimitFor(chunk.records)).toBeGreaterThanOrEqual(60_000);
+    expect(timeLimitFor([rec('x'.repeat(10_000_000))])).toBeGreaterThan(timeLimitFor(chunk.records) + 100_000);
     const fmt = recordFormat({ kind: 'instruction', template: seedTemplate() }, seed);
     const r = buildChunk(chunk, [fmt], seed, options);
     expect(r.error).toBeNull();

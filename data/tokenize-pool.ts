@@ -1,12 +1,12 @@
 // Tokenizing on worker threads: records go out in chunks and come back in record order, so a pass yields exactly
 // what tokenizing in-process yields (the same examples, skips and notes, an error at the same row), on every core.
-import * as path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import type { TokenizerOrigin } from '../model/tokenizer.ts';
 import { FtError } from '../util/errors.ts';
 import { TimeBudgetExceeded, withinTime } from '../util/time-budget.ts';
 import { startWorker } from '../util/worker.ts';
-import { buildExample, recordPieces, type ExampleOptions, type FormatSpec, type RecordFormat } from './example.ts';
+import { buildExample, type ExampleOptions, type FormatSpec, type RecordFormat } from './example.ts';
+import { stallMessage, timeLimitFor } from './time-limit.ts';
 import type { BuildResult, DataRecord, DataTokenizer, Example, SkipReason } from './types.ts';
 
 /** What each worker builds once: the tokenizer, the datasets' formats and the example options. */
@@ -36,36 +36,18 @@ export interface ChunkResult {
   error: { index: number; message: string; ft: boolean } | null;
 }
 
-/** Time a chunk may take: a minute, and 50 µs per character of its text (the library's BPE runs ~4 µs per character). */
-export function chunkTimeLimit(chunk: Chunk): number {
-  let chars = 0;
-  for (const r of chunk.records) chars += r.kind === 'instruction' ? r.instruction.length + r.input.length + r.output.length : r.messages.reduce((s, m) => s + m.content.length, 0);
-  return 60_000 + chars * 0.05;
-}
-
 /**
  * Worker side: builds a chunk's examples, within `limitMs`: a tokenizer.json regex that backtracks without end, or a
  * chat template that loops, stops the chunk with an error naming the row and which of the two did not finish.
  */
-export function buildChunk(chunk: Chunk, formats: RecordFormat[], tok: DataTokenizer, options: ExampleOptions, limitMs = chunkTimeLimit(chunk)): ChunkResult {
+export function buildChunk(chunk: Chunk, formats: RecordFormat[], tok: DataTokenizer, options: ExampleOptions, limitMs = timeLimitFor(chunk.records)): ChunkResult {
   const progress = { at: 0 };
   try {
     return withinTime(limitMs, () => buildChunkNow(chunk, formats, tok, options, progress));
   } catch (e) {
     if (!(e instanceof TimeBudgetExceeded)) throw e;
     const i = progress.at;
-    const where = chunk.where[i];
-    const format = formats[chunk.format[i]];
-    const seconds = `${+(limitMs / 1000).toFixed(1)} s`;
-    let message = `${where}: tokenizing did not finish in ${seconds}: a regex of ${tok.origin ? path.join(tok.origin.source, 'tokenizer.json') : 'the tokenizer'} backtracks without end on this text`;
-    if (format.kind === 'chat') {
-      try {
-        withinTime(limitMs, () => recordPieces(chunk.records[i], format, where));
-      } catch (again) {
-        if (!(again instanceof TimeBudgetExceeded)) throw again;
-        message = `${where}: ${format.templateFrom ?? 'the chat template'} did not finish rendering in ${seconds}`;
-      }
-    }
+    const message = stallMessage(chunk.records[i], formats[chunk.format[i]], tok, chunk.where[i], limitMs);
     const none = () => new Int32Array(0);
     return { ids: none(), labels: none(), length: new Int32Array(chunk.records.length), truncated: new Uint8Array(chunk.records.length), skips: [], error: { index: 0, message, ft: true } };
   }

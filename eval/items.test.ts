@@ -6,6 +6,7 @@ import { buildExample } from '../data/example.ts';
 import { rowHash } from '../data/split.ts';
 import { SEED_TASKS, seedTokenizer } from '../data/testing.ts';
 import { TEMPLATES } from '../data/templates.ts';
+import { tokenizerFromJson } from '../model/tokenizer.ts';
 import { IGNORE_INDEX } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { entryFor, readEvalItems } from './items.ts';
@@ -111,5 +112,14 @@ describe('checkOverlap', () => {
     expect(r.overlapping).toEqual([{ index: 2, where: 'e.jsonl row 2' }]);
     expect(r.message).toMatch(/^1 of 3 eval rows/);
     expect(checkOverlap(items, new Set(['z']), { allow: false, trainedOn: 'r.yaml' }).message).toBeNull();
+  });
+
+  it("stops a prompt the tokenizer's regex cannot finish on, naming the row and tokenizer.json", async () => {
+    const pre = { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: '(a+)+$' }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
+    const evil = tokenizerFromJson({ ...tok.origin.tokenizerJson, pre_tokenizer: pre }, tok.origin.tokenizerConfig, null, '/models/evil');
+    const p = file('redos.jsonl', [{ instruction: 'fine', input: '', output: 'ok' }, { instruction: `${'a'.repeat(40)}!`, input: '', output: 'ok' }].map((r) => JSON.stringify(r)).join('\n'));
+    await expect(readEvalItems({ entries: [entryFor(p)] }, evil, { sequenceLen: 128, timeLimitMs: 300 })).rejects.toThrow(
+      /redos\.jsonl row 1: tokenizing did not finish in 0\.3 s: a regex of \/models\/evil\/tokenizer\.json backtracks without end on this text$/,
+    );
   });
 });

@@ -6,9 +6,11 @@ import { recordMapper } from '../data/records.ts';
 import { readFileRows, resolveDataFiles } from '../data/source.ts';
 import { DatasetEntrySchema, type DatasetEntry } from '../data/spec.ts';
 import { rowHash } from '../data/split.ts';
+import { stallMessage, timeLimitFor } from '../data/time-limit.ts';
 import type { DataRecord, DataTokenizer, Example } from '../data/types.ts';
 import { IGNORE_INDEX } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
+import { TimeBudgetExceeded, withinTime } from '../util/time-budget.ts';
 
 /** Columns that name a row's task, in the order they are looked for (the Alpaca seed tasks have `name`). */
 export const TASK_COLUMNS = ['task', 'name', 'category'] as const;
@@ -49,6 +51,8 @@ export interface ItemOptions {
   trainOnInputs?: boolean;
   /** told how many rows were skipped because their prompt alone fills sequenceLen (nothing left to score) */
   log?: (line: string) => void;
+  /** time one row may take to tokenize (default: data/time-limit.ts timeLimitFor) */
+  timeLimitMs?: number;
 }
 
 /** A dataset entry for a plain prompts file: `type` as in a recipe's datasets list, defaults for the rest. */
@@ -128,7 +132,13 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
             const hash = rowHash(record);
             if (source.keep && !source.keep(hash)) continue;
             if (items.length >= limit) break;
-            const item = itemOf(record, format, tok, opts, where);
+            const timeLimit = opts.timeLimitMs ?? timeLimitFor([record]);
+            let item: ReturnType<typeof itemOf>;
+            try {
+              item = withinTime(timeLimit, () => itemOf(record, format, tok, opts, where));
+            } catch (e) {
+              throw e instanceof TimeBudgetExceeded ? new FtError(stallMessage(record, format, tok, where, timeLimit)) : e;
+            }
             if (item === null) tooLong++;
             else items.push({ index: items.length, where, hash, task, ...item });
           }
