@@ -58,7 +58,7 @@ export async function saveCheckpoint(outputDir: string, state: TrainerState, ada
     const steps = Object.fromEntries(Object.entries(opt).map(([name, s]) => [name, s.step]));
     await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), entries, { format: 'pt', steps: JSON.stringify(steps) });
     await writeFileAtomic(path.join(tmp, TRAINER_STATE), JSON.stringify(state, null, 2) + '\n');
-  });
+  }, { kind: 'checkpoint', hint: 'it is not an ft checkpoint: move it away or pick another output_dir' });
   if (keep !== undefined) await pruneCheckpoints(outputDir, keep);
   return dir;
 }
