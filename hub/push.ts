@@ -6,6 +6,9 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createBranch, createRepo, HubApiError, uploadFilesWithProgress, whoAmI } from '@huggingface/hub';
 import { FtError } from '../util/errors.ts';
+import { TEMP_NAME } from '../util/fs.ts';
+import { LOCK_FILE } from '../util/lock.ts';
+import { OUTPUT_MARKER } from '../util/owned-dir.ts';
 import { progress } from '../util/progress.ts';
 import { resolveEndpoint, resolveToken, tokenFilePath, type HubToken } from './auth.ts';
 import { toFtError, type HubErrorContext } from './errors.ts';
@@ -47,7 +50,10 @@ export interface PushResult {
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 const SKIP_DIRS = new Set(['.git', '.cache']);
 
-/** Files under `dir` as repo paths, sorted; dot-temp files of in-progress atomic writes are skipped, symlinked files followed. */
+/** ft's bookkeeping in a folder, never pushed: temp files and folders of writes in progress or killed, its marker, its lock. */
+const isBookkeeping = (name: string) => TEMP_NAME.test(name) || name === OUTPUT_MARKER || name === LOCK_FILE;
+
+/** Files under `dir` as repo paths, sorted; ft's bookkeeping (temp folders, marker, lock) is skipped, symlinked files followed. */
 export async function listFolder(dir: string): Promise<(PushedFile & { abs: string })[]> {
   const st = await fsp.stat(dir).catch(() => null);
   if (!st?.isDirectory()) throw new FtError(`${dir}: not a folder to push`);
@@ -56,11 +62,12 @@ export async function listFolder(dir: string): Promise<(PushedFile & { abs: stri
     for (const ent of await fsp.readdir(abs, { withFileTypes: true })) {
       const a = path.join(abs, ent.name);
       const r = rel ? `${rel}/${ent.name}` : ent.name;
+      if (isBookkeeping(ent.name)) continue;
       const s = await fsp.stat(a);
       if (s.isDirectory()) {
         // symlinked folders are not followed (no cycles)
         if (!SKIP_DIRS.has(ent.name) && !ent.isSymbolicLink()) await walk(a, r);
-      } else if (s.isFile() && !/^\..*\.tmp-\d+-/.test(ent.name)) {
+      } else if (s.isFile()) {
         out.push({ path: r, size: s.size, abs: a });
       }
     }

@@ -20,6 +20,7 @@ import { clipGradNorm, type NamedGrads } from './clip.ts';
 import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
 import { AdamW, namedGrads } from './optimizer.ts';
 import { finishRun, summaryLines, type RunFigures } from './finish.ts';
+import { claimOutputDir, OUTPUT_DIR_HINT } from './output-dir.ts';
 import { writeLossCurve } from './plot.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { learningRate, totalTrainingSteps } from './schedule.ts';
@@ -64,6 +65,15 @@ export interface TrainResult {
  * a finished run then gets its eval section, model card and Hub push, with the training model already freed.
  */
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
+  const lock = await claimOutputDir(recipe.output_dir, opts.log ?? (() => {}));
+  try {
+    return await trainInClaimedDir(recipe, opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const modelDir = await resolveBaseModel(recipe, log);
   const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
@@ -284,7 +294,7 @@ async function run(
   await checkpoint();
   optimizer.dispose();
   const adapterDir = path.join(outputDir, 'adapter');
-  await savePeftAdapter(adapterDir, adapter, baseName);
+  await savePeftAdapter(adapterDir, adapter, baseName, { hint: OUTPUT_DIR_HINT });
   const history = readMetrics(metrics.file);
   await writeLossCurve(path.join(outputDir, 'loss.svg'), history, { title: `ft: ${path.basename(opts.recipeFile)} (${path.basename(modelDir)})` });
   return { result: { ...result, adapterDir, interrupted: false, history }, figures };
