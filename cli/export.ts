@@ -10,7 +10,7 @@ import { quantizedLinear } from '../quant/linear.ts';
 import { QUANT_KINDS, type QuantKind } from '../quant/nf4.ts';
 import { listCheckpoints } from '../train/checkpoint.ts';
 import { assertOutsideInputs } from '../util/owned-dir.ts';
-import { startRun, type GlobalArgs } from './common.ts';
+import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
 
 const OUT_HELP = 'folder to write (replaced atomically; only a folder of the same kind ft wrote, or an empty one, unless --overwrite)';
 const OVERWRITE_HELP = 'replace --out even when ft did not write it (never a folder being read)';
@@ -77,6 +77,7 @@ const mergedFormat: CommandModule<GlobalArgs, MergedArgs> = {
       .option('quant', { choices: QUANT_KINDS, describe: 'quantize the base as in QLoRA training and merge into its dequantized weights' }) as unknown as Argv<MergedArgs>,
   async handler(args) {
     const maxShardSize = parseShardSize(args.maxShardSize);
+    requireModelDir(args.model);
     // --adapter may be a training output folder holding the adapter used: --out must not be or hold either
     assertOutsideInputs({ flag: '--out', path: args.out }, [{ flag: '--adapter', path: args.adapter }]);
     await startRun(args);
@@ -111,6 +112,7 @@ const ggufFormat: CommandModule<GlobalArgs, GgufArgs> = {
       .option('outtype', { choices: ['f32', 'f16'] as GgufOutType[], default: 'f32' as GgufOutType, describe: 'tensor type in the file' })
       .option('base', { type: 'string', describe: "base model folder with config.json (default: the adapter's base_model_name_or_path)" }) as unknown as Argv<GgufArgs>,
   async handler(args) {
+    if (args.base) requireModelDir(args.base, '--base');
     const r = await exportLoraGguf({ adapterDir: args.adapter, out: args.out, outType: args.outtype, baseDir: args.base });
     process.stdout.write(`wrote ${args.out}: ${r.arch} LoRA, ${r.tensors} tensors (${args.outtype}), alpha ${r.alpha}, ${(r.bytes / 1e6).toFixed(2)} MB\n`);
   },
