@@ -71,6 +71,14 @@ describe('the output_dir lock', () => {
 });
 
 describe('claiming a reused output_dir', () => {
+  it('releases the lock when the run fails', async () => {
+    mkdirSync(path.join(tmp, 'fails'));
+    const { file, recipe } = writeRecipe(tmp, { base_model: './no-model-here', datasets: [{ path: 'copy.jsonl' }], max_steps: 1, output_dir: './fails' }, 'fails.yaml');
+    await expect(train(recipe, { recipeFile: file })).rejects.toThrow(/no such folder/);
+    expect(existsSync(path.join(tmp, 'fails', LOCK_FILE))).toBe(false);
+    await (await claimOutputDir(recipe.output_dir, () => {})).release();
+  });
+
   it('removes temp folders of killed checkpoint writes and puts back an adapter/ whose swap was killed', async () => {
     const dir = path.join(tmp, 'killed');
     mkdirSync(path.join(dir, '.checkpoint-6.tmp-999999-1-abcdef'), { recursive: true });
