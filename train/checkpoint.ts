@@ -66,9 +66,9 @@ export async function saveCheckpoint(outputDir: string, state: TrainerState, ada
 }
 
 /**
- * Whether `dir` is a complete checkpoint ft wrote: it has a trainer state, and its `.ft-output` marker says so, or (written before ft had markers) its
- * trainer_state.json has ft's fields. HF Trainer's and axolotl's checkpoint-N folders (trainer_state.json with
- * global_step, log_history) are not.
+ * Whether `dir` is a complete checkpoint ft wrote: it has a trainer state, and its `.ft-output` marker says so or
+ * (written before ft had markers) its trainer_state.json has ft's fields. HF Trainer's and axolotl's checkpoint-N
+ * folders (trainer_state.json with global_step, log_history) are not.
  */
 export async function isFtCheckpoint(dir: string): Promise<boolean> {
   if (!existsSync(path.join(dir, TRAINER_STATE))) return false;
