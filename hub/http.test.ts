@@ -20,10 +20,10 @@ beforeEach(() => {
 const whoami = () => `${hub.url}/api/whoami-v2`;
 
 describe('fetchWithRetry', () => {
-  it('gives up on a server that never answers after the deadline of each of 1 + retries attempts', async () => {
+  it('gives up on a server that never answers after the deadline of each of 1 + timeoutRetries attempts', async () => {
     hub.pushFaults.push({ kind: 'hang', route: /whoami/ });
     const t0 = performance.now();
-    const err = await fetchWithRetry(whoami(), auth, fast).catch((e: unknown) => e);
+    const err = await fetchWithRetry(whoami(), auth, { ...fast, retries: 4, timeoutRetries: 2 }).catch((e: unknown) => e);
     const ms = performance.now() - t0;
     expect(err).toBeInstanceOf(RetriesExhaustedError);
     expect((err as RetriesExhaustedError).attempts).toBe(3);
@@ -31,6 +31,10 @@ describe('fetchWithRetry', () => {
     expect(hub.requests).toEqual(Array(3).fill('GET /api/whoami-v2'));
     expect(ms).toBeGreaterThanOrEqual(3 * 300 + 20 + 40);
     expect(ms).toBeLessThan(3000);
+    // by default a timeout is retried once
+    hub.requests.length = 0;
+    await expect(fetchWithRetry(whoami(), auth, { ...fast, retries: 4 })).rejects.toBeInstanceOf(RetriesExhaustedError);
+    expect(hub.requests.length).toBe(2);
   }, 10_000);
 
   it('retries a 503 after the Retry-After the server asked for, and returns the answer that came through', async () => {

@@ -8,6 +8,8 @@ export interface RetryOptions {
   timeoutMs: number;
   /** attempts after the first */
   retries: number;
+  /** of those, how many may follow a timeout (a server that let one deadline pass is likely gone); default 1 */
+  timeoutRetries?: number;
   /** pause before the first retry, doubled for each next one; default 500 ms */
   backoffMs?: number;
   /** longest pause, Retry-After included; default 30 s */
@@ -16,8 +18,11 @@ export interface RetryOptions {
   onRetry?: (event: { url: string; attempt: number; delayMs: number; reason: string }) => void;
 }
 
-/** ft's defaults for the Hub: a minute of silence is a dead server; four retries span about 7.5 s of backoff. */
-export const HUB_RETRY: RetryOptions = { timeoutMs: 60_000, retries: 4 };
+/**
+ * ft's defaults for the Hub: 30 s of silence is a dead server (a server that never answers costs two attempts, about
+ * 60 s); network errors and 429/5xx get four retries over about 7.5 s of backoff.
+ */
+export const HUB_RETRY: RetryOptions = { timeoutMs: 30_000, retries: 4 };
 
 /** The slowest upload ft waits for: a request body adds size / this many seconds to its answer deadline. */
 export const MIN_UPLOAD_BYTES_PER_S = 64 * 1024;
@@ -131,6 +136,7 @@ export async function fetchWithRetry(input: string | URL, init: RequestInit = {}
   const method = (init.method ?? 'GET').toUpperCase();
   const replayable = bodyBytes(init.body) !== null;
   let tries = 0;
+  let timeouts = 0;
   for (;;) {
     tries++;
     let res: Response | null = null;
@@ -140,10 +146,12 @@ export async function fetchWithRetry(input: string | URL, init: RequestInit = {}
     } catch (e) {
       if (init.signal?.aborted) throw e; // the caller gave up
       error = e;
+      if (e instanceof HttpTimeoutError) timeouts++;
     }
     const retryable =
       replayable &&
       tries <= opts.retries &&
+      timeouts <= (opts.timeoutRetries ?? 1) &&
       (res
         ? RETRY_STATUS.has(res.status) && (IDEMPOTENT.has(method) || NOT_ACTED_ON_STATUS.has(res.status))
         : IDEMPOTENT.has(method) || NOT_SENT_CODES.has(errorCode(error) ?? ''));
