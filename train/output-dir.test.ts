@@ -79,8 +79,10 @@ describe('claiming a reused output_dir', () => {
     await (await claimOutputDir(recipe.output_dir, () => {})).release();
   });
 
-  it('removes temp folders of killed checkpoint writes and puts back an adapter/ whose swap was killed', async () => {
+  it('removes temp folders of killed checkpoint writes and puts back an adapter/ and a checkpoint whose swap was killed', async () => {
     const dir = path.join(tmp, 'killed');
+    mkdirSync(path.join(dir, '.checkpoint-4.old-999999-1-abcdef'), { recursive: true });
+    writeFileSync(path.join(dir, '.checkpoint-4.old-999999-1-abcdef', 'trainer_state.json'), '{}');
     mkdirSync(path.join(dir, '.checkpoint-6.tmp-999999-1-abcdef'), { recursive: true });
     mkdirSync(path.join(dir, '.adapter.old-999999-1-abcdef'));
     writeFileSync(path.join(dir, '.adapter.old-999999-1-abcdef', '.ft-output'), JSON.stringify({ tool: 'ft', kind: 'adapter' }));
@@ -88,9 +90,13 @@ describe('claiming a reused output_dir', () => {
     const lines: string[] = [];
     await (await claimOutputDir(dir, (l) => lines.push(l))).release();
     expect(readFileSync(path.join(dir, 'adapter', 'adapter_model.safetensors'), 'utf8')).toBe('trained');
-    expect(readdirSync(dir).sort()).toEqual(['.ft-output', 'adapter']);
-    expect(lines).toEqual([
+    expect(readdirSync(dir).sort()).toEqual(['.ft-output', 'adapter', 'checkpoint-4']);
+    expect(readdirSync(path.join(dir, 'checkpoint-4'))).toEqual(['trainer_state.json']);
+    expect(lines.slice(0, 2).sort()).toEqual([
       `ft: ${path.join(dir, 'adapter')}: restored from .adapter.old-999999-1-abcdef, left by a write that was killed`,
+      `ft: ${path.join(dir, 'checkpoint-4')}: restored from .checkpoint-4.old-999999-1-abcdef, left by a write that was killed`,
+    ]);
+    expect(lines.slice(2)).toEqual([
       `ft: ${dir}: removed .checkpoint-6.tmp-999999-1-abcdef, left by a run that was killed`,
     ]);
   });

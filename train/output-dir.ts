@@ -1,10 +1,10 @@
 // A training run's hold on its output_dir, taken before anything is read or written: the folder exists and is
-// writable, one run at a time holds it (util/lock.ts), what killed runs left (temp folders, an adapter/ swap
-// half-done) is cleaned up, and an adapter/ that ft did not write is refused now rather than after the training.
+// writable, one run at a time holds it (util/lock.ts), what killed runs left (temp folders, a swap of adapter/ or a
+// checkpoint half-done) is cleaned up, and an adapter/ that ft did not write is refused now rather than after the training.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { FtError, ioError } from '../util/errors.ts';
-import { removeTempEntries, repairDirSwap } from '../util/fs.ts';
+import { removeTempEntries, repairDirSwaps } from '../util/fs.ts';
 import { lockDir, type DirLock } from '../util/lock.ts';
 import { assertReplaceable, outputKind, writeOutputMarker } from '../util/owned-dir.ts';
 
@@ -25,12 +25,10 @@ export async function claimOutputDir(outputDir: string, log: (line: string) => v
   }
   try {
     if (lock.replacedStale) log(`ft: ${outputDir}: took over the lock of pid ${lock.replacedStale.pid}, which is no longer running`);
-    const adapterDir = path.join(outputDir, ADAPTER_DIR);
-    const repaired = await repairDirSwap(adapterDir);
-    if (repaired) log(`ft: ${repaired}`);
+    for (const repaired of await repairDirSwaps(outputDir)) log(`ft: ${repaired}`);
     const removed = await removeTempEntries(outputDir);
     if (removed.length > 0) log(`ft: ${outputDir}: removed ${removed.join(', ')}, left by a run that was killed`);
-    await assertReplaceable(adapterDir, 'adapter', OUTPUT_DIR_HINT);
+    await assertReplaceable(path.join(outputDir, ADAPTER_DIR), 'adapter', OUTPUT_DIR_HINT);
     if ((await outputKind(outputDir)) !== 'train-output') await writeOutputMarker(outputDir, 'train-output');
     return lock;
   } catch (e) {

@@ -98,6 +98,18 @@ export async function repairDirSwap(target: string): Promise<string | null> {
   return restored ? `${target}: restored from ${path.basename(restored)}, left by a write that was killed` : null;
 }
 
+/** repairDirSwap for every folder of `dir` that has previous content aside (`.x.old-*`); what it did, for the log. */
+export async function repairDirSwaps(dir: string): Promise<string[]> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  const targets = new Set(names.map((n) => TEMP_NAME.exec(n)).filter((m) => m !== null && m[2] === 'old').map((m) => m![1]));
+  const done: string[] = [];
+  for (const t of targets) {
+    const r = await repairDirSwap(path.join(dir, t));
+    if (r) done.push(r);
+  }
+  return done;
+}
+
 /** Removes every temp file or folder (`.x.tmp-*`, `.x.old-*`) in `dir` not made by this process; their names. Call it only while holding `dir`'s lock. */
 export async function removeTempEntries(dir: string): Promise<string[]> {
   const names = (await fsp.readdir(dir).catch(() => [] as string[])).filter((n) => {
