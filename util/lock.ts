@@ -45,6 +45,23 @@ const isOurs = (file: string) => {
 };
 
 /**
+ * Removes the lock file if it still is the stale one read as `holder`: moved aside first (one process wins the
+ * rename), and put back when another run took the lock in between.
+ */
+async function removeStale(file: string, holder: LockHolder | null): Promise<void> {
+  const aside = tempPathFor(file, 'old');
+  try {
+    await fsp.rename(file, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // another run removed it first
+    throw e;
+  }
+  const moved = readHolder(aside);
+  if (holder && moved && (moved.pid !== holder.pid || moved.started !== holder.started)) await fsp.link(aside, file).catch(() => {});
+  await fsp.rm(aside, { force: true });
+}
+
+/**
  * Takes `dir`'s lock for `what` (e.g. "ft train"), or throws one line naming the folder and the holder's pid.
  * `dir` must exist.
  */
@@ -66,7 +83,7 @@ export async function lockDir(dir: string, what: string): Promise<DirLock> {
       const stale = holder === null || (holder.hostname === me.hostname && !isProcessAlive(holder.pid));
       if (!stale || replacedStale) throw busy(dir, what, holder, file);
       replacedStale = holder ?? { pid: 0, hostname: '?', started: '?' };
-      await fsp.rm(file, { force: true });
+      await removeStale(file, holder);
     }
   } finally {
     await fsp.rm(tmp, { force: true });
