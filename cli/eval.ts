@@ -11,7 +11,7 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { loadRecipe } from '../recipes/recipe.ts';
 import { FtError } from '../util/errors.ts';
-import { startRun, type GlobalArgs } from './common.ts';
+import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
 
 export interface EvalArgs extends GlobalArgs {
   model: string;
@@ -53,6 +53,7 @@ function checkArgs(a: EvalArgs): void {
 /** Runs `ft eval` from parsed arguments; returns what it wrote. */
 export async function runEvalCommand(a: EvalArgs, log: (line: string) => void = () => {}): Promise<EvalResult> {
   checkArgs(a);
+  requireModelDir(a.model);
   let overlap;
   if (a.recipe) {
     const recipe = loadRecipe(a.recipe);

@@ -9,7 +9,11 @@ import { EXPORT_DTYPES, exportMerged, parseShardSize, type ExportDtype } from '.
 import { quantizedLinear } from '../quant/linear.ts';
 import { QUANT_KINDS, type QuantKind } from '../quant/nf4.ts';
 import { listCheckpoints } from '../train/checkpoint.ts';
-import { startRun, type GlobalArgs } from './common.ts';
+import { assertOutsideInputs } from '../util/owned-dir.ts';
+import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
+
+const OUT_HELP = 'folder to write (replaced atomically; only a folder of the same kind ft wrote, or an empty one, unless --overwrite)';
+const OVERWRITE_HELP = 'replace --out even when ft did not write it (never a folder being read)';
 
 /** An adapter folder as given, or the newest checkpoint-N of a training output folder. */
 export async function resolveAdapterDir(dir: string): Promise<string> {
@@ -24,6 +28,7 @@ export async function resolveAdapterDir(dir: string): Promise<string> {
 interface PeftArgs extends GlobalArgs {
   checkpoint: string;
   out: string;
+  overwrite: boolean;
   baseModel?: string;
 }
 
@@ -34,12 +39,15 @@ const peftFormat: CommandModule<GlobalArgs, PeftArgs> = {
   builder: (y: Argv<GlobalArgs>) =>
     y
       .option('checkpoint', { type: 'string', demandOption: true, describe: 'adapter or checkpoint folder (adapter_config.json + adapter_model.safetensors), or a training output folder (its newest checkpoint-N)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'folder to write (replaced atomically)' })
+      .option('out', { type: 'string', demandOption: true, describe: OUT_HELP })
+      .option('overwrite', { type: 'boolean', default: false, describe: OVERWRITE_HELP })
       .option('base-model', { type: 'string', describe: 'set base_model_name_or_path (e.g. the Hub id of the base)' }) as unknown as Argv<PeftArgs>,
   async handler(args) {
-    const a = await readPeftAdapter(await resolveAdapterDir(args.checkpoint));
+    const from = await resolveAdapterDir(args.checkpoint);
+    assertOutsideInputs({ flag: '--out', path: args.out }, [{ flag: '--checkpoint', path: args.checkpoint }, { flag: '--checkpoint', path: from }]);
+    const a = await readPeftAdapter(from);
     const baseModel = args.baseModel ?? a.baseModel;
-    await writePeftAdapter(args.out, a.config, baseModel, a.tensors);
+    await writePeftAdapter(args.out, a.config, baseModel, a.tensors, { overwrite: args.overwrite });
     const params = [...a.tensors.values()].reduce((s, t) => s + t.data.length, 0);
     process.stdout.write(`wrote ${args.out}: LoRA r=${a.config.r} alpha=${a.config.alpha}, ${a.tensors.size / 2} modules, ${params.toLocaleString('en-US')} params${baseModel ? `, base ${baseModel}` : ''}\n`);
   },
@@ -49,6 +57,7 @@ interface MergedArgs extends GlobalArgs {
   model: string;
   adapter: string;
   out: string;
+  overwrite: boolean;
   dtype?: ExportDtype;
   maxShardSize: string;
   quant?: QuantKind;
@@ -61,17 +70,22 @@ const mergedFormat: CommandModule<GlobalArgs, MergedArgs> = {
     y
       .option('model', { type: 'string', demandOption: true, describe: 'base model folder' })
       .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT adapter or checkpoint folder, or a training output folder (its newest checkpoint-N)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'folder to write (replaced atomically)' })
+      .option('out', { type: 'string', demandOption: true, describe: OUT_HELP })
+      .option('overwrite', { type: 'boolean', default: false, describe: OVERWRITE_HELP })
       .option('dtype', { choices: Object.keys(EXPORT_DTYPES) as ExportDtype[], describe: "weight dtype of the merged model (default: the base's torch_dtype)" })
       .option('max-shard-size', { type: 'string', default: '5GB', describe: 'largest safetensors shard (e.g. 2GB, 500MB), as save_pretrained' })
       .option('quant', { choices: QUANT_KINDS, describe: 'quantize the base as in QLoRA training and merge into its dequantized weights' }) as unknown as Argv<MergedArgs>,
   async handler(args) {
     const maxShardSize = parseShardSize(args.maxShardSize);
+    requireModelDir(args.model);
+    // --adapter may be a training output folder holding the adapter used: --out must not be or hold either
+    assertOutsideInputs({ flag: '--out', path: args.out }, [{ flag: '--adapter', path: args.adapter }]);
     await startRun(args);
     const plan = await exportMerged({
       model: args.model,
       adapter: await resolveAdapterDir(args.adapter),
       out: args.out,
+      overwrite: args.overwrite,
       dtype: args.dtype,
       maxShardSize,
       ...(args.quant ? { linear: quantizedLinear(args.quant), quantized: args.quant } : {}),
@@ -98,6 +112,7 @@ const ggufFormat: CommandModule<GlobalArgs, GgufArgs> = {
       .option('outtype', { choices: ['f32', 'f16'] as GgufOutType[], default: 'f32' as GgufOutType, describe: 'tensor type in the file' })
       .option('base', { type: 'string', describe: "base model folder with config.json (default: the adapter's base_model_name_or_path)" }) as unknown as Argv<GgufArgs>,
   async handler(args) {
+    if (args.base) requireModelDir(args.base, '--base');
     const r = await exportLoraGguf({ adapterDir: args.adapter, out: args.out, outType: args.outtype, baseDir: args.base });
     process.stdout.write(`wrote ${args.out}: ${r.arch} LoRA, ${r.tensors} tensors (${args.outtype}), alpha ${r.alpha}, ${(r.bytes / 1e6).toFixed(2)} MB\n`);
   },

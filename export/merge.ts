@@ -12,6 +12,7 @@ import { DTYPE_BYTES, numel, writeSafetensors, type FloatDtype } from '../model/
 import { LINEAR_NAMES, hfModuleName, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
+import { assertOutsideInputs, assertReplaceable } from '../util/owned-dir.ts';
 import { progress } from '../util/progress.ts';
 
 /** config.json `torch_dtype` -> safetensors dtype. */
@@ -172,6 +173,8 @@ export interface SaveOptions {
   maxShardSize: number;
   /** A model folder whose tokenizer and generation files are copied. */
   copyFrom?: string;
+  /** Replace `out` even when it is not a model folder ft wrote. */
+  overwrite?: boolean;
 }
 
 /**
@@ -211,7 +214,7 @@ export async function saveHfModel(out: string, tensors: ExportTensor[], rawConfi
       const index = { metadata: { total_size: plan.totalSize }, weight_map: sortKeys(plan.weightMap) };
       await writeFileAtomic(path.join(tmp, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
     }
-  });
+  }, { kind: 'model', overwrite: opts.overwrite });
   return plan;
 }
 
@@ -254,6 +257,10 @@ export function declaredDtype(raw: Record<string, unknown>): ExportDtype | null 
  */
 export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dtype: ExportDtype }> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(m + '\n'));
+  const inputs = [{ flag: '--model', path: opts.model }, { flag: '--adapter', path: opts.adapter }];
+  assertOutsideInputs({ flag: '--out', path: opts.out }, opts.copyFrom ? [...inputs, { flag: 'tokenizer', path: opts.copyFrom }] : inputs);
+  // before any weight is read: `out` is replaced whole
+  if (!opts.overwrite) await assertReplaceable(opts.out, 'model', 'pass --overwrite to replace it');
   const adapter = await readPeftAdapter(opts.adapter);
   const model = await openModelDir(opts.model);
   try {
@@ -262,7 +269,7 @@ export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dt
     const dtype = opts.dtype ?? declaredDtype(model.config.raw) ?? 'float32';
     if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, dtype));
     const tensors = mergedTensorsFromDir(model, adapter, opts.linear);
-    const plan = await saveHfModel(opts.out, tensors, model.config.raw, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
+    const plan = await saveHfModel(opts.out, tensors, model.config.raw, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model, overwrite: opts.overwrite });
     return { ...plan, dtype };
   } finally {
     await model.close();

@@ -12,6 +12,7 @@ import { readConfig } from '../model/config.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import { loadCheckpoint, removeCheckpoints, resumeCheckpoint, TRAINER_STATE, type TrainerState } from '../train/checkpoint.ts';
+import { claimOutputDir, OUTPUT_DIR_HINT } from '../train/output-dir.ts';
 import { freshState, trainLoop, type BatchSource, type LoopConfig, type LoopResult } from '../train/loop.ts';
 import { AdamW } from '../train/optimizer.ts';
 import { learningRate, totalTrainingSteps } from '../train/schedule.ts';
@@ -68,6 +69,15 @@ type Signal = 'SIGINT' | 'SIGTERM';
  * a finished run then gets its eval section, model card and Hub push, with the training model already freed.
  */
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
+  const lock = await claimOutputDir(recipe.output_dir, opts.log ?? (() => {}));
+  try {
+    return await trainInClaimedDir(recipe, opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const modelDir = await resolveBaseModel(recipe, log);
   const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
@@ -114,7 +124,7 @@ export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainRe
     await writeFileAtomic(path.join(recipe.output_dir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
     const evaluate = recipe.val_set_size > 0 ? async () => (await meanLoss(model.weights, data.ds.batches({ part: 'validation' }))).loss : undefined;
     loop = await trainLoop(model, data.source, optimizer, cfg, start, { evaluate, stopRequested: () => stop?.signal ?? null, onStep: opts.onStep, stopAfterSteps: opts.stopAfterSteps });
-    if (!loop.interrupted) await savePeftAdapter(path.join(recipe.output_dir, 'adapter'), model.adapter, recipe.base_model);
+    if (!loop.interrupted) await savePeftAdapter(path.join(recipe.output_dir, 'adapter'), model.adapter, recipe.base_model, { hint: OUTPUT_DIR_HINT });
   } finally {
     stop?.dispose();
     optimizer.dispose();

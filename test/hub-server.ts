@@ -33,6 +33,8 @@ export interface HubServer {
   repos: Map<string, StoredRepo>;
   /** "METHOD /path" of every request, in order. */
   requests: string[];
+  /** Faults to play on matching requests (see "Faults for ft push" below); tests push and clear them. */
+  pushFaults: PushFault[];
   close(): Promise<void>;
 }
 
@@ -53,6 +55,7 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
   const repos = new Map<string, StoredRepo>();
   const requests: string[] = [];
   const uploadKeys = new Map<string, { repo: string; oid: string; size: number }>();
+  const pushFaults: PushFault[] = [];
   let url = '';
 
   const userOf = (req: IncomingMessage): HubUser | null => {
@@ -89,6 +92,7 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
     const p = u.pathname;
     const method = req.method ?? 'GET';
     requests.push(`${method} ${p}`);
+    if (playPushFault(pushFaults, `${method} ${p}`, req, res)) return;
     let m: RegExpExecArray | null;
 
     if (method === 'GET' && p === '/api/whoami-v2') {
@@ -264,6 +268,7 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
     url,
     repos,
     requests,
+    pushFaults,
     close: () =>
       new Promise<void>((resolve, reject) => {
         server.closeAllConnections();
@@ -294,3 +299,48 @@ const sha1 = (s: string | Buffer) => createHash('sha1').update(s).digest('hex');
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /** Git's blob id: sha1 of "blob <size>\0<content>". */
 const gitOid = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
+
+// ---- Faults for ft push (timeouts, retries, bad answers; hub/http.ts, hub/errors.ts) ----
+// Each fault matches "METHOD /path" by `route` and plays `times` times (default: every time), before any route runs.
+
+export type PushFault = { route: RegExp; times?: number } & (
+  /** accept the request and never answer (a dead proxy, a hung server) */
+  | { kind: 'hang' }
+  /** send the headers, then stop sending the body */
+  | { kind: 'stall-body' }
+  /** answer with this status and a JSON error (e.g. 503 with Retry-After, to be retried) */
+  | { kind: 'status'; status: number; retryAfterS?: number }
+  /** answer 200 with an HTML page, as a captive portal or a proxy's login page does */
+  | { kind: 'html' }
+  /** answer with this status and an error message quoting the request's Authorization header */
+  | { kind: 'echo-auth'; status: number }
+);
+
+/** Plays the first fault matching `route` on this request; true when it took the request over. */
+function playPushFault(faults: PushFault[], route: string, req: IncomingMessage, res: ServerResponse): boolean {
+  const i = faults.findIndex((f) => f.route.test(route));
+  if (i < 0) return false;
+  const f = faults[i];
+  if (f.times !== undefined && --f.times <= 0) faults.splice(i, 1);
+  req.resume(); // drain the request body so the client's upload completes
+  switch (f.kind) {
+    case 'hang':
+      return true;
+    case 'stall-body':
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '1000' });
+      res.write('{"name":');
+      return true;
+    case 'status':
+      json(res, f.status, { error: `fault: ${f.status}` }, 'application/json', f.retryAfterS !== undefined ? { 'Retry-After': String(f.retryAfterS) } : {});
+      return true;
+    case 'html': {
+      const page = Buffer.from('<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body><form>...</form></body></html>\n');
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': String(page.length) });
+      res.end(page);
+      return true;
+    }
+    case 'echo-auth':
+      json(res, f.status, { error: `bad request: header Authorization: ${req.headers.authorization ?? '(none)'} is not accepted here` });
+      return true;
+  }
+}
