@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeFloats, encodeFloats, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
-import { exportLoraGguf, GGUF_PROJ_NAME, permuteRope } from './gguf.ts';
+import { GGUF_PROJ_NAME, permuteRope } from './gguf-arch.ts';
+import { exportLoraGguf } from './gguf.ts';
 
 // From llama.cpp's LlamaModel.permute run in torch (test/fixtures/gguf/make_permute_golden.py).
 const golden = JSON.parse(await fsp.readFile(new URL('../test/fixtures/gguf/permute_golden.json', import.meta.url), 'utf8')) as {
