@@ -17,7 +17,7 @@ import { writeSafetensors, type TensorData } from '../model/safetensors.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { LINEAR_NAMES, type LlamaConfig } from '../model/types.ts';
 import { Rng } from '../util/rng.ts';
-import { greedy, llamaCpp, loadGguf, type Greedy } from '../test/llama-cpp.ts';
+import { greedy, llamaCpp, llamaCppWarnings, loadGguf, type Greedy } from '../test/llama-cpp.ts';
 import { exportModelGguf } from './gguf-model.ts';
 import { exportLoraGguf } from './gguf.ts';
 import type { GgufModelType } from './gguf-quant.ts';
@@ -119,11 +119,12 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
 
   const texts = ['Give three tips for staying healthy.', 'Once upon a time,  there was\na little girl named Lily.', "It's 2024: don't   stop!\n\n  Über café ☕ naïve"];
 
-  it("tokenizes as ft's tokenizer does (byte-level BPE and SentencePiece-style BPE)", async () => {
+  it("loads without a warning and tokenizes as ft's tokenizer does (byte-level BPE and SentencePiece-style BPE)", async () => {
     for (const dir of [tiny, STORIES]) {
       const file = path.join(root, `${path.basename(dir)}-vocab.gguf`);
       await exportModelGguf({ model: dir, out: file, outType: 'f32' });
       const model = await loadGguf(llama as Exclude<typeof llama, string>, file);
+      expect(llamaCppWarnings(), `llama.cpp's warnings on ${file}`).toEqual([]);
       const tok = await loadTokenizer(dir);
       for (const text of texts) expect([...model.tokenize(text, false)], `${dir}: ${JSON.stringify(text)}`).toEqual(tok.encode(text, { addSpecialTokens: false }));
       await model.dispose();

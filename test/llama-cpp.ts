@@ -3,19 +3,34 @@
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type Token } from 'node-llama-cpp';
 
 let llamaOnce: Promise<Llama | string> | null = null;
+/** llama.cpp's own warning and error lines since the last load, to say why it refused a file. */
+let logLines: string[] = [];
+
 /** The llama.cpp runtime, or why it cannot load (the tests then skip, saying so). */
 export function llamaCpp(): Promise<Llama | string> {
-  llamaOnce ??= getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false }).catch((e: Error) => `node-llama-cpp's prebuilt binary did not load: ${e.message}`);
+  llamaOnce ??= getLlama({
+    gpu: false,
+    build: 'never',
+    progressLogs: false,
+    logLevel: LlamaLogLevel.warn,
+    logger: (_level, message) => void logLines.push(message.trim()),
+  }).catch((e: Error) => `node-llama-cpp's prebuilt binary did not load: ${e.message}`);
   return llamaOnce;
 }
 
 /** Loads `file`, turning llama.cpp's refusal into an error that carries its own log lines. */
 export async function loadGguf(llama: Llama, file: string): Promise<LlamaModel> {
+  logLines = [];
   try {
     return await llama.loadModel({ modelPath: file, gpuLayers: 0, useMmap: false });
   } catch (e) {
-    throw new Error(`llama.cpp refused ${file}: ${(e as Error).message}`);
+    throw new Error(`llama.cpp refused ${file}: ${(e as Error).message}; llama.cpp said: ${logLines.join(' | ')}`);
   }
+}
+
+/** What llama.cpp warned about since the last loadGguf (its load included). */
+export function llamaCppWarnings(): string[] {
+  return [...logLines];
 }
 
 export interface Greedy {
