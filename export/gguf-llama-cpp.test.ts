@@ -7,17 +7,17 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadPeftAdapter, peftKey, writePeftAdapter } from '../adapters/peft.ts';
+import { loadPeftAdapter } from '../adapters/peft.ts';
 import { configJson, readConfig } from '../model/config.ts';
 import { generate } from '../model/generate.ts';
 import { initModel, randomTensors } from '../model/init.ts';
 import { disposeLlama, forward } from '../model/llama.ts';
-import { expectedTensors, loadLlama } from '../model/load.ts';
-import { writeSafetensors, type TensorData } from '../model/safetensors.ts';
+import { loadLlama } from '../model/load.ts';
+import { writeSafetensors } from '../model/safetensors.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
-import { LINEAR_NAMES, type LlamaConfig } from '../model/types.ts';
-import { Rng } from '../util/rng.ts';
+import type { LlamaConfig } from '../model/types.ts';
 import { greedy, llamaCpp, llamaCppWarnings, loadGguf, type Greedy } from '../test/llama-cpp.ts';
+import { writeRandomAdapter } from '../test/random-adapter.ts';
 import { exportModelGguf } from './gguf-model.ts';
 import { exportLoraGguf } from './gguf.ts';
 import type { GgufModelType } from './gguf-quant.ts';
@@ -46,23 +46,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await fsp.rm(root, { recursive: true, force: true });
 });
-
-/** A random LoRA adapter on every projection (B nonzero, so it changes the outputs). */
-async function randomAdapter(dir: string, c: LlamaConfig, seed: number, stdB: number): Promise<void> {
-  const r = 4;
-  const rng = new Rng(seed);
-  const shapes = new Map(expectedTensors(c).map((t) => [t.name, t.shape]));
-  const tensors = new Map<string, TensorData>();
-  for (let i = 0; i < c.numHiddenLayers; i++) {
-    for (const p of LINEAR_NAMES) {
-      const key = peftKey(i, p, 'lora_A');
-      const [out, inp] = shapes.get(key.replace('base_model.model.', '').replace('.lora_A', ''))!;
-      tensors.set(key, { shape: [r, inp], data: Float32Array.from({ length: r * inp }, () => 0.15 * rng.normal()) });
-      tensors.set(peftKey(i, p, 'lora_B'), { shape: [out, r], data: Float32Array.from({ length: out * r }, () => stdB * rng.normal()) });
-    }
-  }
-  await writePeftAdapter(dir, { r, alpha: 8, dropout: 0, targetModules: 'all-linear', useRslora: false }, null, tensors);
-}
 
 /** ft's greedy tokens (model/generate.ts) and the log-softmax before each of them (one forward pass over prompt + tokens). */
 async function ftGreedy(modelDir: string, prompt: number[], adapter?: string): Promise<Greedy> {
@@ -112,9 +95,9 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
     tiny = path.join(root, 'tiny');
     await initModel(tiny, { vocabSize: 400, initStd: 0.1, seed: 3 });
     tinyAdapter = path.join(root, 'tiny-adapter');
-    await randomAdapter(tinyAdapter, await readConfig(tiny), 5, 0.02);
+    await writeRandomAdapter(tinyAdapter, await readConfig(tiny), { seed: 5, stdB: 0.02 });
     storiesAdapter = path.join(root, 'stories-adapter');
-    await randomAdapter(storiesAdapter, await readConfig(STORIES), 6, 0.04);
+    await writeRandomAdapter(storiesAdapter, await readConfig(STORIES), { seed: 6, stdB: 0.04 });
   });
 
   const texts = ['Give three tips for staying healthy.', 'Once upon a time,  there was\na little girl named Lily.', "It's 2024: don't   stop!\n\n  Über café ☕ naïve"];
