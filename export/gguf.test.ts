@@ -105,6 +105,8 @@ describe('exportLoraGguf', () => {
     expect(parsed.typedMetadata['adapter.lora.alpha'].type).toBe(6); // GGUFValueType.FLOAT32
     expect(md['general.name']).toBe('adapter');
     expect(md['general.file_type']).toBe(0);
+    // base_model_name_or_path is a folder on this machine: nothing of it goes into a file meant to be shared
+    expect(Object.keys(md).filter((k) => k.startsWith('general.base_model'))).toEqual([]);
     expect(res.tensors).toBe(LAYERS * 7 * 2);
     expect(parsed.tensorInfos).toHaveLength(LAYERS * 7 * 2);
     for (let l = 0; l < LAYERS; l++) {
