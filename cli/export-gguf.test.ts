@@ -4,12 +4,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gguf } from '@huggingface/gguf';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { configJson, readConfig } from '../model/config.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { greedy, llamaCpp, loadGguf } from '../test/llama-cpp.ts';
 import { writeRandomAdapter } from '../test/random-adapter.ts';
+import { FtError } from '../util/errors.ts';
+import { exportFormats } from './export.ts';
 
 const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 const fixtures = new URL('../test/fixtures/gguf/', import.meta.url);
@@ -68,11 +70,28 @@ describe('ft export gguf: adapters as export merged takes them, checked against 
     await fsp.rm(root, { recursive: true, force: true });
   });
 
+  /** `ft export gguf` run in this process (no child process: these checks need no backend), its stdout and stderr kept. */
+  async function exportGguf(args: Record<string, unknown>): Promise<{ stdout: string; stderr: string; error: unknown }> {
+    const cmd = exportFormats.find((f) => f.command === 'gguf')!;
+    const out = { stdout: '', stderr: '', error: null as unknown };
+    const so = vi.spyOn(process.stdout, 'write').mockImplementation((t) => ((out.stdout += String(t)), true));
+    const se = vi.spyOn(process.stderr, 'write').mockImplementation((t) => ((out.stderr += String(t)), true));
+    try {
+      await cmd.handler({ backend: 'auto', quiet: true, lora: false, ...args } as never);
+    } catch (e) {
+      out.error = e;
+    } finally {
+      so.mockRestore();
+      se.mockRestore();
+    }
+    return out;
+  }
+
   it('takes a training output folder (its newest checkpoint) and writes no local path into the metadata', async () => {
     const out = path.join(root, 'lora.gguf');
-    const r = await ft(['export', 'gguf', '--adapter', run, '--out', out]);
+    const r = await exportGguf({ adapter: run, out });
+    expect(r.error).toBe(null);
     expect(r.stderr).toContain(`using ${path.join(run, 'checkpoint-10')}`);
-    expect(r.code).toBe(0);
     const parsed = await gguf(out, { allowLocalFile: true });
     expect(Object.keys(parsed.metadata).filter((k) => k.startsWith('general.base_model'))).toEqual([]);
     expect(JSON.stringify(parsed.metadata, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))).not.toContain(root);
@@ -85,10 +104,11 @@ describe('ft export gguf: adapters as export merged takes them, checked against 
     const { raw: _raw, ...c } = await readConfig(base);
     await fsp.writeFile(path.join(other, 'config.json'), JSON.stringify(configJson({ ...c, numHiddenLayers: 2, hiddenSize: 128 })));
     const out = path.join(root, 'bad.gguf');
-    const r = await ft(['export', 'gguf', '--adapter', path.join(run, 'checkpoint-2'), '--base', other, '--out', out]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^ft: .*adapter_model\.safetensors: tensor 'base_model\.model\.model\.layers\.\d+\.\w+\.\w+_proj\.lora_[AB]\.weight' (is for block|has shape)/);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    const r = await exportGguf({ adapter: path.join(run, 'checkpoint-2'), base: other, out });
+    expect(r.error).toBeInstanceOf(FtError);
+    const message = (r.error as FtError).message;
+    expect(message).toMatch(/adapter_model\.safetensors: tensor 'base_model\.model\.model\.layers\.\d+\.\w+\.\w+_proj\.lora_[AB]\.weight' (is for block|has shape)/);
+    expect(message).not.toContain('\n');
     await expect(fsp.stat(out)).rejects.toThrow();
   });
 
