@@ -9,7 +9,7 @@ import { checkAgainstModel, readPeftAdapter, type PeftAdapterFiles } from '../ad
 import type { LinearFactory } from '../model/linear.ts';
 import { expectedTensors, INDEX_FILE, openModelDir, SINGLE_FILE, type ModelDir } from '../model/load.ts';
 import { DTYPE_BYTES, numel, writeSafetensors, type FloatDtype } from '../model/safetensors.ts';
-import { LINEAR_NAMES, hfModuleName, type LlamaWeights } from '../model/types.ts';
+import { LINEAR_NAMES, hfModuleName, type LlamaConfig, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
 import { assertOutsideInputs, assertReplaceable } from '../util/owned-dir.ts';
@@ -137,10 +137,10 @@ const isLinearWeight = (name: string) => name.endsWith('_proj.weight');
 /**
  * The merged model streamed from a model folder, one tensor in memory at a time: each linear weight optionally
  * goes through `linear` and back to float (so a quantized factory yields exactly the dequantized weight a
- * quantized load trains against), then targeted projections get + scale·B·A from `adapter`.
+ * quantized load trains against), then targeted projections get + scale·B·A from `adapter` (none: the base as it is).
  */
-export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles, linear?: LinearFactory): ExportTensor[] {
-  const scale = loraScale(adapter.config);
+export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles | null, linear?: LinearFactory): ExportTensor[] {
+  const scale = adapter ? loraScale(adapter.config) : 0;
   return expectedTensors(model.config).map(({ name, shape }) => ({
     name,
     shape,
@@ -154,8 +154,8 @@ export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles,
         l.dispose();
       }
       const prefix = `base_model.model.${name.slice(0, -'.weight'.length)}`;
-      const a = adapter.tensors.get(`${prefix}.lora_A.weight`);
-      const b = adapter.tensors.get(`${prefix}.lora_B.weight`);
+      const a = adapter?.tensors.get(`${prefix}.lora_A.weight`);
+      const b = adapter?.tensors.get(`${prefix}.lora_B.weight`);
       if (!a || !b) return w;
       const [A, B] = [tf.tensor2d(a.data, a.shape as [number, number]), tf.tensor2d(b.data, b.shape as [number, number])];
       try {
@@ -222,6 +222,12 @@ function sortKeys<T>(o: Record<string, T>): Record<string, T> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
+/** An adapter's factors against a base config: block indices and A/B shapes of every projection (errors name the tensor). */
+export function checkAdapterFits(adapter: PeftAdapterFiles, config: LlamaConfig): void {
+  const shapes = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
+  checkAgainstModel(adapter, config.numHiddenLayers, (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number]);
+}
+
 export interface MergeOptions extends Omit<SaveOptions, 'dtype'> {
   model: string;
   out: string;
@@ -264,8 +270,7 @@ export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dt
   const adapter = await readPeftAdapter(opts.adapter);
   const model = await openModelDir(opts.model);
   try {
-    const shapes = new Map(expectedTensors(model.config).map((t) => [t.name, t.shape]));
-    checkAgainstModel(adapter, model.config.numHiddenLayers, (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number]);
+    checkAdapterFits(adapter, model.config);
     const dtype = opts.dtype ?? declaredDtype(model.config.raw) ?? 'float32';
     if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, dtype));
     const tensors = mergedTensorsFromDir(model, adapter, opts.linear);

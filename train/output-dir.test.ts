@@ -9,7 +9,7 @@ import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from '../te
 import { FtError } from '../util/errors.ts';
 import { LOCK_FILE } from '../util/lock.ts';
 import { listCheckpoints, resumeCheckpoint } from './checkpoint.ts';
-import { train } from './loop.ts';
+import { train } from '../recipes/train.ts';
 import { claimOutputDir } from './output-dir.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-outdir-'));
