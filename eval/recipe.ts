@@ -17,6 +17,8 @@ export interface RecipeEvalOptions {
   /** default: `eval/` beside the adapter folder (output_dir/eval for output_dir/adapter) */
   outDir?: string;
   log?: (line: string) => void;
+  /** the snapshot folder of a Hub base_model, downloaded by the caller */
+  modelDir?: string;
 }
 
 /**
@@ -29,7 +31,7 @@ export async function evaluateRecipe(recipe: Recipe, adapterDir: string, opts: R
   const section = recipe.eval;
   if (!section) throw new FtError(`${opts.recipeFile}: no eval section`);
   const baseDir = path.dirname(path.resolve(opts.recipeFile));
-  const modelDir = await resolveBaseModel(recipe, log);
+  const modelDir = await resolveBaseModel(recipe, log, opts.modelDir);
   const tok = await loadTokenizer(modelDir);
   let data: EvalSource;
   let overlap;

@@ -13,7 +13,7 @@ export interface HubErrorContext {
   user?: string;
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /** The server's own message without the client's ". URL: ..." trailer, on one line. */
 function serverMessage(e: HubApiError): string {
@@ -21,8 +21,8 @@ function serverMessage(e: HubApiError): string {
   return (fromBody ?? e.message.replace(/\. URL: .*$/s, '')).replace(/\s+/g, ' ').trim();
 }
 
-/** The socket error code behind a failed fetch, if any (undici nests it in `cause`, sometimes twice). */
-function networkCode(e: unknown): string | undefined {
+/** The socket error code behind a failed fetch or body read, if any (undici nests it in `cause`, sometimes twice). */
+export function networkCode(e: unknown): string | undefined {
   for (let c: unknown = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
     const code = (c as { code?: unknown }).code;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;

@@ -42,11 +42,11 @@ function evaluationRows(result: EvalResult): CardInput['evaluation'] {
  * Runs the recipe's eval section, writes the card, pushes. The adapter is saved before this runs, so a failing
  * eval (bad eval data, say) is reported and skipped rather than failing the run; a failing push fails it.
  */
-export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: string, run: RunFigures, log: (line: string) => void): Promise<Finished> {
+export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: string, run: RunFigures, log: (line: string) => void, modelDir?: string): Promise<Finished> {
   let evalResult: EvalResult | null = null;
   if (recipe.eval) {
     try {
-      evalResult = await evaluateRecipe(recipe, adapterDir, { recipeFile, log });
+      evalResult = await evaluateRecipe(recipe, adapterDir, { recipeFile, log, modelDir });
     } catch (e) {
       if (!(e instanceof FtError)) throw e;
       log(`ft: warning: the recipe's eval section did not run: ${e.message} (the adapter is saved; rerun it with ft eval)`);

@@ -38,6 +38,8 @@ export interface TrainOptions {
   handleSignals?: boolean;
   /** called after every optimizer step (tests watch the tensor count with it) */
   onStep?: (step: number) => void;
+  /** the snapshot folder of a Hub base_model, downloaded by the caller (train/ does not reach the Hub) */
+  modelDir?: string;
 }
 
 export interface TrainResult {
@@ -65,7 +67,7 @@ export interface TrainResult {
  */
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
-  const modelDir = await resolveBaseModel(recipe, log);
+  const modelDir = await resolveBaseModel(recipe, log, opts.modelDir);
   const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
   if (heapWarning) log(heapWarning);
   // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
@@ -81,7 +83,7 @@ export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainRe
   }
   const { result, figures } = trained;
   if (result.interrupted) return result;
-  const finished = await finishRun(recipe, opts.recipeFile, result.adapterDir, figures, log);
+  const finished = await finishRun(recipe, opts.recipeFile, result.adapterDir, figures, log, opts.modelDir);
   for (const line of summaryLines(figures, result.outputDir, result.adapterDir, finished)) log(line);
   return { ...result, eval: finished.eval, pushed: finished.pushed };
 }
