@@ -1,6 +1,8 @@
 // `ft train [RECIPE] [--resume [DIR]] [--<recipe_key> value ...]`
 import type { CommandModule } from 'yargs';
 import { DEFAULT_RECIPE, loadRecipe, parseOverrideArgs } from '../train/recipe.ts';
+import { resolveHubDatasets } from '../hub/dataset.ts';
+import { resolveBaseModelDir } from '../hub/model.ts';
 import { train } from '../train/loop.ts';
 import { startRun, type GlobalArgs } from './common.ts';
 
@@ -29,7 +31,10 @@ export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
     await startRun({ ...argv, backend: argv.backend === 'auto' ? recipe.backend : argv.backend });
     const log = (line: string) => argv.quiet || process.stderr.write(line + '\n');
     const resume = argv.resume === '' || argv.resume === true ? true : (argv.resume as string | undefined);
-    const result = await train(recipe, { recipeFile: file, resume, log, handleSignals: true });
+    // Hub ids (base_model, datasets) are downloaded here, into the Hugging Face cache; train/ gets local paths
+    const modelDir = (await resolveBaseModelDir(recipe.base_model, recipe.base_model_revision, { log })) ?? undefined;
+    const datasets = await resolveHubDatasets(recipe.datasets, { log });
+    const result = await train({ ...recipe, datasets }, { recipeFile: file, resume, log, handleSignals: true, modelDir });
     process.stdout.write(`${result.adapterDir}\n`);
     // 128 + signal number, as a shell reports a command stopped by that signal (the checkpoint is written)
     if (result.signal) process.exitCode = result.signal === 'SIGINT' ? 130 : 143;
