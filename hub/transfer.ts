@@ -3,6 +3,7 @@
 // Written here because @huggingface/hub's downloadFileToCacheDir neither resumes, verifies, retries nor reports progress.
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { FtError } from '../util/errors.ts';
 import { networkCode } from './errors.ts';
 import { retryDelay, sleep, type HubRequestContext } from './http.ts';
@@ -35,6 +36,7 @@ const stripEtag = (v: string | null) => v?.replace(/^W\//, '').replace(/"/g, '')
 /** Downloads `file` to `blob` (resuming `<blob>.incomplete`); throws FtError, leaving a resumable partial file on lost connections. */
 export async function fetchBlob(file: RemoteFile, blob: string, opts: TransferOptions): Promise<void> {
   const incomplete = `${blob}.incomplete`;
+  await fsp.mkdir(path.dirname(blob), { recursive: true });
   for (let attempt = 0; ; attempt++) {
     try {
       await transferOnce(file, incomplete, opts);

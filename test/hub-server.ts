@@ -376,7 +376,8 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
     if (req.method === 'HEAD') {
       res.end();
     } else if (fault?.kind === 'drop') {
-      res.write(body.subarray(0, fault.afterBytes ?? body.length >> 1), () => res.socket?.destroy());
+      // the bytes sent arrive, then the connection stalls and drops
+      res.write(body.subarray(0, fault.afterBytes ?? body.length >> 1), () => setTimeout(() => res.socket?.destroy(), 50));
     } else res.end(body);
   }
 
