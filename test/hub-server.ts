@@ -38,7 +38,7 @@ export interface StoredRepo {
 
 /** A fault injected into matching requests; `times` (default: forever) counts the requests it hits. */
 export interface Fault {
-  /** a substring of the request path (e.g. 'model.safetensors', '/api/models/') */
+  /** a substring of the request path, or of '/' + the file for body and etag faults (e.g. '/config.json', '/api/models/') */
   match: string;
   /** status: answer `status` (with X-Error-Code `errorCode`, Retry-After `retryAfter`); drop: send `afterBytes` bytes
    *  of the body and close the connection (a body shorter than its Content-Length); truncate: a complete answer whose
@@ -325,7 +325,7 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
           ? new HttpError(403, `Access to ${what} is restricted and you are not in the authorized list. Visit ${url}/${m[1] ?? ''}${m[2]} to ask for access.`, 'GatedRepo')
           : new HttpError(401, `Access to ${what} is restricted. You must have access to it and be authenticated to access it. Please log in.`, 'GatedRepo');
       }
-      const wrongEtag = faultFor(file, ['etag']);
+      const wrongEtag = faultFor(`/${file}`, ['etag']);
       const etag = `"${wrongEtag ? sha256(Buffer.from('not this file')) : (f.lfsOid ?? gitOid(f.bytes))}"`;
       const commit = repo.heads.get(rev) ?? rev;
       if (f.lfsOid) {
@@ -365,7 +365,7 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
       headers['Content-Range'] = `bytes ${start}-${end}/${bytes.length}`;
       status = 206;
     }
-    const fault = req.method === 'GET' && body.length > 1 ? faultFor(file, ['drop', 'truncate', 'corrupt']) : null;
+    const fault = req.method === 'GET' && body.length > 1 ? faultFor(`/${file}`, ['drop', 'truncate', 'corrupt']) : null;
     if (fault?.kind === 'corrupt') {
       body = Buffer.from(body);
       body[body.length >> 1] ^= 0xff;
