@@ -89,7 +89,7 @@ class HttpError extends Error {
   }
 }
 
-export async function startHubServer(users: HubUser[]): Promise<HubServer> {
+export async function startHubServer(users: HubUser[], opts: { port?: number } = {}): Promise<HubServer> {
   const repos = new Map<string, StoredRepo>();
   const requests: string[] = [];
   const uploadKeys = new Map<string, { repo: string; oid: string; size: number }>();
@@ -403,12 +403,12 @@ export async function startHubServer(users: HubUser[]): Promise<HubServer> {
       sendBody(req, res, bytes, { 'Content-Type': 'application/octet-stream', ETag: `"${m[1]}"` }, u.searchParams.get('file') ?? '');
     })().catch(onError(res));
   });
-  const listen = (s: ReturnType<typeof createServer>) =>
+  const listen = (s: ReturnType<typeof createServer>, port = 0) =>
     new Promise<string>((resolve, reject) => {
       s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}`));
+      s.listen(port, '127.0.0.1', () => resolve(`http://127.0.0.1:${(s.address() as AddressInfo).port}`));
     });
-  url = await listen(server);
+  url = await listen(server, opts.port);
   cdnUrl = await listen(cdn);
   const close = (s: ReturnType<typeof createServer>) =>
     new Promise<void>((resolve, reject) => {
