@@ -1,14 +1,26 @@
 // `ft train [RECIPE] [--resume [DIR]] [--<recipe_key> value ...]`
 import type { CommandModule } from 'yargs';
-import { DEFAULT_RECIPE, loadRecipe, parseOverrideArgs } from '../train/recipe.ts';
+import type { HubOptions } from '../hub/download.ts';
+import { DEFAULT_RECIPE, loadRecipe, parseOverrideArgs, type Recipe } from '../train/recipe.ts';
 import { resolveHubDatasets } from '../hub/dataset.ts';
 import { resolveBaseModelDir } from '../hub/model.ts';
-import { train } from '../train/loop.ts';
+import { train, type TrainOptions, type TrainResult } from '../train/loop.ts';
 import { startRun, type GlobalArgs } from './common.ts';
 
 interface TrainArgs extends GlobalArgs {
   resume?: string | boolean;
   _: (string | number)[];
+}
+
+/**
+ * Downloads the recipe's Hub ids (base_model, datasets) into the Hugging Face cache, or finds them there, then
+ * trains on the local paths (train/ never reaches the Hub).
+ */
+export async function trainWithHub(recipe: Recipe, opts: TrainOptions, hub: HubOptions = {}): Promise<TrainResult> {
+  const withLog = { log: opts.log, ...hub };
+  const modelDir = (await resolveBaseModelDir(recipe.base_model, recipe.base_model_revision, withLog)) ?? undefined;
+  const datasets = await resolveHubDatasets(recipe.datasets, withLog);
+  return train({ ...recipe, datasets }, { ...opts, modelDir });
 }
 
 export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
@@ -31,10 +43,7 @@ export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
     await startRun({ ...argv, backend: argv.backend === 'auto' ? recipe.backend : argv.backend });
     const log = (line: string) => argv.quiet || process.stderr.write(line + '\n');
     const resume = argv.resume === '' || argv.resume === true ? true : (argv.resume as string | undefined);
-    // Hub ids (base_model, datasets) are downloaded here, into the Hugging Face cache; train/ gets local paths
-    const modelDir = (await resolveBaseModelDir(recipe.base_model, recipe.base_model_revision, { log })) ?? undefined;
-    const datasets = await resolveHubDatasets(recipe.datasets, { log });
-    const result = await train({ ...recipe, datasets }, { recipeFile: file, resume, log, handleSignals: true, modelDir });
+    const result = await trainWithHub(recipe, { recipeFile: file, resume, log, handleSignals: true });
     process.stdout.write(`${result.adapterDir}\n`);
     // 128 + signal number, as a shell reports a command stopped by that signal (the checkpoint is written)
     if (result.signal) process.exitCode = result.signal === 'SIGINT' ? 130 : 143;
