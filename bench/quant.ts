@@ -1,10 +1,10 @@
 // QLoRA base-weight figures: packed bytes per parameter, quantize / dequantize throughput, and
-// forward+backward time of NF4Linear against DenseLinear of the same shape (target: NF4 under 1.5x dense).
+// forward+backward time of QuantizedLinear against DenseLinear of the same shape (target: NF4 under 1.5x dense).
 // Run: npx tsx bench/quant.ts [--backend wasm|cpu|tensorflow]
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice } from '../engine/backend.ts';
 import { DenseLinear, type Linear } from '../model/linear.ts';
-import { NF4Linear } from '../quant/linear.ts';
+import { QuantizedLinear } from '../quant/linear.ts';
 import { dequantize, quantize, quantizedBytes, type QuantizeOptions } from '../quant/nf4.ts';
 import { Rng } from '../util/rng.ts';
 import { report, type Figures } from './report.ts';
@@ -61,7 +61,7 @@ async function fwdBwd(layer: Linear, n: number): Promise<number> {
 for (const [out, inp] of [[1024, 1024], [5632, 2048]]) {
   const n = 256;
   const w = normal(out * inp, 0.02);
-  const nf4 = new NF4Linear(quantize(w, [out, inp]));
+  const nf4 = new QuantizedLinear(quantize(w, [out, inp]));
   const dense = new DenseLinear(w, out, inp);
   const tn = await fwdBwd(nf4, n);
   const td = await fwdBwd(dense, n);

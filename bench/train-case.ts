@@ -107,7 +107,7 @@ const batch = randomBatch(new Rng(1), cfg.batch, cfg.seq, cfg.model.vocabSize);
 
 /** One optimizer step exactly as train/loop.ts takes it with gradient_accumulation_steps 1; returns the loss. */
 async function trainStep(): Promise<number> {
-  const { value, grads: byVarName } = tf.variableGrads(() => trainingLoss(weights, batch, cfg.checkpoint ? { checkpoint: {} } : {}).loss, adapter.trainableVariables());
+  const { value, grads: byVarName } = tf.variableGrads(() => trainingLoss(weights, batch, cfg.checkpoint ? { recompute: {} } : {}).loss, adapter.trainableVariables());
   const grads = namedGrads(params, byVarName);
   const loss = (await value.data())[0];
   value.dispose();

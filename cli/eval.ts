@@ -4,12 +4,13 @@ import type { Argv, CommandModule } from 'yargs';
 import { entryFor } from '../eval/items.ts';
 import { trainingHashes } from '../eval/overlap.ts';
 import { metricNames } from '../eval/report.ts';
-import { runEval, type EvalResult } from '../eval/run.ts';
+import { runEval } from '../eval/run.ts';
+import type { EvalResult } from '../eval/types.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { resolveHubDatasets } from '../hub/dataset.ts';
-import { loadRecipe } from '../train/recipe.ts';
+import { loadRecipe } from '../recipes/recipe.ts';
 import { FtError } from '../util/errors.ts';
 import { startRun, type GlobalArgs } from './common.ts';
 

@@ -28,3 +28,29 @@ export function attend(q: tf.Tensor2D, kT: tf.Tensor2D, v: tf.Tensor2D, mask: tf
   }) as never) as unknown as (q: tf.Tensor2D, kT: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
   return f(q, kT, v);
 }
+
+/** Below this many score-products (G*T * S * d) one batched product beats many small 2-D ones on wasm. */
+export const BATCHED_ATTENTION_BELOW = 1 << 16;
+
+/**
+ * Masked attention of every (batch row, key/value head) pair: q [B*KV, M, d] (scaled), k and v [B*KV, S, d], one
+ * additive mask [M, S] per batch row (pair n uses masks[floor(n / KV)]); returns [B*KV, M, d].
+ * On wasm, batched (rank 3) matMul runs a slow generic loop (~1 GFLOP/s against ~15 for 2-D through XNNPACK), so
+ * each pair is its own 2-D `attend` (which also recomputes probabilities in backward), except for short rows and
+ * decoding, where one batched product costs less than many small ones and their per-op overhead (measured on the
+ * tiny preset: batched wins below T ~ 48 rows). Other backends take the batched form.
+ */
+export function maskedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, masks: tf.Tensor2D[], KV: number): tf.Tensor3D {
+  const [pairs, M, d] = q.shape;
+  const S = k.shape[1];
+  if (tf.getBackend() !== 'wasm' || M * S * d < BATCHED_ATTENTION_BELOW) {
+    const B = pairs / KV;
+    const scores = tf.reshape(tf.matMul(q, k, false, true), [B, KV, M, S]);
+    const probs = tf.softmax(tf.add(scores, tf.expandDims(tf.stack(masks), 1)));
+    return tf.matMul(tf.reshape(probs, [pairs, M, S]), v);
+  }
+  const kTs = tf.unstack(tf.transpose(k, [0, 2, 1])) as tf.Tensor2D[]; // [d, S] each
+  const vs = tf.unstack(v) as tf.Tensor2D[];
+  const outs = (tf.unstack(q) as tf.Tensor2D[]).map((qn, n) => attend(qn, kTs[n], vs[n], masks[Math.floor(n / KV)])); // [M, d] each
+  return tf.stack(outs) as tf.Tensor3D;
+}

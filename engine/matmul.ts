@@ -65,3 +65,17 @@ export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return f(x);
 }
+
+/** Rows below which (w x^T)^T beats x (w^T) on wasm for a w that is new every call (measured on dequantized weights). */
+const FEW_ROWS = 16;
+
+/**
+ * x [n, k] @ w^T for a weight w [m, k] made anew for this product (a dequantized 4-bit weight), not differentiated.
+ * On wasm: (w x^T)^T for a few rows, which skips transposing w and XNNPACK's packing of it, else x (w^T) as a plain
+ * product (the transpose flags run a slow generic loop there). Other backends take the flag.
+ */
+export function matMulTransientT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  if (tf.getBackend() !== 'wasm') return tf.matMul(x, w, false, true);
+  if (x.shape[0] < FEW_ROWS) return tf.transpose(tf.matMul(w, tf.transpose(x)));
+  return tf.matMul(x, tf.transpose(w));
+}

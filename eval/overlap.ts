@@ -1,11 +1,11 @@
 // Held-out discipline: eval rows must not be training rows. Rows are compared by content hash (data/split.ts rowHash).
 import { loadDataset } from '../data/pipeline.ts';
 import type { DataTokenizer } from '../data/types.ts';
-import type { Recipe } from '../train/recipe.ts';
+import type { DataRecipe } from '../data/spec.ts';
 import { FtError } from '../util/errors.ts';
 
 /** Hashes of every record in the training part of a recipe's datasets (validation rows excluded). */
-export async function trainingHashes(recipe: Recipe, tok: DataTokenizer, baseDir = '.'): Promise<Set<string>> {
+export async function trainingHashes(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.'): Promise<Set<string>> {
   const ds = await loadDataset(recipe, tok, baseDir);
   const hashes = new Set<string>();
   for await (const r of ds.records('train')) hashes.add(r.hash);

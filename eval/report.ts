@@ -1,7 +1,7 @@
 // The eval report a person reads at a glance: a metrics table (models side by side), per-task scores, a bar
 // chart of each metric per model, the training loss curve when there is one, and outputs side by side.
-import { lossCurveSvg, niceTicks } from '../train/plot.ts';
-import type { EvalResult, ModelResult } from './run.ts';
+import { lossCurveSvg, niceTicks } from '../util/plot.ts';
+import type { EvalResult, ModelResult } from './types.ts';
 
 const PALETTE = ['#7f7f7f', '#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2'];
 

@@ -8,10 +8,10 @@ import { runEvalCommand, type EvalArgs } from '../cli/eval.ts';
 import { readConfig } from '../model/config.ts';
 import { initModel, randomTensors } from '../model/init.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
-import { train, type TrainResult } from '../train/loop.ts';
-import { loadRecipe, type Recipe } from '../train/recipe.ts';
+import { train, type TrainResult } from '../recipes/train.ts';
+import { loadRecipe, type Recipe } from '../recipes/recipe.ts';
 import { Rng } from '../util/rng.ts';
-import { evaluateRecipe } from './recipe.ts';
+import { evaluateRecipe } from '../recipes/eval.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-eval-run-'));
 const recipeFile = path.join(tmp, 'recipe.yaml');
@@ -132,7 +132,7 @@ it('the recipe hook evaluates the validation split with the loss the training lo
   const r = await evaluateRecipe(recipe, trained.adapterDir, { recipeFile, log: (l) => lines.push(l) });
   expect(r.outDir).toBe(path.join(recipe.output_dir, 'eval'));
   const tuned = r.models[1];
-  // perplexity = exp(mean loss) over the same tokens as train/loop.ts's meanLoss on the validation batches
+  // perplexity = exp(mean loss) over the same tokens as recipes/train.ts's meanLoss on the validation batches
   expect(trained.finalEvalLoss).not.toBeNull();
   expect(tuned.loss.loss).toBeCloseTo(trained.finalEvalLoss!, 5);
   expect(tuned.loss.perplexity).toBeCloseTo(Math.exp(trained.finalEvalLoss!), 4);

@@ -12,8 +12,9 @@ import { readConfig } from '../model/config.ts';
 import { expectedTensors, loadLlama } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { hfModuleName, type LlamaWeights } from '../model/types.ts';
-import { readMetrics, type MetricsRecord } from '../train/metrics-log.ts';
+import { readMetrics, type MetricsRecord } from '../util/metrics-log.ts';
 import { writeFileAtomic } from '../util/fs.ts';
+import type { EvalResult, GenerationSettings, ModelResult, TaskScores } from './types.ts';
 import { progress } from '../util/progress.ts';
 import { generateResponses, stopMarkers } from './generate.ts';
 import { readEvalItems, type EvalItem, type EvalSource } from './items.ts';
@@ -22,17 +23,6 @@ import { meanScores, scoreExample } from './metrics.ts';
 import { checkOverlap } from './overlap.ts';
 import { htmlReport, markdownReport } from './report.ts';
 import { loadUserMetric } from './user-metric.ts';
-
-export interface GenerationSettings {
-  maxNewTokens: number;
-  /** 0 = greedy */
-  temperature: number;
-  topK: number;
-  topP: number;
-  seed: number;
-  /** prompts per generation batch */
-  batchSize: number;
-}
 
 export const DEFAULT_GENERATION: GenerationSettings = { maxNewTokens: 128, temperature: 0, topK: 0, topP: 1, seed: 0, batchSize: 8 };
 
@@ -62,41 +52,6 @@ export interface EvalOptions {
   reportExamples?: number;
   /** one line of chatter (stderr in the CLI) */
   log?: (line: string) => void;
-}
-
-/** Per-task means of one model. */
-export interface TaskScores {
-  count: number;
-  metrics: Record<string, number>;
-}
-
-export interface ModelResult {
-  /** `base` or the adapter's label */
-  name: string;
-  /** adapter folder, null for the base */
-  adapter: string | null;
-  /** the adapter's base_model_name_or_path */
-  baseModel: string | null;
-  loss: LossResult;
-  /** means over all examples: exact_match, f1, rougeL (+ user metrics) */
-  metrics: Record<string, number>;
-  byTask: Record<string, TaskScores>;
-  outputs: string[];
-  scores: Record<string, number>[];
-  generationSeconds: number;
-  /** the training run's metrics.jsonl records, when found beside the adapter */
-  training: MetricsRecord[] | null;
-}
-
-export interface EvalResult {
-  outDir: string;
-  model: string;
-  data: string;
-  items: EvalItem[];
-  models: ModelResult[];
-  generation: GenerationSettings;
-  overlap: { trainedOn: string; overlapping: number } | null;
-  files: { results: string; summary: string; markdown: string; html: string };
 }
 
 /** Short, distinct model labels: the adapter folder name, or its parent/name when that is generic or taken. */

@@ -146,9 +146,13 @@ export async function downloadDataset(ref: HubDatasetRef, opts: HubOptions = {})
   return parquet.files.map((f) => path.join(parquet.dir, f));
 }
 
-/** A recipe's datasets with every Hub entry (a path that is not absolute) given `data_files`: its local files. */
+/**
+ * A recipe's datasets with every Hub entry (a path that is not absolute) given `data_files`: its local files. Local
+ * entries, and Hub entries already resolved (data_files all absolute paths), are left as they are.
+ */
 export async function resolveHubDatasets<D extends HubDatasetRef>(datasets: D[], opts: HubOptions = {}): Promise<D[]> {
+  const resolved = (d: D) => path.isAbsolute(d.path) || (Array.isArray(d.data_files) && d.data_files.every((f) => path.isAbsolute(f)));
   const out: D[] = [];
-  for (const d of datasets) out.push(path.isAbsolute(d.path) ? d : { ...d, data_files: await downloadDataset(d, opts) });
+  for (const d of datasets) out.push(resolved(d) ? d : { ...d, data_files: await downloadDataset(d, opts) });
   return out;
 }

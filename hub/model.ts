@@ -1,6 +1,5 @@
 // A base model by Hub id: only what ft loads is fetched (config, generation config, tokenizer files, *.safetensors and
 // their index). A repo with only pickled weights is refused before anything is downloaded: unpickling can run code.
-import * as path from 'node:path';
 import { FtError } from '../util/errors.ts';
 import { downloadSnapshot, type HubOptions, type Snapshot } from './download.ts';
 import type { RemoteFile } from './transfer.ts';
@@ -38,13 +37,4 @@ export function modelFiles(repo: string): (files: RemoteFile[]) => RemoteFile[] 
 /** The snapshot folder of a model repo with the files ft loads, downloaded into the cache when missing. */
 export function downloadModel(repo: string, revision: string | undefined, opts: HubOptions = {}): Promise<Snapshot> {
   return downloadSnapshot({ ...opts, repo, repoType: 'model', revision, select: modelFiles(repo) });
-}
-
-/**
- * A recipe's base_model as a folder: null for a local one (an absolute path after the recipe is loaded), else the
- * snapshot of the Hub id, downloaded as needed.
- */
-export async function resolveBaseModelDir(baseModel: string, revision: string | undefined, opts: HubOptions = {}): Promise<string | null> {
-  if (path.isAbsolute(baseModel)) return null;
-  return (await downloadModel(baseModel, revision, opts)).dir;
 }

@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomLlama, rowsBatch, tinyConfig } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
-import { KVCache, generate, leftPaddedBatch, sampleToken } from './generate.ts';
+import { generate, leftPaddedBatch, sampleToken } from './generate.ts';
+import { KVCache } from './kv-cache.ts';
 import { disposeLlama, forward } from './llama.ts';
 
 const w = randomLlama(tinyConfig({ numHiddenLayers: 2 }), 11);

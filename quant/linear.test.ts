@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, test } from 'vitest';
 import { DenseLinear } from '../model/linear.ts';
 import { Rng } from '../util/rng.ts';
-import { NF4Linear, quantizedLinear } from './linear.ts';
+import { QuantizedLinear, quantizedLinear } from './linear.ts';
 import { dequantize, quantize } from './nf4.ts';
 
 function normal(n: number, seed: number, std = 1): Float32Array {
@@ -24,12 +24,12 @@ const N = 5;
 function layers(withBias: boolean) {
   const w = normal(OUT * IN, 1, 0.1);
   const bias = withBias ? normal(OUT, 2, 0.5) : null;
-  const nf4 = quantizedLinear('nf4')('model.layers.0.self_attn.q_proj', w, OUT, IN, bias) as NF4Linear;
+  const nf4 = quantizedLinear('nf4')('model.layers.0.self_attn.q_proj', w, OUT, IN, bias) as QuantizedLinear;
   const dense = new DenseLinear(dequantize(nf4.q), OUT, IN, bias);
   return { nf4, dense };
 }
 
-describe('NF4Linear', () => {
+describe('QuantizedLinear', () => {
   test('forward equals a DenseLinear holding the dequantized weight, bias included', () => {
     const { nf4, dense } = layers(true);
     const x = tf.tensor2d(normal(N * IN, 3), [N, IN]);
@@ -46,11 +46,11 @@ describe('NF4Linear', () => {
     // in = 128: whole blocks per row, which the packed matvec needs; in = 40 (blocks spanning rows) takes the dequantized path
     for (const [out, inp, kind] of [[48, 128, 'nf4'], [24, 128, 'fp4'], [OUT, IN, 'nf4']] as const) {
       const w = normal(out * inp, 4, 0.1);
-      const q = quantizedLinear(kind)('w', w, out, inp, normal(out, 5, 0.5)) as NF4Linear;
+      const q = quantizedLinear(kind)('w', w, out, inp, normal(out, 5, 0.5)) as QuantizedLinear;
       const dense = new DenseLinear(dequantize(q.q), out, inp, q.bias);
       const x = tf.tensor2d(normal(inp, 6), [1, inp]);
       const dy = tf.tensor2d(normal(out, 7), [1, out]);
-      const run = (l: NF4Linear | DenseLinear) => tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
+      const run = (l: QuantizedLinear | DenseLinear) => tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
       const [a, b] = [run(q), run(dense)];
       expect(maxAbsDiff(a.value.dataSync(), b.value.dataSync()), `${kind} [${out}, ${inp}]`).toBeLessThan(1e-5);
       expect(maxAbsDiff(a.grads[0].dataSync(), b.grads[0].dataSync())).toBeLessThan(1e-5);
@@ -137,7 +137,7 @@ describe('NF4Linear', () => {
     const l = quantizedLinear('nf4')('up_proj', w, 64, 128, null);
     expect(l.bytes()).toBe(64 * 128 / 2 + 128 + 4 + 4); // codes + 8-bit absmax + one nested absmax + offset
     expect(Array.from(l.denseWeight())).toEqual(Array.from(dequantize(quantize(w, [64, 128]))));
-    const plain = quantizedLinear('fp4', { doubleQuant: false, blockSize: 128 })('up_proj', w, 64, 128, null) as NF4Linear;
+    const plain = quantizedLinear('fp4', { doubleQuant: false, blockSize: 128 })('up_proj', w, 64, 128, null) as QuantizedLinear;
     expect(plain.q.kind).toBe('fp4');
     expect(plain.bytes()).toBe(64 * 128 / 2 + 4 * 64);
     l.dispose();

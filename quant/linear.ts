@@ -4,10 +4,12 @@
 // rather than keeping the float copy alive between forward and backward.
 import * as tf from '@tensorflow/tfjs';
 import { filledTensor2d } from '../engine/filled.ts';
+import { matMulTransientT } from '../engine/matmul.ts';
 import type { Linear, LinearFactory } from '../model/linear.ts';
 import { dequantize, dequantizeRows, matvec4bit, quantize, quantizedBytes, type QuantizeOptions, type QuantizedTensor, type QuantKind } from './nf4.ts';
 
-export class NF4Linear implements Linear {
+/** A frozen projection stored block-quantized: NF4, FP4 or int8 codes with their absmax (quant/nf4.ts). */
+export class QuantizedLinear implements Linear {
   readonly outFeatures: number;
   readonly inFeatures: number;
   private readonly b: tf.Tensor1D | null;
@@ -19,8 +21,7 @@ export class NF4Linear implements Linear {
   ) {
     [this.outFeatures, this.inFeatures] = q.shape;
     this.b = bias ? tf.tensor1d(bias) : null;
-    // y = x W^T (product below); dx = dy W. W is a temporary [out, in] tensor. matMul(x, W, false, true) is many
-    // times slower than a plain matMul on the wasm backend (XNNPACK), so no product uses the transpose flags.
+    // y = x W^T (product below); dx = dy W, with W a temporary [out, in] tensor dequantized again.
     const f = (x: tf.Tensor2D) => ({
       value: this.product(x),
       gradFunc: (dy: tf.Tensor2D) => tf.tidy(() => tf.matMul(dy, this.weightTensor())),
@@ -29,17 +30,14 @@ export class NF4Linear implements Linear {
   }
 
   /**
-   * y = x W^T in the cheapest form for the row count of x [n, in]. One row (decoding one sequence) skips the float
-   * W: matvec4bit on the packed codes (~3x faster). A few rows: (W x^T)^T, which skips transposing W and
-   * XNNPACK's packing of it (measured: faster below ~16 rows). Training batches: x (W^T), a plain matMul.
+   * y = x W^T. One row (decoding one sequence) skips the float W: matvec4bit on the packed codes (~3x faster);
+   * otherwise the dequantized W in the product form engine/matmul.ts picks for the backend and row count.
    */
   private product(x: tf.Tensor2D): tf.Tensor2D {
-    const n = x.shape[0];
-    if (n === 1 && this.q.kind !== 'int8' && this.inFeatures % this.q.blockSize === 0) {
+    if (x.shape[0] === 1 && this.q.kind !== 'int8' && this.inFeatures % this.q.blockSize === 0) {
       return tf.tensor2d(matvec4bit(this.q, x.dataSync() as Float32Array), [1, this.outFeatures]);
     }
-    if (n < 16) return tf.transpose(tf.matMul(this.weightTensor(), tf.transpose(x)));
-    return tf.matMul(x, tf.transpose(this.weightTensor()));
+    return matMulTransientT(x, this.weightTensor());
   }
 
   /** The dequantized weight as a tensor [out, in]; the caller's tidy scope disposes it. */
@@ -73,5 +71,5 @@ export class NF4Linear implements Linear {
  */
 export function quantizedLinear(kind: QuantKind = 'nf4', opts: Omit<QuantizeOptions, 'kind' | 'name'> = {}): LinearFactory {
   return (name, weight, outFeatures, inFeatures, bias) =>
-    new NF4Linear(quantize(weight, [outFeatures, inFeatures], { ...opts, kind, name }), bias);
+    new QuantizedLinear(quantize(weight, [outFeatures, inFeatures], { ...opts, kind, name }), bias);
 }

@@ -1,5 +1,6 @@
 // Memory needed to LoRA/QLoRA fine-tune a Llama-family model with ft: frozen base, adapters, their gradients
 // and AdamW state, and the activations tfjs autodiff keeps for the backward pass.
+import { BATCHED_ATTENTION_BELOW } from '../engine/attention.ts';
 import type { LlamaConfig, LinearName } from '../model/types.ts';
 import { LINEAR_NAMES, LOSS_CHUNK_ROWS } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -105,7 +106,7 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const T = o.sequenceLen;
   const tokens = o.microBatchSize * T;
   const G = c.numAttentionHeads / c.numKeyValueHeads;
-  const batchedAttention = G * T * T * c.headDim < 1 << 16; // the switch in model/llama.ts attention()
+  const batchedAttention = G * T * T * c.headDim < BATCHED_ATTENTION_BELOW; // the switch in engine/attention.ts maskedAttention()
   const attention = batchedAttention ? 4 * o.microBatchSize * c.numAttentionHeads * T * T * L : 5 * G * T * T;
   // With gradient checkpointing only each layer's input [tokens, h] is kept through the forward pass; the backward
   // pass recomputes one layer at a time, holding that layer's tensors and their gradients.

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { trainWithHub } from '../cli/train.ts';
-import { loadRecipe } from '../train/recipe.ts';
+import { loadRecipe } from '../recipes/recipe.ts';
+import { train as trainRecipe } from '../recipes/train.ts';
 import { DEMO_MODEL, seedAlpacaDemo } from './hub-fixtures.ts';
 import { startHubServer, type HubServer } from './hub-server.ts';
 
@@ -37,7 +37,9 @@ beforeAll(async () => {
   hub = await startHubServer([]);
   await seedAlpacaDemo(hub, tmp);
 });
+const savedEnv = { ...process.env };
 afterAll(async () => {
+  process.env = savedEnv;
   await hub.close();
   rmSync(tmp, { recursive: true, force: true });
 });
@@ -56,10 +58,11 @@ describe('ft train on Hub ids (recipes/alpaca.yaml against the local Hub)', () =
     expect(readFileSync(path.join(model, 'refs', 'main'), 'utf8')).toBe(hub.repos.get(DEMO_MODEL)!.heads.get('main'));
     expect(existsSync(path.join(hfHome, 'hub', 'datasets--tatsu-lab--alpaca', 'refs', 'main'))).toBe(true);
 
-    // again, in this process as the CLI does it (a third of the time of a new process)
+    // again, in this process as the CLI runs it (a third of the time of a new process)
     const recipe = loadRecipe(RECIPE, { ...QUICK, output_dir: path.join(tmp, 'run2') });
     hub.log.length = 0;
-    const second = await trainWithHub(recipe, { recipeFile: RECIPE }, { env: { HF_HOME: hfHome, HF_ENDPOINT: hub.url } });
+    Object.assign(process.env, { HF_HOME: hfHome, HF_ENDPOINT: hub.url });
+    const second = await trainRecipe(recipe, { recipeFile: RECIPE });
     expect(second.steps).toBe(1);
     expect(hub.log.filter((r) => r.path.includes('/resolve/') || r.host === 'cdn')).toEqual([]);
     expect(hub.log.map((r) => r.path)).toEqual([
@@ -70,7 +73,8 @@ describe('ft train on Hub ids (recipes/alpaca.yaml against the local Hub)', () =
     ]);
 
     hub.log.length = 0;
-    const offline = await trainWithHub({ ...recipe, output_dir: path.join(tmp, 'run3') }, { recipeFile: RECIPE }, { env: { HF_HOME: hfHome, HF_ENDPOINT: 'http://127.0.0.1:9', HF_HUB_OFFLINE: '1' } });
+    Object.assign(process.env, { HF_ENDPOINT: 'http://127.0.0.1:9', HF_HUB_OFFLINE: '1' });
+    const offline = await trainRecipe({ ...recipe, output_dir: path.join(tmp, 'run3') }, { recipeFile: RECIPE });
     expect(offline.steps).toBe(1);
     expect(hub.log).toEqual([]);
     // the same seed, data and one step: the same adapter as the first run

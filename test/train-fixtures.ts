@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { initModel } from '../model/init.ts';
-import { loadRecipe, type Recipe } from '../train/recipe.ts';
+import { loadRecipe, type Recipe } from '../recipes/recipe.ts';
 import { Rng } from '../util/rng.ts';
 
 /**

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { train } from '../train/loop.ts';
+import { train } from '../recipes/train.ts';
 import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from './train-fixtures.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-learns-'));

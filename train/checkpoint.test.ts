@@ -35,7 +35,7 @@ const stateAt = (step: number): TrainerState => ({
   batchInEpoch: 3,
   dropoutRng: [1, 2, 3, 4],
   seed: 7,
-  logWindow: { lossSum: 4.5, microBatches: 2, tokens: 96 },
+  logWindow: { lossSum: 4.5, microBatches: 2, tokens: 96, trainedTokens: 80 },
 });
 
 const values = (a: Adapter) => new Map([...a.variables].map(([k, v]) => [k, v.dataSync().slice()]));

@@ -30,13 +30,19 @@ export interface TrainerState {
   seed: number;
   /** the logging window open at the checkpoint, so a resumed run logs the same mean loss at the next logging step */
   logWindow: LogWindow;
+  /** the settings the run trained under (recipe keys), to tell what a resume changes; absent in older checkpoints */
+  settings?: Record<string, unknown>;
 }
 
-/** Sums since the last logged step: micro-batch losses, micro-batches, trained tokens. */
+/** Sums since the last logged step; the logged loss is lossSum / trainedTokens. */
 export interface LogWindow {
+  /** summed token losses (each micro-batch's mean loss times its trained tokens) */
   lossSum: number;
   microBatches: number;
+  /** non-padding tokens (for tokens/s) */
   tokens: number;
+  /** tokens with a label, the loss's denominator */
+  trainedTokens: number;
 }
 
 export function checkpointDir(outputDir: string, step: number): string {
@@ -117,8 +123,8 @@ export async function loadCheckpoint(dir: string, adapter: Adapter, optimizer: A
   }
   if (!Array.isArray(state.dropoutRng) || state.dropoutRng.length !== 4) throw new FtError(`${stateFile}: field 'dropoutRng' must be 4 integers`);
   const w = state.logWindow;
-  if (typeof w !== 'object' || w === null || ![w.lossSum, w.microBatches, w.tokens].every(Number.isFinite)) {
-    throw new FtError(`${stateFile}: field 'logWindow' must hold numbers lossSum, microBatches, tokens`);
+  if (typeof w !== 'object' || w === null || ![w.lossSum, w.microBatches, w.tokens, w.trainedTokens].every(Number.isFinite)) {
+    throw new FtError(`${stateFile}: field 'logWindow' must hold numbers lossSum, microBatches, tokens, trainedTokens`);
   }
 
   const files = await readPeftAdapter(dir);

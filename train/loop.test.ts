@@ -1,180 +1,126 @@
-// The training loop's promises on a tiny model: determinism, exact resume, checkpoint pruning, no tensor leaks,
-// the files a run leaves (metrics, resolved recipe, loss curve, model card) and the push to hub_model_id.
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+// The loop on built parts: a random tiny model with LoRA, hand-made batches, no recipe.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { attachLora } from '../adapters/lora.ts';
 import { readPeftAdapter } from '../adapters/peft.ts';
-import { startHubServer, type HubServer } from '../test/hub-server.ts';
-import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from '../test/train-fixtures.ts';
+import { collate } from '../data/batch.ts';
+import type { Example } from '../data/types.ts';
+import { disposeLlama } from '../model/llama.ts';
+import { IGNORE_INDEX, type TrainBatch } from '../model/types.ts';
+import { randomLlama, tinyConfig } from '../test/random-llama.ts';
+import { FtError } from '../util/errors.ts';
+import { Rng } from '../util/rng.ts';
 import { listCheckpoints } from './checkpoint.ts';
-import { train, type TrainResult } from './loop.ts';
-import type { MetricsRecord } from './metrics-log.ts';
-import { loadRecipe } from './recipe.ts';
+import { freshState, trainLoop, type BatchSource, type LoopConfig, type LoopResult } from './loop.ts';
+import { AdamW } from './optimizer.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-loop-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Small and quick, but with every moving part on: dropout, accumulation, packing, clipping, eval, saves. */
-const base = {
-  base_model: './tiny',
-  adapter: 'lora',
-  lora_r: 4,
-  lora_alpha: 8,
-  lora_dropout: 0.1,
-  lora_target_modules: ['q_proj', 'v_proj', 'down_proj'],
-  datasets: [{ path: 'copy.jsonl', ...COPY_DATASET }],
-  val_set_size: 16,
-  sequence_len: 48,
-  sample_packing: true,
-  micro_batch_size: 2,
-  gradient_accumulation_steps: 2,
-  max_steps: 8,
-  learning_rate: 1e-2,
-  warmup_steps: 2,
-  weight_decay: 0.01,
-  max_grad_norm: 0.5,
-  logging_steps: 2,
-  eval_steps: 4,
-  save_steps: 2,
-  save_total_limit: 2,
-  seed: 5,
-};
+const config = tinyConfig({ vocabSize: 64 });
 
-async function run(name: string, over: Record<string, unknown> = {}, opts: Partial<Parameters<typeof train>[1]> = {}): Promise<TrainResult> {
-  const { file, recipe } = writeRecipe(tmp, { ...base, output_dir: `./${name}`, ...over }, `${name}.yaml`);
-  return train(recipe, { recipeFile: file, ...opts });
+/** An example of `length` tokens whose first `masked` labels are ignored (a prompt not trained on). */
+function example(rng: Rng, length: number, masked: number): Example {
+  const ids = Int32Array.from({ length }, () => Math.floor(rng.next() * config.vocabSize));
+  const labels = Int32Array.from(ids, (id, i) => (i < masked ? IGNORE_INDEX : id));
+  return { ids, labels };
 }
 
-const lossCurve = (h: MetricsRecord[]) => h.map(({ step, epoch, loss, lr, grad_norm, eval_loss }) => ({ step, epoch, loss, lr, grad_norm, eval_loss }));
-const adapterTensors = async (dir: string) => new Map([...(await readPeftAdapter(dir)).tensors].map(([k, t]) => [k, t.data]));
+const rng = new Rng(3);
+// lengths and trained tokens differ a lot, so a mean of per-batch means would weigh them wrongly
+const EXAMPLES = [example(rng, 30, 26), example(rng, 12, 2), example(rng, 22, 11), example(rng, 9, 1)];
 
-let first: TrainResult;
-const tensorsAfterStep: number[] = [];
-let tensorsBefore = 0;
+/** The examples as micro-batches of `rows` (each padded to its longest row), one epoch. */
+function source(rows: number): BatchSource {
+  const batches: TrainBatch[] = [];
+  for (let i = 0; i < EXAMPLES.length; i += rows) batches.push(collate(EXAMPLES.slice(i, i + rows).map((e) => [e]), 0));
+  return {
+    perEpoch: batches.length,
+    async *batches(_epoch, startBatch) {
+      yield* batches.slice(startBatch);
+    },
+  };
+}
 
-beforeAll(async () => {
-  await tinyBase(path.join(tmp, 'tiny'));
-  writeJsonl(path.join(tmp, 'copy.jsonl'), copyRows(120));
-  tensorsBefore = tf.memory().numTensors;
-  first = await run('first', {}, { onStep: () => tensorsAfterStep.push(tf.memory().numTensors) });
-}, 120_000);
+async function run(microBatch: number, gradAccum: number, overrides: Partial<LoopConfig> = {}, steps = 1): Promise<LoopResult> {
+  const weights = randomLlama(config, 1);
+  const adapter = attachLora(weights, { r: 4, alpha: 8, dropout: 0, targetModules: 'all-linear', useRslora: false }, 0);
+  const optimizer = new AdamW(Object.fromEntries(adapter.variables), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+  const cfg: LoopConfig = {
+    outputDir: mkdtempSync(path.join(tmp, 'run-')),
+    totalSteps: steps,
+    gradAccumSteps: gradAccum,
+    learningRate: () => 1e-2,
+    maxGradNorm: 0,
+    loggingSteps: 1,
+    seed: 0,
+    gradientCheckpointing: false,
+    baseModel: null,
+    ...overrides,
+  };
+  try {
+    return await trainLoop({ weights, adapter }, source(microBatch), optimizer, cfg, freshState(cfg, adapter));
+  } finally {
+    optimizer.dispose();
+    disposeLlama(weights);
+  }
+}
 
-describe('train()', () => {
-  it('logs every logging step with loss, lr, grad norm and tokens/s, and eval loss every eval_steps', () => {
-    expect(first.interrupted).toBe(false);
-    expect(first.steps).toBe(8);
-    expect(first.history.map((r) => r.step)).toEqual([2, 4, 6, 8]);
-    for (const r of first.history) {
-      expect(r.loss).toBeGreaterThan(0);
-      expect(r.grad_norm).toBeGreaterThan(0);
-      expect(r.tokens_per_s).toBeGreaterThan(0);
-    }
-    expect(first.history.filter((r) => r.eval_loss !== undefined).map((r) => r.step)).toEqual([4, 8]);
-    // each line's lr is the one its step used: warmup over steps 0-1, then cosine over steps 2..8 (0-based)
-    const cosine = (k: number) => (1e-2 * (1 + Math.cos((Math.PI * (k - 2)) / 6))) / 2;
-    expect(first.history.map((r) => r.lr)).toEqual([1e-2 / 2, cosine(3), cosine(5), cosine(7)].map((x) => expect.closeTo(x, 12)));
-    expect(first.finalLoss).toBe(first.history[3].loss);
-    expect(first.finalEvalLoss).toBe(first.history[3].eval_loss);
-  });
-
-  it('keeps the tensor count flat across steps (eval and save steps included) and frees the model at the end', () => {
-    expect(tensorsAfterStep).toHaveLength(8);
-    expect(new Set(tensorsAfterStep).size).toBe(1);
-    expect(tf.memory().numTensors).toBe(tensorsBefore);
-  });
-
-  it('gives the same loss curve and adapter for the same recipe and seed', async () => {
-    const again = await run('again');
-    expect(lossCurve(again.history)).toEqual(lossCurve(first.history));
-    expect(await adapterTensors(again.adapterDir)).toEqual(await adapterTensors(first.adapterDir));
-    const otherSeed = await run('other-seed', { seed: 6, max_steps: 2 });
-    expect(otherSeed.history[0].loss).not.toBe(first.history[0].loss);
-  });
-
-  it('resumed after an interruption, ends where the uninterrupted run ends (loss curve and weights to 1e-5)', async () => {
-    // stop at step 3: between saves and inside a logging window, so the stop itself writes the checkpoint
-    const part = await run('resumed', {}, { stopAfterSteps: 3 });
-    expect(part).toMatchObject({ interrupted: true, steps: 3, signal: null });
-    expect(path.basename(part.adapterDir)).toBe('checkpoint-3');
-    expect(existsSync(path.join(part.outputDir, 'adapter'))).toBe(false);
-
-    const rest = await run('resumed', {}, { resume: true });
-    expect(rest.interrupted).toBe(false);
-    expect(rest.history.map((r) => r.step)).toEqual([2, 4, 6, 8]);
-    const [a, b] = [lossCurve(rest.history), lossCurve(first.history)];
-    for (let i = 0; i < a.length; i++) {
-      for (const k of ['loss', 'lr', 'grad_norm', 'epoch'] as const) expect(a[i][k]).toBeCloseTo(b[i][k]!, 5);
-      expect(a[i].eval_loss === undefined).toBe(b[i].eval_loss === undefined);
-      if (b[i].eval_loss !== undefined) expect(a[i].eval_loss).toBeCloseTo(b[i].eval_loss!, 5);
-    }
-    const [wa, wb] = [await adapterTensors(rest.adapterDir), await adapterTensors(first.adapterDir)];
-    for (const [k, v] of wb) {
-      const maxDiff = v.reduce((m, x, i) => Math.max(m, Math.abs(x - wa.get(k)![i])), 0);
-      expect(maxDiff, k).toBeLessThan(1e-5);
+describe('trainLoop', () => {
+  it('normalizes gradient accumulation by the trained tokens of the whole window: 2x1 and 1x2 (and 4x1, 1x4) agree', async () => {
+    for (const [a, b] of [
+      [
+        [2, 1],
+        [1, 2],
+      ],
+      [
+        [4, 1],
+        [1, 4],
+      ],
+    ] as const) {
+      const one = (await run(a[0], a[1])).history[0];
+      const acc = (await run(b[0], b[1])).history[0];
+      expect(acc.loss!).toBeCloseTo(one.loss!, 5);
+      expect(Math.abs(acc.grad_norm! - one.grad_norm!) / one.grad_norm!).toBeLessThan(1e-5);
     }
   });
 
-  it('with gradient_checkpointing, follows the same loss curve to the same adapter (dropout masks replayed)', async () => {
-    const ckpt = await run('checkpointed', { gradient_checkpointing: true });
-    const [a, b] = [lossCurve(ckpt.history), lossCurve(first.history)];
-    expect(a.length).toBe(b.length);
-    for (let i = 0; i < a.length; i++) for (const k of ['loss', 'grad_norm'] as const) expect(a[i][k]).toBeCloseTo(b[i][k]!, 4);
-    const [wa, wb] = [await adapterTensors(ckpt.adapterDir), await adapterTensors(first.adapterDir)];
-    for (const [k, v] of wb) {
-      const maxDiff = v.reduce((m, x, i) => Math.max(m, Math.abs(x - wa.get(k)![i])), 0);
-      expect(maxDiff, k).toBeLessThan(1e-4);
-    }
+  it('logs the token-weighted mean loss of a logging window, not the mean of micro-batch means', async () => {
+    // learning rate 0 keeps the weights: four one-row steps logged as one window = one step over all four rows
+    const still = { learningRate: () => 0 };
+    const together = (await run(4, 1, still)).history[0].loss!;
+    const window = (await run(1, 1, { ...still, loggingSteps: 4 }, 4)).history;
+    expect(window.map((r) => r.step)).toEqual([4]);
+    expect(window[0].loss!).toBeCloseTo(together, 5);
+    const perStep = (await run(1, 1, still, 4)).history.map((r) => r.loss!);
+    const meanOfMeans = perStep.reduce((a, b) => a + b, 0) / perStep.length;
+    expect(Math.abs(meanOfMeans - together)).toBeGreaterThan(1e-3); // the rows differ enough to tell the two apart
   });
 
-  it('keeps the newest save_total_limit checkpoints, the final one included', async () => {
-    expect((await listCheckpoints(first.outputDir)).map((c) => c.step)).toEqual([6, 8]);
+  it('stops with one line and saves nothing when training diverges', async () => {
+    const outputDir = mkdtempSync(path.join(tmp, 'nan-'));
+    const err = await run(1, 1, { outputDir, learningRate: () => 1e30, saveSteps: 1 }, 4).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FtError);
+    expect((err as Error).message).toMatch(/^step \d+: .*(not finite|NaN|Infinity).*training diverged/);
+    const step = Number(/^step (\d+)/.exec((err as Error).message)![1]);
+    // checkpoints before the failing step are kept, and every saved weight is finite
+    const saved = await listCheckpoints(outputDir);
+    expect(saved.map((c) => c.step)).toEqual(Array.from({ length: step - 1 }, (_, i) => i + 1));
+    for (const c of saved) for (const t of (await readPeftAdapter(c.dir)).tensors.values()) expect(t.data.every(Number.isFinite)).toBe(true);
+    expect(existsSync(path.join(outputDir, `checkpoint-${step}`))).toBe(false);
   });
 
-  it('a fresh run in an earlier run\'s output_dir replaces its checkpoints', async () => {
-    await run('rerun', { max_steps: 4 });
-    renameSync(path.join(tmp, 'rerun', 'checkpoint-4'), path.join(tmp, 'rerun', 'checkpoint-100'));
-    const lines: string[] = [];
-    await run('rerun', { max_steps: 4 }, { log: (l) => lines.push(l) });
-    expect((await listCheckpoints(path.join(tmp, 'rerun'))).map((c) => c.step)).toEqual([2, 4]);
-    expect(lines).toContain(`ft: fresh run in ${path.join(tmp, 'rerun')}: removed checkpoint-2, checkpoint-100 of an earlier run (--resume continues one instead)`);
-  });
-
-  it('leaves metrics.jsonl, the resolved recipe, a loss curve and a model card beside the adapter', () => {
-    const out = first.outputDir;
-    const lines = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n');
-    expect(lines.map((l) => JSON.parse(l).step)).toEqual([2, 4, 6, 8]);
-    expect(loadRecipe(path.join(out, 'recipe.yaml'))).toEqual(loadRecipe(path.join(tmp, 'first.yaml')));
-    const svg = readFileSync(path.join(out, 'loss.svg'), 'utf8');
-    expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
-    expect(svg).toContain('eval');
-    const card = readFileSync(path.join(first.adapterDir, 'README.md'), 'utf8');
-    expect(card).toMatch(/^---\nlibrary_name: peft\n/);
-    expect(card).toContain('lora_r: 4'); // the recipe, verbatim
-    expect(card).toContain(first.finalLoss!.toPrecision(4));
-    expect(card).toContain('copy.jsonl');
-  });
-});
-
-describe('train() with hub_model_id', () => {
-  let hub: HubServer;
-  const saved = { HF_ENDPOINT: process.env.HF_ENDPOINT, HF_TOKEN: process.env.HF_TOKEN };
-  beforeAll(async () => {
-    hub = await startHubServer([{ name: 'carol', token: 'hf_carol' }]);
-    Object.assign(process.env, { HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_carol' });
-  });
-  afterAll(async () => {
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-    await hub?.close();
-  });
-
-  it('pushes the finished adapter folder, model card included', async () => {
-    const r = await run('pushed', { max_steps: 2, save_steps: undefined, hub_model_id: 'carol/copy-lora' });
-    expect(r.pushed?.url).toBe(`${hub.url}/carol/copy-lora`);
-    const files = hub.repos.get('carol/copy-lora')!.branches.get('main')!;
-    expect([...files.keys()].sort()).toEqual(['README.md', 'adapter_config.json', 'adapter_model.safetensors']);
-    expect(files.get('README.md')!.bytes.toString()).toContain('carol/copy-lora');
+  it('stops after the step in progress when asked, with a checkpoint of that step', async () => {
+    const weights = randomLlama(config, 1);
+    const adapter = attachLora(weights, { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj'], useRslora: false }, 0);
+    const optimizer = new AdamW(Object.fromEntries(adapter.variables), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+    const cfg: LoopConfig = { outputDir: mkdtempSync(path.join(tmp, 'stop-')), totalSteps: 50, gradAccumSteps: 1, learningRate: () => 1e-3, maxGradNorm: 1, loggingSteps: 1, seed: 0, gradientCheckpointing: false, baseModel: null };
+    let steps = 0;
+    const r = await trainLoop({ weights, adapter }, source(1), optimizer, cfg, freshState(cfg, adapter), { onStep: (s) => (steps = s), stopRequested: () => (steps >= 2 ? 'SIGINT' : null) });
+    optimizer.dispose();
+    disposeLlama(weights);
+    expect(r).toMatchObject({ steps: 2, interrupted: true, checkpoint: path.join(cfg.outputDir, 'checkpoint-2') });
   });
 });

@@ -1,129 +1,99 @@
-// The training loop: AdamW on the LoRA factors only, warmup + schedule, gradient accumulation,
-// global-norm clipping, periodic logging / eval / checkpoints, exact resume, checkpoint on SIGINT/SIGTERM.
+// The training loop over built parts: AdamW on the LoRA factors only, gradient accumulation normalized by the
+// trained tokens of the whole window, global-norm clipping, periodic logging / evaluation / checkpoints, exact
+// resume, a stop after the step in progress when asked. It knows no recipe, eval, export or Hub: the caller
+// (recipes/train.ts) builds the model, the data, the optimizer and the hooks.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { formatTrainableParams } from '../adapters/lora.ts';
-import { savePeftAdapter } from '../adapters/peft.ts';
-import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
-import { meanLoss } from '../eval/loss.ts';
-import { disposeLlama, trainingLoss, type ForwardOptions } from '../model/llama.ts';
-import { readConfig } from '../model/config.ts';
-import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
-import type { TrainBatch } from '../model/types.ts';
-import type { EvalResult } from '../eval/run.ts';
-import type { PushResult } from '../hub/push.ts';
-import { counter, progress } from '../util/progress.ts';
-import { writeFileAtomic } from '../util/fs.ts';
+import type { Adapter } from '../adapters/lora.ts';
+import { trainingLoss, type ForwardOptions } from '../model/llama.ts';
+import type { LlamaWeights, TrainBatch } from '../model/types.ts';
+import { FtError } from '../util/errors.ts';
+import { MetricsLog, readMetrics, type MetricsRecord } from '../util/metrics-log.ts';
+import { progress } from '../util/progress.ts';
 import type { RngState } from '../util/rng.ts';
-import { checkpointDir, loadCheckpoint, removeCheckpoints, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
+import { checkpointDir, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
 import { clipGradNorm, type NamedGrads } from './clip.ts';
-import { MetricsLog, readMetrics, type MetricsRecord } from './metrics-log.ts';
-import { AdamW, namedGrads } from './optimizer.ts';
-import { finishRun, summaryLines, type RunFigures } from './finish.ts';
-import { writeLossCurve } from './plot.ts';
-import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
-import { learningRate, totalTrainingSteps } from './schedule.ts';
-import { loadTrainableModel, resolveBaseModel, wasmHeapWarning, type TrainableModel } from './setup.ts';
+import { namedGrads, type AdamW } from './optimizer.ts';
 
-export interface TrainOptions {
-  /** the recipe file (names errors, anchors the saved recipe) */
-  recipeFile: string;
-  /** true: the newest checkpoint in output_dir; a string: that checkpoint folder */
-  resume?: boolean | string;
-  /** one line of chatter (stderr in the CLI) */
-  log?: (line: string) => void;
-  /** stop after this many optimizer steps in this process (tests simulate an interruption with it) */
-  stopAfterSteps?: number;
-  /** install SIGINT/SIGTERM handlers that checkpoint and stop (the CLI does) */
-  handleSignals?: boolean;
-  /** called after every optimizer step (tests watch the tensor count with it) */
-  onStep?: (step: number) => void;
-  /** the snapshot folder of a Hub base_model, downloaded by the caller (train/ does not reach the Hub) */
-  modelDir?: string;
+/** The model being trained: a frozen base with a LoRA adapter attached. */
+export interface TrainableModel {
+  weights: LlamaWeights;
+  adapter: Adapter;
 }
 
-export interface TrainResult {
+/** Where training micro-batches come from: epochs of a fixed size, each reproducible from any batch index. */
+export interface BatchSource {
+  /** micro-batches in one epoch */
+  perEpoch: number;
+  /** the micro-batches of `epoch` from index `startBatch` on, in the same order every time */
+  batches(epoch: number, startBatch: number): AsyncIterable<TrainBatch>;
+}
+
+export interface LoopConfig {
   outputDir: string;
-  /** the final adapter (PEFT folder `output_dir/adapter`), or the last checkpoint when interrupted */
-  adapterDir: string;
-  steps: number;
   totalSteps: number;
+  /** micro-batches per optimizer step */
+  gradAccumSteps: number;
+  /** the learning rate of optimizer step `step` (0-based) */
+  learningRate: (step: number) => number;
+  /** clip_grad_norm_'s max_norm (0: no clipping) */
+  maxGradNorm: number;
+  loggingSteps: number;
+  /** evaluate every this many steps (and after the last one) when `evaluate` is given */
+  evalSteps?: number;
+  /** checkpoint every this many steps; a checkpoint is always written at the end and on a stop */
+  saveSteps?: number;
+  saveTotalLimit?: number;
+  /** the run's seed, recorded in checkpoints */
+  seed: number;
+  /** recompute each decoder layer in the backward pass (LoRA dropout replayed) */
+  gradientCheckpointing: boolean;
+  /** base_model_name_or_path written into the checkpoints' adapter_config.json */
+  baseModel: string | null;
+  /** the settings the run trains under, kept in each checkpoint so a resume can say what changed */
+  settings?: Record<string, unknown>;
+}
+
+export interface LoopHooks {
+  /** the validation loss of the model as it stands */
+  evaluate?: () => Promise<number>;
+  /** polled after every step (the loop lets the event loop run first): a reason to stop, or null */
+  stopRequested?: () => string | null;
+  /** after every optimizer step */
+  onStep?: (step: number) => void;
+  /** stop after this many optimizer steps in this call (tests simulate an interruption with it) */
+  stopAfterSteps?: number;
+}
+
+export interface LoopResult {
+  /** optimizer steps done, counting those before a resume */
+  steps: number;
+  /** true when the loop stopped before totalSteps */
   interrupted: boolean;
-  /** the signal that stopped the run early, if one did */
-  signal: 'SIGINT' | 'SIGTERM' | null;
+  /** the checkpoint written last (at the end, or at the stop) */
+  checkpoint: string;
   /** one record per logged step, as in metrics.jsonl */
   history: MetricsRecord[];
   finalLoss: number | null;
   finalEvalLoss: number | null;
-  /** the recipe's eval section, base against the adapter (finished runs with `eval:` only) */
-  eval: EvalResult | null;
-  /** the Hub commit when the recipe has hub_model_id */
-  pushed: PushResult | null;
+  /** fractional epochs reached */
+  epochs: number;
+  /** non-padding tokens trained in this call */
+  tokens: number;
+  seconds: number;
 }
 
-/**
- * Trains a recipe to the end (or to an interruption) and writes adapter, checkpoints, metrics and loss curve;
- * a finished run then gets its eval section, model card and Hub push, with the training model already freed.
- */
-export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
-  const log = opts.log ?? (() => {});
-  const modelDir = await resolveBaseModel(recipe, log, opts.modelDir);
-  const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
-  if (heapWarning) log(heapWarning);
-  // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
-  const data = await trainData(recipe, await loadTokenizer(modelDir), opts.recipeFile, log);
-  const resumeFrom = await resumeCheckpoint(recipe.output_dir, opts.resume || recipe.resume_from_checkpoint);
-  const model = await loadTrainableModel(recipe, modelDir, opts.recipeFile);
-  let trained: Trained;
-  try {
-    trained = await run(recipe, { ...model, modelDir }, data, resumeFrom, opts, log);
-  } finally {
-    disposeLlama(model.weights);
-    await data.ds.close();
-  }
-  const { result, figures } = trained;
-  if (result.interrupted) return result;
-  const finished = await finishRun(recipe, opts.recipeFile, result.adapterDir, figures, log, opts.modelDir);
-  for (const line of summaryLines(figures, result.outputDir, result.adapterDir, finished)) log(line);
-  return { ...result, eval: finished.eval, pushed: finished.pushed };
+const emptyWindow = (): LogWindow => ({ lossSum: 0, microBatches: 0, tokens: 0, trainedTokens: 0 });
+
+/** The state of a run that starts at step 0. */
+export function freshState(cfg: LoopConfig, adapter: Adapter): TrainerState {
+  return { globalStep: 0, totalSteps: cfg.totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: cfg.seed, logWindow: emptyWindow(), settings: cfg.settings };
 }
 
-interface Trained {
-  result: TrainResult;
-  figures: RunFigures;
-}
-
-interface TrainData {
-  ds: Dataset;
-  /** micro-batches in one epoch of the training split */
-  perEpoch: number;
-  /** what the data pipeline kept and dropped, in one line */
-  summary: string;
-}
-
-/** Opens the recipe's datasets and counts an epoch's micro-batches by one pass over the training split. */
-async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: string, log: (line: string) => void): Promise<TrainData> {
-  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)));
-  const stats = newStats();
-  let perEpoch = 0;
-  const count = counter('data', 'rows');
-  try {
-    for await (const _ of ds.batches({ part: 'train', stats })) {
-      perEpoch++;
-      count.update(stats.rows);
-    }
-  } finally {
-    count.stop();
-  }
-  const summary = formatStats(stats, recipe.sequence_len);
-  log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
-  return { ds, perEpoch, summary };
-}
-
-/** Micro-batches from `epoch`/`batchInEpoch` on, epoch after epoch; `pos` tracks what was consumed, for checkpoints. */
-async function* microBatches(ds: Dataset, pos: { epoch: number; batchInEpoch: number }): AsyncGenerator<TrainBatch> {
+/** Micro-batches from `pos` on, epoch after epoch; `pos` tracks what was consumed, for checkpoints. */
+async function* microBatches(data: BatchSource, pos: { epoch: number; batchInEpoch: number }): AsyncGenerator<TrainBatch> {
   for (;;) {
-    for await (const b of ds.batches({ part: 'train', epoch: pos.epoch, startBatch: pos.batchInEpoch })) {
+    for await (const b of data.batches(pos.epoch, pos.batchInEpoch)) {
       pos.batchInEpoch++;
       yield b;
     }
@@ -132,130 +102,131 @@ async function* microBatches(ds: Dataset, pos: { epoch: number; batchInEpoch: nu
   }
 }
 
-async function run(
-  recipe: Recipe,
-  model: TrainableModel & { modelDir: string },
-  { ds, perEpoch, summary: dataSummary }: TrainData,
-  resumeFrom: string | null,
-  opts: TrainOptions,
-  log: (line: string) => void,
-): Promise<Trained> {
-  const { weights, adapter, modelDir } = model;
-  const outputDir = recipe.output_dir;
-  log(formatTrainableParams(weights, adapter));
-  const G = recipe.gradient_accumulation_steps;
-  const totalSteps = totalTrainingSteps({ maxSteps: recipe.max_steps, numEpochs: recipe.num_epochs, microBatchesPerEpoch: perEpoch, gradAccum: G });
-  const schedule = scheduleOf(recipe, totalSteps);
-  const hasValidation = recipe.val_set_size > 0;
-
-  const params = Object.fromEntries(adapter.variables); // PEFT key -> variable
-  const optimizer = new AdamW(params, adamWConfigOf(recipe));
-  const baseName = recipe.base_model;
-
-  const emptyWindow = (): LogWindow => ({ lossSum: 0, microBatches: 0, tokens: 0 });
-  let state: TrainerState = { globalStep: 0, totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: recipe.seed, logWindow: emptyWindow() };
-  if (resumeFrom) {
-    state = { ...(await loadCheckpoint(resumeFrom, adapter, optimizer)), totalSteps };
-    log(`ft: resumed from ${resumeFrom} at step ${state.globalStep}/${totalSteps}`);
-    if (state.seed !== recipe.seed) log(`ft: warning: the checkpoint was trained with seed ${state.seed}, the recipe says ${recipe.seed}; the run will not match an uninterrupted one`);
-  } else {
-    // a fresh run owns output_dir: an earlier run's checkpoints would be pruned in its place and picked by --resume
-    const stale = await removeCheckpoints(outputDir);
-    if (stale.length > 0) log(`ft: fresh run in ${outputDir}: removed checkpoint-${stale.join(', checkpoint-')} of an earlier run (--resume continues one instead)`);
+/** Tokens a batch trains on (labels that are not ignored) and its non-padding tokens. */
+function tokenCounts(b: TrainBatch): { trained: number; tokens: number } {
+  let trained = 0;
+  let tokens = 0;
+  for (let i = 0; i < b.labels.length; i++) {
+    if (b.labels[i] >= 0) trained++;
+    if (b.segments[i] !== 0) tokens++;
   }
-  const metrics = await MetricsLog.open(path.join(outputDir, 'metrics.jsonl'), resumeFrom ? state.globalStep : undefined);
-  await writeFileAtomic(path.join(outputDir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
+  return { trained, tokens };
+}
 
-  // A signal asks to stop: the current step finishes, a checkpoint is written, and train() returns.
-  let stopRequested: 'SIGINT' | 'SIGTERM' | null = null;
-  const onSignal = (sig: 'SIGINT' | 'SIGTERM') => {
-    if (stopRequested) return;
-    stopRequested = sig;
-    log(`\nft: ${sig}: saving a checkpoint after this step, then stopping`);
-  };
-  const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
-  if (opts.handleSignals) for (const [s, h] of Object.entries(handlers)) process.on(s, h);
+/** Adds `grads` into `acc` (disposing both inputs' replaced tensors). */
+function accumulate(acc: NamedGrads | null, grads: NamedGrads): NamedGrads {
+  if (acc === null) return grads;
+  for (const k of Object.keys(grads)) {
+    const sum = tf.add(acc[k], grads[k]);
+    acc[k].dispose();
+    grads[k].dispose();
+    acc[k] = sum;
+  }
+  return acc;
+}
+
+/** The first adapter variable holding a NaN or an infinity, or null. */
+function nonFiniteVariable(adapter: Adapter): string | null {
+  for (const [key, v] of adapter.variables) {
+    const bad = tf.tidy(() => tf.any(tf.logicalNot(tf.isFinite(v))).dataSync()[0]);
+    if (bad) return key;
+  }
+  return null;
+}
+
+/**
+ * Trains from `start` (a fresh state or a loaded checkpoint's) to cfg.totalSteps, or until a hook asks to stop, and
+ * writes metrics.jsonl and the checkpoints; the last checkpoint is written whichever way it ends. A non-finite loss,
+ * gradient norm or LoRA weight stops it with an FtError before anything of it is applied or saved.
+ */
+export async function trainLoop(model: TrainableModel, data: BatchSource, optimizer: AdamW, cfg: LoopConfig, start: TrainerState, hooks: LoopHooks = {}): Promise<LoopResult> {
+  const { weights, adapter } = model;
+  const G = cfg.gradAccumSteps;
+  if (start.globalStep > cfg.totalSteps) throw new FtError(`checkpoint at step ${start.globalStep} is past the run's ${cfg.totalSteps} steps`);
+  if (start.batchInEpoch > data.perEpoch) {
+    throw new FtError(`checkpoint at micro-batch ${start.batchInEpoch} of epoch ${start.epoch}, but an epoch of the data has ${data.perEpoch}: the data changed since it was written`);
+  }
+  const params = Object.fromEntries(adapter.variables); // PEFT key -> variable
+  let state: TrainerState = { ...start, totalSteps: cfg.totalSteps, settings: cfg.settings };
+  const metrics = await MetricsLog.open(path.join(cfg.outputDir, 'metrics.jsonl'), start.globalStep > 0 ? start.globalStep : undefined);
 
   const pos = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
-  const batches = microBatches(ds, pos);
-  const epochOf = () => pos.epoch + (perEpoch > 0 ? pos.batchInEpoch / perEpoch : 0);
-  const bar = progress('train', totalSteps, 'steps', ['loss', 'lr', 'tok_s']);
+  const batches = microBatches(data, pos);
+  const epochOf = () => pos.epoch + (data.perEpoch > 0 ? pos.batchInEpoch / data.perEpoch : 0);
+  const bar = progress('train', cfg.totalSteps, 'steps', ['loss', 'lr', 'tok_s']);
   const started = performance.now();
-  let window = { ...state.logWindow }; // reset at each logging step
+  let window = { ...emptyWindow(), ...state.logWindow }; // reset at each logging step
   let windowSince = performance.now();
-  let windowTokensHere = 0; // the window's tokens trained by this process, for tokens/s
+  let windowTokensHere = 0; // the window's tokens trained by this call, for tokens/s
   let lastLoss: number | null = null;
   let lastEval: number | null = null;
-  let stepsThisRun = 0;
-  let tokensThisRun = 0;
-  let lastSaved = -1;
+  let lastSaved: string | null = null;
+  let stepsHere = 0;
+  let tokensHere = 0;
 
-  const checkpoint = async () => {
+  const save = async () => {
+    const bad = nonFiniteVariable(adapter);
+    if (bad) throw new FtError(`step ${state.globalStep}: LoRA weight ${bad} is not finite: training diverged (lower learning_rate); nothing of it was saved${lastSaved ? `, the last good checkpoint is ${lastSaved}` : ''}`);
     state = { ...state, epoch: pos.epoch, batchInEpoch: pos.batchInEpoch, dropoutRng: adapter.dropoutState(), logWindow: { ...window } };
-    const dir = await saveCheckpoint(outputDir, state, adapter, optimizer, baseName, recipe.save_total_limit);
-    lastSaved = state.globalStep;
-    return dir;
-  };
-  const evaluate = async () => {
-    adapter.setTraining(false);
-    const r = await meanLoss(weights, ds.batches({ part: 'validation' }));
-    adapter.setTraining(true);
-    return r.loss;
+    lastSaved = await saveCheckpoint(cfg.outputDir, state, adapter, optimizer, cfg.baseModel, cfg.saveTotalLimit);
+    return lastSaved;
   };
 
   // gradient checkpointing recomputes layers in the backward pass: LoRA dropout is rewound so its masks repeat
   const replay = { save: () => adapter.dropoutState(), restore: (s: unknown) => adapter.setDropoutState(s as RngState) };
-  const forwardOpts: ForwardOptions = recipe.gradient_checkpointing ? { checkpoint: { replay } } : {};
+  const forwardOpts: ForwardOptions = cfg.gradientCheckpointing ? { recompute: { replay } } : {};
   adapter.setTraining(true);
   bar.update(state.globalStep);
   try {
-    while (state.globalStep < totalSteps && !stopRequested && (opts.stopAfterSteps === undefined || stepsThisRun < opts.stopAfterSteps)) {
-      const lr = learningRate(recipe.learning_rate, schedule, state.globalStep);
-      // Accumulate G micro-batch gradients of loss/G (HF Trainer's scaling), summed in `acc`.
+    while (state.globalStep < cfg.totalSteps && (hooks.stopAfterSteps === undefined || stepsHere < hooks.stopAfterSteps)) {
+      const lr = cfg.learningRate(state.globalStep);
+      // The window's micro-batches first, so each loss can be weighted by its share of the window's trained tokens:
+      // the step's gradient is that of the mean loss over every trained token of the window (transformers >= 4.46).
+      const micro: TrainBatch[] = [];
+      for (let g = 0; g < G; g++) micro.push((await batches.next()).value as TrainBatch);
+      const counts = micro.map(tokenCounts);
+      const trainedInWindow = counts.reduce((n, c) => n + c.trained, 0);
       let acc: NamedGrads | null = null;
       for (let g = 0; g < G; g++) {
-        const { value: batch } = await batches.next();
-        const b = batch as TrainBatch;
-        const { value, grads: byVarName } = tf.variableGrads(() => tf.div(trainingLoss(weights, b, forwardOpts).loss, G) as tf.Scalar, adapter.trainableVariables());
-        const grads = namedGrads(params, byVarName);
-        window.lossSum += (await value.data())[0] * G;
+        const weight = trainedInWindow > 0 ? counts[g].trained / trainedInWindow : 0;
+        const { value, grads } = tf.variableGrads(() => tf.mul(trainingLoss(weights, micro[g], forwardOpts).loss, weight) as tf.Scalar, adapter.trainableVariables());
+        acc = accumulate(acc, namedGrads(params, grads));
+        // the micro-batch's summed token loss: its mean times its trained tokens = the weighted mean times the window's
+        window.lossSum += (await value.data())[0] * trainedInWindow;
         value.dispose();
         window.microBatches++;
-        let tokens = 0;
-        for (let i = 0; i < b.segments.length; i++) if (b.segments[i] !== 0) tokens++;
-        window.tokens += tokens;
-        windowTokensHere += tokens;
-        tokensThisRun += tokens;
-        if (acc === null) acc = grads;
-        else {
-          for (const k of Object.keys(grads)) {
-            const sum = tf.add(acc[k], grads[k]);
-            acc[k].dispose();
-            grads[k].dispose();
-            acc[k] = sum;
-          }
-        }
+        window.trainedTokens += counts[g].trained;
+        window.tokens += counts[g].tokens;
+        windowTokensHere += counts[g].tokens;
+        tokensHere += counts[g].tokens;
       }
-      const clipped = clipGradNorm(acc!, recipe.max_grad_norm);
+      const clipped = clipGradNorm(acc!, cfg.maxGradNorm);
       tf.dispose(Object.values(acc!));
+      const stepLoss = window.lossSum;
+      if (!Number.isFinite(stepLoss) || !Number.isFinite(clipped.totalNorm)) {
+        tf.dispose(Object.values(clipped.grads));
+        const what = !Number.isFinite(stepLoss) ? `the loss is ${stepLoss}` : `the gradient norm is ${clipped.totalNorm}`;
+        throw new FtError(`step ${state.globalStep + 1}: ${what}: training diverged (learning rate ${lr}; lower learning_rate); the step was not applied and nothing was saved${lastSaved ? `; the last good checkpoint is ${lastSaved}` : ''}`);
+      }
       optimizer.step(clipped.grads, lr);
       tf.dispose(Object.values(clipped.grads));
       state.globalStep++;
-      stepsThisRun++;
+      stepsHere++;
 
       const step = state.globalStep;
-      const now = performance.now();
       const record: MetricsRecord = { step, epoch: round(epochOf(), 4) };
-      if (step % recipe.logging_steps === 0 || step === totalSteps) {
-        lastLoss = window.lossSum / window.microBatches;
-        const secs = (now - windowSince) / 1000;
+      if (step % cfg.loggingSteps === 0 || step === cfg.totalSteps) {
+        lastLoss = window.trainedTokens > 0 ? window.lossSum / window.trainedTokens : 0;
+        const secs = (performance.now() - windowSince) / 1000;
         Object.assign(record, { loss: finite(lastLoss), lr, grad_norm: finite(clipped.totalNorm), tokens_per_s: round(windowTokensHere / secs, 1) });
         window = emptyWindow();
         windowSince = performance.now();
         windowTokensHere = 0;
       }
-      if (hasValidation && ((recipe.eval_steps !== undefined && step % recipe.eval_steps === 0) || step === totalSteps)) {
-        lastEval = await evaluate();
+      if (hooks.evaluate && ((cfg.evalSteps !== undefined && step % cfg.evalSteps === 0) || step === cfg.totalSteps)) {
+        adapter.setTraining(false);
+        lastEval = await hooks.evaluate();
+        adapter.setTraining(true);
         record.eval_loss = finite(lastEval);
       }
       if (Object.keys(record).length > 2) {
@@ -263,33 +234,30 @@ async function run(
         metrics.append(record);
       }
       bar.update(step, { loss: lastLoss?.toFixed(4) ?? '-', lr: lr.toExponential(2), tok_s: record.tokens_per_s ?? '-' });
-      if (recipe.save_steps !== undefined && step % recipe.save_steps === 0 && step !== totalSteps) await checkpoint();
-      opts.onStep?.(step);
+      if (cfg.saveSteps !== undefined && step % cfg.saveSteps === 0 && step !== cfg.totalSteps) await save();
+      hooks.onStep?.(step);
+      // a signal is delivered by the event loop: let it run, so a stop asked for during this step is seen now
+      await new Promise((resolve) => setImmediate(resolve));
+      if (hooks.stopRequested?.()) break;
     }
   } finally {
     bar.stop();
-    if (opts.handleSignals) for (const [s, h] of Object.entries(handlers)) process.off(s, h);
     await batches.return(undefined);
   }
 
-  const done = state.globalStep >= totalSteps;
-  const seconds = (performance.now() - started) / 1000;
-  const figures: RunFigures = { steps: state.globalStep, epochs: epochOf(), tokens: tokensThisRun, seconds, finalLoss: lastLoss, finalEvalLoss: lastEval, dataSummary };
-  const result = { outputDir, steps: state.globalStep, totalSteps, signal: stopRequested, finalLoss: lastLoss, finalEvalLoss: lastEval, eval: null, pushed: null };
-  if (!done) {
-    const dir = lastSaved === state.globalStep ? checkpointDir(outputDir, state.globalStep) : await checkpoint();
-    log(`ft: stopped at step ${state.globalStep}/${totalSteps}; checkpoint ${dir} (resume with --resume)`);
-    optimizer.dispose();
-    return { result: { ...result, adapterDir: dir, interrupted: true, history: readMetrics(metrics.file) }, figures };
-  }
-
-  await checkpoint();
-  optimizer.dispose();
-  const adapterDir = path.join(outputDir, 'adapter');
-  await savePeftAdapter(adapterDir, adapter, baseName);
-  const history = readMetrics(metrics.file);
-  await writeLossCurve(path.join(outputDir, 'loss.svg'), history, { title: `ft: ${path.basename(opts.recipeFile)} (${path.basename(modelDir)})` });
-  return { result: { ...result, adapterDir, interrupted: false, history }, figures };
+  const interrupted = state.globalStep < cfg.totalSteps;
+  const checkpoint = lastSaved === checkpointDir(cfg.outputDir, state.globalStep) ? lastSaved : await save();
+  return {
+    steps: state.globalStep,
+    interrupted,
+    checkpoint,
+    history: readMetrics(metrics.file),
+    finalLoss: lastLoss,
+    finalEvalLoss: lastEval,
+    epochs: epochOf(),
+    tokens: tokensHere,
+    seconds: (performance.now() - started) / 1000,
+  };
 }
 
 const round = (x: number, digits: number) => Number(x.toFixed(digits));

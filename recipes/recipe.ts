@@ -12,11 +12,11 @@ import { BACKENDS } from '../engine/backend.ts';
 import { PRESETS, type PresetName } from '../model/init.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import type { AdamWConfig } from './optimizer.ts';
-import { LR_SCHEDULERS, warmupSteps, type ScheduleSpec } from './schedule.ts';
+import type { AdamWConfig } from '../train/optimizer.ts';
+import { LR_SCHEDULERS, warmupSteps, type ScheduleSpec } from '../train/schedule.ts';
 
 /** The recipe ft trains with when none is given: a tiny model on the Alpaca seed tasks. */
-export const DEFAULT_RECIPE = fileURLToPath(new URL('../recipes/alpaca-tiny.yaml', import.meta.url));
+export const DEFAULT_RECIPE = fileURLToPath(new URL('./alpaca-tiny.yaml', import.meta.url));
 
 // ---- field types, each with the message a user sees after `key: ` ----
 const posInt = (what = 'a positive integer') => z.int({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });

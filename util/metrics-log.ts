@@ -1,8 +1,8 @@
 // metrics.jsonl: one JSON object per logging or eval step, appended as training runs (HF Trainer's log_history, as lines).
 // Appended line by line rather than written atomically: a crash loses at most the last line, and readers skip a torn one.
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../util/fs.ts';
-import { FtError } from '../util/errors.ts';
+import { writeFileAtomic } from './fs.ts';
+import { FtError } from './errors.ts';
 
 /** One line of metrics.jsonl. Absent fields were not measured at that step; null means the value was not finite (NaN). */
 export interface MetricsRecord {

@@ -26,7 +26,7 @@ function step(w: LlamaWeights, b: TrainBatch, checkpointed: boolean) {
   adapter.setTraining(true);
   // 48 rows of logits at a time: chunks of the loss end inside a row and one is partial
   const replay = { save: () => adapter.dropoutState(), restore: (s: unknown) => adapter.setDropoutState(s as never) };
-  const opts: ForwardOptions = checkpointed ? { checkpoint: { replay, lossChunkRows: 48 } } : {};
+  const opts: ForwardOptions = checkpointed ? { recompute: { replay, lossChunkRows: 48 } } : {};
   const before = tf.memory().numTensors;
   const { value, grads } = tf.variableGrads(() => trainingLoss(w, b, opts).loss, adapter.trainableVariables());
   const out = { loss: value.dataSync()[0], grads: Object.fromEntries([...adapter.variables].map(([name, v]) => [name, Array.from(grads[v.name].dataSync())])) };

@@ -1,9 +1,11 @@
-// From a recipe to a model ready to train: base model located (or created for the embedded default),
+// From a recipe to a model ready to train: base model located (downloaded from the Hub, or created for the embedded default),
 // frozen base loaded float or NF4, LoRA attached.
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { attachLora, targetNames, type Adapter } from '../adapters/lora.ts';
+import { resolveHubDatasets } from '../hub/dataset.ts';
+import { downloadModel } from '../hub/model.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
@@ -14,18 +16,22 @@ import { FtError } from '../util/errors.ts';
 import { loraConfigOf, type Recipe } from './recipe.ts';
 
 /**
- * The base model's folder; a missing local folder is created from `base_model_init` when the recipe has one.
- * A Hub id is downloaded above train/ (hub/model.ts resolveBaseModelDir), which passes its snapshot as `hubDir`.
+ * The base model's folder: a Hub id's snapshot in the Hugging Face cache (downloaded when missing); a missing local
+ * folder is created from `base_model_init` when the recipe has one.
  */
-export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void, hubDir?: string): Promise<string> {
-  if (hubDir) return hubDir;
-  if (!path.isAbsolute(recipe.base_model)) throw new FtError(`base_model '${recipe.base_model}' is a Hub id; ft train and ft eval download it (hub/model.ts resolveBaseModelDir)`);
+export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
+  if (!path.isAbsolute(recipe.base_model)) return (await downloadModel(recipe.base_model, recipe.base_model_revision, { log })).dir;
   if (!existsSync(recipe.base_model)) {
     if (!recipe.base_model_init) throw new FtError(`base_model '${recipe.base_model}': no such folder (set base_model_init to create a random model there)`);
     log(`ft: creating base model ${recipe.base_model} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
     await initModel(recipe.base_model, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed, initStd: recipe.base_model_init.init_std });
   }
   return recipe.base_model;
+}
+
+/** The recipe with its datasets by Hub id resolved to their files in the Hugging Face cache (downloaded when missing) as data_files. */
+export async function withHubDatasets(recipe: Recipe, log: (line: string) => void): Promise<Recipe> {
+  return { ...recipe, datasets: await resolveHubDatasets(recipe.datasets, { log }) };
 }
 
 export interface TrainableModel {

@@ -1,7 +1,7 @@
-// Activation checkpointing (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"): an op that keeps
-// only its input through the forward pass and, in the backward pass, runs its function again under a tape of its
+// Recomputation in the backward pass, i.e. activation (gradient) checkpointing (Chen et al. 2016, "Training Deep
+// Nets with Sublinear Memory Cost"): an op that keeps only its input through the forward pass and, in the backward pass, runs its function again under a tape of its
 // own to differentiate it. tfjs autodiff otherwise holds every intermediate tensor of the whole forward pass until
-// the backward pass ends; checkpointing each decoder layer bounds that to one layer's worth (plus each layer's input).
+// the backward pass ends; recomputing each decoder layer bounds that to one layer's worth (plus each layer's input).
 import * as tf from '@tensorflow/tfjs';
 
 /** A random stream the function draws from (dropout), rewound so the recomputation draws the same masks. */
@@ -15,7 +15,7 @@ export interface Replay {
  * reads. fn is called with recompute = false in the forward pass and true in the backward pass, where tensors it
  * closes over from the forward pass are gone (it must rebuild them).
  */
-export function checkpoint(fn: (x: tf.Tensor2D, recompute: boolean) => tf.Tensor2D, x: tf.Tensor2D, params: tf.Variable[], replay?: Replay): tf.Tensor2D {
+export function recompute(fn: (x: tf.Tensor2D, recompute: boolean) => tf.Tensor2D, x: tf.Tensor2D, params: tf.Variable[], replay?: Replay): tf.Tensor2D {
   const before = replay?.save();
   const op = tf.customGrad(((...args: unknown[]) => {
     const save = args.pop() as tf.GradSaveFunc;

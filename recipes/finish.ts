@@ -2,8 +2,8 @@
 // new adapter on held-out prompts), the model card in the adapter folder, the push to the Hub, a summary.
 import * as path from 'node:path';
 import { writeModelCard, type CardInput } from '../export/card.ts';
-import { evaluateRecipe } from '../eval/recipe.ts';
-import type { EvalResult } from '../eval/run.ts';
+import { evaluateRecipe } from './eval.ts';
+import type { EvalResult } from '../eval/types.ts';
 import { pushToHub, type PushResult } from '../hub/push.ts';
 import { FtError } from '../util/errors.ts';
 import { recipeToYaml, type Recipe } from './recipe.ts';
@@ -42,11 +42,11 @@ function evaluationRows(result: EvalResult): CardInput['evaluation'] {
  * Runs the recipe's eval section, writes the card, pushes. The adapter is saved before this runs, so a failing
  * eval (bad eval data, say) is reported and skipped rather than failing the run; a failing push fails it.
  */
-export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: string, run: RunFigures, log: (line: string) => void, modelDir?: string): Promise<Finished> {
+export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: string, run: RunFigures, log: (line: string) => void): Promise<Finished> {
   let evalResult: EvalResult | null = null;
   if (recipe.eval) {
     try {
-      evalResult = await evaluateRecipe(recipe, adapterDir, { recipeFile, log, modelDir });
+      evalResult = await evaluateRecipe(recipe, adapterDir, { recipeFile, log });
     } catch (e) {
       if (!(e instanceof FtError)) throw e;
       log(`ft: warning: the recipe's eval section did not run: ${e.message} (the adapter is saved; rerun it with ft eval)`);

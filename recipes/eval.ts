@@ -4,12 +4,13 @@ import { loadDataset } from '../data/pipeline.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
-import type { Recipe } from '../train/recipe.ts';
-import { resolveBaseModel } from '../train/setup.ts';
+import type { Recipe } from './recipe.ts';
+import { resolveBaseModel, withHubDatasets } from './setup.ts';
 import { FtError } from '../util/errors.ts';
-import { entryFor, type EvalSource } from './items.ts';
-import { trainingHashes } from './overlap.ts';
-import { runEval, type EvalResult } from './run.ts';
+import { entryFor, type EvalSource } from '../eval/items.ts';
+import { trainingHashes } from '../eval/overlap.ts';
+import { runEval } from '../eval/run.ts';
+import type { EvalResult } from '../eval/types.ts';
 
 export interface RecipeEvalOptions {
   /** the recipe file: relative dataset paths resolve against its folder (as in training) */
@@ -17,8 +18,6 @@ export interface RecipeEvalOptions {
   /** default: `eval/` beside the adapter folder (output_dir/eval for output_dir/adapter) */
   outDir?: string;
   log?: (line: string) => void;
-  /** the snapshot folder of a Hub base_model, downloaded by the caller */
-  modelDir?: string;
 }
 
 /**
@@ -31,7 +30,8 @@ export async function evaluateRecipe(recipe: Recipe, adapterDir: string, opts: R
   const section = recipe.eval;
   if (!section) throw new FtError(`${opts.recipeFile}: no eval section`);
   const baseDir = path.dirname(path.resolve(opts.recipeFile));
-  const modelDir = await resolveBaseModel(recipe, log, opts.modelDir);
+  const modelDir = await resolveBaseModel(recipe, log);
+  recipe = await withHubDatasets(recipe, log);
   const tok = await loadTokenizer(modelDir);
   let data: EvalSource;
   let overlap;

@@ -1,6 +1,6 @@
 // Loss curve as a standalone SVG (train loss, its smoothed trend, eval loss), drawn by hand:
 // a line plot is a few paths and ticks, no chart library needed.
-import { writeFileAtomic } from '../util/fs.ts';
+import { writeFileAtomic } from './fs.ts';
 import type { MetricsRecord } from './metrics-log.ts';
 
 export interface PlotOptions {
