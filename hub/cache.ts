@@ -63,7 +63,10 @@ export class RepoCache {
     if (old !== commit) await writeFileAtomic(ref, commit);
   }
 
-  /** snapshots/<commit>/<file> as a relative symlink to blobs/<etag> (replacing what was there). */
+  /**
+   * snapshots/<commit>/<file> as a relative symlink to blobs/<etag>, replacing what was there through a rename
+   * (not @huggingface/hub's createSymlink: it deletes the old link first, leaving a moment with no file, and logs).
+   */
   async link(commit: string, file: string, etag: string): Promise<string> {
     const target = path.join(this.snapshot(commit), ...file.split('/'));
     await fsp.mkdir(path.dirname(target), { recursive: true });

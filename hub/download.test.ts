@@ -101,6 +101,18 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
     );
   });
 
+  it('an unreachable Hub falls back to the cached snapshot with a warning', async () => {
+    const first = await downloadModel('org/tiny', undefined, opts());
+    const dead = await startHubServer([]); // a port nothing listens on any more
+    await dead.close();
+    const lines: string[] = [];
+    const again = await downloadModel('org/tiny', undefined, opts({ endpoint: dead.url, log: (l) => lines.push(l) }));
+    expect(again.dir).toBe(first.dir);
+    expect(lines).toEqual([
+      `ft: warning: cannot reach the Hub at ${dead.url} (connection refused) after 1 attempts; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache; using the cached snapshot ${commit.slice(0, 12)} of org/tiny`,
+    ]);
+  });
+
   it('uses a cache written in huggingface_hub layout by another tool as it is (offline, and online without fetching)', async () => {
     // the layout huggingface_hub's hf_hub_download writes, made by hand
     const repoDir = path.join(cache, 'models--org--tiny');

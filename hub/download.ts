@@ -157,6 +157,7 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
     await pool(missing, req.concurrency ?? 4, async (f) => {
       if (await ensure(f, (delta) => totalBar?.update((done += delta)))) fetched++;
     });
+    totalBar?.update(total);
     totalBar?.stop();
   } finally {
     bars.stop();
