@@ -141,6 +141,15 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
     expect(byCommit.dir).toBe(path.join(cache, 'models--org--tiny', 'snapshots', commit));
   });
 
+  it('downloads several files at once', async () => {
+    const shards = Object.fromEntries([1, 2, 3, 4].map((i) => [`shard-${i}.safetensors`, Buffer.alloc(2000, i)]));
+    hub.seed('model', 'org/sharded', shards);
+    hub.faults.push({ match: '/shard-', kind: 'slow', delayMs: 300 });
+    const snap = await downloadSnapshot({ ...opts(), repo: 'org/sharded', concurrency: 4 });
+    expect(snap.fetched).toBe(4);
+    expect(hub.maxInFlight).toBeGreaterThanOrEqual(2);
+  });
+
   it('--include / --exclude select files fnmatch-style; --local-dir gets copies', async () => {
     const snap = await downloadSnapshot({ ...opts(), repo: 'org/tiny', select: patternSelector(['*.json', 'original/*'], ['tokenizer*']), localDir: path.join(tmp, `local-${n}`) });
     expect(snap.files).toEqual(['config.json', 'generation_config.json', 'original/consolidated.pth'].filter((f) => f in files));

@@ -42,12 +42,14 @@ export interface Fault {
   match: string;
   /** status: answer `status` (with X-Error-Code `errorCode`, Retry-After `retryAfter`); drop: send `afterBytes` bytes
    *  of the body and close the connection (a body shorter than its Content-Length); truncate: a complete answer whose
-   *  Content-Length is only `afterBytes`; corrupt: one byte of the body changed; etag: a wrong X-Linked-Etag / ETag */
-  kind: 'status' | 'drop' | 'truncate' | 'corrupt' | 'etag';
+   *  Content-Length is only `afterBytes`; corrupt: one byte of the body changed; etag: a wrong X-Linked-Etag / ETag;
+   *  slow: the CDN waits `delayMs` before answering */
+  kind: 'status' | 'drop' | 'truncate' | 'corrupt' | 'etag' | 'slow';
   status?: number;
   errorCode?: string;
   retryAfter?: string;
   afterBytes?: number;
+  delayMs?: number;
   times?: number;
 }
 
@@ -71,6 +73,8 @@ export interface HubServer {
   /** every request to either host, with its Range and whether it carried a token */
   log: LoggedRequest[];
   faults: Fault[];
+  /** the most CDN downloads that were in progress at once */
+  maxInFlight: number;
   /** Adds a repo with `files` on `branch` (default main) as one commit; returns the commit id. Binary or large files go through LFS. */
   seed(type: 'model' | 'dataset', id: string, files: Record<string, string | Uint8Array>, opts?: { branch?: string; private?: boolean; gatedFor?: string[] }): string;
   close(): Promise<void>;
@@ -391,10 +395,16 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
     handle(req, res).catch(onError(res));
   });
   // the CDN: serves LFS objects by sha256 to anyone with the (presigned) link, like S3 / CloudFront
+  let inFlight = 0;
+  let maxInFlight = 0;
   const cdn = createServer((req, res) => {
     const u = new URL(req.url ?? '/', cdnUrl);
     log.push({ host: 'cdn', method: req.method ?? 'GET', path: u.pathname, ...(req.headers.range && { range: req.headers.range }), authorized: !!req.headers.authorization });
+    maxInFlight = Math.max(maxInFlight, ++inFlight);
+    res.on('close', () => inFlight--);
     (async () => {
+      const slow = faultFor(`/${u.searchParams.get('file') ?? ''}`, ['slow']);
+      if (slow) await new Promise((r) => setTimeout(r, slow.delayMs ?? 100));
       const m = /^\/lfs\/([0-9a-f]{64})$/.exec(u.pathname);
       if (!m || !u.searchParams.get('X-Amz-Signature')) throw new HttpError(403, 'AccessDenied');
       if (req.headers.authorization) throw new HttpError(400, 'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified');
@@ -422,6 +432,9 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
     requests,
     log,
     faults,
+    get maxInFlight() {
+      return maxInFlight;
+    },
     seed(type, id, files, opts = {}) {
       const key = type === 'dataset' ? `datasets/${id}` : id;
       const repo = repos.get(key) ?? newRepo(id.split('/')[0], opts.private ?? false);
