@@ -158,6 +158,14 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
     expect(readFileSync(path.join(snap.dir, 'original/consolidated.pth'), 'utf8')).toBe('not loaded');
   });
 
+  it('refuses a file name that would escape the cache folder', async () => {
+    hub.seed('model', 'org/evil', { 'config.json': '{}', '../../../escape.txt': 'x' });
+    expect(await errorOf(downloadSnapshot({ ...opts(), repo: 'org/evil' }))).toBe(
+      'org/evil: the repo lists a file named "../../../escape.txt", which would land outside the cache folder; refusing to download',
+    );
+    expect(existsSync(path.join(cache, 'escape.txt'))).toBe(false);
+  });
+
   it('refuses a repo with only pickled weights before downloading anything', async () => {
     hub.seed('model', 'org/pickled', { 'config.json': files['config.json'], 'pytorch_model.bin': Buffer.from([0x80, 0x02, 0x7d, 0x71]) });
     expect(await errorOf(downloadModel('org/pickled', undefined, opts()))).toBe(

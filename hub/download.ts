@@ -59,6 +59,14 @@ export interface Snapshot {
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 
+/**
+ * A repo path that stays inside the folder it is joined to: no '..', no empty segment, nothing anchored (/, \, C:);
+ * as huggingface_hub's _validate_relative_filename (the library's copy of it is not exported).
+ */
+function isSafeRepoPath(p: string): boolean {
+  return p.length > 0 && !/^[\\/]|^[A-Za-z]:|\\/.test(p) && p.split('/').every((s) => s !== '' && s !== '..' && s !== '.');
+}
+
 /** Files whose path matches an include pattern (all when none) and no exclude pattern, fnmatch-style as huggingface_hub's allow/ignore_patterns. */
 export function patternSelector(include: string[] = [], exclude: string[] = []): FileSelector {
   const inc = include.map(fnmatchRegex);
@@ -97,6 +105,7 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
     remote = [];
     for await (const e of listFiles({ ...auth, repo: { type, name: req.repo }, revision: commit, recursive: true })) {
       if (e.type !== 'file') continue;
+      if (!isSafeRepoPath(e.path)) throw new FtError(`${what}: the repo lists a file named ${JSON.stringify(e.path)}, which would land outside the cache folder; refusing to download`);
       remote.push({ path: e.path, size: e.size, etag: e.lfs?.oid ?? e.oid ?? '', sha256: e.lfs?.oid, gitOid: e.lfs ? undefined : e.oid });
     }
   } catch (e) {
