@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../util/fs.ts';
 export type RepoType = 'model' | 'dataset';
 type Env = Record<string, string | undefined>;
 
-export const COMMIT_HASH = /^[0-9a-f]{40}$/;
+const COMMIT_HASH = /^[0-9a-f]{40}$/;
 
 /**
  * $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub, as huggingface_hub

@@ -22,7 +22,7 @@ export interface HubDatasetRef {
 }
 
 const READABLE = ['.parquet', '.json', '.jsonl', '.arrow'];
-export const PARQUET_REVISION = 'refs/convert/parquet';
+const PARQUET_REVISION = 'refs/convert/parquet';
 
 /** Split names and the synonyms `datasets` recognises in file and folder names. */
 const SPLIT_KEYWORDS: Record<string, string[]> = {
@@ -76,7 +76,7 @@ function pickConfig<T extends string>(id: string, names: T[], name: string | und
 }
 
 /** The data files of `ref` among a listing (`readText` reads the README); FtError naming what matched nothing. */
-export async function selectDataFiles(ref: HubDatasetRef, files: RemoteFile[], readText: (f: string) => Promise<string>, converted: boolean): Promise<RemoteFile[]> {
+async function selectDataFiles(ref: HubDatasetRef, files: RemoteFile[], readText: (f: string) => Promise<string>, converted: boolean): Promise<RemoteFile[]> {
   const id = ref.path;
   const split = ref.split ?? 'train';
   const data = files.filter((f) => READABLE.includes(path.extname(f.path)));

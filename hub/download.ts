@@ -54,7 +54,6 @@ export interface Snapshot {
   files: string[];
   /** files that had to be fetched (0 on a cache hit) */
   fetched: number;
-  bytes: number;
 }
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
@@ -175,7 +174,7 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
   await cache.writeRef(revision, commit);
   const files = selected.map((f) => f.path).sort();
   const dir = req.localDir ? await copyTo(cache.snapshot(commit), files, req.localDir) : cache.snapshot(commit);
-  return { dir, commit, files, fetched, bytes: selected.reduce((s, f) => s + f.size, 0) };
+  return { dir, commit, files, fetched };
 }
 
 /** A snapshot already in the cache, the selection made over what it holds. */
@@ -193,7 +192,7 @@ async function fromCache(cache: RepoCache, commit: string, select: FileSelector,
   };
   const files = (await select(held, readText)).map((f) => f.path).sort();
   const dir = localDir ? await copyTo(snap, files, localDir) : snap;
-  return { dir, commit, files, fetched: 0, bytes: held.filter((f) => files.includes(f.path)).reduce((s, f) => s + f.size, 0) };
+  return { dir, commit, files, fetched: 0 };
 }
 
 /** Whether snapshots/<commit>/<path> resolves to a file of the listed size (a snapshot link is only made after the checks). */

@@ -47,7 +47,7 @@ function fileOf(url: string): string | null {
 }
 
 /** One line for a 401/403/404 answer, from the Hub's X-Error-Code as huggingface_hub reads it. */
-export function httpErrorMessage(ctx: HubRequestContext, status: number, errorCode: string | null, url: string): string {
+function httpErrorMessage(ctx: HubRequestContext, status: number, errorCode: string | null, url: string): string {
   const what = `${ctx.repoType === 'dataset' ? 'dataset ' : ''}${ctx.repo}`;
   const sent = ctx.tokenSource ? `the token from ${ctx.tokenSource}` : 'no token (HF_TOKEN is not set)';
   if (errorCode === 'GatedRepo') {

@@ -17,7 +17,7 @@ const MODEL_FILES = new Set([
 const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/;
 
 /** The top-level files ft needs of a model repo; FtError when it has no safetensors weights or no config.json. */
-export function modelFiles(repo: string): (files: RemoteFile[]) => RemoteFile[] {
+function modelFiles(repo: string): (files: RemoteFile[]) => RemoteFile[] {
   return (files) => {
     const top = files.filter((f) => !f.path.includes('/'));
     const weights = top.filter((f) => f.path.endsWith('.safetensors'));
