@@ -8,7 +8,7 @@ import { toBatches } from './batch.ts';
 import { formatSpec, recordFormat, type ExampleOptions, type FormatSpec, type RecordFormat } from './example.ts';
 import { BadRowError, recordMapper } from './records.ts';
 import { shuffleBuffer, shuffled, epochSeed } from './shuffle.ts';
-import { resolveDataFiles, readFileRows } from './source.ts';
+import { entryFiles, readFileRows } from './source.ts';
 import type { DataRecipe, DatasetEntry } from './spec.ts';
 import { countSplit, fractionSplit, NO_SPLIT, rowHash, type Split } from './split.ts';
 import { buildChunk, chunkResults, TokenizePool, type ChunkResult } from './tokenize-pool.ts';
@@ -103,7 +103,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
   const sources: Source[] = [];
   for (const entry of recipe.datasets) {
     const spec = formatSpec(entry, tok);
-    sources.push({ index: sources.length, entry, files: await resolveDataFiles(entry.path, baseDir), spec, format: recordFormat(spec, tok) });
+    sources.push({ index: sources.length, entry, files: await entryFiles(entry, baseDir), spec, format: recordFormat(spec, tok) });
   }
 
   /** Records of the given (source, file) units in that order, mapped and checked. */

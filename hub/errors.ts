@@ -21,7 +21,7 @@ export interface HubErrorContext {
 /** Longest server message quoted in an error (an HTML error page would flood the terminal). */
 const MAX_QUOTE = 200;
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /** The server's own message without the client's ". URL: ..." trailer, on one line. */
 function serverMessage(e: HubApiError): string {
@@ -30,8 +30,8 @@ function serverMessage(e: HubApiError): string {
   return msg.length > MAX_QUOTE ? `${msg.slice(0, MAX_QUOTE)}...` : msg;
 }
 
-/** The socket error code behind a failed fetch, if any (undici nests it in `cause`, sometimes twice). */
-function networkCode(e: unknown): string | undefined {
+/** The socket error code behind a failed fetch or body read, if any (undici nests it in `cause`, sometimes twice). */
+export function networkCode(e: unknown): string | undefined {
   for (let c: unknown = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
     const code = (c as { code?: unknown }).code;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;

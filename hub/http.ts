@@ -15,7 +15,7 @@ export interface RetryOptions {
   /** longest pause, Retry-After included; default 30 s */
   maxBackoffMs?: number;
   /** told before each retry, e.g. to log it */
-  onRetry?: (event: { url: string; attempt: number; delayMs: number; reason: string }) => void;
+  onRetry?: (event: { url: string; attempt: number; delayMs: number; reason: string; status?: number }) => void;
 }
 
 /**
@@ -75,17 +75,22 @@ function bodyBytes(body: RequestInit['body']): number | null {
   return null; // a stream: unknown size, and it cannot be sent twice
 }
 
-const sleep = (ms: number, signal?: AbortSignal | null) =>
+export const sleep = (ms: number, signal?: AbortSignal | null) =>
   new Promise<void>((resolve, reject) => {
     const t = setTimeout(resolve, ms);
     signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
   });
 
-/** The pause before retry `attempt` (1-based): Retry-After when the server sent one, else exponential backoff. */
-function delayFor(attempt: number, res: Response | null, opts: RetryOptions): number {
+/**
+ * The pause before retry `attempt` (1-based): the server's Retry-After (seconds or an HTTP date) when it sent one,
+ * else exponential backoff; at most maxBackoffMs.
+ */
+export function retryDelay(attempt: number, retryAfter: string | null | undefined, opts: Pick<RetryOptions, 'backoffMs' | 'maxBackoffMs'>): number {
   const max = opts.maxBackoffMs ?? 30_000;
-  const after = res?.headers.get('retry-after');
-  if (after && /^\d+$/.test(after.trim())) return Math.min(max, Number(after) * 1000);
+  if (retryAfter) {
+    const secs = /^\d+$/.test(retryAfter.trim()) ? Number(retryAfter) : (Date.parse(retryAfter) - Date.now()) / 1000;
+    if (Number.isFinite(secs)) return Math.min(max, Math.max(secs, 0) * 1000);
+  }
   return Math.min(max, (opts.backoffMs ?? 500) * 2 ** (attempt - 1));
 }
 
@@ -159,8 +164,8 @@ export async function fetchWithRetry(input: string | URL, init: RequestInit = {}
       if (res) return res;
       throw tries > 1 ? new RetriesExhaustedError(url, tries, error) : error;
     }
-    const delayMs = delayFor(tries, res, opts);
-    opts.onRetry?.({ url, attempt: tries, delayMs, reason: res ? `HTTP ${res.status}` : ((error as Error)?.message ?? String(error)) });
+    const delayMs = retryDelay(tries, res?.headers.get('retry-after'), opts);
+    opts.onRetry?.({ url, attempt: tries, delayMs, reason: res ? `HTTP ${res.status}` : ((error as Error)?.message ?? String(error)), status: res?.status });
     await res?.body?.cancel().catch(() => {});
     await sleep(delayMs, init.signal);
   }

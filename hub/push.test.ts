@@ -94,11 +94,14 @@ describe('pushToHub against a local Hub server', () => {
   });
 
   it('serves HEAD on resolve with the LFS size headers, and hides a private repo from other users', async () => {
-    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, { method: 'HEAD', headers: { Authorization: `Bearer ${ALICE}` } });
-    expect(head.status).toBe(200);
+    // an LFS file: a 302 to the CDN host carrying X-Linked-Size, as huggingface.co answers
+    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, { method: 'HEAD', headers: { Authorization: `Bearer ${ALICE}` }, redirect: 'manual' });
+    expect(head.status).toBe(302);
     const size = (await fsp.stat(path.join(folder, 'adapter_model.safetensors'))).size;
-    expect(head.headers.get('content-length')).toBe(String(size));
     expect(head.headers.get('x-linked-size')).toBe(String(size));
+    const cdn = await fetch(head.headers.get('location')!, { method: 'HEAD' });
+    expect(cdn.status).toBe(200);
+    expect(cdn.headers.get('content-length')).toBe(String(size));
 
     await pushToHub({ dir: folder, repo: 'alice/secret', private: true, env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } });
     expect(hub.repos.get('alice/secret')!.private).toBe(true);

@@ -5,7 +5,7 @@ import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import type { Recipe } from './recipe.ts';
-import { resolveBaseModel } from './setup.ts';
+import { resolveBaseModel, withHubDatasets } from './setup.ts';
 import { FtError } from '../util/errors.ts';
 import { entryFor, type EvalSource } from '../eval/items.ts';
 import { trainingHashes } from '../eval/overlap.ts';
@@ -31,6 +31,7 @@ export async function evaluateRecipe(recipe: Recipe, adapterDir: string, opts: R
   if (!section) throw new FtError(`${opts.recipeFile}: no eval section`);
   const baseDir = path.dirname(path.resolve(opts.recipeFile));
   const modelDir = await resolveBaseModel(recipe, log);
+  recipe = await withHubDatasets(recipe, log);
   const tok = await loadTokenizer(modelDir);
   let data: EvalSource;
   let overlap;

@@ -57,7 +57,7 @@ export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: 
     kind: 'adapter',
     baseModel: recipe.base_model,
     repoId: recipe.hub_model_id,
-    datasets: recipe.datasets.map((d) => path.basename(d.path)),
+    datasets: recipe.datasets.map((d) => (path.isAbsolute(d.path) ? path.basename(d.path) : d.path)), // a Hub id as it is
     datasetDescription: `${recipe.datasets.map((d) => `\`${path.basename(d.path)}\` (${d.type})`).join(', ')}: ${run.dataSummary}.`,
     recipe: recipeToYaml(recipe, `recipe of this run (${path.basename(recipeFile)}), paths resolved`),
     lora: {

@@ -24,7 +24,7 @@ import { counter } from '../util/progress.ts';
 import { finishRun, summaryLines, type RunFigures } from './finish.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { describeChanges, settingsChanges, trainingSettings } from './resume.ts';
-import { loadTrainableModel, resolveBaseModel, wasmHeapWarning } from './setup.ts';
+import { loadTrainableModel, resolveBaseModel, wasmHeapWarning, withHubDatasets } from './setup.ts';
 
 export interface TrainOptions {
   /** the recipe file (names errors, anchors the saved recipe) */
@@ -80,6 +80,7 @@ export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainRe
 async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const modelDir = await resolveBaseModel(recipe, log);
+  recipe = await withHubDatasets(recipe, log);
   const heapWarning = wasmHeapWarning(recipe, await readConfig(modelDir));
   if (heapWarning) log(heapWarning);
   // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
