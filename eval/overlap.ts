@@ -1,14 +1,14 @@
 // Held-out discipline: eval rows must not be training rows. Rows are compared by content hash (data/split.ts rowHash).
-import { loadDataset } from '../data/pipeline.ts';
+import { prepareDataset, preparedPathOf } from '../data/prepared.ts';
 import type { DataTokenizer } from '../data/types.ts';
 import type { Recipe } from '../train/recipe.ts';
 import { FtError } from '../util/errors.ts';
 
-/** Hashes of every record in the training part of a recipe's datasets (validation rows excluded). */
+/** Hashes of every record in the training part of a recipe's datasets (validation rows excluded); prepared ones when up to date. */
 export async function trainingHashes(recipe: Recipe, tok: DataTokenizer, baseDir = '.'): Promise<Set<string>> {
-  const ds = await loadDataset(recipe, tok, baseDir);
+  const ds = await prepareDataset(recipe, tok, baseDir, { dir: preparedPathOf(recipe), build: false });
   const hashes = new Set<string>();
-  for await (const r of ds.records('train')) hashes.add(r.hash);
+  for await (const h of ds.hashes('train')) hashes.add(h);
   return hashes;
 }
 

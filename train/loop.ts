@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { formatTrainableParams } from '../adapters/lora.ts';
 import { savePeftAdapter } from '../adapters/peft.ts';
-import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
+import { formatStats, newStats, type Dataset } from '../data/pipeline.ts';
+import { prepareDataset, preparedPathOf } from '../data/prepared.ts';
 import { meanLoss } from '../eval/loss.ts';
 import { disposeLlama, trainingLoss, type ForwardOptions } from '../model/llama.ts';
 import { readConfig } from '../model/config.ts';
@@ -12,7 +13,7 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { TrainBatch } from '../model/types.ts';
 import type { EvalResult } from '../eval/run.ts';
 import type { PushResult } from '../hub/push.ts';
-import { counter, progress } from '../util/progress.ts';
+import { progress } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import type { RngState } from '../util/rng.ts';
 import { checkpointDir, loadCheckpoint, removeCheckpoints, resumeCheckpoint, saveCheckpoint, type LogWindow, type TrainerState } from './checkpoint.ts';
@@ -99,20 +100,11 @@ interface TrainData {
   summary: string;
 }
 
-/** Opens the recipe's datasets and counts an epoch's micro-batches by one pass over the training split. */
+/** Opens the recipe's datasets, prepared once (data/prepared.ts), and counts an epoch's micro-batches from the index. */
 async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: string, log: (line: string) => void): Promise<TrainData> {
-  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)));
+  const ds = await prepareDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)), { dir: preparedPathOf(recipe), log });
   const stats = newStats();
-  let perEpoch = 0;
-  const count = counter('data', 'rows');
-  try {
-    for await (const _ of ds.batches({ part: 'train', stats })) {
-      perEpoch++;
-      count.update(stats.rows);
-    }
-  } finally {
-    count.stop();
-  }
+  const perEpoch = await ds.batchCount('train', stats);
   const summary = formatStats(stats, recipe.sequence_len);
   log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
   return { ds, perEpoch, summary };

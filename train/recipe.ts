@@ -245,6 +245,7 @@ function resolvePaths(r: Recipe, dir: string, file: string): Recipe {
     base_model,
     datasets: r.datasets.map((d) => ({ ...d, path: at(d.path) })),
     output_dir: at(r.output_dir),
+    dataset_prepared_path: r.dataset_prepared_path === undefined ? undefined : at(r.dataset_prepared_path),
     resume_from_checkpoint: r.resume_from_checkpoint === undefined ? undefined : at(r.resume_from_checkpoint),
     eval: r.eval && { ...r.eval, data: r.eval.data === undefined ? undefined : at(r.eval.data) },
   };
