@@ -63,8 +63,9 @@ if (mode === 'default') {
   console.log(JSON.stringify({ perEpoch, ...measure(t0, cpu0), resumeMs }));
 } else if (mode === 'generated') {
   const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05 });
+  const tok = seedTokenizer(); // trains a small BPE: not part of the data work
   const [t0, cpu0] = [performance.now(), process.cpuUsage()];
-  const ds = await open(how, recipe, seedTokenizer(), '.', dir);
+  const ds = await open(how, recipe, tok, '.', dir);
   const opened = measure(t0, cpu0);
   const perEpoch = await ds.batchCount('train', newStats());
   const batches = await drain(ds, { epoch: 1 });
