@@ -99,7 +99,7 @@ export interface BatchRequest {
   part?: Part;
   /** epoch number: shuffles differ per epoch, reproducibly */
   epoch?: number;
-  /** resume: skip this many batches of the epoch (re-streams and skips, so the order is exactly as before) */
+  /** resume: skip this many batches of the epoch, in exactly the order as before (streamed: re-streams and skips; prepared: seeks) */
   startBatch?: number;
   /** filled in as the pass runs */
   stats?: DataStats;

@@ -1,7 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrainBatch } from '../model/types.ts';
 import { loadDataset, newStats, type Dataset, type DataStats, type Part } from './pipeline.ts';
@@ -155,6 +156,7 @@ describe('order and resume', () => {
     const { ds: again, lines } = await prepared(r);
     expect(lines[0]).toMatch(/^ft: data: reusing /);
     expect((await all(again.batches({ epoch: 1, startBatch: 7 }))).map(plain)).toEqual(e1.slice(7));
+    await again.close();
   });
 });
 
@@ -183,6 +185,38 @@ describe('reuse and invalidation', () => {
     expect((await folders()).length).toBeGreaterThanOrEqual(4);
     // the eval asks without building: up to date -> prepared, otherwise it streams
     expect((await prepared({ ...r, sequence_len: 64 }, tok, { build: false })).lines[0]).toMatch(/^ft: data: streaming, no up-to-date prepared data in .* \(no prepared data yet\)$/);
+  });
+
+  it('never takes a build killed midway as prepared, and removes what it left', async () => {
+    // a real build in another process, SIGKILLed once its temp folder holds data
+    await fsp.writeFile(path.join(tmp, 'big.jsonl'), Array.from({ length: 30 }, () => rows.map((x) => JSON.stringify(x)).join('\n')).join('\n'));
+    const big = recipe({ datasets: [{ path: 'big.jsonl' }], val_set_size: 0.1 });
+    const script = path.join(tmp, 'build.mts');
+    const here = path.dirname(fileURLToPath(import.meta.url));
+    await fsp.writeFile(script, [
+      `import { prepareDataset } from ${JSON.stringify(path.join(here, 'prepared.ts'))};`,
+      `import { seedTokenizer } from ${JSON.stringify(path.join(here, 'testing.ts'))};`,
+      `await prepareDataset(${JSON.stringify(big)}, seedTokenizer(), ${JSON.stringify(tmp)}, { dir: ${JSON.stringify(store)} });`,
+    ].join('\n'));
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const exited = new Promise((r) => child.once('exit', r));
+    const temp = async () => (await fsp.readdir(store).catch(() => [] as string[])).find((f) => f.includes('.tmp-'));
+    let killedIn: string | undefined;
+    for (let i = 0; i < 3000 && !killedIn && child.exitCode === null; i++) {
+      const t = await temp();
+      if (t && (await fsp.stat(path.join(store, t, 'train.tokens')).catch(() => null))?.size) {
+        child.kill('SIGKILL');
+        killedIn = t;
+      } else await new Promise((r) => setTimeout(r, 10));
+    }
+    await exited;
+    expect(killedIn, `the build ended (exit code ${child.exitCode}) before it could be killed`).toBeDefined();
+    expect(await temp()).toBe(killedIn); // the killed build's folder is left over, under its temp name only
+    const { ds, lines } = await prepared(big);
+    expect(lines[0]).toMatch(/\(no prepared data yet\)$/);
+    expect(await temp()).toBeUndefined();
+    expect(await ds.batchCount('train')).toBeGreaterThan(0);
+    await ds.close();
   });
 
   it('never takes a half-written folder as prepared: truncated files are rebuilt, abandoned builds removed', async () => {
