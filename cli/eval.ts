@@ -9,6 +9,7 @@ import type { EvalResult } from '../eval/types.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
+import { preparedPathOf } from '../data/prepared.ts';
 import { resolveHubDatasets } from '../hub/dataset.ts';
 import { loadRecipe } from '../recipes/recipe.ts';
 import { FtError } from '../util/errors.ts';
@@ -60,7 +61,7 @@ export async function runEvalCommand(a: EvalArgs, log: (line: string) => void = 
     const recipe = loadRecipe(a.recipe);
     const tok = await loadTokenizer(a.model);
     const datasets = await resolveHubDatasets(recipe.datasets, { log }); // Hub datasets from the cache (or the Hub)
-    const hashes = await trainingHashes({ ...recipe, datasets }, tok, path.dirname(path.resolve(a.recipe)));
+    const hashes = await trainingHashes({ ...recipe, datasets }, tok, path.dirname(path.resolve(a.recipe)), preparedPathOf(recipe));
     overlap = { hashes, trainedOn: a.recipe, allow: a.allowOverlap };
   }
   const out = a.out ?? (a.adapter.length > 0 ? path.join(path.dirname(path.resolve(a.adapter[0])), 'eval') : 'eval');

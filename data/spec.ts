@@ -57,6 +57,8 @@ export const dataRecipeShape = {
   shuffle_buffer_size: z.number().int().min(0).default(10_000),
   /** threads that tokenize (a pass's first rows are tokenized in-process); default: one per core; 1 = none */
   dataset_processes: z.number().int().min(1).optional(),
+  /** folder of prepared (tokenized once) datasets, one subfolder per data key hash; default output_dir/last_run_prepared */
+  dataset_prepared_path: z.string().min(1).optional(),
 };
 export const DataRecipeSchema = z.object(dataRecipeShape);
 export type DataRecipe = z.output<typeof DataRecipeSchema>;

@@ -212,6 +212,7 @@ function resolvePaths(r: Recipe, dir: string, file: string): Recipe {
     // a Hub dataset id stays an id (a data file's extension marks a local path)
     datasets: r.datasets.map((d) => ({ ...d, path: /\.(arrow|json|jsonl|parquet)$/.test(d.path) ? at(d.path) : resolveModelRef(d.path, dir) })),
     output_dir: at(r.output_dir),
+    dataset_prepared_path: r.dataset_prepared_path === undefined ? undefined : at(r.dataset_prepared_path),
     resume_from_checkpoint: r.resume_from_checkpoint === undefined ? undefined : at(r.resume_from_checkpoint),
     eval: r.eval && { ...r.eval, data: r.eval.data === undefined ? undefined : at(r.eval.data) },
   };

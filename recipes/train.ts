@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { formatTrainableParams } from '../adapters/lora.ts';
 import { savePeftAdapter } from '../adapters/peft.ts';
-import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
+import { formatStats, newStats, type Dataset } from '../data/pipeline.ts';
+import { prepareDataset, preparedPathOf } from '../data/prepared.ts';
 import { meanLoss } from '../eval/loss.ts';
 import type { EvalResult } from '../eval/types.ts';
 import type { PushResult } from '../hub/push.ts';
@@ -20,7 +21,6 @@ import { FtError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import type { MetricsRecord } from '../util/metrics-log.ts';
 import { writeLossCurve } from '../util/plot.ts';
-import { counter } from '../util/progress.ts';
 import { finishRun, summaryLines, type RunFigures } from './finish.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { describeChanges, settingsChanges, trainingSettings } from './resume.ts';
@@ -169,20 +169,11 @@ interface TrainData {
   summary: string;
 }
 
-/** Opens the recipe's datasets and counts an epoch's micro-batches by one pass over the training split. */
+/** Opens the recipe's datasets, prepared once (data/prepared.ts), and counts an epoch's micro-batches from the index. */
 async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: string, log: (line: string) => void): Promise<TrainData> {
-  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)));
+  const ds = await prepareDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)), { dir: preparedPathOf(recipe), log });
   const stats = newStats();
-  let perEpoch = 0;
-  const count = counter('data', 'rows');
-  try {
-    for await (const _ of ds.batches({ part: 'train', stats })) {
-      perEpoch++;
-      count.update(stats.rows);
-    }
-  } finally {
-    count.stop();
-  }
+  const perEpoch = await ds.batchCount('train', stats);
   const summary = formatStats(stats, recipe.sequence_len);
   log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
   const source: BatchSource = { perEpoch, batches: (epoch, startBatch) => ds.batches({ part: 'train', epoch, startBatch }) };
