@@ -5,7 +5,7 @@ import { entryFor } from '../eval/items.ts';
 import { trainingHashes } from '../eval/overlap.ts';
 import { metricNames } from '../eval/report.ts';
 import { runEval } from '../eval/run.ts';
-import type { EvalResult } from '../eval/types.ts';
+import type { EvalResult, GenerationSettings } from '../eval/types.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
@@ -15,19 +15,14 @@ import { loadRecipe } from '../recipes/recipe.ts';
 import { FtError } from '../util/errors.ts';
 import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
 
-export interface EvalArgs extends GlobalArgs {
+/** The command's flags; the generation ones (--max-new-tokens ... --batch-size) as eval/types.ts names them. */
+export interface EvalArgs extends GlobalArgs, GenerationSettings {
   model: string;
   adapter: string[];
   data: string;
   dataType: string;
   out?: string;
   base: boolean;
-  maxNewTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  seed: number;
-  batchSize: number;
   maxSamples?: number;
   sequenceLen?: number;
   recipe?: string;
