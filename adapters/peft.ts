@@ -9,7 +9,7 @@ import { SafetensorsFile, type TensorData } from '../model/safetensors.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { hfModuleName, LINEAR_NAMES, type LinearName, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
+import { writeDirAtomic, writeFileAtomic, type DirWriteOptions } from '../util/fs.ts';
 import { attachLora, targetNames, validateLoraConfig, type Adapter, type LoraConfig } from './lora.ts';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -289,18 +289,24 @@ export function checkAgainstModel(files: PeftAdapterFiles, numLayers: number, sh
   }
 }
 
-/** Writes config + factors as a PEFT adapter folder, atomically (the folder appears complete or not at all). */
-export async function writePeftAdapter(dir: string, config: LoraConfig, baseModel: string | null, tensors: Map<string, TensorData>): Promise<void> {
+/** Where an adapter folder may be written: over anything (`overwrite`), else only over an ft adapter (see writeDirAtomic). */
+export type AdapterWriteOptions = Omit<DirWriteOptions, 'kind'>;
+
+/**
+ * Writes config + factors as a PEFT adapter folder, atomically (the folder appears complete or not at all);
+ * a folder ft did not write is not replaced unless `opts.overwrite`.
+ */
+export async function writePeftAdapter(dir: string, config: LoraConfig, baseModel: string | null, tensors: Map<string, TensorData>, opts: AdapterWriteOptions = {}): Promise<void> {
   await writeDirAtomic(dir, async (tmp) => {
     await writeFileAtomic(path.join(tmp, ADAPTER_CONFIG), JSON.stringify(peftConfigJson(config, baseModel), null, 2) + '\n');
     const entries = [...tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data }));
     await writeSafetensors(path.join(tmp, ADAPTER_WEIGHTS), entries, { format: 'pt' });
-  });
+  }, { ...opts, kind: 'adapter' });
 }
 
 /** Saves an attached adapter's current factors (float32) in PEFT's format. */
-export async function savePeftAdapter(dir: string, adapter: Adapter, baseModel: string | null): Promise<void> {
+export async function savePeftAdapter(dir: string, adapter: Adapter, baseModel: string | null, opts: AdapterWriteOptions = {}): Promise<void> {
   const tensors = new Map<string, TensorData>();
   for (const [key, v] of adapter.variables) tensors.set(key, { shape: [...v.shape], data: v.dataSync() as Float32Array });
-  await writePeftAdapter(dir, adapter.config, baseModel, tensors);
+  await writePeftAdapter(dir, adapter.config, baseModel, tensors, opts);
 }

@@ -1,6 +1,8 @@
 // Options and start-up shared by every command.
+import { statSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import { BACKENDS, initBackend, type BackendChoice, type BackendInfo } from '../engine/backend.ts';
+import { FtError } from '../util/errors.ts';
 import { setQuiet } from '../util/progress.ts';
 
 export interface GlobalArgs {
@@ -25,4 +27,11 @@ export async function startRun(args: GlobalArgs): Promise<BackendInfo> {
   const info = await initBackend(args.backend);
   if (!args.quiet) process.stderr.write(`ft: backend ${info.name} (${info.pkg})\n`);
   return info;
+}
+
+/** A model folder named by `flag` must exist and be a folder: said as such, before any of its files is looked for. */
+export function requireModelDir(dir: string, flag = '--model'): void {
+  const st = statSync(dir, { throwIfNoEntry: false });
+  if (!st) throw new FtError(`${flag} ${dir}: no such folder (expected a Hugging Face model folder)`);
+  if (!st.isDirectory()) throw new FtError(`${flag} ${dir}: is a file, expected a model folder`);
 }

@@ -6,7 +6,7 @@ import { formatStats } from '../data/pipeline.ts';
 import { DataRecipeSchema } from '../data/spec.ts';
 import { FtError } from '../util/errors.ts';
 import { setQuiet } from '../util/progress.ts';
-import type { GlobalArgs } from './common.ts';
+import { requireModelDir, type GlobalArgs } from './common.ts';
 
 interface ConvertArgs extends GlobalArgs {
   input: string;
@@ -105,6 +105,7 @@ const inspect: CommandModule<GlobalArgs, InspectArgs> = {
       const i = parsed.error.issues[0];
       throw new FtError(`--${String(i.path.at(-1)).replace(/_/g, '-')}: ${i.message}`);
     }
+    requireModelDir(argv.model);
     const tok = await loadTokenizer(argv.model);
     const report = await inspectDataset(parsed.data, tok, '.', argv.examples);
     process.stdout.write(formatInspection(report, argv['sequence-len']));

@@ -5,27 +5,24 @@ import { entryFor } from '../eval/items.ts';
 import { trainingHashes } from '../eval/overlap.ts';
 import { metricNames } from '../eval/report.ts';
 import { runEval } from '../eval/run.ts';
-import type { EvalResult } from '../eval/types.ts';
+import type { EvalResult, GenerationSettings } from '../eval/types.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
+import { preparedPathOf } from '../data/prepared.ts';
+import { resolveHubDatasets } from '../hub/dataset.ts';
 import { loadRecipe } from '../recipes/recipe.ts';
 import { FtError } from '../util/errors.ts';
-import { startRun, type GlobalArgs } from './common.ts';
+import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
 
-export interface EvalArgs extends GlobalArgs {
+/** The command's flags; the generation ones (--max-new-tokens ... --batch-size) as eval/types.ts names them. */
+export interface EvalArgs extends GlobalArgs, GenerationSettings {
   model: string;
   adapter: string[];
   data: string;
   dataType: string;
   out?: string;
   base: boolean;
-  maxNewTokens: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  seed: number;
-  batchSize: number;
   maxSamples?: number;
   sequenceLen?: number;
   recipe?: string;
@@ -53,11 +50,13 @@ function checkArgs(a: EvalArgs): void {
 /** Runs `ft eval` from parsed arguments; returns what it wrote. */
 export async function runEvalCommand(a: EvalArgs, log: (line: string) => void = () => {}): Promise<EvalResult> {
   checkArgs(a);
+  requireModelDir(a.model);
   let overlap;
   if (a.recipe) {
     const recipe = loadRecipe(a.recipe);
     const tok = await loadTokenizer(a.model);
-    const hashes = await trainingHashes(recipe, tok, path.dirname(path.resolve(a.recipe)));
+    const datasets = await resolveHubDatasets(recipe.datasets, { log }); // Hub datasets from the cache (or the Hub)
+    const hashes = await trainingHashes({ ...recipe, datasets }, tok, path.dirname(path.resolve(a.recipe)), preparedPathOf(recipe));
     overlap = { hashes, trainedOn: a.recipe, allow: a.allowOverlap };
   }
   const out = a.out ?? (a.adapter.length > 0 ? path.join(path.dirname(path.resolve(a.adapter[0])), 'eval') : 'eval');

@@ -9,7 +9,8 @@ import { INDEX_FILE, loadLlama } from '../model/load.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
 import { randn, SMALL, writeRandomModel } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
-import { resolveAdapterDir } from './export.ts';
+import { writeOutputMarker } from '../util/owned-dir.ts';
+import { exportFormats, resolveAdapterDir } from './export.ts';
 
 const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 
@@ -90,8 +91,71 @@ describe('ft export', () => {
       await fsp.mkdir(dir, { recursive: true });
       await fsp.writeFile(path.join(dir, 'trainer_state.json'), '{}');
       await fsp.writeFile(path.join(dir, ADAPTER_CONFIG), '{}');
+      await writeOutputMarker(dir, 'checkpoint');
     }
     expect(await resolveAdapterDir(run)).toBe(path.join(run, 'checkpoint-12'));
     expect(await resolveAdapterDir(foreign)).toBe(foreign);
+  });
+});
+
+/** Every file under `dir` with its bytes, to prove a refused export left it as it was. */
+async function contents(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const ent of await fsp.readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (ent.isFile()) out[path.relative(dir, path.join(ent.parentPath, ent.name))] = (await fsp.readFile(path.join(ent.parentPath, ent.name))).toString('base64');
+  }
+  return out;
+}
+
+const [peftExport, mergedExport] = exportFormats;
+const common = { backend: 'wasm', quiet: true, maxShardSize: '5GB', overwrite: false, _: [], $0: 'ft' };
+
+describe('ft export never replaces a folder it did not write, nor one it reads', () => {
+  let runs: string;
+  beforeAll(async () => {
+    // two training runs: the adapter of one is exported
+    runs = path.join(root, 'runs');
+    for (const r of ['a', 'b']) await fsp.cp(foreign, path.join(runs, r, 'adapter'), { recursive: true });
+    await fsp.writeFile(path.join(runs, 'b', 'metrics.jsonl'), '{"step":1,"epoch":0.1,"loss":2}\n');
+  });
+
+  it('merged --out runs (the folder holding --adapter runs/a/adapter) is refused and both runs stay', async () => {
+    const before = await contents(runs);
+    const adapter = path.join(runs, 'a', 'adapter');
+    await expect(mergedExport.handler({ ...common, model: base, adapter, out: runs } as never)).rejects.toThrow(`--out ${runs}: holds the --adapter folder ${adapter} being read, and would replace it; write somewhere else`);
+    // --overwrite forces a foreign folder, never a folder being read
+    await expect(mergedExport.handler({ ...common, model: base, adapter, out: runs, overwrite: true } as never)).rejects.toThrow(/holds the --adapter folder/);
+    expect(await contents(runs)).toEqual(before);
+  });
+
+  it('merged --out equal to --model is refused and the base weights stay', async () => {
+    const before = await contents(base);
+    await expect(mergedExport.handler({ ...common, model: base, adapter: foreign, out: base, overwrite: true } as never)).rejects.toThrow(`--out ${base}: is the --model folder ${base} being read; write somewhere else`);
+    expect(await contents(base)).toEqual(before);
+  });
+
+  it('merged --out over a model folder ft did not write is refused before any weight is read, and --overwrite replaces it', async () => {
+    const theirs = path.join(root, 'their-model');
+    await writeRandomModel(theirs);
+    const before = await contents(theirs);
+    await expect(mergedExport.handler({ ...common, model: base, adapter: foreign, out: theirs } as never)).rejects.toThrow(
+      `${theirs}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`,
+    );
+    expect(await contents(theirs)).toEqual(before);
+    await mergedExport.handler({ ...common, model: base, adapter: foreign, out: theirs, overwrite: true } as never);
+    expect(Object.keys(await contents(theirs))).toContain('.ft-output');
+    // ft's own merged model is replaced without --overwrite
+    await mergedExport.handler({ ...common, model: base, adapter: foreign, out: theirs } as never);
+  });
+
+  it('peft --out over a folder ft did not write is refused; --out inside --checkpoint too', async () => {
+    const notes = path.join(root, 'notes');
+    await fsp.mkdir(notes);
+    await fsp.writeFile(path.join(notes, 'todo.md'), 'keep');
+    await expect(peftExport.handler({ ...common, checkpoint: foreign, out: notes } as never)).rejects.toThrow(`${notes}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`);
+    expect(await fsp.readFile(path.join(notes, 'todo.md'), 'utf8')).toBe('keep');
+    await expect(peftExport.handler({ ...common, checkpoint: foreign, out: path.join(foreign, 'clean') } as never)).rejects.toThrow(/is inside the --checkpoint folder/);
+    await peftExport.handler({ ...common, checkpoint: foreign, out: notes, overwrite: true } as never);
+    expect((await fsp.readdir(notes)).sort()).toEqual(['.ft-output', ADAPTER_CONFIG, ADAPTER_WEIGHTS]);
   });
 });

@@ -7,7 +7,7 @@ import { loadLlama } from '../model/load.ts';
 import { DecodeStream, loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import { startRun, type GlobalArgs } from './common.ts';
+import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
 
 export interface GenerateArgs extends GlobalArgs {
   model: string;
@@ -23,6 +23,7 @@ export interface GenerateArgs extends GlobalArgs {
 
 /** What generation runs on. Options that change the model (an adapter, quantization) hook in here. */
 export async function loadGenerator(args: GenerateArgs): Promise<{ weights: LlamaWeights; tokenizer: Tokenizer }> {
+  requireModelDir(args.model);
   const tokenizer = await loadTokenizer(args.model);
   const weights = await loadLlama(args.model);
   if (args.adapter) {

@@ -7,7 +7,7 @@ import { parseConfig, readConfig } from '../model/config.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { estimateMemory, humanBytes, WASM_HEAP_LIMIT, type MemoryOptions } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
-import type { GlobalArgs } from './common.ts';
+import { requireModelDir, type GlobalArgs } from './common.ts';
 
 export interface MemoryArgs extends GlobalArgs {
   model?: string;
@@ -40,6 +40,7 @@ async function readConfigFile(file: string) {
 /** The table `ft memory` prints. */
 export async function memoryTable(a: MemoryArgs): Promise<string> {
   if (!a.model === !a.config) throw new FtError('ft memory: give exactly one of --model DIR or --config config.json');
+  if (a.model) requireModelDir(a.model);
   const config = a.model ? await readConfig(a.model) : await readConfigFile(a.config!);
   const unknown = a.targetModules.filter((m) => !(LINEAR_NAMES as readonly string[]).includes(m));
   if (unknown.length) throw new FtError(`--target-modules: unknown module ${unknown.join(', ')}: expected some of ${LINEAR_NAMES.join(', ')}`);

@@ -30,6 +30,7 @@ export const pushCommand: CommandModule<GlobalArgs, PushArgs> = {
       private: args.private || undefined,
       revision: args.revision,
       commitMessage: args['commit-message'],
+      log: (line) => args.quiet || process.stderr.write(line + '\n'),
     });
     const mb = (res.bytes / 1e6).toFixed(1);
     process.stdout.write(`${res.created ? 'created' : 'updated'} ${res.url} (${res.revision}): ${res.files.length} files, ${mb} MB, commit ${res.commitOid}\n`);

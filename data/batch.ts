@@ -14,25 +14,41 @@ export interface BatchOptions {
 /** Open rows that packing fills first-fit before emitting the oldest: better fill than one row at a time, still streaming. */
 const OPEN_ROWS = 8;
 
-/** Rows of examples: one each, or packed first-fit into rows of at most sequenceLen tokens. */
-export async function* packRows(examples: AsyncIterable<Example>, opts: BatchOptions): AsyncGenerator<Example[]> {
+/**
+ * Rows of items (examples, or a prepared dataset's example indices: packing needs only lengths): one each, or
+ * packed first-fit into rows of at most sequenceLen tokens.
+ */
+export async function* packRows<T>(items: AsyncIterable<T>, lengthOf: (item: T) => number, opts: BatchOptions): AsyncGenerator<T[]> {
   if (!opts.samplePacking) {
-    for await (const ex of examples) yield [ex];
+    for await (const item of items) yield [item];
     return;
   }
-  const open: { items: Example[]; len: number }[] = [];
-  for await (const ex of examples) {
-    const n = ex.ids.length;
+  const open: { items: T[]; len: number }[] = [];
+  for await (const item of items) {
+    const n = lengthOf(item);
     let row = open.find((r) => r.len + n <= opts.sequenceLen);
     if (!row) {
       if (open.length === OPEN_ROWS) yield open.shift()!.items;
       row = { items: [], len: 0 };
       open.push(row);
     }
-    row.items.push(ex);
+    row.items.push(item);
     row.len += n;
   }
   for (const r of open) yield r.items;
+}
+
+/** The rows of each micro-batch: `microBatchSize` rows, the last group may hold fewer. */
+export async function* microBatchRows<T>(items: AsyncIterable<T>, lengthOf: (item: T) => number, opts: BatchOptions): AsyncGenerator<T[][]> {
+  let rows: T[][] = [];
+  for await (const row of packRows(items, lengthOf, opts)) {
+    rows.push(row);
+    if (rows.length === opts.microBatchSize) {
+      yield rows;
+      rows = [];
+    }
+  }
+  if (rows.length) yield rows;
 }
 
 /**
@@ -62,13 +78,5 @@ export function collate(rows: Example[][], padId: number): TrainBatch {
 
 /** Micro-batches of `microBatchSize` rows; the last one may hold fewer rows. */
 export async function* toBatches(examples: AsyncIterable<Example>, opts: BatchOptions): AsyncGenerator<TrainBatch> {
-  let rows: Example[][] = [];
-  for await (const row of packRows(examples, opts)) {
-    rows.push(row);
-    if (rows.length === opts.microBatchSize) {
-      yield collate(rows, opts.padId);
-      rows = [];
-    }
-  }
-  if (rows.length) yield collate(rows, opts.padId);
+  for await (const rows of microBatchRows(examples, (e) => e.ids.length, opts)) yield collate(rows, opts.padId);
 }

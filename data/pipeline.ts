@@ -3,12 +3,13 @@ import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { TrainBatch } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
+import { counter } from '../util/progress.ts';
 import { Rng } from '../util/rng.ts';
-import { toBatches } from './batch.ts';
+import { toBatches, type BatchOptions } from './batch.ts';
 import { formatSpec, recordFormat, type ExampleOptions, type FormatSpec, type RecordFormat } from './example.ts';
 import { BadRowError, recordMapper } from './records.ts';
 import { shuffleBuffer, shuffled, epochSeed } from './shuffle.ts';
-import { resolveDataFiles, readFileRows } from './source.ts';
+import { entryFiles, readFileRows } from './source.ts';
 import type { DataRecipe, DatasetEntry } from './spec.ts';
 import { countSplit, fractionSplit, NO_SPLIT, rowHash, type Split } from './split.ts';
 import { buildChunk, chunkResults, TokenizePool, type ChunkResult } from './tokenize-pool.ts';
@@ -50,6 +51,32 @@ export function formatStats(s: DataStats, sequenceLen: number): string {
 const MAX_NOTES = 5;
 const note = (s: DataStats, text: string) => s.notes.length < MAX_NOTES && s.notes.push(text);
 
+/** Counts a record's BuildResult into a pass's stats (a skip with its note); the example when it made one. */
+export function countResult(stats: DataStats, res: BuildResult): Example | null {
+  if (!res.ok) {
+    stats.skipped[res.reason as Exclude<SkipReason, 'bad_row'>]++;
+    note(stats, res.detail);
+    return null;
+  }
+  stats.examples++;
+  if (res.truncated) stats.truncated++;
+  const { labels } = res.example;
+  stats.tokens += labels.length;
+  for (let i = 0; i < labels.length; i++) if (labels[i] >= 0) stats.trainableTokens++;
+  return res.example;
+}
+
+/** How a recipe's examples become micro-batches. */
+export function batchOptions(recipe: DataRecipe, tok: Pick<DataTokenizer, 'padId'>): BatchOptions {
+  return { microBatchSize: recipe.micro_batch_size, sequenceLen: recipe.sequence_len, samplePacking: recipe.sample_packing, padId: tok.padId };
+}
+
+/** The error of a pass that yielded no example at all, with what happened to the rows. */
+export function noExamplesError(recipe: DataRecipe, part: Part, stats: DataStats): FtError {
+  const what = recipe.datasets.map((d) => d.path).join(', ');
+  return new FtError(`dataset ${what}: no ${part} examples (${formatStats(stats, recipe.sequence_len)})${stats.notes.length ? `; e.g. ${stats.notes[0]}` : ''}`);
+}
+
 interface Source {
   index: number;
   entry: DatasetEntry;
@@ -72,7 +99,7 @@ export interface BatchRequest {
   part?: Part;
   /** epoch number: shuffles differ per epoch, reproducibly */
   epoch?: number;
-  /** resume: skip this many batches of the epoch (re-streams and skips, so the order is exactly as before) */
+  /** resume: skip this many batches of the epoch, in exactly the order as before (streamed: re-streams and skips; prepared: seeks) */
   startBatch?: number;
   /** filled in as the pass runs */
   stats?: DataStats;
@@ -89,8 +116,25 @@ export interface Dataset {
   examples(part: Part, epoch?: number, stats?: DataStats): AsyncGenerator<Example & { where: string }>;
   /** TrainBatch micro-batches; throws FtError when a part yields no example at all */
   batches(req?: BatchRequest): AsyncGenerator<TrainBatch>;
+  /** micro-batches in epoch 0 of a part (packing depends on the order), its stats filled in; throws as batches() does */
+  batchCount(part: Part, stats?: DataStats): Promise<number>;
+  /** rowHash of every record of a part (those that made no example too), for the eval's overlap check */
+  hashes(part: Part): AsyncGenerator<string>;
   /** ends the tokenizer threads, if a pass started them (idle ones never keep the process alive) */
   close(): Promise<void>;
+}
+
+/** A record of either part with its BuildResult, in file order: what data/prepared.ts stores. */
+export interface BuiltRecord {
+  record: DatasetRecord;
+  part: Part;
+  result: BuildResult;
+}
+
+/** The streaming dataset, which also yields every record of both parts in one pass (to prepare them once). */
+export interface StreamingDataset extends Dataset {
+  /** both parts in file order, tokenized; rows and bad rows are counted into each of `stats`, worker rows into `workers` */
+  builtRecords(stats: DataStats[], workers?: DataStats): AsyncGenerator<BuiltRecord>;
 }
 
 export interface LoadOptions {
@@ -99,15 +143,15 @@ export interface LoadOptions {
 }
 
 /** Resolves every dataset path, checks the formats and prepares the validation split (count splits read the hashes once). */
-export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.', opts: LoadOptions = {}): Promise<Dataset> {
+export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.', opts: LoadOptions = {}): Promise<StreamingDataset> {
   const sources: Source[] = [];
   for (const entry of recipe.datasets) {
     const spec = formatSpec(entry, tok);
-    sources.push({ index: sources.length, entry, files: await resolveDataFiles(entry.path, baseDir), spec, format: recordFormat(spec, tok) });
+    sources.push({ index: sources.length, entry, files: await entryFiles(entry, baseDir), spec, format: recordFormat(spec, tok) });
   }
 
-  /** Records of the given (source, file) units in that order, mapped and checked. */
-  async function* read(units: { src: Source; file: string }[], stats?: DataStats): AsyncGenerator<DatasetRecord> {
+  /** Records of the given (source, file) units in that order, mapped and checked; rows counted into each of `stats`. */
+  async function* read(units: { src: Source; file: string }[], stats: DataStats[] = []): AsyncGenerator<DatasetRecord> {
     for (const { src, file } of units) {
       const mapper = recordMapper(src.entry);
       const rel = path.relative(baseDir, file);
@@ -115,15 +159,15 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
       for await (const batch of readFileRows(file, mapper.columns, recipe.on_bad_row === 'skip' ? 'mark' : 'error')) {
         for (let i = 0; i < batch.rows.length; i++) {
           const where = `${shown} row ${batch.offset + i}`;
-          if (stats) stats.rows++;
+          for (const s of stats) s.rows++;
           let records;
           try {
             records = mapper.toRecords(batch.rows[i], where);
           } catch (e) {
             if (!(e instanceof BadRowError) || recipe.on_bad_row === 'error') throw e;
-            if (stats) {
-              stats.badRows++;
-              note(stats, e.message);
+            for (const s of stats) {
+              s.badRows++;
+              note(s, e.message);
             }
             continue;
           }
@@ -190,7 +234,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
     while (queue.length) yield* receive();
   }
 
-  const ds: Dataset = {
+  const ds: StreamingDataset = {
     recipe,
     files: allUnits.map((u) => u.file),
     split,
@@ -199,7 +243,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
       const rng = new Rng(epochSeed(recipe.seed, epoch));
       const units = part === 'train' ? shuffled(allUnits, rng) : allUnits;
       const kept = (async function* () {
-        for await (const r of read(units, stats)) {
+        for await (const r of read(units, stats && [stats])) {
           if (split.isValidation(r.hash) === wantVal) yield r;
           else if (stats) stats.otherPart++;
         }
@@ -208,28 +252,36 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
     },
     async *examples(part, epoch = 0, stats = newStats()) {
       for await (const [r, res] of built(ds.records(part, epoch, stats), stats)) {
-        if (!res.ok) {
-          stats.skipped[res.reason as Exclude<SkipReason, 'bad_row'>]++;
-          note(stats, res.detail);
-          continue;
-        }
-        stats.examples++;
-        if (res.truncated) stats.truncated++;
-        const { ids, labels } = res.example;
-        stats.tokens += ids.length;
-        for (let i = 0; i < labels.length; i++) if (labels[i] >= 0) stats.trainableTokens++;
-        yield { ids, labels, where: r.where };
+        const example = countResult(stats, res);
+        if (example) yield { ...example, where: r.where };
       }
     },
     async *batches({ part = 'train', epoch = 0, startBatch = 0, stats = newStats() } = {}) {
-      const opts = { microBatchSize: recipe.micro_batch_size, sequenceLen: recipe.sequence_len, samplePacking: recipe.sample_packing, padId: tok.padId };
       let i = 0;
-      for await (const b of toBatches(ds.examples(part, epoch, stats), opts)) {
+      for await (const b of toBatches(ds.examples(part, epoch, stats), batchOptions(recipe, tok))) {
         if (i++ >= startBatch) yield b;
       }
-      if (stats.examples === 0) {
-        const what = recipe.datasets.map((d) => d.path).join(', ');
-        throw new FtError(`dataset ${what}: no ${part} examples (${formatStats(stats, recipe.sequence_len)})${stats.notes.length ? `; e.g. ${stats.notes[0]}` : ''}`);
+      if (stats.examples === 0) throw noExamplesError(recipe, part, stats);
+    },
+    async batchCount(part, stats = newStats()) {
+      let n = 0;
+      const count = counter('data', 'rows');
+      try {
+        for await (const _ of ds.batches({ part, stats })) {
+          n++;
+          count.update(stats.rows);
+        }
+      } finally {
+        count.stop();
+      }
+      return n;
+    },
+    async *hashes(part) {
+      for await (const r of ds.records(part)) yield r.hash;
+    },
+    async *builtRecords(stats, workers = newStats()) {
+      for await (const [record, result] of built(read(allUnits, stats), workers)) {
+        yield { record, part: split.isValidation(record.hash) ? 'validation' : 'train', result };
       }
     },
     async close() {

@@ -43,3 +43,16 @@ export function shuffled<T>(items: readonly T[], rng: Rng): T[] {
   }
   return a;
 }
+
+/** A seeded permutation of 0..n-1 (Fisher-Yates), 4 bytes per item: a prepared dataset's order of an epoch. */
+export function permutation(n: number, rng: Rng): Uint32Array {
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    const t = p[i];
+    p[i] = p[j];
+    p[j] = t;
+  }
+  return p;
+}

@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { FtError } from '../util/errors.ts';
 import { isBareFileName } from '../util/fs.ts';
+import { isGlob, segmentRegex } from '../util/glob.ts';
 import { arrowColumns, countArrowRows, readArrowRows } from './arrow.ts';
 import { readJsonRows } from './json.ts';
 import { parquetInfo, readParquetRows } from './parquet.ts';
@@ -11,25 +12,6 @@ import type { UnreadableRows } from './unreadable-row.ts';
 
 export type FileFormat = 'arrow' | 'json' | 'parquet';
 export const DATA_EXTENSIONS = ['.arrow', '.json', '.jsonl', '.parquet'];
-
-const isGlob = (s: string) => /[*?[]/.test(s);
-
-/** A glob segment (`*`, `?`, `[abc]`) as a regex; hand-written since Node 20's path.matchesGlob is experimental. */
-function segmentRegex(seg: string): RegExp {
-  let re = '';
-  for (let i = 0; i < seg.length; i++) {
-    const c = seg[i];
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const end = seg.indexOf(']', i + 1);
-      if (end < 0) throw new FtError(`glob '${seg}': unclosed '['`);
-      re += `[${seg.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
-      i = end;
-    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
-}
 
 async function listDir(dir: string): Promise<import('node:fs').Dirent[]> {
   try {
@@ -103,6 +85,14 @@ export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<str
   const files = (await fsp.readdir(full)).filter((f) => DATA_EXTENSIONS.includes(path.extname(f))).sort();
   if (files.length === 0) throw new FtError(`dataset folder '${spec}' holds no .arrow/.json/.jsonl/.parquet files`);
   return files.map((f) => path.join(full, f));
+}
+
+/** The files of a datasets entry: its `data_files` (globs relative to its `path` folder) when set, else its `path`. */
+export async function entryFiles(entry: { path: string; data_files?: string | string[] }, baseDir = '.'): Promise<string[]> {
+  if (entry.data_files === undefined) return resolveDataFiles(entry.path, baseDir);
+  const dir = path.resolve(baseDir, entry.path);
+  const lists = await Promise.all([entry.data_files].flat().map((f) => resolveDataFiles(f, dir)));
+  return [...new Set(lists.flat())];
 }
 
 /** Format of a data file by its first bytes (Arrow: 'ARROW1' or the 0xFFFFFFFF stream marker; Parquet: 'PAR1'), else JSON. */

@@ -5,8 +5,16 @@ import { TEMPLATE_NAMES } from './templates.ts';
 /** One entry of a recipe's `datasets:` list. */
 export const DatasetEntrySchema = z
   .object({
-    /** a file, a glob of shards (`data/train-*.arrow`), or a `datasets` save_to_disk folder; relative to the recipe */
+    /** a file, a glob of shards (`data/train-*.arrow`), or a `datasets` save_to_disk folder; relative to the recipe; or a Hub dataset id (`tatsu-lab/alpaca`) */
     path: z.string().min(1),
+    /** Hub datasets: a config (README `configs:` name, or a folder of the Parquet conversion) */
+    name: z.string().min(1).optional(),
+    /** Hub datasets: the split to read (default train) */
+    split: z.string().min(1).optional(),
+    /** files to read, globs relative to `path` (a folder or a Hub dataset); wins over name and split */
+    data_files: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)], { error: 'expected a glob or a list of globs' }).optional(),
+    /** Hub datasets: a branch, tag or commit (default main) */
+    revision: z.string().min(1).optional(),
     /** a named prompt template (alpaca, chatml), `custom` (format / no_input_format below), or `chat` (the tokenizer's chat template) */
     type: z.string().refine((t) => [...TEMPLATE_NAMES, 'custom', 'chat'].includes(t), {
       message: `expected one of ${[...TEMPLATE_NAMES, 'custom', 'chat'].join(', ')}`,
@@ -49,6 +57,8 @@ export const dataRecipeShape = {
   shuffle_buffer_size: z.number().int().min(0).default(10_000),
   /** threads that tokenize (a pass's first rows are tokenized in-process); default: one per core; 1 = none */
   dataset_processes: z.number().int().min(1).optional(),
+  /** folder of prepared (tokenized once) datasets, one subfolder per data key hash; default output_dir/last_run_prepared */
+  dataset_prepared_path: z.string().min(1).optional(),
 };
 export const DataRecipeSchema = z.object(dataRecipeShape);
 export type DataRecipe = z.output<typeof DataRecipeSchema>;

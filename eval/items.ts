@@ -3,7 +3,7 @@
 import * as path from 'node:path';
 import { buildExample, formatSpec, recordFormat, recordPieces, type RecordFormat } from '../data/example.ts';
 import { recordMapper } from '../data/records.ts';
-import { readFileRows, resolveDataFiles } from '../data/source.ts';
+import { entryFiles, readFileRows } from '../data/source.ts';
 import { DatasetEntrySchema, type DatasetEntry } from '../data/spec.ts';
 import { rowHash } from '../data/split.ts';
 import { stallMessage, timeLimitFor } from '../data/time-limit.ts';
@@ -115,7 +115,7 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
   let tooLong = 0;
   for (const entry of source.entries) {
     if (items.length >= limit) break;
-    const files = await resolveDataFiles(entry.path, baseDir);
+    const files = await entryFiles(entry, baseDir);
     const format = recordFormat(formatSpec(entry, tok), tok);
     const mapper = recordMapper(entry);
     let rows = 0;

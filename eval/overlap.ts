@@ -1,14 +1,17 @@
 // Held-out discipline: eval rows must not be training rows. Rows are compared by content hash (data/split.ts rowHash).
-import { loadDataset } from '../data/pipeline.ts';
+import { prepareDataset } from '../data/prepared.ts';
 import type { DataTokenizer } from '../data/types.ts';
 import type { DataRecipe } from '../data/spec.ts';
 import { FtError } from '../util/errors.ts';
 
-/** Hashes of every record in the training part of a recipe's datasets (validation rows excluded). */
-export async function trainingHashes(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.'): Promise<Set<string>> {
-  const ds = await loadDataset(recipe, tok, baseDir);
+/**
+ * Hashes of every record in the training part of a recipe's datasets (validation rows excluded); from the prepared
+ * data in `preparedDir` when it is up to date, else streamed.
+ */
+export async function trainingHashes(recipe: DataRecipe, tok: DataTokenizer, baseDir: string, preparedDir: string): Promise<Set<string>> {
+  const ds = await prepareDataset(recipe, tok, baseDir, { dir: preparedDir, build: false });
   const hashes = new Set<string>();
-  for await (const r of ds.records('train')) hashes.add(r.hash);
+  for await (const h of ds.hashes('train')) hashes.add(h);
   return hashes;
 }
 

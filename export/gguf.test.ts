@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeFloats, encodeFloats, writeSafetensors, type SafetensorsEntry } from '../model/safetensors.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
-import { exportLoraGguf, GGUF_PROJ_NAME, permuteRope } from './gguf.ts';
+import { GGUF_PROJ_NAME, permuteRope } from './gguf-arch.ts';
+import { exportLoraGguf } from './gguf.ts';
 
 // From llama.cpp's LlamaModel.permute run in torch (test/fixtures/gguf/make_permute_golden.py).
 const golden = JSON.parse(await fsp.readFile(new URL('../test/fixtures/gguf/permute_golden.json', import.meta.url), 'utf8')) as {
@@ -104,6 +105,8 @@ describe('exportLoraGguf', () => {
     expect(parsed.typedMetadata['adapter.lora.alpha'].type).toBe(6); // GGUFValueType.FLOAT32
     expect(md['general.name']).toBe('adapter');
     expect(md['general.file_type']).toBe(0);
+    // base_model_name_or_path is a folder on this machine: nothing of it goes into a file meant to be shared
+    expect(Object.keys(md).filter((k) => k.startsWith('general.base_model'))).toEqual([]);
     expect(res.tensors).toBe(LAYERS * 7 * 2);
     expect(parsed.tensorInfos).toHaveLength(LAYERS * 7 * 2);
     for (let l = 0; l < LAYERS; l++) {

@@ -92,7 +92,7 @@ describe('ft export merged', () => {
     expect(maxAbsDiff(logits(merged), expected)).toBeLessThan(1e-4);
 
     const files = (await fsp.readdir(out)).sort();
-    expect(files).toEqual(['config.json', 'generation_config.json', INDEX_FILE, ...plan.shards.map((s) => s.file), 'tokenizer.json'].sort());
+    expect(files).toEqual(['.ft-output', 'config.json', 'generation_config.json', INDEX_FILE, ...plan.shards.map((s) => s.file), 'tokenizer.json'].sort());
     expect(await fsp.readFile(path.join(out, 'tokenizer.json'), 'utf8')).toBe('{"model": {"type": "BPE"}}');
     const config = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8'));
     expect(config.torch_dtype).toBe('float32');

@@ -9,9 +9,10 @@ import { checkAgainstModel, readPeftAdapter, type PeftAdapterFiles } from '../ad
 import type { LinearFactory } from '../model/linear.ts';
 import { expectedTensors, INDEX_FILE, openModelDir, SINGLE_FILE, type ModelDir } from '../model/load.ts';
 import { DTYPE_BYTES, numel, writeSafetensors, type FloatDtype } from '../model/safetensors.ts';
-import { LINEAR_NAMES, hfModuleName, type LlamaWeights } from '../model/types.ts';
+import { LINEAR_NAMES, hfModuleName, type LlamaConfig, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
+import { assertOutsideInputs, assertReplaceable } from '../util/owned-dir.ts';
 import { progress } from '../util/progress.ts';
 
 /** config.json `torch_dtype` -> safetensors dtype. */
@@ -136,10 +137,10 @@ const isLinearWeight = (name: string) => name.endsWith('_proj.weight');
 /**
  * The merged model streamed from a model folder, one tensor in memory at a time: each linear weight optionally
  * goes through `linear` and back to float (so a quantized factory yields exactly the dequantized weight a
- * quantized load trains against), then targeted projections get + scale·B·A from `adapter`.
+ * quantized load trains against), then targeted projections get + scale·B·A from `adapter` (none: the base as it is).
  */
-export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles, linear?: LinearFactory): ExportTensor[] {
-  const scale = loraScale(adapter.config);
+export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles | null, linear?: LinearFactory): ExportTensor[] {
+  const scale = adapter ? loraScale(adapter.config) : 0;
   return expectedTensors(model.config).map(({ name, shape }) => ({
     name,
     shape,
@@ -153,8 +154,8 @@ export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles,
         l.dispose();
       }
       const prefix = `base_model.model.${name.slice(0, -'.weight'.length)}`;
-      const a = adapter.tensors.get(`${prefix}.lora_A.weight`);
-      const b = adapter.tensors.get(`${prefix}.lora_B.weight`);
+      const a = adapter?.tensors.get(`${prefix}.lora_A.weight`);
+      const b = adapter?.tensors.get(`${prefix}.lora_B.weight`);
       if (!a || !b) return w;
       const [A, B] = [tf.tensor2d(a.data, a.shape as [number, number]), tf.tensor2d(b.data, b.shape as [number, number])];
       try {
@@ -172,6 +173,8 @@ export interface SaveOptions {
   maxShardSize: number;
   /** A model folder whose tokenizer and generation files are copied. */
   copyFrom?: string;
+  /** Replace `out` even when it is not a model folder ft wrote. */
+  overwrite?: boolean;
 }
 
 /**
@@ -211,12 +214,18 @@ export async function saveHfModel(out: string, tensors: ExportTensor[], rawConfi
       const index = { metadata: { total_size: plan.totalSize }, weight_map: sortKeys(plan.weightMap) };
       await writeFileAtomic(path.join(tmp, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
     }
-  });
+  }, { kind: 'model', overwrite: opts.overwrite });
   return plan;
 }
 
 function sortKeys<T>(o: Record<string, T>): Record<string, T> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** An adapter's factors against a base config: block indices and A/B shapes of every projection (errors name the tensor). */
+export function checkAdapterFits(adapter: PeftAdapterFiles, config: LlamaConfig): void {
+  const shapes = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
+  checkAgainstModel(adapter, config.numHiddenLayers, (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number]);
 }
 
 export interface MergeOptions extends Omit<SaveOptions, 'dtype'> {
@@ -254,15 +263,18 @@ export function declaredDtype(raw: Record<string, unknown>): ExportDtype | null 
  */
 export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dtype: ExportDtype }> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(m + '\n'));
+  const inputs = [{ flag: '--model', path: opts.model }, { flag: '--adapter', path: opts.adapter }];
+  assertOutsideInputs({ flag: '--out', path: opts.out }, opts.copyFrom ? [...inputs, { flag: 'tokenizer', path: opts.copyFrom }] : inputs);
+  // before any weight is read: `out` is replaced whole
+  if (!opts.overwrite) await assertReplaceable(opts.out, 'model', 'pass --overwrite to replace it');
   const adapter = await readPeftAdapter(opts.adapter);
   const model = await openModelDir(opts.model);
   try {
-    const shapes = new Map(expectedTensors(model.config).map((t) => [t.name, t.shape]));
-    checkAgainstModel(adapter, model.config.numHiddenLayers, (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number]);
+    checkAdapterFits(adapter, model.config);
     const dtype = opts.dtype ?? declaredDtype(model.config.raw) ?? 'float32';
     if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, dtype));
     const tensors = mergedTensorsFromDir(model, adapter, opts.linear);
-    const plan = await saveHfModel(opts.out, tensors, model.config.raw, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model });
+    const plan = await saveHfModel(opts.out, tensors, model.config.raw, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model, overwrite: opts.overwrite });
     return { ...plan, dtype };
   } finally {
     await model.close();

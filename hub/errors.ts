@@ -1,7 +1,10 @@
 // Turns what @huggingface/hub throws (HubApiError with a status, fetch's TypeError with a socket cause,
-// its own TypeErrors on bad input) into one-line FtErrors that say what to do.
+// its own TypeErrors on bad input) and what hub/http.ts throws (timeouts, retries run out, an answer that is not
+// JSON) into one-line FtErrors that say what to do, with the token redacted from everything.
 import { HubApiError } from '@huggingface/hub';
 import { FtError } from '../util/errors.ts';
+import { HttpTimeoutError, NotJsonError, RetriesExhaustedError } from './http.ts';
+import { redact } from './redact.ts';
 
 export interface HubErrorContext {
   endpoint: string;
@@ -11,18 +14,24 @@ export interface HubErrorContext {
   tokenSource: string;
   /** Who the token belongs to, once known. */
   user?: string;
+  /** The token itself, redacted from every message. */
+  token?: string;
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+/** Longest server message quoted in an error (an HTML error page would flood the terminal). */
+const MAX_QUOTE = 200;
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /** The server's own message without the client's ". URL: ..." trailer, on one line. */
 function serverMessage(e: HubApiError): string {
   const fromBody = typeof e.data?.error === 'string' ? e.data.error : typeof e.data?.message === 'string' ? e.data.message : undefined;
-  return (fromBody ?? e.message.replace(/\. URL: .*$/s, '')).replace(/\s+/g, ' ').trim();
+  const msg = (fromBody ?? e.message.replace(/\. URL: .*$/s, '')).replace(/\s+/g, ' ').trim();
+  return msg.length > MAX_QUOTE ? `${msg.slice(0, MAX_QUOTE)}...` : msg;
 }
 
-/** The socket error code behind a failed fetch, if any (undici nests it in `cause`, sometimes twice). */
-function networkCode(e: unknown): string | undefined {
+/** The socket error code behind a failed fetch or body read, if any (undici nests it in `cause`, sometimes twice). */
+export function networkCode(e: unknown): string | undefined {
   for (let c: unknown = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
     const code = (c as { code?: unknown }).code;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
@@ -30,12 +39,33 @@ function networkCode(e: unknown): string | undefined {
   return undefined;
 }
 
+/** One line for any failure of a Hub request, the token redacted; an unexpected error keeps its stack, redacted too. */
 export function toFtError(e: unknown, ctx: HubErrorContext): Error {
+  const err = describe(e, ctx);
+  const secrets = ctx.token ? [ctx.token] : [];
+  if (err instanceof FtError) return new FtError(redact(err.message, secrets));
+  const clean = new Error(redact(err.message, secrets));
+  clean.stack = redact(err.stack ?? clean.message, secrets);
+  return clean;
+}
+
+function describe(e: unknown, ctx: HubErrorContext): Error {
   if (e instanceof FtError) return e;
-  const code = networkCode(e);
+  const attempts = e instanceof RetriesExhaustedError ? ` (${e.attempts} attempts)` : '';
+  const last = e instanceof RetriesExhaustedError ? e.cause : e;
+  if (last instanceof HttpTimeoutError) {
+    return new FtError(`the Hub at ${ctx.endpoint} did not answer ${new URL(last.url).pathname} within ${last.ms / 1000} s${attempts}; check the network or HF_ENDPOINT`);
+  }
+  if (last instanceof NotJsonError) {
+    return new FtError(`the Hub at ${ctx.endpoint} answered ${new URL(last.url).pathname} with ${last.status} ${last.contentType || 'no content type'}, not JSON; is HF_ENDPOINT a Hugging Face Hub (a proxy or login page in the way)?`);
+  }
+  if (last instanceof SyntaxError) {
+    return new FtError(`the Hub at ${ctx.endpoint} answered with invalid JSON (${last.message.slice(0, MAX_QUOTE)}); is HF_ENDPOINT a Hugging Face Hub?`);
+  }
+  const code = networkCode(last);
   if (code) {
     const what = code === 'ECONNREFUSED' ? 'connection refused' : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'host not found' : code;
-    return new FtError(`cannot reach the Hub at ${ctx.endpoint} (${what}); check the network or HF_ENDPOINT`);
+    return new FtError(`cannot reach the Hub at ${ctx.endpoint} (${what})${attempts}; check the network or HF_ENDPOINT`);
   }
   if (e instanceof HubApiError) {
     const msg = serverMessage(e);

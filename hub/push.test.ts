@@ -3,14 +3,18 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { downloadFile, listFiles } from '@huggingface/hub';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LFS_SIZE_THRESHOLD, startHubServer, type HubServer } from '../test/hub-server.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
+import { toFtError } from './errors.ts';
 import { pushToHub } from './push.ts';
 
 const ALICE = 'hf_alice_0123456789';
 const BOB = 'hf_bob_0123456789';
+
+/** Deadlines and retries short enough for tests. */
+const FAST = { timeoutMs: 300, retries: 2, backoffMs: 20 };
 
 let hub: HubServer;
 let tmp: string;
@@ -90,11 +94,14 @@ describe('pushToHub against a local Hub server', () => {
   });
 
   it('serves HEAD on resolve with the LFS size headers, and hides a private repo from other users', async () => {
-    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, { method: 'HEAD', headers: { Authorization: `Bearer ${ALICE}` } });
-    expect(head.status).toBe(200);
+    // an LFS file: a 302 to the CDN host carrying X-Linked-Size, as huggingface.co answers
+    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, { method: 'HEAD', headers: { Authorization: `Bearer ${ALICE}` }, redirect: 'manual' });
+    expect(head.status).toBe(302);
     const size = (await fsp.stat(path.join(folder, 'adapter_model.safetensors'))).size;
-    expect(head.headers.get('content-length')).toBe(String(size));
     expect(head.headers.get('x-linked-size')).toBe(String(size));
+    const cdn = await fetch(head.headers.get('location')!, { method: 'HEAD' });
+    expect(cdn.status).toBe(200);
+    expect(cdn.headers.get('content-length')).toBe(String(size));
 
     await pushToHub({ dir: folder, repo: 'alice/secret', private: true, env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } });
     expect(hub.repos.get('alice/secret')!.private).toBe(true);
@@ -131,7 +138,7 @@ describe('pushToHub against a local Hub server', () => {
   for (const [what, makeEnv, repo, message] of failures) {
     it(`fails with one clear line and leaves the folder untouched on ${what}`, async () => {
       const before = await snapshot(folder);
-      const err = await pushToHub({ dir: folder, repo, env: await makeEnv() }).catch((e: unknown) => e);
+      const err = await pushToHub({ dir: folder, repo, env: await makeEnv(), http: FAST }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(FtError);
       expect((err as Error).message).toMatch(message);
       expect((err as Error).message).not.toContain('\n');
@@ -143,5 +150,74 @@ describe('pushToHub against a local Hub server', () => {
     const n = hub.requests.length;
     await expect(pushToHub({ dir: folder, repo: 'just-a-name', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } })).rejects.toThrow(/expected "namespace\/name"/);
     expect(hub.requests.length).toBe(n);
+  });
+});
+
+describe('pushToHub against a Hub that misbehaves: bounded time, one line, the token never printed', () => {
+  const env = () => ({ HF_TOKEN: ALICE, HF_ENDPOINT: hub.url });
+  const failure = async (opts: Partial<Parameters<typeof pushToHub>[0]> = {}) => {
+    const t0 = performance.now();
+    const err = await pushToHub({ dir: folder, repo: 'alice/faulty', env: env(), http: FAST, ...opts }).catch((e: unknown) => e);
+    return { err: err as Error, ms: performance.now() - t0 };
+  };
+  beforeEach(() => {
+    hub.pushFaults.length = 0;
+  });
+
+  it('a server that never answers: stops after 2 attempts of 0.3 s', async () => {
+    hub.pushFaults.push({ kind: 'hang', route: /whoami/ });
+    const { err, ms } = await failure();
+    hub.pushFaults.length = 0;
+    expect(err).toBeInstanceOf(FtError);
+    expect(err.message).toBe(`the Hub at ${hub.url} did not answer /api/whoami-v2 within 0.3 s (2 attempts); check the network or HF_ENDPOINT`);
+    expect(ms).toBeLessThan(3000);
+  }, 10_000);
+
+  it('a 200 with an HTML page (a captive portal): one line naming the endpoint and what came back', async () => {
+    hub.pushFaults.push({ kind: 'html', route: /whoami/ });
+    const { err } = await failure();
+    hub.pushFaults.length = 0;
+    expect(err).toBeInstanceOf(FtError);
+    expect(err.message).toBe(`the Hub at ${hub.url} answered /api/whoami-v2 with 200 text/html, not JSON; is HF_ENDPOINT a Hugging Face Hub (a proxy or login page in the way)?`);
+  }, 10_000);
+
+  it('a server that echoes the Authorization header in its error: the token is redacted', async () => {
+    for (const route of [/repos\/create/, /preupload/, /commit/]) {
+      hub.pushFaults.push({ kind: 'echo-auth', status: 400, route });
+      const { err } = await failure();
+      hub.pushFaults.length = 0;
+      expect(err).toBeInstanceOf(FtError);
+      expect(err.message).toContain('header Authorization: Bearer ***');
+      expect(err.message).not.toContain(ALICE);
+      expect(err.message).not.toContain('\n');
+    }
+  }, 20_000);
+
+  it('an unexpected error keeps its stack but loses the token', async () => {
+    const e = toFtError(new RangeError(`bad header Bearer ${ALICE}`), { endpoint: hub.url, repo: 'alice/x', tokenSource: 'HF_TOKEN', token: ALICE });
+    expect(e).not.toBeInstanceOf(FtError);
+    expect(`${e.message}\n${e.stack}`).not.toContain(ALICE);
+    expect(e.message).toBe('bad header Bearer ***');
+  });
+
+  it('a commit answered 503 once is sent again and lands once', async () => {
+    hub.pushFaults.push({ kind: 'status', status: 503, route: /\/commit\//, times: 1 });
+    const lines: string[] = [];
+    const res = await pushToHub({ dir: folder, repo: 'alice/retried', env: env(), http: FAST, log: (l) => lines.push(l) });
+    expect(hub.repos.get('alice/retried')!.commits.map((c) => c.oid)).toEqual([res.commitOid]);
+    expect(lines).toEqual(['ft: /api/models/alice/retried/commit/main: HTTP 503; retry 1 in 0.0 s']);
+  });
+
+  it("never uploads ft's temp folders, marker or lock", async () => {
+    const dir = path.join(tmp, 'run-adapter');
+    await fsp.cp(folder, dir, { recursive: true });
+    await fsp.mkdir(path.join(dir, '.checkpoint-3.tmp-4242-1-abcdef'));
+    await fsp.writeFile(path.join(dir, '.checkpoint-3.tmp-4242-1-abcdef', 'adapter_model.safetensors'), 'half');
+    await fsp.mkdir(path.join(dir, '.adapter.old-4242-1-abcdef'));
+    await fsp.writeFile(path.join(dir, '.adapter.old-4242-1-abcdef', 'x'), 'old');
+    await fsp.writeFile(path.join(dir, '.ft-output'), '{"tool":"ft","kind":"adapter"}');
+    await fsp.writeFile(path.join(dir, '.ft-lock'), '{"pid":1}');
+    const res = await pushToHub({ dir, repo: 'alice/clean', env: env(), http: FAST });
+    expect(res.files.map((f) => f.path)).toEqual(['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'logs/train.jsonl']);
   });
 });

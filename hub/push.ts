@@ -4,11 +4,15 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createBranch, createRepo, HubApiError, uploadFilesWithProgress, whoAmI } from '@huggingface/hub';
+import { commitIter, createBranch, createRepo, HubApiError, whoAmI } from '@huggingface/hub';
 import { FtError } from '../util/errors.ts';
+import { TEMP_NAME } from '../util/fs.ts';
+import { LOCK_FILE } from '../util/lock.ts';
+import { OUTPUT_MARKER } from '../util/owned-dir.ts';
 import { progress } from '../util/progress.ts';
 import { resolveEndpoint, resolveToken, tokenFilePath, type HubToken } from './auth.ts';
 import { toFtError, type HubErrorContext } from './errors.ts';
+import { HUB_RETRY, hubFetch, type RetryOptions } from './http.ts';
 
 export interface PushOptions {
   /** Local folder to upload (its files, recursively; `.git` and `.cache` are skipped as huggingface_hub does). */
@@ -25,6 +29,10 @@ export interface PushOptions {
   /** Overrides HF_ENDPOINT. */
   endpoint?: string;
   env?: Record<string, string | undefined>;
+  /** Deadlines and retries of every request (default HUB_RETRY). */
+  http?: RetryOptions;
+  /** One line of chatter, e.g. a retry (default: none). */
+  log?: (line: string) => void;
 }
 
 export interface PushedFile {
@@ -47,7 +55,10 @@ export interface PushResult {
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 const SKIP_DIRS = new Set(['.git', '.cache']);
 
-/** Files under `dir` as repo paths, sorted; dot-temp files of in-progress atomic writes are skipped, symlinked files followed. */
+/** ft's bookkeeping in a folder, never pushed: temp files and folders of writes in progress or killed, its marker, its lock. */
+const isBookkeeping = (name: string) => TEMP_NAME.test(name) || name === OUTPUT_MARKER || name === LOCK_FILE;
+
+/** Files under `dir` as repo paths, sorted; ft's bookkeeping (temp folders, marker, lock) is skipped, symlinked files followed. */
 export async function listFolder(dir: string): Promise<(PushedFile & { abs: string })[]> {
   const st = await fsp.stat(dir).catch(() => null);
   if (!st?.isDirectory()) throw new FtError(`${dir}: not a folder to push`);
@@ -56,11 +67,12 @@ export async function listFolder(dir: string): Promise<(PushedFile & { abs: stri
     for (const ent of await fsp.readdir(abs, { withFileTypes: true })) {
       const a = path.join(abs, ent.name);
       const r = rel ? `${rel}/${ent.name}` : ent.name;
+      if (isBookkeeping(ent.name)) continue;
       const s = await fsp.stat(a);
       if (s.isDirectory()) {
         // symlinked folders are not followed (no cycles)
         if (!SKIP_DIRS.has(ent.name) && !ent.isSymbolicLink()) await walk(a, r);
-      } else if (s.isFile() && !/^\..*\.tmp-\d+-/.test(ent.name)) {
+      } else if (s.isFile()) {
         out.push({ path: r, size: s.size, abs: a });
       }
     }
@@ -81,8 +93,10 @@ export async function pushToHub(opts: PushOptions): Promise<PushResult> {
     throw new FtError(`no Hugging Face token: set HF_TOKEN, or put one in ${tokenFilePath(env)} (huggingface-cli login writes it)`);
   }
   const revision = opts.revision ?? 'main';
-  const ctx: HubErrorContext = { endpoint, repo: opts.repo, tokenSource: token.source };
-  const auth = { accessToken: token.token, hubUrl: endpoint };
+  const ctx: HubErrorContext = { endpoint, repo: opts.repo, tokenSource: token.source, token: token.token };
+  const log = opts.log ?? (() => {});
+  const http = { ...(opts.http ?? HUB_RETRY), onRetry: (r: { url: string; attempt: number; delayMs: number; reason: string }) => log(`ft: ${new URL(r.url).pathname}: ${r.reason}; retry ${r.attempt} in ${(r.delayMs / 1000).toFixed(1)} s`) };
+  const auth = { accessToken: token.token, hubUrl: endpoint, fetch: hubFetch(http) };
 
   try {
     ctx.user = (await whoAmI(auth)).name;
@@ -106,12 +120,12 @@ export async function pushToHub(opts: PushOptions): Promise<PushResult> {
     const sizeOf = new Map(files.map((f) => [f.path, f.size]));
     let commit;
     try {
-      const it = uploadFilesWithProgress({
+      const it = commitIter({
         ...auth,
         repo: opts.repo,
         branch: revision,
-        commitTitle: opts.commitMessage ?? `Upload ${files.length} files with ft`,
-        files: files.map((f) => ({ path: f.path, content: pathToFileURL(f.abs) })),
+        title: opts.commitMessage ?? `Upload ${files.length} files with ft`,
+        operations: files.map((f) => ({ operation: 'addOrUpdate' as const, path: f.path, content: pathToFileURL(f.abs) })),
       });
       for (let r = await it.next(); ; r = await it.next()) {
         if (r.done) {

@@ -1,6 +1,5 @@
 // Autoregressive generation: a KV cache, one prefill pass over the (left-padded) prompts, then one-token
 // decode steps, sampling each next token in JS (temperature, top-k, top-p) with a seeded Rng.
-import * as tf from '@tensorflow/tfjs';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { KVCache } from './kv-cache.ts';

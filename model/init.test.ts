@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeRandomModel } from '../test/random-llama.ts';
 import { FtError } from '../util/errors.ts';
 import { readConfig } from './config.ts';
 import { ALPACA_SEED, alpacaSeedTexts, initModel, parameterCount } from './init.ts';
@@ -11,7 +12,7 @@ import { loadLlama } from './load.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { loadTokenizer } from './tokenizer.ts';
 
-const FILES = ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+const FILES = ['.ft-output', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
 
 let tmp: string;
 beforeAll(async () => {
@@ -78,13 +79,22 @@ describe('initModel (tiny preset)', () => {
     await expect(initModel(path.join(tmp, 'w'), { vocabSize: 100 })).rejects.toThrow('--vocab-size 100 is too small (expected an integer >= 260: 4 specials + 256 bytes)');
   });
 
-  it('replaces an earlier model folder but refuses to replace any other non-empty folder', async () => {
-    await initModel(path.join(tmp, 'a'), { seed: 0 });
+  it('replaces an earlier model folder it wrote but refuses any other non-empty folder, a real model\'s included', async () => {
+    await initModel(path.join(tmp, 'again'), { seed: 0 });
+    await initModel(path.join(tmp, 'again'), { seed: 1 });
     const other = path.join(tmp, 'other');
     await fsp.mkdir(other);
     await fsp.writeFile(path.join(other, 'notes.txt'), 'keep me');
-    await expect(initModel(other)).rejects.toThrow(`${other}: refusing to replace a non-empty folder that is not a model folder (no config.json)`);
+    await expect(initModel(other)).rejects.toThrow(`${other}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`);
     expect(await fsp.readFile(path.join(other, 'notes.txt'), 'utf8')).toBe('keep me');
+    // a model folder from elsewhere (config.json and weights) is someone's model, not ft's to replace
+    const real = path.join(tmp, 'real');
+    await writeRandomModel(real);
+    const weights = await fsp.readFile(path.join(real, 'model.safetensors'));
+    await expect(initModel(real)).rejects.toThrow(`${real}: is not empty and was not written by ft`);
+    expect((await fsp.readFile(path.join(real, 'model.safetensors'))).equals(weights)).toBe(true);
+    await initModel(real, { overwrite: true });
+    expect((await fsp.readFile(path.join(real, 'model.safetensors'))).equals(weights)).toBe(false);
   });
 
   it('names the corpus file when it is absent', async () => {

@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { FtError } from '../util/errors.ts';
 import { writeDirAtomic } from '../util/fs.ts';
+import { assertReplaceable } from '../util/owned-dir.ts';
 import { Rng } from '../util/rng.ts';
 import { tokenizerJson, trainBpe } from './bpe.ts';
 import { configJson } from './config.ts';
@@ -109,6 +110,8 @@ export interface InitOptions {
    * (~0.1) gives a random model whose frozen lm_head can express peaked distributions, so LoRA visibly learns.
    */
   initStd?: number;
+  /** Replace `out` even when it is not a model folder ft wrote. */
+  overwrite?: boolean;
 }
 
 /** Writes a random model folder (config, weights, tokenizer, generation config) atomically to `out`; same options -> same bytes. */
@@ -123,7 +126,8 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
   const seed = opts.seed ?? 0;
   const std = opts.initStd ?? INITIALIZER_RANGE;
   if (!(Number.isFinite(std) && std > 0)) throw new FtError(`--init-std ${std}: expected a number > 0`);
-  await refuseToReplaceOther(out);
+  // before the tokenizer trains: `out` is replaced whole, so it must be absent, empty or a model ft wrote
+  if (!opts.overwrite) await assertReplaceable(out, 'model', 'pass --overwrite to replace it');
   const bpe = trainBpe(opts.corpus ?? (await alpacaSeedTexts()), { vocabSize, specialTokens: SPECIAL_LIST });
   const id = (tok: string) => bpe.vocab.indexOf(tok);
   const raw = configJson(
@@ -155,20 +159,8 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
     await fsp.writeFile(path.join(dir, 'tokenizer.json'), json(tokenizerJson(bpe, { bos: SPECIAL_TOKENS.bos })));
     await fsp.writeFile(path.join(dir, 'tokenizer_config.json'), json(tokenizerConfig));
     await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(config, seed, std));
-  });
+  }, { kind: 'model', overwrite: opts.overwrite });
   return config;
-}
-
-/** `out` is replaced whole, so it must be absent, empty, or a model folder (has config.json). */
-async function refuseToReplaceOther(out: string): Promise<void> {
-  const entries: string[] = await fsp.readdir(out).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return [];
-    if (e.code === 'ENOTDIR') throw new FtError(`${out}: exists and is not a folder`);
-    throw e;
-  });
-  if (entries.length > 0 && !entries.includes('config.json')) {
-    throw new FtError(`${out}: refusing to replace a non-empty folder that is not a model folder (no config.json)`);
-  }
 }
 
 /** Parameter count of a model shape. */

@@ -144,7 +144,7 @@ describe('model folder errors name the file and tensor', () => {
     await writeModel(dir, config, randomTensors(config, 3), 2);
     await fsp.rm(path.join(dir, 'model-00002-of-00002.safetensors'));
     expect(await errorOf(openModelDir(dir))).toMatch(
-      new RegExp(`^model\\.safetensors\\.index\\.json places '.+' in shard 'model-00002-of-00002\\.safetensors', but ${dir}/model-00002-of-00002\\.safetensors is absent$`),
+      new RegExp(`^${dir}/model\\.safetensors\\.index\\.json places '.+' in shard 'model-00002-of-00002\\.safetensors', but ${dir}/model-00002-of-00002\\.safetensors is absent$`),
     );
   });
 
@@ -163,6 +163,7 @@ describe('model folder errors name the file and tensor', () => {
     const file = path.join(dir, 'model.safetensors');
     const bytes = await fsp.readFile(file);
     await fsp.writeFile(file, bytes.subarray(0, bytes.length - 100));
-    expect(await errorOf(openModelDir(dir))).toMatch(/^model\.safetensors: tensor 'lm_head\.weight' data_offsets \[\d+, \d+\] end past the file's \d+ data bytes/);
+    expect((await errorOf(openModelDir(dir))).startsWith(`${file}: `)).toBe(true); // the whole path, not the basename
+    expect(await errorOf(openModelDir(dir))).toMatch(/model\.safetensors: tensor 'lm_head\.weight' data_offsets \[\d+, \d+\] end past the file's \d+ data bytes/);
   });
 });

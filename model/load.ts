@@ -66,12 +66,12 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
         let f = shards.get(shard);
         if (!f) {
           const file = path.join(dir, shard);
-          if (!(await exists(file))) throw new FtError(`${INDEX_FILE} places '${tensor}' in shard '${shard}', but ${file} is absent`);
+          if (!(await exists(file))) throw new FtError(`${path.join(dir, INDEX_FILE)} places '${tensor}' in shard '${shard}', but ${file} is absent`);
           f = await SafetensorsFile.open(file);
           shards.set(shard, f);
           files.push(f);
         }
-        if (!f.tensors.has(tensor)) throw new FtError(`${INDEX_FILE} places '${tensor}' in shard '${shard}', but that shard has no such tensor`);
+        if (!f.tensors.has(tensor)) throw new FtError(`${path.join(dir, INDEX_FILE)} places '${tensor}' in shard '${shard}', but that shard has no such tensor`);
         where.set(tensor, f);
       }
     } else {

@@ -161,7 +161,8 @@ describe('bad input gives one clear line naming the file and problem', () => {
       expect(e).toBeInstanceOf(FtError);
       const msg = (e as Error).message;
       expect(msg).not.toContain('\n');
-      return msg;
+      expect(msg.startsWith(`${file}: `), msg).toBe(true); // the whole path, not the basename
+      return msg.slice(path.dirname(file).length + 1);
     }
     throw new Error('expected open to fail');
   }

@@ -71,7 +71,7 @@ export class SafetensorsFile {
 
   /** Opens `file` and validates its header; throws FtError naming the file and the problem. */
   static async open(file: string): Promise<SafetensorsFile> {
-    const name = path.basename(file);
+    const name = file; // errors name the whole path
     let fh: FileHandle;
     try {
       fh = await fsp.open(file, 'r');
@@ -103,7 +103,7 @@ export class SafetensorsFile {
 
   info(name: string): TensorInfo {
     const t = this.tensors.get(name);
-    if (!t) throw new FtError(`${path.basename(this.file)}: no tensor '${name}'`);
+    if (!t) throw new FtError(`${this.file}: no tensor '${name}'`);
     return t;
   }
 
@@ -120,7 +120,7 @@ export class SafetensorsFile {
   async read(name: string): Promise<TensorData> {
     const t = this.info(name);
     if (!(t.dtype in TO_F32)) {
-      throw new FtError(`${path.basename(this.file)}: tensor '${name}' is ${t.dtype}, which has no float32 conversion (expected F32, F16, BF16 or F64)`);
+      throw new FtError(`${this.file}: tensor '${name}' is ${t.dtype}, which has no float32 conversion (expected F32, F16, BF16 or F64)`);
     }
     const raw = await this.readRaw(name);
     return { shape: raw.shape, data: TO_F32[t.dtype as keyof typeof TO_F32](raw.bytes) };
@@ -316,12 +316,12 @@ async function entryBytes(e: SafetensorsEntry | RawEntry, file: string): Promise
   if ('bytes' in e) {
     const bytes = typeof e.bytes === 'function' ? await e.bytes() : e.bytes;
     const need = numel(e.shape) * DTYPE_BYTES[e.dtype];
-    if (bytes.length !== need) throw new FtError(`${path.basename(file)}: tensor '${e.name}' has ${bytes.length} bytes, but ${e.dtype} ${fmtShape(e.shape)} needs ${need}`);
+    if (bytes.length !== need) throw new FtError(`${file}: tensor '${e.name}' has ${bytes.length} bytes, but ${e.dtype} ${fmtShape(e.shape)} needs ${need}`);
     return bytes;
   }
   const data = typeof e.data === 'function' ? await e.data() : e.data;
   if (data.length !== numel(e.shape)) {
-    throw new FtError(`${path.basename(file)}: tensor '${e.name}' has ${data.length} values, but shape ${fmtShape(e.shape)} needs ${numel(e.shape)}`);
+    throw new FtError(`${file}: tensor '${e.name}' has ${data.length} values, but shape ${fmtShape(e.shape)} needs ${numel(e.shape)}`);
   }
   return encodeFloats(data, e.dtype);
 }
@@ -336,7 +336,7 @@ export async function writeSafetensors(file: string, entries: (SafetensorsEntry 
   let offset = 0;
   const seen = new Set<string>();
   for (const e of entries) {
-    if (e.name === '__metadata__' || seen.has(e.name)) throw new FtError(`${path.basename(file)}: duplicate or reserved tensor name '${e.name}'`);
+    if (e.name === '__metadata__' || seen.has(e.name)) throw new FtError(`${file}: duplicate or reserved tensor name '${e.name}'`);
     seen.add(e.name);
     const bytes = numel(e.shape) * DTYPE_BYTES[e.dtype];
     header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + bytes] };

@@ -1,11 +1,11 @@
 // The end-of-training eval a recipe's `eval:` section asks for: base against the trained adapter on held-out prompts.
 import * as path from 'node:path';
-import { loadDataset } from '../data/pipeline.ts';
+import { prepareDataset, preparedPathOf } from '../data/prepared.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import type { Recipe } from './recipe.ts';
-import { resolveBaseModel } from './setup.ts';
+import { resolveBaseModel, withHubDatasets } from './setup.ts';
 import { FtError } from '../util/errors.ts';
 import { entryFor, type EvalSource } from '../eval/items.ts';
 import { trainingHashes } from '../eval/overlap.ts';
@@ -31,15 +31,16 @@ export async function evaluateRecipe(recipe: Recipe, adapterDir: string, opts: R
   if (!section) throw new FtError(`${opts.recipeFile}: no eval section`);
   const baseDir = path.dirname(path.resolve(opts.recipeFile));
   const modelDir = await resolveBaseModel(recipe, log);
+  recipe = await withHubDatasets(recipe, log);
   const tok = await loadTokenizer(modelDir);
   let data: EvalSource;
   let overlap;
   if (section.data) {
     data = { entries: [entryFor(section.data, section.data_type)], baseDir, maxSamples: section.max_samples };
-    overlap = { hashes: await trainingHashes(recipe, tok, baseDir), trainedOn: opts.recipeFile, allow: true };
+    overlap = { hashes: await trainingHashes(recipe, tok, baseDir, preparedPathOf(recipe)), trainedOn: opts.recipeFile, allow: true };
   } else {
     if (recipe.val_set_size === 0) throw new FtError(`${opts.recipeFile}: eval needs eval.data or a validation split (val_set_size > 0)`);
-    const ds = await loadDataset(recipe, tok, baseDir);
+    const ds = await prepareDataset(recipe, tok, baseDir, { dir: preparedPathOf(recipe), build: false, log });
     data = { entries: recipe.datasets, baseDir, keep: (h) => ds.split.isValidation(h), maxSamples: section.max_samples };
   }
   return runEval({

@@ -57,7 +57,7 @@ export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: 
     kind: 'adapter',
     baseModel: recipe.base_model,
     repoId: recipe.hub_model_id,
-    datasets: recipe.datasets.map((d) => path.basename(d.path)),
+    datasets: recipe.datasets.map((d) => (path.isAbsolute(d.path) ? path.basename(d.path) : d.path)), // a Hub id as it is
     datasetDescription: `${recipe.datasets.map((d) => `\`${path.basename(d.path)}\` (${d.type})`).join(', ')}: ${run.dataSummary}.`,
     recipe: recipeToYaml(recipe, `recipe of this run (${path.basename(recipeFile)}), paths resolved`),
     lora: {
@@ -82,7 +82,7 @@ export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: 
   let pushed: PushResult | null = null;
   if (recipe.hub_model_id) {
     log(`ft: pushing ${adapterDir} to ${recipe.hub_model_id}`);
-    pushed = await pushToHub({ dir: adapterDir, repo: recipe.hub_model_id, commitMessage: `ft train ${path.basename(recipeFile)}: ${run.steps} steps` });
+    pushed = await pushToHub({ dir: adapterDir, repo: recipe.hub_model_id, commitMessage: `ft train ${path.basename(recipeFile)}: ${run.steps} steps`, log });
     log(`ft: pushed ${pushed.files.length} files to ${pushed.url} (${pushed.commitUrl})`);
   }
   return { eval: evalResult, card, pushed };

@@ -1,9 +1,7 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LINEAR_NAMES } from '../model/types.ts';
-import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe, locateBaseModel, loraConfigOf, parseOverrideArgs, parseRecipe, recipeToYaml, scheduleOf } from './recipe.ts';
+import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe, loraConfigOf, parseOverrideArgs, parseRecipe, recipeToYaml, scheduleOf } from './recipe.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const minimal = 'base_model: ./m\ndatasets:\n  - path: d.jsonl\nmax_steps: 10\n';
@@ -54,17 +52,12 @@ describe('defaults and normalization', () => {
     expect(r.layers_to_transform).toEqual([3]);
   });
 
-  it('a Hub id stays an id and is found in the Hugging Face cache', () => {
-    const home = mkdtempSync(path.join(os.tmpdir(), 'hf-'));
-    const repoDir = path.join(home, 'hub', 'models--org--llama');
-    mkdirSync(path.join(repoDir, 'snapshots', 'abc123'), { recursive: true });
-    mkdirSync(path.join(repoDir, 'refs'));
-    writeFileSync(path.join(repoDir, 'refs', 'main'), 'abc123');
-    const r = parseRecipe(minimal.replace('./m', 'org/llama'), '/nowhere/x.yaml');
+  it('a Hub id stays an id, for a model and a dataset; a data file path stays local', () => {
+    const r = parseRecipe(minimal.replace('./m', 'org/llama') + 'base_model_revision: v1\n', '/nowhere/x.yaml');
     expect(r.base_model).toBe('org/llama');
-    expect(locateBaseModel(r.base_model, { HF_HOME: home })).toEqual({ kind: 'hub', id: 'org/llama', path: path.join(repoDir, 'snapshots', 'abc123') });
-    expect(locateBaseModel('org/other', { HF_HOME: home })).toEqual({ kind: 'hub', id: 'org/other', path: null });
-    expect(locateBaseModel('/abs/model')).toEqual({ kind: 'local', path: '/abs/model' });
+    expect(r.base_model_revision).toBe('v1');
+    const d = parseRecipe(minimal.replace('  - path: d.jsonl\n', '  - path: tatsu-lab/alpaca\n    split: train\n  - path: data/x.jsonl\n'), '/nowhere/x.yaml');
+    expect(d.datasets.map((e) => e.path)).toEqual(['tatsu-lab/alpaca', '/nowhere/data/x.jsonl']);
   });
 
   it('recipeToYaml round-trips to the same recipe', () => {

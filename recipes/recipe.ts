@@ -1,6 +1,6 @@
 // Training recipes: YAML files with axolotl-style keys, validated strictly by zod, with command-line overrides.
 // Errors point at the recipe line (or the --flag) that is wrong: `recipes/x.yaml:12: lora_r: expected ...`.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +50,7 @@ const targetModules = z.union([z.literal('all-linear'), z.array(oneOf(LINEAR_NAM
 const RecipeFields = z.strictObject({
   // model
   base_model: str('a model folder or a Hugging Face id'),
+  base_model_revision: str('a branch, tag or commit of the Hub repo').optional(), // default main
   base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0), init_std: posNum().optional() }).optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
@@ -188,46 +189,11 @@ export function parseOverrideArgs(tokens: string[]): Overrides {
   return out;
 }
 
-// ---- base model location ----
+// ---- internals ----
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 
-export type BaseModelLocation =
-  /** a folder on disk (it may not exist yet when base_model_init will create it) */
-  | { kind: 'local'; path: string }
-  /** a Hub id; `path` is its snapshot in the Hugging Face cache, null when not downloaded */
-  | { kind: 'hub'; id: string; path: string | null };
-
-/** The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
-export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
-  return path.join(env.HF_HOME ?? path.join(os.homedir(), '.cache', 'huggingface'), 'hub');
-}
-
-/** Where a recipe's base_model is: a local folder (absolute after loadRecipe), or a Hub id looked up in the cache. */
-export function locateBaseModel(baseModel: string, env: NodeJS.ProcessEnv = process.env): BaseModelLocation {
-  if (path.isAbsolute(baseModel)) return { kind: 'local', path: baseModel };
-  const repo = path.join(hubCacheDir(env), `models--${baseModel.replace('/', '--')}`);
-  return { kind: 'hub', id: baseModel, path: cachedSnapshot(repo) };
-}
-
-/** snapshots/{refs/main}, else the most recently written snapshot, else null. */
-function cachedSnapshot(repo: string): string | null {
-  const snapshots = path.join(repo, 'snapshots');
-  if (!existsSync(snapshots)) return null;
-  const ref = path.join(repo, 'refs', 'main');
-  if (existsSync(ref)) {
-    const rev = readFileSync(ref, 'utf8').trim();
-    if (existsSync(path.join(snapshots, rev))) return path.join(snapshots, rev);
-  }
-  const revs = readdirSync(snapshots).map((r) => path.join(snapshots, r));
-  revs.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  return revs[0] ?? null;
-}
-
-// ---- internals ----
-
-/** A path is local when it looks like one or exists; otherwise an `org/name` string is a Hub id. */
+/** A path is local when it looks like one or exists; otherwise an `org/name` string is a Hub id (hub/ downloads it). */
 function resolveModelRef(ref: string, dir: string): string {
   const expanded = ref.startsWith('~/') ? path.join(os.homedir(), ref.slice(2)) : ref;
   const local = path.resolve(dir, expanded);
@@ -244,8 +210,10 @@ function resolvePaths(r: Recipe, dir: string, file: string): Recipe {
   return {
     ...r,
     base_model,
-    datasets: r.datasets.map((d) => ({ ...d, path: at(d.path) })),
+    // a Hub dataset id stays an id (a data file's extension marks a local path)
+    datasets: r.datasets.map((d) => ({ ...d, path: /\.(arrow|json|jsonl|parquet)$/.test(d.path) ? at(d.path) : resolveModelRef(d.path, dir) })),
     output_dir: at(r.output_dir),
+    dataset_prepared_path: r.dataset_prepared_path === undefined ? undefined : at(r.dataset_prepared_path),
     resume_from_checkpoint: r.resume_from_checkpoint === undefined ? undefined : at(r.resume_from_checkpoint),
     eval: r.eval && { ...r.eval, data: r.eval.data === undefined ? undefined : at(r.eval.data) },
   };

@@ -20,6 +20,7 @@ const FREE_KEYS = new Set([
   'backend',
   'resume_from_checkpoint',
   'base_model_init',
+  'dataset_prepared_path',
 ]);
 
 /** The recipe as JSON-safe values, as checkpoints record it. */

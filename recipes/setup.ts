@@ -1,8 +1,11 @@
-// From a recipe to a model ready to train: base model located (or created for the embedded default),
+// From a recipe to a model ready to train: base model located (downloaded from the Hub, or created for the embedded default),
 // frozen base loaded float or NF4, LoRA attached.
 import { existsSync } from 'node:fs';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { attachLora, targetNames, type Adapter } from '../adapters/lora.ts';
+import { resolveHubDatasets } from '../hub/dataset.ts';
+import { downloadModel } from '../hub/model.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
@@ -10,26 +13,25 @@ import type { LlamaConfig, LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { estimateMemory, humanBytes, WASM_HEAP_LIMIT } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
-import { locateBaseModel, loraConfigOf, type Recipe } from './recipe.ts';
+import { loraConfigOf, type Recipe } from './recipe.ts';
 
-/** The base model's folder; a missing local folder is created from `base_model_init` when the recipe has one. */
+/**
+ * The base model's folder: a Hub id's snapshot in the Hugging Face cache (downloaded when missing); a missing local
+ * folder is created from `base_model_init` when the recipe has one.
+ */
 export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
-  const loc = locateBaseModel(recipe.base_model);
-  if (loc.kind === 'hub') {
-    if (!loc.path) {
-      throw new FtError(
-        `base_model '${loc.id}' is not in the Hugging Face cache (${process.env.HF_HUB_CACHE ?? process.env.HF_HOME ?? '~/.cache/huggingface'}): ` +
-          `download it where the Hub is reachable (huggingface-cli download ${loc.id}) or set base_model to a local folder`,
-      );
-    }
-    return loc.path;
+  if (!path.isAbsolute(recipe.base_model)) return (await downloadModel(recipe.base_model, recipe.base_model_revision, { log })).dir;
+  if (!existsSync(recipe.base_model)) {
+    if (!recipe.base_model_init) throw new FtError(`base_model '${recipe.base_model}': no such folder (set base_model_init to create a random model there)`);
+    log(`ft: creating base model ${recipe.base_model} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
+    await initModel(recipe.base_model, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed, initStd: recipe.base_model_init.init_std });
   }
-  if (!existsSync(loc.path)) {
-    if (!recipe.base_model_init) throw new FtError(`base_model '${loc.path}': no such folder (set base_model_init to create a random model there)`);
-    log(`ft: creating base model ${loc.path} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
-    await initModel(loc.path, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed, initStd: recipe.base_model_init.init_std });
-  }
-  return loc.path;
+  return recipe.base_model;
+}
+
+/** The recipe with its datasets by Hub id resolved to their files in the Hugging Face cache (downloaded when missing) as data_files. */
+export async function withHubDatasets(recipe: Recipe, log: (line: string) => void): Promise<Recipe> {
+  return { ...recipe, datasets: await resolveHubDatasets(recipe.datasets, { log }) };
 }
 
 export interface TrainableModel {

@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { formatTrainableParams } from '../adapters/lora.ts';
 import { savePeftAdapter } from '../adapters/peft.ts';
-import { formatStats, loadDataset, newStats, type Dataset } from '../data/pipeline.ts';
+import { formatStats, newStats, type Dataset } from '../data/pipeline.ts';
+import { prepareDataset, preparedPathOf } from '../data/prepared.ts';
 import { meanLoss } from '../eval/loss.ts';
 import type { EvalResult } from '../eval/types.ts';
 import type { PushResult } from '../hub/push.ts';
@@ -12,6 +13,7 @@ import { readConfig } from '../model/config.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import { loadCheckpoint, removeCheckpoints, resumeCheckpoint, TRAINER_STATE, type TrainerState } from '../train/checkpoint.ts';
+import { claimOutputDir, OUTPUT_DIR_HINT } from '../train/output-dir.ts';
 import { freshState, trainLoop, type BatchSource, type LoopConfig, type LoopResult } from '../train/loop.ts';
 import { AdamW } from '../train/optimizer.ts';
 import { learningRate, totalTrainingSteps } from '../train/schedule.ts';
@@ -19,11 +21,10 @@ import { FtError } from '../util/errors.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import type { MetricsRecord } from '../util/metrics-log.ts';
 import { writeLossCurve } from '../util/plot.ts';
-import { counter } from '../util/progress.ts';
 import { finishRun, summaryLines, type RunFigures } from './finish.ts';
 import { adamWConfigOf, recipeToYaml, scheduleOf, type Recipe } from './recipe.ts';
 import { describeChanges, settingsChanges, trainingSettings } from './resume.ts';
-import { loadTrainableModel, resolveBaseModel, wasmHeapWarning } from './setup.ts';
+import { loadTrainableModel, resolveBaseModel, wasmHeapWarning, withHubDatasets } from './setup.ts';
 import { checkSequenceLen } from './context.ts';
 
 export interface TrainOptions {
@@ -69,8 +70,18 @@ type Signal = 'SIGINT' | 'SIGTERM';
  * a finished run then gets its eval section, model card and Hub push, with the training model already freed.
  */
 export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
+  const lock = await claimOutputDir(recipe.output_dir, opts.log ?? (() => {}));
+  try {
+    return await trainInClaimedDir(recipe, opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<TrainResult> {
   const log = opts.log ?? (() => {});
   const modelDir = await resolveBaseModel(recipe, log);
+  recipe = await withHubDatasets(recipe, log);
   const config = await readConfig(modelDir);
   checkSequenceLen(recipe, config, modelDir);
   const heapWarning = wasmHeapWarning(recipe, config);
@@ -117,7 +128,7 @@ export async function train(recipe: Recipe, opts: TrainOptions): Promise<TrainRe
     await writeFileAtomic(path.join(recipe.output_dir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
     const evaluate = recipe.val_set_size > 0 ? async () => (await meanLoss(model.weights, data.ds.batches({ part: 'validation' }))).loss : undefined;
     loop = await trainLoop(model, data.source, optimizer, cfg, start, { evaluate, stopRequested: () => stop?.signal ?? null, onStep: opts.onStep, stopAfterSteps: opts.stopAfterSteps });
-    if (!loop.interrupted) await savePeftAdapter(path.join(recipe.output_dir, 'adapter'), model.adapter, recipe.base_model);
+    if (!loop.interrupted) await savePeftAdapter(path.join(recipe.output_dir, 'adapter'), model.adapter, recipe.base_model, { hint: OUTPUT_DIR_HINT });
   } finally {
     stop?.dispose();
     optimizer.dispose();
@@ -161,20 +172,11 @@ interface TrainData {
   summary: string;
 }
 
-/** Opens the recipe's datasets and counts an epoch's micro-batches by one pass over the training split. */
+/** Opens the recipe's datasets, prepared once (data/prepared.ts), and counts an epoch's micro-batches from the index. */
 async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: string, log: (line: string) => void): Promise<TrainData> {
-  const ds = await loadDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)));
+  const ds = await prepareDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)), { dir: preparedPathOf(recipe), log });
   const stats = newStats();
-  let perEpoch = 0;
-  const count = counter('data', 'rows');
-  try {
-    for await (const _ of ds.batches({ part: 'train', stats })) {
-      perEpoch++;
-      count.update(stats.rows);
-    }
-  } finally {
-    count.stop();
-  }
+  const perEpoch = await ds.batchCount('train', stats);
   const summary = formatStats(stats, recipe.sequence_len);
   log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
   const source: BatchSource = { perEpoch, batches: (epoch, startBatch) => ds.batches({ part: 'train', epoch, startBatch }) };

@@ -89,6 +89,10 @@ describe('ft train: SIGINT', () => {
       if (child.exitCode !== null) throw new Error(`ft train exited early: ${stderr}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+    // a second run on the same output_dir is refused while the first holds it
+    const second = await ft(['train', file, '--quiet']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(new RegExp(`^ft: ${recipe.output_dir}: in use by another ft train \\(pid ${child.pid}, since [-0-9T:.Z]+\\); wait for it to end or stop it\n$`));
     const stepAtSignal = readMetrics(metricsFile).at(-1)!.step;
     child.kill('SIGINT');
     expect(await exited, `${stdout}\n${stderr}`).toBe(130);
@@ -101,7 +105,7 @@ describe('ft train: SIGINT', () => {
     expect(step).toBeLessThanOrEqual(stepAtSignal + 1);
     expect(readMetrics(metricsFile).at(-1)!.step).toBe(step);
     expect(existsSync(path.join(recipe.output_dir, 'adapter'))).toBe(false);
-    expect(readdirSync(recipe.output_dir).filter((n) => n.startsWith('.'))).toEqual([]); // no temp leftovers
+    expect(readdirSync(recipe.output_dir).filter((n) => n.startsWith('.'))).toEqual(['.ft-output']); // no temp leftovers, the lock released
 
     // complete: a PEFT adapter, and everything loadCheckpoint restores into a fresh model
     expect((await readPeftAdapter(checkpoint)).tensors.size).toBe(2 * 2 * 4); // q_proj, v_proj (default) x A, B x 4 layers

@@ -10,9 +10,11 @@ import { readPeftAdapter, savePeftAdapter } from '../adapters/peft.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { FtError } from '../util/errors.ts';
 import { writeDirAtomic, writeFileAtomic } from '../util/fs.ts';
+import { outputKind } from '../util/owned-dir.ts';
 import type { RngState } from '../util/rng.ts';
 import type { AdamW } from './optimizer.ts';
 import { readOptimizerState } from './optimizer-file.ts';
+import { OUTPUT_DIR_HINT } from './output-dir.ts';
 
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -65,22 +67,37 @@ export async function saveCheckpoint(outputDir: string, state: TrainerState, ada
     const steps = Object.fromEntries(Object.entries(opt).map(([name, s]) => [name, s.step]));
     await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), entries, { format: 'pt', steps: JSON.stringify(steps) });
     await writeFileAtomic(path.join(tmp, TRAINER_STATE), JSON.stringify(state, null, 2) + '\n');
-  });
+  }, { kind: 'checkpoint', hint: OUTPUT_DIR_HINT });
   if (keep !== undefined) await pruneCheckpoints(outputDir, keep);
   return dir;
 }
 
-/** Checkpoint folders of a run, oldest first. */
-export async function listCheckpoints(outputDir: string): Promise<{ step: number; dir: string }[]> {
-  if (!existsSync(outputDir)) return [];
-  const names = await fsp.readdir(outputDir);
-  return names
-    .filter((n) => n.startsWith(PREFIX) && /^\d+$/.test(n.slice(PREFIX.length)) && existsSync(path.join(outputDir, n, TRAINER_STATE)))
-    .map((n) => ({ step: Number(n.slice(PREFIX.length)), dir: path.join(outputDir, n) }))
-    .sort((a, b) => a.step - b.step);
+/**
+ * Whether `dir` is a complete checkpoint ft wrote: it has a trainer state, and its `.ft-output` marker says so or
+ * (written before ft had markers) its trainer_state.json has ft's fields. HF Trainer's and axolotl's checkpoint-N
+ * folders (trainer_state.json with global_step, log_history) are not.
+ */
+export async function isFtCheckpoint(dir: string): Promise<boolean> {
+  if (!existsSync(path.join(dir, TRAINER_STATE))) return false;
+  if ((await outputKind(dir)) === 'checkpoint') return true;
+  try {
+    const s = JSON.parse(await fsp.readFile(path.join(dir, TRAINER_STATE), 'utf8')) as Partial<TrainerState>;
+    return Number.isInteger(s.globalStep) && Array.isArray(s.dropoutRng) && typeof s.logWindow === 'object' && !('global_step' in s);
+  } catch {
+    return false;
+  }
 }
 
-/** Deletes every checkpoint-N folder of `outputDir` (a fresh run replaces an earlier run's); returns their steps. */
+/** ft's checkpoint folders in `outputDir`, oldest first (another tool's checkpoint-N folders are not listed). */
+export async function listCheckpoints(outputDir: string): Promise<{ step: number; dir: string }[]> {
+  if (!existsSync(outputDir)) return [];
+  const names = (await fsp.readdir(outputDir)).filter((n) => n.startsWith(PREFIX) && /^\d+$/.test(n.slice(PREFIX.length)));
+  const ours = [];
+  for (const n of names) if (await isFtCheckpoint(path.join(outputDir, n))) ours.push({ step: Number(n.slice(PREFIX.length)), dir: path.join(outputDir, n) });
+  return ours.sort((a, b) => a.step - b.step);
+}
+
+/** Deletes ft's checkpoint folders in `outputDir` (a fresh run replaces an earlier ft run's; other tools' stay); returns their steps. */
 export async function removeCheckpoints(outputDir: string): Promise<number[]> {
   const all = await listCheckpoints(outputDir);
   for (const c of all) await fsp.rm(c.dir, { recursive: true, force: true });
@@ -107,6 +124,7 @@ export async function resumeCheckpoint(outputDir: string, resume: boolean | stri
   if (resume === true) return latestCheckpoint(outputDir);
   if (!resume) return null;
   if (!existsSync(path.join(resume, TRAINER_STATE))) throw new FtError(`${resume}: not a checkpoint folder (no ${TRAINER_STATE}) to resume from`);
+  if (!(await isFtCheckpoint(resume))) throw new FtError(`${resume}: not an ft checkpoint (its ${TRAINER_STATE} is another trainer's); ft resumes only from checkpoints it wrote`);
   return resume;
 }
 

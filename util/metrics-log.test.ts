@@ -1,7 +1,8 @@
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FtError } from '../util/errors.ts';
 import { MetricsLog, readMetrics } from './metrics-log.ts';
 
 const tmp = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'ft-metrics-')), 'metrics.jsonl');
@@ -48,5 +49,15 @@ describe('metrics.jsonl', () => {
     const file = tmp();
     (await MetricsLog.open(file)).append({ step: 1, epoch: 0, loss: NaN });
     expect(readMetrics(file)[0].loss).toBeNull();
+  });
+});
+
+describe('metrics.jsonl on a full disk', () => {
+  it('says so in one line naming the whole path (a real ENOSPC: the log is a link to /dev/full)', async () => {
+    const file = tmp();
+    const log = await MetricsLog.open(file);
+    rmSync(file);
+    symlinkSync('/dev/full', file);
+    expect(() => log.append({ step: 1, epoch: 0.1, loss: 2 })).toThrow(new FtError(`${file}: cannot write: no space left on the device (ENOSPC)`));
   });
 });

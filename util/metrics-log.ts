@@ -2,7 +2,7 @@
 // Appended line by line rather than written atomically: a crash loses at most the last line, and readers skip a torn one.
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from './fs.ts';
-import { FtError } from './errors.ts';
+import { FtError, ioError } from './errors.ts';
 
 /** One line of metrics.jsonl. Absent fields were not measured at that step; null means the value was not finite (NaN). */
 export interface MetricsRecord {
@@ -30,7 +30,11 @@ export class MetricsLog {
   }
 
   append(record: MetricsRecord): void {
-    appendFileSync(this.file, JSON.stringify(record) + '\n');
+    try {
+      appendFileSync(this.file, JSON.stringify(record) + '\n');
+    } catch (e) {
+      throw ioError(e, this.file);
+    }
   }
 }
 

@@ -28,28 +28,47 @@ export function counter(label: string, unit = 'it'): Progress {
   return makeBar(`${label} {value} ${unit} | {rate} ${unit}/s`, 0, []);
 }
 
+/** Bars shown together (e.g. one per file being downloaded and a total), with the same quiet rules. */
+export interface ProgressGroup {
+  /** A bar as progress() draws it; stop it when its work is done (it stays on screen). */
+  bar(label: string, total: number, unit?: string): Progress;
+  stop(): void;
+}
+
+const QUIET: Progress = { update() {}, setTotal() {}, stop() {} };
+
+export function progressGroup(): ProgressGroup {
+  if (quietAll || !process.stderr.isTTY) return { bar: () => QUIET, stop() {} };
+  const multi = new cliProgress.MultiBar({ stream: process.stderr, hideCursor: true, etaBuffer: 20, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+  return {
+    bar: (label, total, unit = 'it') => wrap((fmt, init) => multi.create(total, 0, init, { format: fmt }), `${label} [{bar}] {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`, []),
+    stop: () => multi.stop(),
+  };
+}
+
 function makeBar(format: string, total: number, extra: string[]): Progress {
-  if (quietAll || !process.stderr.isTTY) {
-    return { update() {}, setTotal() {}, stop() {} };
-  }
-  const fields = extra.map((f) => ` | ${f} {${f}}`).join('');
-  const bar = new cliProgress.SingleBar(
-    {
-      format: format + fields,
-      stream: process.stderr,
-      hideCursor: true,
-      etaBuffer: 20,
-      clearOnComplete: false,
+  if (quietAll || !process.stderr.isTTY) return QUIET;
+  return wrap(
+    (fmt, init) => {
+      const single = new cliProgress.SingleBar({ format: fmt, stream: process.stderr, hideCursor: true, etaBuffer: 20, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+      single.start(total, 0, init);
+      return single;
     },
-    cliProgress.Presets.shades_classic,
+    format,
+    extra,
   );
-  const start = performance.now();
+}
+
+/** A started bar behind the Progress interface, with the rate field computed from the start time. */
+function wrap(start: (format: string, init: Record<string, string | number>) => cliProgress.SingleBar, format: string, extra: string[]): Progress {
+  const fields = extra.map((f) => ` | ${f} {${f}}`).join('');
+  const began = performance.now();
   const init: Record<string, string | number> = { rate: '0' };
   for (const f of extra) init[f] = '-';
-  bar.start(total, 0, init);
+  const bar = start(format + fields, init);
   return {
     update(value, more) {
-      const secs = (performance.now() - start) / 1000;
+      const secs = (performance.now() - began) / 1000;
       bar.update(value, { ...more, rate: secs > 0 ? (value / secs).toFixed(1) : '0' });
     },
     setTotal(t) {
