@@ -11,26 +11,58 @@ const options: ExampleOptions = { sequenceLen: 512, trainOnInputs: false, excess
 
 /** The seed tokenizer with a catastrophically backtracking Split pre-tokenizer: (a+)+$ on "aaa…!" takes 2^n steps. */
 function redosTokenizer() {
-  const pre = { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: '(a+)+$' }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] };
-  return tokenizerFromJson({ ...seed.origin.tokenizerJson, pre_tokenizer: pre }, seed.origin.tokenizerConfig, null, '/models/evil');
+  const pre = {
+    type: 'Sequence',
+    pretokenizers: [
+      { type: 'Split', pattern: { Regex: '(a+)+$' }, behavior: 'Isolated', invert: false },
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+    ],
+  };
+  return tokenizerFromJson(
+    { ...seed.origin.tokenizerJson, pre_tokenizer: pre },
+    seed.origin.tokenizerConfig,
+    null,
+    '/models/evil',
+  );
 }
 
 describe('a chunk of records is tokenized within a time limit', () => {
   it("stops a backtracking tokenizer.json regex, naming the row and the tokenizer's file", () => {
     const tok = redosTokenizer();
     const fmt = recordFormat({ kind: 'instruction', template: seedTemplate() }, tok);
-    const chunk: Chunk = { records: [rec('fine'), rec(`${'a'.repeat(40)}!`)], format: [0, 0], where: ['d.jsonl row 0', 'd.jsonl row 1'] };
+    const chunk: Chunk = {
+      records: [rec('fine'), rec(`${'a'.repeat(40)}!`)],
+      format: [0, 0],
+      where: ['d.jsonl row 0', 'd.jsonl row 1'],
+    };
     const t0 = performance.now();
     const r = buildChunk(chunk, [fmt], tok, options, 300);
     expect(performance.now() - t0).toBeLessThan(5000);
     expect(r.error?.ft).toBe(true);
-    expect(r.error?.message).toBe('d.jsonl row 1: tokenizing did not finish in 0.3 s: a regex of /models/evil/tokenizer.json backtracks without end on this text');
+    expect(r.error?.message).toBe(
+      'd.jsonl row 1: tokenizing did not finish in 0.3 s: a regex of /models/evil/tokenizer.json backtracks without end on this text',
+    );
   });
 
   it('stops a chat template that loops for too long, naming the template', () => {
     const slow = '{% for i in range(90000) %}{% endfor %}' + CHATML_TEMPLATE;
-    const fmt = recordFormat({ kind: 'chat', chatTemplate: slow, rolesToTrain: ['assistant'], templateFrom: 'the chat template of /models/m' }, seed);
-    const chunk: Chunk = { records: [{ kind: 'chat', messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }] }], format: [0], where: ['c.jsonl row 0'] };
+    const fmt = recordFormat(
+      { kind: 'chat', chatTemplate: slow, rolesToTrain: ['assistant'], templateFrom: 'the chat template of /models/m' },
+      seed,
+    );
+    const chunk: Chunk = {
+      records: [
+        {
+          kind: 'chat',
+          messages: [
+            { role: 'user', content: 'hi' },
+            { role: 'assistant', content: 'yo' },
+          ],
+        },
+      ],
+      format: [0],
+      where: ['c.jsonl row 0'],
+    };
     const r = buildChunk(chunk, [fmt], seed, options, 200);
     expect(r.error?.message).toBe('c.jsonl row 0: the chat template of /models/m did not finish rendering in 0.2 s');
   });

@@ -8,7 +8,11 @@ import type { DataRecord, DataTokenizer } from './types.ts';
 /** A minute, and 50 µs per character of the records' text (the library's BPE runs ~4 µs per character). */
 export function timeLimitFor(records: DataRecord[]): number {
   let chars = 0;
-  for (const r of records) chars += r.kind === 'instruction' ? r.instruction.length + r.input.length + r.output.length : r.messages.reduce((s, m) => s + m.content.length, 0);
+  for (const r of records)
+    chars +=
+      r.kind === 'instruction'
+        ? r.instruction.length + r.input.length + r.output.length
+        : r.messages.reduce((s, m) => s + m.content.length, 0);
   return 60_000 + chars * 0.05;
 }
 
@@ -16,7 +20,13 @@ export function timeLimitFor(records: DataRecord[]): number {
  * The one line for `record` (at `where`) not built within `limitMs`: a chat record whose template alone does not
  * render within the limit names the template, anything else the tokenizer's tokenizer.json.
  */
-export function stallMessage(record: DataRecord, format: RecordFormat, tok: DataTokenizer, where: string, limitMs: number): string {
+export function stallMessage(
+  record: DataRecord,
+  format: RecordFormat,
+  tok: DataTokenizer,
+  where: string,
+  limitMs: number,
+): string {
   const seconds = `${+(limitMs / 1000).toFixed(1)} s`;
   if (format.kind === 'chat') {
     try {

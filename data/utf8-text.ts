@@ -13,7 +13,8 @@ export interface Utf8Fault {
   value: number;
 }
 
-export const describeFault = (f: Utf8Fault) => `not valid UTF-8 (byte 0x${f.value.toString(16).padStart(2, '0')} at byte offset ${f.byte})`;
+export const describeFault = (f: Utf8Fault) =>
+  `not valid UTF-8 (byte 0x${f.value.toString(16).padStart(2, '0')} at byte offset ${f.byte})`;
 
 /** Bytes a lead byte announces (0 for a byte no well-formed sequence starts with). */
 const sequenceLength = (b: number) => (b < 0x80 ? 1 : b < 0xc2 ? 0 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : b < 0xf5 ? 4 : 0);

@@ -11,8 +11,15 @@ function stepCounts(file: string, text: string | undefined): Record<string, numb
   } catch {
     steps = null;
   }
-  if (typeof steps !== 'object' || steps === null || Array.isArray(steps) || !Object.values(steps).every((n) => Number.isInteger(n) && (n as number) >= 0)) {
-    throw new FtError(`${file}: metadata 'steps' is not a JSON object of step counts (${JSON.stringify((text ?? '').slice(0, 40))})`);
+  if (
+    typeof steps !== 'object' ||
+    steps === null ||
+    Array.isArray(steps) ||
+    !Object.values(steps).every((n) => Number.isInteger(n) && (n as number) >= 0)
+  ) {
+    throw new FtError(
+      `${file}: metadata 'steps' is not a JSON object of step counts (${JSON.stringify((text ?? '').slice(0, 40))})`,
+    );
   }
   return steps as Record<string, number>;
 }
@@ -21,7 +28,10 @@ function stepCounts(file: string, text: string | undefined): Record<string, numb
 function checkMoment(file: string, name: string, data: Float32Array, second: boolean): void {
   for (let i = 0; i < data.length; i++) {
     const x = data[i];
-    if (!Number.isFinite(x) || (second && x < 0)) throw new FtError(`${file}: '${name}' holds ${x} at index ${i}; AdamW moments must be finite and the second ones >= 0`);
+    if (!Number.isFinite(x) || (second && x < 0))
+      throw new FtError(
+        `${file}: '${name}' holds ${x} at index ${i}; AdamW moments must be finite and the second ones >= 0`,
+      );
   }
 }
 

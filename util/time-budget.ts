@@ -17,7 +17,8 @@ export function withinTime<T>(ms: number, fn: () => T): T {
   try {
     return script.runInContext(context, { timeout: Math.max(1, Math.ceil(ms)) }) as T;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException)?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw new TimeBudgetExceeded(`stopped after ${ms} ms`);
+    if ((e as NodeJS.ErrnoException)?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT')
+      throw new TimeBudgetExceeded(`stopped after ${ms} ms`);
     throw e;
   } finally {
     context.job = null;
