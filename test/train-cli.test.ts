@@ -100,9 +100,10 @@ describe('ft train: SIGINT', () => {
     const checkpoint = stdout.trim();
     const step = Number(path.basename(checkpoint).replace('checkpoint-', ''));
     expect(path.dirname(checkpoint)).toBe(recipe.output_dir);
-    // the step in progress when the signal came is finished, and no other
+    // the step in progress when the signal came is finished, and no other: the metrics line of the step after the one
+    // read may land between the read and the signal, so that step's successor is the latest allowed
     expect(step).toBeGreaterThanOrEqual(stepAtSignal);
-    expect(step).toBeLessThanOrEqual(stepAtSignal + 1);
+    expect(step).toBeLessThanOrEqual(stepAtSignal + 2);
     expect(readMetrics(metricsFile).at(-1)!.step).toBe(step);
     expect(existsSync(path.join(recipe.output_dir, 'adapter'))).toBe(false);
     expect(readdirSync(recipe.output_dir).filter((n) => n.startsWith('.'))).toEqual(['.ft-output']); // no temp leftovers, the lock released
