@@ -1,6 +1,7 @@
 // `ft train [RECIPE] [--resume [DIR]] [--<recipe_key> value ...]`
 import type { CommandModule } from 'yargs';
-import { DEFAULT_RECIPE, loadRecipe, parseOverrideArgs } from '../recipes/recipe.ts';
+import { DEFAULT_RECIPE, loadRecipe } from '../recipes/recipe.ts';
+import { parseOverrideArgs } from '../recipes/overrides.ts';
 import { train } from '../recipes/train.ts';
 import { startRun, type GlobalArgs } from './common.ts';
 

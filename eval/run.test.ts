@@ -9,7 +9,8 @@ import { readConfig } from '../model/config.ts';
 import { initModel, randomTensors } from '../model/init.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { train, type TrainResult } from '../recipes/train.ts';
-import { loadRecipe, type Recipe } from '../recipes/recipe.ts';
+import { loadRecipe } from '../recipes/recipe.ts';
+import type { Recipe } from '../recipes/schema.ts';
 import { Rng } from '../util/rng.ts';
 import { evaluateRecipe } from '../recipes/eval.ts';
 

@@ -3,7 +3,7 @@
 import * as path from 'node:path';
 import type { LlamaConfig } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
-import type { Recipe } from './recipe.ts';
+import type { Recipe } from './schema.ts';
 
 /** Refuses a sequence_len longer than the model's max_position_embeddings unless allow_longer_sequence_len is set. */
 export function checkSequenceLen(recipe: Recipe, config: LlamaConfig, modelDir: string): void {

@@ -4,7 +4,7 @@ import { prepareDataset, preparedPathOf } from '../data/prepared.ts';
 import { denseLinear } from '../model/linear.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
-import type { Recipe } from './recipe.ts';
+import type { Recipe } from './schema.ts';
 import { resolveBaseModel, withHubDatasets } from './setup.ts';
 import { FtError } from '../util/errors.ts';
 import { entryFor, type EvalSource } from '../eval/items.ts';

@@ -6,7 +6,8 @@ import { evaluateRecipe } from './eval.ts';
 import type { EvalResult } from '../eval/types.ts';
 import { pushToHub, type PushResult } from '../hub/push.ts';
 import { FtError } from '../util/errors.ts';
-import { recipeToYaml, type Recipe } from './recipe.ts';
+import { recipeToYaml } from './recipe.ts';
+import type { Recipe } from './schema.ts';
 
 /** What the loop knows when the last step is done. */
 export interface RunFigures {

@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LINEAR_NAMES } from '../model/types.ts';
-import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe, loraConfigOf, parseOverrideArgs, parseRecipe, recipeToYaml, scheduleOf } from './recipe.ts';
+import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe, loraConfigOf, parseRecipe, recipeToYaml, scheduleOf } from './recipe.ts';
+import { parseOverrideArgs } from './overrides.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
 const minimal = 'base_model: ./m\ndatasets:\n  - path: d.jsonl\nmax_steps: 10\n';

@@ -1,6 +1,6 @@
 // What a resume may change: keys that only steer outputs, logging or where work runs may differ from the
 // checkpoint's run; any other change breaks the exact continuation and is refused unless forced.
-import type { Recipe } from './recipe.ts';
+import type { Recipe } from './schema.ts';
 
 /**
  * Recipe keys a resume may change: they leave the steps already taken as they were (max_steps and num_epochs

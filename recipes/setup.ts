@@ -13,7 +13,8 @@ import type { LlamaConfig, LlamaWeights } from '../model/types.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { estimateMemory, humanBytes, WASM_HEAP_LIMIT } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
-import { loraConfigOf, type Recipe } from './recipe.ts';
+import { loraConfigOf } from './recipe.ts';
+import type { Recipe } from './schema.ts';
 
 /**
  * The base model's folder: a Hub id's snapshot in the Hugging Face cache (downloaded when missing); a missing local

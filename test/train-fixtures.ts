@@ -9,7 +9,8 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { initModel } from '../model/init.ts';
-import { loadRecipe, type Recipe } from '../recipes/recipe.ts';
+import { loadRecipe } from '../recipes/recipe.ts';
+import type { Recipe } from '../recipes/schema.ts';
 import { Rng } from '../util/rng.ts';
 
 /**
