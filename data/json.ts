@@ -27,14 +27,17 @@ function parseRow(text: string, file: string, where: string): Row {
 }
 
 /** JSON Lines: one object per line; blank lines are ignored. */
-async function* readJsonl(file: string, first: string, rest: AsyncGenerator<string>): AsyncGenerator<RowBatch> {
+async function* readJsonl(file: string, first: string, firstLine: number, rest: AsyncGenerator<string>): AsyncGenerator<RowBatch> {
   let carry = first;
-  let line = 0;
+  let line = firstLine - 1;
   let offset = 0;
   let rows: Row[] = [];
+  let lines: number[] = [];
   const take = (text: string) => {
     line++;
-    if (text.trim() !== '') rows.push(parseRow(text, file, `line ${line}`));
+    if (text.trim() === '') return;
+    rows.push(parseRow(text, file, `line ${line}`));
+    lines.push(line);
   };
   for (;;) {
     let nl: number;
@@ -45,24 +48,27 @@ async function* readJsonl(file: string, first: string, rest: AsyncGenerator<stri
     }
     carry = carry.slice(start);
     if (rows.length >= BATCH_ROWS) {
-      yield { file, offset, rows };
+      yield { file, offset, rows, lines };
       offset += rows.length;
       rows = [];
+      lines = [];
     }
     const next = await rest.next();
     if (next.done) break;
     carry += next.value;
   }
   if (carry.trim() !== '') take(carry);
-  if (rows.length) yield { file, offset, rows };
+  if (rows.length) yield { file, offset, rows, lines };
 }
 
 /**
  * A top-level JSON array of objects (Stanford Alpaca's alpaca_data.json), scanned element by element.
  * Hand-written because no maintained streaming JSON parser is a dependency; JSON.parse does each element.
  */
-async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<string>): AsyncGenerator<RowBatch> {
+async function* readJsonArray(file: string, first: string, firstLine: number, rest: AsyncGenerator<string>): AsyncGenerator<RowBatch> {
   let buf = first.slice(first.indexOf('[') + 1);
+  let line = firstLine; // line of the scan position (JSON strings hold no raw newline)
+  let elemLine = 0;
   let pos = 0; // scan position in buf
   let depth = 0; // nesting inside the current element
   let elemStart = -1;
@@ -71,10 +77,12 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
   let closed = false;
   let offset = 0;
   let rows: Row[] = [];
-  const bad = (what: string) => new FtError(`${file}: corrupt JSON array near row ${offset + rows.length} (${what})`);
+  let lines: number[] = [];
+  const bad = (what: string) => new FtError(`${file}: corrupt JSON array at line ${line} (${what})`);
   for (;;) {
     for (; pos < buf.length && !closed; pos++) {
       const c = buf.charCodeAt(pos);
+      if (c === 10) line++;
       if (inString) {
         if (escaped) escaped = false;
         else if (c === 92 /* \ */) escaped = true;
@@ -86,6 +94,7 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
         if (depth === 0) {
           if (c === 91) throw bad('expected an object, found an array');
           elemStart = pos;
+          elemLine = line;
         }
         depth++;
       } else if (c === 125 /* } */ || c === 93 /* ] */) {
@@ -93,7 +102,8 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
           if (c === 93) closed = true;
           else throw bad("unbalanced '}'");
         } else if (--depth === 0) {
-          rows.push(parseRow(buf.slice(elemStart, pos + 1), file, `row ${offset + rows.length}`));
+          rows.push(parseRow(buf.slice(elemStart, pos + 1), file, `line ${elemLine}`));
+          lines.push(elemLine);
           elemStart = -1;
         }
       } else if (depth === 0 && c !== 44 /* , */ && c !== 32 && c !== 10 && c !== 13 && c !== 9) {
@@ -110,9 +120,10 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
       pos = 0;
     }
     if (rows.length >= BATCH_ROWS || (closed && rows.length)) {
-      yield { file, offset, rows };
+      yield { file, offset, rows, lines };
       offset += rows.length;
       rows = [];
+      lines = [];
     }
     if (closed) break;
     const next = await rest.next();
@@ -131,10 +142,12 @@ async function* readJsonArray(file: string, first: string, rest: AsyncGenerator<
 export async function* readJsonRows(file: string): AsyncGenerator<RowBatch> {
   const chunks = textChunks(file);
   let first = '';
+  let firstLine = 1;
   // find the first non-blank character to tell an array from JSON Lines
   for (;;) {
     const trimmed = first.trimStart();
     if (trimmed !== '') {
+      firstLine += (first.slice(0, first.length - trimmed.length).match(/\n/g) ?? []).length;
       first = trimmed;
       break;
     }
@@ -142,7 +155,7 @@ export async function* readJsonRows(file: string): AsyncGenerator<RowBatch> {
     if (next.done) return; // empty file: no rows
     first += next.value;
   }
-  if (first[0] === '[') yield* readJsonArray(file, first, chunks);
-  else if (first[0] === '{') yield* readJsonl(file, first, chunks);
+  if (first[0] === '[') yield* readJsonArray(file, first, firstLine, chunks);
+  else if (first[0] === '{') yield* readJsonl(file, first, firstLine, chunks);
   else throw new FtError(`${file}: expected a JSON array of objects or JSON Lines (one object per line), found '${first[0]}'`);
 }

@@ -6,7 +6,7 @@ import { recordMapper } from '../data/records.ts';
 import { readFileRows, resolveDataFiles } from '../data/source.ts';
 import { DatasetEntrySchema, type DatasetEntry } from '../data/spec.ts';
 import { rowHash } from '../data/split.ts';
-import type { DataRecord, DataTokenizer, Example } from '../data/types.ts';
+import { rowName, type DataRecord, type DataTokenizer, type Example } from '../data/types.ts';
 import { IGNORE_INDEX } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 
@@ -122,7 +122,7 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
         for (let i = 0; i < batch.rows.length && items.length < limit; i++) {
           rows++;
           const row = batch.rows[i];
-          const where = `${shown} row ${batch.offset + i}`;
+          const where = `${shown} ${rowName(batch, i)}`;
           const task = taskOf(row);
           for (const record of mapper.toRecords(row, where)) {
             const hash = rowHash(record);

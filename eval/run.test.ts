@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runEvalCommand, type EvalArgs } from '../cli/eval.ts';
 import { readConfig } from '../model/config.ts';
+import { synthCorpus } from '../data/synth.ts';
 import { initModel, randomTensors } from '../model/init.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { train, type TrainResult } from '../train/loop.ts';
@@ -39,7 +40,8 @@ function syntheticRows(): { instruction: string; input: string; output: string; 
 beforeAll(async () => {
   // ft's tiny preset at init std 0.02 has logits too flat to fit anything in a few steps; std 0.15 learns in ~40
   const model = path.join(tmp, 'tiny');
-  await initModel(model, { seed: 0 });
+  const texts = syntheticRows().flatMap((r) => [r.instruction, r.input, r.output]);
+  await initModel(model, { seed: 0, corpus: [...synthCorpus(), ...texts] }); // the template and this test's words as tokens
   await writeSafetensors(path.join(model, 'model.safetensors'), randomTensors(await readConfig(model), 0, 0.15));
   const rows = syntheticRows();
   const jsonl = (rs: object[]) => rs.map((r) => JSON.stringify(r)).join('\n') + '\n';

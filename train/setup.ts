@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { attachLora, targetNames, type Adapter } from '../adapters/lora.ts';
 import { loadLlama } from '../model/load.ts';
+import { createSynthDatasets } from '../data/synth-write.ts';
+import { synthCorpus } from '../data/synth.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
 import type { LlamaConfig, LlamaWeights } from '../model/types.ts';
@@ -12,8 +14,12 @@ import { estimateMemory, humanBytes, WASM_HEAP_LIMIT } from '../quant/memory.ts'
 import { FtError } from '../util/errors.ts';
 import { locateBaseModel, loraConfigOf, type Recipe } from './recipe.ts';
 
-/** The base model's folder; a missing local folder is created from `base_model_init` when the recipe has one. */
+/**
+ * The base model's folder; a missing local folder is created from `base_model_init` when the recipe has one (its
+ * tokenizer trained on ft's synth text), and missing `synth` datasets are generated first.
+ */
 export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
+  await createSynthDatasets(recipe.datasets, log); // the embedded default's data, generated on first use like its base
   const loc = locateBaseModel(recipe.base_model);
   if (loc.kind === 'hub') {
     if (!loc.path) {
@@ -27,7 +33,8 @@ export async function resolveBaseModel(recipe: Recipe, log: (line: string) => vo
   if (!existsSync(loc.path)) {
     if (!recipe.base_model_init) throw new FtError(`base_model '${loc.path}': no such folder (set base_model_init to create a random model there)`);
     log(`ft: creating base model ${loc.path} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
-    await initModel(loc.path, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed, initStd: recipe.base_model_init.init_std });
+    const { preset, seed, init_std: initStd } = recipe.base_model_init;
+    await initModel(loc.path, { preset, seed, initStd, corpus: synthCorpus() });
   }
   return loc.path;
 }
