@@ -86,7 +86,7 @@ describe('Arrow round trips', () => {
   });
 
   it('refuses a later row with a column the schema does not have', async () => {
-    await expect(writeArrowStream(path.join(tmp, 'x.arrow'), inBatches([{ a: 'x' }, { a: 'y', b: 'z' }] as Row[], 1))).rejects.toThrow(/row 1: column 'b' is not in the schema/);
+    await expect(writeArrowStream(path.join(tmp, 'x.arrow'), inBatches([{ a: 'x' }, { a: 'y', b: 'z' }] as Row[], 1))).rejects.toThrow(/row 2: column 'b' is not in the schema/);
   });
 
   it('writes nothing for an empty dataset', async () => {

@@ -21,19 +21,19 @@ afterAll(async () => {
 const byTask = (rows: SynthRow[], task: string) => rows.filter((r) => r.task === task);
 
 describe('synthSplits', () => {
-  const { train, test } = synthSplits({ rows: 3000, heldOut: 200, seed: 0 });
+  const { train, test } = synthSplits({ rows: 3000, heldOut: 240, seed: 0 });
 
   it('is deterministic: the same seed gives the same rows, another seed other rows', () => {
-    expect(synthSplits({ rows: 3000, heldOut: 200, seed: 0 })).toEqual({ train, test });
-    const other = synthSplits({ rows: 3000, heldOut: 200, seed: 1 });
+    expect(synthSplits({ rows: 3000, heldOut: 240, seed: 0 })).toEqual({ train, test });
+    const other = synthSplits({ rows: 3000, heldOut: 240, seed: 1 });
     expect(other.train.filter((r, i) => r.input === train[i].input).length).toBeLessThan(300);
   });
 
   it('mixes every task evenly, each with its own instruction', () => {
     expect(train).toHaveLength(3000);
-    expect(test).toHaveLength(200);
+    expect(test).toHaveLength(240);
     for (const t of SYNTH_TASKS) {
-      expect(byTask(train, t.name)).toHaveLength(600);
+      expect(byTask(train, t.name)).toHaveLength(500);
       expect(byTask(test, t.name)).toHaveLength(40);
       expect(new Set(byTask(train, t.name).map((r) => r.instruction))).toEqual(new Set([t.instruction]));
     }
@@ -62,6 +62,9 @@ describe('synthSplits', () => {
           break;
         case 'count_capitals':
           expect(Number(r.output)).toBe((r.input.match(/[A-Z]/g) ?? []).length);
+          break;
+        case 'count_words':
+          expect(Number(r.output)).toBe(r.input.split(' ').length);
           break;
         case 'list_to_json':
           expect(JSON.parse(r.output)).toEqual(r.input.split(', '));

@@ -1,5 +1,6 @@
 // ft's own instruction data: deterministic Alpaca-style rows of small tasks a tiny model can learn from a few thousand
-// examples (reverse the words, sort numbers, convert a date, count capitals, list to JSON), with a held-out split
+// examples (reverse the words, sort numbers, convert a date, count capitals, count words, list to JSON), with a
+// held-out split
 // whose inputs never occur in the training split.
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
@@ -67,6 +68,14 @@ export const SYNTH_TASKS: readonly SynthTask[] = [
       let count = 0;
       const ws = words(rng, 3 + rng.int(3)).map((w) => (rng.next() < 0.5 ? (count++, capitalized(w)) : w));
       return { input: ws.join(' '), output: String(count) };
+    },
+  },
+  {
+    name: 'count_words',
+    instruction: 'How many words are in the text?',
+    make(rng) {
+      const n = 2 + rng.int(6);
+      return { input: words(rng, n).join(' '), output: String(n) };
     },
   },
   {

@@ -52,7 +52,7 @@ describe('readEvalItems', () => {
     expect(items[1].example).toEqual(built.example);
     expect(items[1].prompt).toBe(TEMPLATES.alpaca.withInput.replace('{instruction}', 'Add the numbers.').replace('{input}', '2 and 3'));
     expect(items[1].hash).toBe(rowHash(record));
-    expect(items[1].where).toMatch(/a\.jsonl row 1$/);
+    expect(items[1].where).toMatch(/a\.jsonl line 2$/);
   });
 
   it('flattens the Alpaca seed tasks over their instances, tasks named by the name column, up to max_samples', async () => {
@@ -81,7 +81,7 @@ describe('readEvalItems', () => {
 describe('bad eval data', () => {
   it('a missing reference column names the file, row and the columns found', async () => {
     const p = file('noout.jsonl', JSON.stringify({ instruction: 'x', answer: 'y' }));
-    await expect(readEvalItems({ entries: [entryFor(p)] }, tok, opts)).rejects.toThrow(/noout\.jsonl row 0: missing column 'output' \(columns found: instruction, answer\)/);
+    await expect(readEvalItems({ entries: [entryFor(p)] }, tok, opts)).rejects.toThrow(/noout\.jsonl line 1: missing column 'output' \(columns found: instruction, answer\)/);
   });
 
   it('an empty file is an error', async () => {

@@ -17,7 +17,7 @@ export const TASK_COLUMNS = ['task', 'name', 'category'] as const;
 export interface EvalItem {
   /** 0-based position among the eval items */
   index: number;
-  /** file and row it came from, e.g. `eval.jsonl row 3` */
+  /** file and record it came from, counted from 1: `eval.jsonl line 3` (JSON, JSONL) or `eval.arrow row 3` */
   where: string;
   /** rowHash of the record (data/split.ts) */
   hash: string;
