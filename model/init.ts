@@ -15,49 +15,33 @@ export const INITIALIZER_RANGE = 0.02;
 
 export type ModelShape = Omit<LlamaConfig, 'raw'>;
 
+/** ~0.32M parameters; 2 kv heads for 4 query heads exercises GQA. */
+const TINY: ModelShape = {
+  architecture: 'LlamaForCausalLM',
+  hiddenSize: 64,
+  intermediateSize: 176,
+  numHiddenLayers: 4,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 16,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  ropeScaling: null,
+  vocabSize: 1024,
+  maxPositionEmbeddings: 1024,
+  tieWordEmbeddings: false,
+  attentionBias: false,
+  bosTokenId: 1,
+  eosTokenIds: [2],
+};
+
 export const PRESETS = {
-  /** ~0.32M parameters; 2 kv heads for 4 query heads exercises GQA. */
-  tiny: {
-    architecture: 'LlamaForCausalLM',
-    hiddenSize: 64,
-    intermediateSize: 176,
-    numHiddenLayers: 4,
-    numAttentionHeads: 4,
-    numKeyValueHeads: 2,
-    headDim: 16,
-    rmsNormEps: 1e-5,
-    ropeTheta: 10000,
-    ropeScaling: null,
-    vocabSize: 1024,
-    maxPositionEmbeddings: 1024,
-    tieWordEmbeddings: false,
-    attentionBias: false,
-    bosTokenId: 1,
-    eosTokenIds: [2],
-  },
+  tiny: TINY,
   /**
-   * The tiny shape with lm_head tied to the embeddings: a head that copies an input token's embedding raises that
-   * token's logit, so LoRA learns copying tasks (reverse, reorder) that an untied random head makes it fit through
-   * a rank-r map.
+   * The tiny shape with lm_head tied to the embeddings (the default recipe's): a head that copies an input token's
+   * embedding raises that token's logit, where an untied random head needs LoRA to fit a map from one to the other.
    */
-  'tiny-tied': {
-    architecture: 'LlamaForCausalLM',
-    hiddenSize: 64,
-    intermediateSize: 176,
-    numHiddenLayers: 4,
-    numAttentionHeads: 4,
-    numKeyValueHeads: 2,
-    headDim: 16,
-    rmsNormEps: 1e-5,
-    ropeTheta: 10000,
-    ropeScaling: null,
-    vocabSize: 1024,
-    maxPositionEmbeddings: 1024,
-    tieWordEmbeddings: true,
-    attentionBias: false,
-    bosTokenId: 1,
-    eosTokenIds: [2],
-  },
+  'tiny-tied': { ...TINY, tieWordEmbeddings: true },
 } satisfies Record<string, ModelShape>;
 export type PresetName = keyof typeof PRESETS;
 
