@@ -67,7 +67,7 @@ async function textLoss(model: LlamaWeights, texts: string[]): Promise<number> {
 }
 
 describe('stories260K: a real llama2.c checkpoint in Hugging Face layout', () => {
-  it.skip('loads with its published shape and the sha256 its README lists', () => {
+  it('loads with its published shape and the sha256 its README lists', () => {
     expect(w.config).toMatchObject({ hiddenSize: 64, numHiddenLayers: 5, numAttentionHeads: 8, numKeyValueHeads: 4, headDim: 8, intermediateSize: 172, vocabSize: 512, maxPositionEmbeddings: 512, tieWordEmbeddings: true });
     expect(parameterCount(w.config)).toBe(260_032);
     const readme = readFileSync(path.join(DIR, 'README.md'), 'utf8');
@@ -108,17 +108,18 @@ describe('stories260K: fine-tuning on the Alpaca seed tasks', () => {
     lora_r: 8,
     lora_alpha: 32,
     lora_target_linear: true,
-    datasets: [{ path: SEED_TASKS, type: 'alpaca' }],
+    // a short prompt: the Alpaca preamble costs ~100 tokens of this 512-token vocabulary per example
+    datasets: [{ path: SEED_TASKS, type: 'custom', format: 'Q: {instruction}\n{input}\nA: ', no_input_format: 'Q: {instruction}\nA: ' }],
     val_set_size: 24,
     sequence_len: 256,
     excess_length_strategy: 'truncate',
     sample_packing: true,
     micro_batch_size: 4,
-    max_steps: 40,
+    max_steps: 30,
     learning_rate: 2e-2,
-    warmup_steps: 4,
+    warmup_steps: 3,
     logging_steps: 10,
-    eval_steps: 40,
+    eval_steps: 30,
     seed: 0,
   };
 
@@ -136,7 +137,7 @@ describe('stories260K: fine-tuning on the Alpaca seed tasks', () => {
 
   const losses: Record<string, { before: number; after: number }> = {};
   for (const adapter of ['lora', 'qlora'] as const) {
-    it(`${adapter}: 40 steps lower the held-out response loss by at least 0.5 nats`, async () => {
+    it(`${adapter}: 30 steps lower the held-out response loss by at least 0.5 nats`, async () => {
       const { file, recipe } = writeRecipe(tmp, { ...fields, adapter, output_dir: `./${adapter}` }, `${adapter}.yaml`);
       const before = await baseLoss(recipe, adapter === 'qlora' ? quantizedLinear('nf4') : denseLinear);
       const out = await train(recipe, { recipeFile: file });
