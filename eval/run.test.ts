@@ -144,7 +144,7 @@ it('the recipe hook evaluates the validation split with the loss the training lo
 
 it('eval rows that are training rows are refused, or evaluated with a loud warning', async () => {
   await expect(runEvalCommand(args({ data: trainFile, recipe: recipeFile, out: path.join(tmp, 'eval-overlap') }))).rejects.toThrow(
-    /^\d+ of \d+ eval rows also appear in the training rows of .*recipe\.yaml \(e\.g\. .*train\.jsonl row \d+\): scores on them are not held-out; remove them or pass --allow-overlap/,
+    /^\d+ of \d+ eval rows also appear in the training rows of .*recipe\.yaml \(e\.g\. .*train\.jsonl line \d+\): scores on them are not held-out; remove them or pass --allow-overlap/,
   );
   const lines: string[] = [];
   const r = await runEvalCommand(args({ data: trainFile, recipe: recipeFile, allowOverlap: true, base: false, maxSamples: 4, maxNewTokens: 2, out: path.join(tmp, 'eval-overlap') }), (l) => lines.push(l));

@@ -106,20 +106,19 @@ describe('stories260K: fine-tuning on the Alpaca seed tasks', () => {
   const fields = {
     base_model: DIR,
     lora_r: 8,
-    lora_alpha: 32,
+    lora_alpha: 16,
     lora_target_linear: true,
-    // a short prompt: the Alpaca preamble costs ~100 tokens of this 512-token vocabulary per example
-    datasets: [{ path: SEED_TASKS, type: 'custom', format: 'Q: {instruction}\n{input}\nA: ', no_input_format: 'Q: {instruction}\nA: ' }],
+    datasets: [{ path: SEED_TASKS, type: 'alpaca' }],
     val_set_size: 24,
     sequence_len: 256,
     excess_length_strategy: 'truncate',
     sample_packing: true,
-    micro_batch_size: 4,
-    max_steps: 30,
+    micro_batch_size: 6,
+    max_steps: 40,
     learning_rate: 2e-2,
-    warmup_steps: 3,
+    warmup_steps: 4,
     logging_steps: 10,
-    eval_steps: 30,
+    eval_steps: 40,
     seed: 0,
   };
 
@@ -137,7 +136,7 @@ describe('stories260K: fine-tuning on the Alpaca seed tasks', () => {
 
   const losses: Record<string, { before: number; after: number }> = {};
   for (const adapter of ['lora', 'qlora'] as const) {
-    it(`${adapter}: 30 steps lower the held-out response loss by at least 0.5 nats`, async () => {
+    it(`${adapter}: 40 steps lower the held-out response loss by at least 0.5 nats`, async () => {
       const { file, recipe } = writeRecipe(tmp, { ...fields, adapter, output_dir: `./${adapter}` }, `${adapter}.yaml`);
       const before = await baseLoss(recipe, adapter === 'qlora' ? quantizedLinear('nf4') : denseLinear);
       const out = await train(recipe, { recipeFile: file });
