@@ -32,6 +32,9 @@ const STORIES = [
   'Once upon a time, there was a little boy named Tim. Tim had a red ball. He liked to play with his ball in the park. One day, Tim saw a big dog. The dog wanted to play too. Tim threw the ball and the dog ran to get it. They played all day and had a lot of fun.',
   'One day, a little girl named Sue went to the beach with her mom. She saw a big shell on the sand. "Mom, look at this shell!" she said. Her mom smiled and said, "It is very pretty." Sue was happy. She took the shell home and put it on her bed.',
   'There was a small cat who lived in a big house. The cat liked to sleep in the sun. One day, the cat saw a bird in the tree. The cat wanted to be friends with the bird. The bird was scared at first, but then it saw that the cat was kind. They became best friends.',
+  'Ben and his sister Mia found an old box under the stairs. It was dusty and heavy. "What is inside?" Mia asked. Ben opened it slowly. Inside there were shiny stones, a map and a tiny key. They looked at the map and saw a big X near the pond behind their house.',
+  'Grandpa Joe had a garden full of carrots and beans. Every morning, Lucy helped him water the plants. One morning, they saw that a rabbit had eaten some carrots. Lucy was upset, but Grandpa laughed. "The rabbit is hungry too," he said. They planted more carrots, some for them and some for the rabbit.',
+  'The wind was strong and the sky was gray. Max wanted to fly his new kite, but his dad said it was too windy. Max waited by the window. After lunch, the wind became soft and the sun came out. Max and his dad ran to the hill, and the kite flew high above the trees.',
 ];
 // Alpaca instruction text: the model has never seen "###" headers, instructions or code
 const ALPACA = readFileSync(SEED_TASKS, 'utf8')
@@ -96,9 +99,11 @@ describe('stories260K: a real llama2.c checkpoint in Hugging Face layout', () =>
   it('reads story text near its published validation loss (1.30 nats) and Alpaca text far worse', async () => {
     const story = await textLoss(w, STORIES);
     const alpaca = await textLoss(w, ALPACA);
-    expect(story).toBeGreaterThan(0.9);
+    // measured: stories 1.36 nats (perplexity 3.9; the three plainest paragraphs 0.84-1.05, the others 1.58-1.67),
+    // Alpaca 4.96 nats (perplexity 143)
+    expect(story).toBeGreaterThan(1.1);
     expect(story).toBeLessThan(1.6);
-    expect(alpaca).toBeGreaterThan(story + 2.5); // perplexity ~100 against ~3.5
+    expect(alpaca).toBeGreaterThan(story + 3);
   });
 });
 
@@ -114,11 +119,11 @@ describe('stories260K: fine-tuning on the Alpaca seed tasks', () => {
     excess_length_strategy: 'truncate',
     sample_packing: true,
     micro_batch_size: 6,
-    max_steps: 40,
+    max_steps: 32,
     learning_rate: 2e-2,
     warmup_steps: 4,
     logging_steps: 10,
-    eval_steps: 40,
+    eval_steps: 32,
     seed: 0,
   };
 
@@ -134,21 +139,21 @@ describe('stories260K: fine-tuning on the Alpaca seed tasks', () => {
     }
   }
 
+  // measured (32 steps of 6 x 256 tokens): LoRA 4.640 -> 4.002, QLoRA 4.722 -> 4.113 nats
   const losses: Record<string, { before: number; after: number }> = {};
   for (const adapter of ['lora', 'qlora'] as const) {
-    it(`${adapter}: 40 steps lower the held-out response loss by at least 0.5 nats`, async () => {
+    it(`${adapter}: 32 steps lower the held-out response loss by at least 0.5 nats`, async () => {
       const { file, recipe } = writeRecipe(tmp, { ...fields, adapter, output_dir: `./${adapter}` }, `${adapter}.yaml`);
       const before = await baseLoss(recipe, adapter === 'qlora' ? quantizedLinear('nf4') : denseLinear);
       const out = await train(recipe, { recipeFile: file });
       const after = out.finalEvalLoss!;
       losses[adapter] = { before, after };
       expect(before - after, `${before} -> ${after}`).toBeGreaterThanOrEqual(0.5);
-      console.log(`${adapter}: held-out loss ${before.toFixed(3)} -> ${after.toFixed(3)}`);
     }, 300_000);
   }
 
   it('the NF4 base stays within 0.2 nats of the float base on held-out text', () => {
-    // measured: float 4.5x, NF4 4.6x (see the README's figures)
+    // measured: float base 4.640, NF4 base 4.722 nats: a gap of 0.082
     expect(Math.abs(losses.qlora.before - losses.lora.before)).toBeLessThan(0.2);
   });
 });
