@@ -1,7 +1,6 @@
 // ft's own instruction data: deterministic Alpaca-style rows of small tasks a tiny model can learn from a few thousand
 // examples (reverse the words, sort numbers, convert a date, count capitals, count words, list to JSON), with a
-// held-out split
-// whose inputs never occur in the training split.
+// held-out split whose inputs never occur in the training split.
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { renderInstruction, TEMPLATES } from './templates.ts';
