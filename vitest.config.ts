@@ -1,7 +1,7 @@
 import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
 
 /** Tests that run the real CLI or whole training runs: the slow tier (`npm run test:e2e`). */
-const E2E = ['cli/**/*.test.ts', 'test/train-*.test.ts', 'recipes/train.test.ts', 'eval/run.test.ts'];
+const E2E = ['cli/**/*.test.ts', 'test/train-*.test.ts', 'test/stories260k.test.ts', 'recipes/train.test.ts', 'eval/run.test.ts'];
 
 /**
  * The model, loss, LoRA, 4-bit and loop tests run again on the plain JS `cpu` backend (`npm run test:cpu`), so code

@@ -5,7 +5,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { tokenizerJson, trainBpe } from '../model/bpe.ts';
-import { alpacaSeedTexts, SPECIAL_TOKENS } from '../model/init.ts';
+import { seedRows } from '../data/testing.ts';
+import { SPECIAL_TOKENS } from '../model/init.ts';
 import { SafetensorsFile, writeSafetensors, type FloatDtype } from '../model/safetensors.ts';
 import { tokenizerFromJson } from '../model/tokenizer.ts';
 import { Rng } from '../util/rng.ts';
@@ -35,7 +36,7 @@ try {
     await rm(file);
   }
 
-  const texts = await alpacaSeedTexts();
+  const texts = seedRows().flatMap((r) => [r.instruction, r.input, r.output].filter(Boolean));
   const chars = texts.reduce((n, t) => n + t.length, 0);
   let t0 = performance.now();
   const model = trainBpe(texts, { vocabSize: 1024, specialTokens: Object.values(SPECIAL_TOKENS) });

@@ -1,6 +1,9 @@
-// `ft data convert IN OUT` and `ft data inspect PATH --model DIR`.
+// `ft data convert IN OUT`, `ft data inspect PATH --model DIR` and `ft data synth --out DIR`.
 import type { Argv, CommandModule } from 'yargs';
+import { readConfig } from '../model/config.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
+import { writeSynthDataset } from '../data/synth-write.ts';
+import { SYNTH_TASKS } from '../data/synth.ts';
 import { convertToArrow, inspectDataset, type Inspection } from '../data/inspect.ts';
 import { formatStats } from '../data/pipeline.ts';
 import { DataRecipeSchema } from '../data/spec.ts';
@@ -23,7 +26,7 @@ interface InspectArgs extends GlobalArgs {
   'field-messages'?: string;
   format?: string;
   'no-input-format'?: string;
-  'sequence-len': number;
+  'sequence-len'?: number;
   'train-on-inputs': boolean;
   examples: number;
 }
@@ -80,11 +83,13 @@ const inspect: CommandModule<GlobalArgs, InspectArgs> = {
       .option('field-messages', { type: 'string', describe: 'chat column (default messages, or ShareGPT conversations)' })
       .option('format', { type: 'string', describe: 'custom template with {instruction} {input} [{output}]' })
       .option('no-input-format', { type: 'string', describe: 'custom template for rows without input' })
-      .option('sequence-len', { type: 'number', default: 2048 })
+      .option('sequence-len', { type: 'number', describe: "tokens per example (default: the model's max_position_embeddings)" })
       .option('train-on-inputs', { type: 'boolean', default: false })
       .option('examples', { type: 'number', default: 3, describe: 'how many examples to print' }) as Argv<InspectArgs>,
   handler: async (argv) => {
     setQuiet(argv.quiet);
+    requireModelDir(argv.model);
+    const sequenceLen = argv['sequence-len'] ?? (await readConfig(argv.model)).maxPositionEmbeddings;
     const parsed = DataRecipeSchema.safeParse({
       datasets: [
         {
@@ -98,23 +103,49 @@ const inspect: CommandModule<GlobalArgs, InspectArgs> = {
           no_input_format: argv['no-input-format'],
         },
       ],
-      sequence_len: argv['sequence-len'],
+      sequence_len: sequenceLen,
       train_on_inputs: argv['train-on-inputs'],
     });
     if (!parsed.success) {
       const i = parsed.error.issues[0];
       throw new FtError(`--${String(i.path.at(-1)).replace(/_/g, '-')}: ${i.message}`);
     }
-    requireModelDir(argv.model);
     const tok = await loadTokenizer(argv.model);
     const report = await inspectDataset(parsed.data, tok, '.', argv.examples);
-    process.stdout.write(formatInspection(report, argv['sequence-len']));
+    process.stdout.write(formatInspection(report, sequenceLen));
+  },
+};
+
+interface SynthArgs extends GlobalArgs {
+  out: string;
+  rows: number;
+  'held-out': number;
+  seed: number;
+}
+
+const synth: CommandModule<GlobalArgs, SynthArgs> = {
+  command: 'synth',
+  describe: `write ft's generated instruction tasks (${SYNTH_TASKS.map((t) => t.name).join(', ')}) as a datasets save_to_disk folder with train and test splits`,
+  builder: (y) =>
+    y
+      .option('out', { type: 'string', demandOption: true, describe: 'output folder (replaced atomically)' })
+      .option('rows', { type: 'number', default: 3000, describe: 'training rows' })
+      .option('held-out', { type: 'number', default: 200, describe: 'test rows, with inputs no training row has' })
+      .option('seed', { type: 'number', default: 0, describe: 'generator seed (same seed, same rows)' }) as Argv<SynthArgs>,
+  handler: async (argv) => {
+    const count = (flag: string, v: number, min: number) => {
+      if (!Number.isInteger(v) || v < min) throw new FtError(`--${flag} must be an integer >= ${min}, got ${v}`);
+      return v;
+    };
+    const opts = { rows: count('rows', argv.rows, 1), heldOut: count('held-out', argv['held-out'], 0), seed: count('seed', argv.seed, 0) };
+    const n = await writeSynthDataset(argv.out, opts);
+    process.stdout.write(`wrote ${argv.out}: train ${n.train} rows, test ${n.test} rows (Arrow IPC stream, datasets save_to_disk layout)\n`);
   },
 };
 
 export const dataCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'data <command>',
-  describe: 'convert and inspect datasets',
-  builder: (y) => y.command(convert as never).command(inspect as never).demandCommand(1) as Argv<GlobalArgs>,
+  describe: 'convert, inspect and generate datasets',
+  builder: (y) => y.command(convert as never).command(inspect as never).command(synth as never).demandCommand(1) as Argv<GlobalArgs>,
   handler: () => {},
 };

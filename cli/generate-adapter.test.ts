@@ -1,7 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { attachLora } from '../adapters/lora.ts';
 import { loadPeftAdapter, savePeftAdapter } from '../adapters/peft.ts';
@@ -10,6 +12,7 @@ import { initModel } from '../model/init.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadLlama } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
+import { quantizedLinear } from '../quant/linear.ts';
 import { promptIds, runGenerate, type GenerateArgs } from './generate.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-generate-adapter-'));
@@ -28,7 +31,7 @@ beforeAll(async () => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 it('ft generate --adapter generates with the PEFT adapter applied', async () => {
-  const args: GenerateArgs = { backend: 'wasm', quiet: true, model, adapter, prompt: 'Hello world', maxNewTokens: 10, temperature: 0, topK: 0, topP: 1, seed: 0, bos: true };
+  const args: GenerateArgs = { backend: 'wasm', quiet: true, model, adapter, loadIn4bit: false, prompt: 'Hello world', maxNewTokens: 10, temperature: 0, topK: 0, topP: 1, seed: 0, bos: true };
   const tok = await loadTokenizer(model);
   const prompt = promptIds(tok, 'Hello world', true);
   const w = await loadLlama(model);
@@ -40,4 +43,20 @@ it('ft generate --adapter generates with the PEFT adapter applied', async () => 
   const r = await runGenerate({ ...args, maxNewTokens: 10 }, () => {});
   expect(r.tokens).toEqual(adapted.slice(0, r.tokens.length));
   expect(r.tokens.length).toBeGreaterThan(0);
+});
+
+it('ft generate --adapter --load-in-4bit generates as the NF4 base QLoRA trained against, with the adapter', async () => {
+  const tok = await loadTokenizer(model);
+  const prompt = promptIds(tok, 'Hello world', true);
+  const w = await loadLlama(model, { linear: quantizedLinear('nf4') });
+  await loadPeftAdapter(adapter, w);
+  const [expected] = await generate(w, [prompt], { maxNewTokens: 10, eosIds: [] });
+  disposeLlama(w);
+  const args: GenerateArgs = { backend: 'wasm', quiet: true, model, adapter, loadIn4bit: true, prompt: 'Hello world', maxNewTokens: 10, temperature: 0, topK: 0, topP: 1, seed: 0, bos: true };
+  const r = await runGenerate(args, () => {});
+  expect(r.tokens.length).toBeGreaterThan(0);
+  expect(r.tokens).toEqual(expected.slice(0, r.tokens.length));
+  // and the command line takes the flag
+  const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, 'ft.js'), 'generate', '--model', model, '--adapter', adapter, '--load-in-4bit', '--prompt', 'Hello world', '--max-new-tokens', '10', '--quiet']);
+  expect(stdout).toBe(tok.decode(r.tokens, { skipSpecialTokens: true }) + '\n');
 });

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -24,6 +24,7 @@ const args = (more: Partial<GenerateArgs> = {}): GenerateArgs => ({
   backend: 'wasm',
   quiet: true,
   model,
+  loadIn4bit: false,
   prompt: 'Hello world',
   maxNewTokens: 12,
   temperature: 0,
@@ -67,6 +68,46 @@ describe('ft generate', () => {
     await expect(runGenerate(args({ topP: 0 }), () => {})).rejects.toThrow('--top-p must be in (0, 1], got 0');
     await expect(runGenerate(args({ maxNewTokens: 0 }), () => {})).rejects.toThrow(/--max-new-tokens must be a positive integer/);
     await expect(runGenerate(args({ temperature: -1 }), () => {})).rejects.toThrow(/--temperature must be >= 0/);
+  });
+
+  /** A copy of the model with config.json / generation_config.json fields changed. */
+  function variant(name: string, config: object, generationConfig?: object): string {
+    const dir = path.join(tmp, name);
+    cpSync(model, dir, { recursive: true });
+    const file = path.join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), ...config }));
+    if (generationConfig) writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify(generationConfig));
+    return dir;
+  }
+
+  it("stops at the model's context (max_position_embeddings) and says so in one line", async () => {
+    const small = variant('ctx16', { max_position_embeddings: 16 });
+    const r = await runGenerate(args({ model: small, maxNewTokens: 40 }), () => {});
+    expect(r.promptTokens + r.tokens.length).toBe(16);
+    expect(r.contextNote).toBe(`ft: stopped at the model's context of 16 tokens (max_position_embeddings): ${r.promptTokens} prompt + ${16 - r.promptTokens} generated`);
+    expect((await runGenerate(args({ maxNewTokens: 5 }), () => {})).contextNote).toBeNull();
+    const long = 'Hello world '.repeat(20);
+    await expect(runGenerate(args({ model: small, prompt: long }), () => {})).rejects.toThrow(/prompt 0 has \d+ tokens, no room left in the model's context of 16 \(max_position_embeddings\)/);
+    // the CLI prints the line on stderr
+    const ft = path.join(import.meta.dirname, 'ft.js');
+    const { stderr } = await promisify(execFile)(process.execPath, [ft, 'generate', '--model', small, '--prompt', 'Hello world', '--max-new-tokens', '40', '--quiet']);
+    expect(stderr).toBe(`${r.contextNote}\n`);
+  });
+
+  it('stops at any of several eos ids: a config.json list or generation_config.json', async () => {
+    const free = (await runGenerate(args({ maxNewTokens: 8 }), () => {})).tokens; // greedy, no eos met
+    expect(free).toHaveLength(8);
+    const stop = free[3]; // the first place this token appears is where generation must now end
+    const at = free.indexOf(stop);
+    const listed = variant('eos-list', { eos_token_id: [2, stop] });
+    expect((await runGenerate(args({ model: listed, maxNewTokens: 8 }), () => {})).tokens).toEqual(free.slice(0, at));
+    const generation = variant('eos-generation', {}, { bos_token_id: 1, eos_token_id: [2, stop] });
+    expect((await runGenerate(args({ model: generation, maxNewTokens: 8 }), () => {})).tokens).toEqual(free.slice(0, at));
+    const w = await loadLlama(generation);
+    expect(w.config.eosTokenIds).toEqual([2, stop]);
+    disposeLlama(w);
+    const bad = variant('eos-bad', {}, { eos_token_id: 'two' });
+    await expect(runGenerate(args({ model: bad }), () => {})).rejects.toThrow(`${path.join(bad, 'generation_config.json')}: eos_token_id: expected a token id or a list of token ids, got "two"`);
   });
 
   it('runs as a command: `ft generate --model DIR --prompt ... --max-new-tokens 5` prints text and exits 0', async () => {

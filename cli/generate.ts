@@ -6,12 +6,15 @@ import { disposeLlama } from '../model/llama.ts';
 import { loadLlama } from '../model/load.ts';
 import { DecodeStream, loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
 import type { LlamaWeights } from '../model/types.ts';
+import { denseLinear } from '../model/linear.ts';
+import { quantizedLinear } from '../quant/linear.ts';
 import { FtError } from '../util/errors.ts';
 import { requireModelDir, startRun, type GlobalArgs } from './common.ts';
 
 export interface GenerateArgs extends GlobalArgs {
   model: string;
   adapter?: string;
+  loadIn4bit: boolean;
   prompt: string;
   maxNewTokens: number;
   temperature: number;
@@ -25,7 +28,7 @@ export interface GenerateArgs extends GlobalArgs {
 export async function loadGenerator(args: GenerateArgs): Promise<{ weights: LlamaWeights; tokenizer: Tokenizer }> {
   requireModelDir(args.model);
   const tokenizer = await loadTokenizer(args.model);
-  const weights = await loadLlama(args.model);
+  const weights = await loadLlama(args.model, { linear: args.loadIn4bit ? quantizedLinear('nf4') : denseLinear });
   if (args.adapter) {
     try {
       await loadPeftAdapter(args.adapter, weights);
@@ -77,9 +80,15 @@ export async function runGenerate(args: GenerateArgs, out: (text: string) => voi
     });
     const end = performance.now();
     out(stream.flush() + '\n');
+    const context = weights.config.maxPositionEmbeddings;
     return {
       promptTokens: prompt.length,
       tokens,
+      /** the one line saying generation ended at the model's context before --max-new-tokens, else null */
+      contextNote:
+        tokens.length < args.maxNewTokens && prompt.length + tokens.length >= context
+          ? `ft: stopped at the model's context of ${context} tokens (max_position_embeddings): ${prompt.length} prompt + ${tokens.length} generated`
+          : null,
       /** prompt tokens per second of the prefill (up to the first sampled token) */
       prefillTokensPerSec: firstTokenAt ? prompt.length / ((firstTokenAt - start) / 1000) : 0,
       /** one-token decode steps per second after the first token */
@@ -97,6 +106,7 @@ export const generateCommand: CommandModule<GlobalArgs, GenerateArgs> = {
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model folder (config.json, *.safetensors, tokenizer.json)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply to the model' })
+      .option('load-in-4bit', { type: 'boolean', default: false, describe: 'load the base quantized to NF4 (as QLoRA trained it)' })
       .option('prompt', { type: 'string', demandOption: true, describe: 'text to continue' })
       .option('max-new-tokens', { type: 'number', default: 64, describe: 'tokens to generate at most' })
       .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature (0 = greedy)' })
@@ -107,6 +117,7 @@ export const generateCommand: CommandModule<GlobalArgs, GenerateArgs> = {
   async handler(args) {
     await startRun(args);
     const r = await runGenerate(args);
+    if (r.contextNote) process.stderr.write(r.contextNote + '\n');
     if (!args.quiet) {
       process.stderr.write(
         `ft: ${r.promptTokens} prompt tokens, ${r.tokens.length} generated; prefill ${r.prefillTokensPerSec.toFixed(1)} tok/s, decode ${r.decodeTokensPerSec.toFixed(1)} tok/s\n`,

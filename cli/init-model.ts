@@ -1,5 +1,6 @@
-// ft init-model: writes a deterministic random Llama (weights, config, trained BPE tokenizer) in Hugging Face layout.
+// ft init-model: writes a deterministic random Llama (weights, config, BPE tokenizer trained on ft's synth tasks) in Hugging Face layout.
 import type { CommandModule } from 'yargs';
+import { synthCorpus } from '../data/synth.ts';
 import { PRESETS, initModel, parameterCount, type PresetName } from '../model/init.ts';
 import { setQuiet } from '../util/progress.ts';
 import type { GlobalArgs } from './common.ts';
@@ -26,7 +27,7 @@ export const initModelCommand: CommandModule<GlobalArgs, Args> = {
       .option('init-std', { type: 'number', describe: 'standard deviation of the random weights (default 0.02)' }),
   handler: async (argv) => {
     setQuiet(argv.quiet);
-    const config = await initModel(argv.out, { preset: argv.preset, seed: argv.seed, vocabSize: argv['vocab-size'], initStd: argv['init-std'], overwrite: argv.overwrite });
+    const config = await initModel(argv.out, { preset: argv.preset, seed: argv.seed, vocabSize: argv['vocab-size'], initStd: argv['init-std'], corpus: synthCorpus(), overwrite: argv.overwrite });
     const params = parameterCount(config);
     process.stdout.write(
       `wrote ${argv.out}: ${config.architecture}, ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, ` +

@@ -176,14 +176,14 @@ export async function writeArrowStream(target: string, batches: AsyncIterable<Ro
       const known = new Set(schema.fields.map((f) => f.name));
       rows.forEach((r, i) => {
         const extra = Object.keys(r).find((k) => !known.has(k));
-        if (extra !== undefined) throw new FtError(`row ${n + i}: column '${extra}' is not in the schema taken from the first rows (${[...known].join(', ')})`);
+        if (extra !== undefined) throw new FtError(`row ${n + i + 1}: column '${extra}' is not in the schema taken from the first rows (${[...known].join(', ')})`);
       });
       const data: Record<string, arrow.Data> = {};
       for (const f of schema.fields) {
         try {
           data[f.name] = arrow.vectorFromArray(rows.map((r) => toArrowValue(r[f.name], f.type)), f.type).data[0];
         } catch (e) {
-          throw new FtError(`column '${f.name}' near row ${n}: values do not fit type ${f.type} (${(e as Error).message})`);
+          throw new FtError(`column '${f.name}' in rows ${n + 1}-${n + rows.length}: values do not fit type ${f.type} (${(e as Error).message})`);
         }
       }
       writer.write(new arrow.RecordBatch(data));

@@ -28,7 +28,7 @@ describe('ft data convert and inspect', () => {
     const r = await inspectDataset(recipe, tok, tmp, 2);
     expect(r.stats.examples).toBe(seedRows().length);
     expect(r.lengths.counts.reduce((a, b) => a + b, 0)).toBe(r.stats.examples);
-    expect(r.examples.map((e) => e.where)).toEqual(['seed.arrow row 0', 'seed.arrow row 1']);
+    expect(r.examples.map((e) => e.where)).toEqual(['seed.arrow row 1', 'seed.arrow row 2']);
     const e = r.examples[1];
     expect(e.runs.map((x) => x.trained)).toEqual([false, true]);
     expect(e.runs[1].text).toBe(seedRows()[1].output + '</s>');

@@ -23,7 +23,7 @@ interface JsonText {
 /** The row in place of one with a byte that is not UTF-8 (a reader claims faults up to each row's end first). */
 function unreadable(t: JsonText, fault: Utf8Fault, where: string): Row {
   if (t.unreadable === 'error') throw new FtError(`${t.file} ${where}: ${describeFault(fault)}`);
-  return unreadableRow(`${where}: ${describeFault(fault)}`);
+  return unreadableRow(describeFault(fault)); // the pipeline names the row by its line
 }
 
 function parseRow(text: string, file: string, where: string): Row {
@@ -45,11 +45,13 @@ async function* readJsonl(t: JsonText): AsyncGenerator<RowBatch> {
   let line = t.lines;
   let offset = 0;
   let rows: Row[] = [];
+  let lines: number[] = []; // the file line of each row, from 1
   const take = (text: string, end: number) => {
     line++;
     const fault = t.utf8.claim(end);
-    if (fault) rows.push(unreadable(t, fault, `line ${line}`));
-    else if (text.trim() !== '') rows.push(parseRow(text, file, `line ${line}`));
+    if (!fault && text.trim() === '') return;
+    rows.push(fault ? unreadable(t, fault, `line ${line}`) : parseRow(text, file, `line ${line}`));
+    lines.push(line);
   };
   for (;;) {
     let nl: number;
@@ -61,16 +63,17 @@ async function* readJsonl(t: JsonText): AsyncGenerator<RowBatch> {
     carry = carry.slice(start);
     base += start;
     if (rows.length >= BATCH_ROWS) {
-      yield { file, offset, rows };
+      yield { file, offset, rows, lines };
       offset += rows.length;
       rows = [];
+      lines = [];
     }
     const next = await rest.next();
     if (next.done) break;
     carry += next.value;
   }
   if (carry.trim() !== '') take(carry, Infinity);
-  if (rows.length) yield { file, offset, rows };
+  if (rows.length) yield { file, offset, rows, lines };
 }
 
 /**
@@ -89,10 +92,14 @@ async function* readJsonArray(t: JsonText): AsyncGenerator<RowBatch> {
   let closed = false;
   let offset = 0;
   let rows: Row[] = [];
-  const bad = (what: string) => new FtError(`${file}: corrupt JSON array near row ${offset + rows.length} (${what})`);
+  let lines: number[] = []; // the file line each row starts on, from 1
+  let line = t.lines + 1; // line of the scan position (JSON strings hold no raw newline)
+  let elemLine = 0;
+  const bad = (what: string) => new FtError(`${file}: corrupt JSON array at line ${line} (${what})`);
   for (;;) {
     for (; pos < buf.length && !closed; pos++) {
       const c = buf.charCodeAt(pos);
+      if (c === 10) line++;
       if (inString) {
         if (escaped) escaped = false;
         else if (c === 92 /* \ */) escaped = true;
@@ -104,6 +111,7 @@ async function* readJsonArray(t: JsonText): AsyncGenerator<RowBatch> {
         if (depth === 0) {
           if (c === 91) throw bad('expected an object, found an array');
           elemStart = pos;
+          elemLine = line;
         }
         depth++;
       } else if (c === 125 /* } */ || c === 93 /* ] */) {
@@ -112,8 +120,9 @@ async function* readJsonArray(t: JsonText): AsyncGenerator<RowBatch> {
           else throw bad("unbalanced '}'");
         } else if (--depth === 0) {
           const fault = t.utf8.claim(base + pos + 1);
-          const where = `row ${offset + rows.length}`;
+          const where = `line ${elemLine}`;
           rows.push(fault ? unreadable(t, fault, where) : parseRow(buf.slice(elemStart, pos + 1), file, where));
+          lines.push(elemLine);
           elemStart = -1;
         }
       } else if (depth === 0 && c !== 44 /* , */ && c !== 32 && c !== 10 && c !== 13 && c !== 9) {
@@ -128,9 +137,10 @@ async function* readJsonArray(t: JsonText): AsyncGenerator<RowBatch> {
     pos -= keep;
     if (elemStart >= 0) elemStart = 0;
     if (rows.length >= BATCH_ROWS || (closed && rows.length)) {
-      yield { file, offset, rows };
+      yield { file, offset, rows, lines };
       offset += rows.length;
       rows = [];
+      lines = [];
     }
     if (closed) break;
     const next = await rest.next();

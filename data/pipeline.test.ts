@@ -53,7 +53,8 @@ describe('the seed tasks', () => {
     for (const p of ['seed.jsonl', 'seed.arrow', 'seed.parquet']) {
       const ds = await loadDataset(recipe({ datasets: [{ path: p }], micro_batch_size: 4, sample_packing: true, sequence_len: 512, val_set_size: 0.1 }), tok, tmp);
       const stats = newStats();
-      runs.push({ batches: (await all(ds.batches({ stats }))).map(plain), stats: { ...stats, notes: stats.notes.map((n) => n.replace(/^seed\.\w+/, 'seed')) } });
+      // JSONL names line n, Arrow and Parquet row n: the same record here (no blank lines)
+      runs.push({ batches: (await all(ds.batches({ stats }))).map(plain), stats: { ...stats, notes: stats.notes.map((n) => n.replace(/^seed\.\w+ (line|row)/, 'seed record')) } });
     }
     expect(runs[0].batches.length).toBeGreaterThan(3);
     expect(runs[1]).toEqual(runs[0]);
@@ -114,7 +115,7 @@ describe('bad input', () => {
   it('names the columns found when a required column is missing, and accepts a column mapping', async () => {
     await write('qa.jsonl', [{ question: 'q', answer: 'a' }]);
     const ds = await loadDataset(recipe({ datasets: [{ path: 'qa.jsonl' }] }), tok, tmp);
-    await expect(all(ds.batches())).rejects.toThrow("qa.jsonl row 0: missing column 'instruction' (columns found: question, answer)");
+    await expect(all(ds.batches())).rejects.toThrow("qa.jsonl line 1: missing column 'instruction' (columns found: question, answer)");
     const mapped = await loadDataset(recipe({ datasets: [{ path: 'qa.jsonl', field_instruction: 'question', field_output: 'answer' }] }), tok, tmp);
     expect((await all(mapped.batches())).length).toBe(1);
   });
@@ -122,12 +123,12 @@ describe('bad input', () => {
   it('stops at a null field naming the row, or skips and counts it when on_bad_row is skip', async () => {
     await write('nulls.jsonl', [rows[0], { ...rows[1], output: null }, rows[2], { ...rows[3], instruction: 5 }]);
     const strict = await loadDataset(recipe({ datasets: [{ path: 'nulls.jsonl' }] }), tok, tmp);
-    await expect(all(strict.batches())).rejects.toThrow("nulls.jsonl row 1: field 'output' must be a string, got null");
+    await expect(all(strict.batches())).rejects.toThrow("nulls.jsonl line 2: field 'output' must be a string, got null");
     const lenient = await loadDataset(recipe({ datasets: [{ path: 'nulls.jsonl' }], on_bad_row: 'skip' }), tok, tmp);
     const stats = newStats();
     expect((await all(lenient.batches({ stats }))).length).toBe(2);
     expect([stats.rows, stats.badRows, stats.examples]).toEqual([4, 2, 2]);
-    expect(stats.notes[1]).toMatch(/row 3: field 'instruction' must be a string, got number/);
+    expect(stats.notes[1]).toMatch(/nulls\.jsonl line 4: field 'instruction' must be a string, got number/);
     expect(formatStats(stats, 1024)).toMatch(/2 bad rows skipped/);
   });
 
@@ -141,7 +142,34 @@ describe('bad input', () => {
     const stats = newStats();
     expect((await all(lenient.batches({ stats }))).length).toBe(2);
     expect([stats.rows, stats.badRows, stats.examples]).toEqual([3, 1, 2]);
-    expect(stats.notes[0]).toMatch(/latin1\.jsonl row 1: line 2: not valid UTF-8/);
+    expect(stats.notes[0]).toMatch(/latin1\.jsonl line 2: not valid UTF-8/);
+  });
+
+  it('names a record by its line (JSON, JSONL) or row (Arrow, Parquet), counted from 1, in every format', async () => {
+    const good = { instruction: 'Say hi.', input: '', output: 'hi' };
+    const bad = { instruction: 'Say hi.', input: '', output: null };
+    const fail = async (file: string) => {
+      const ds = await loadDataset(recipe({ datasets: [{ path: file }] }), tok, tmp);
+      return all(ds.batches()).then(() => 'no error', (e: Error) => e.message);
+    };
+    // JSONL: blank lines count as lines
+    await fsp.writeFile(path.join(tmp, 'n.jsonl'), ['', JSON.stringify(good), '', JSON.stringify(bad)].join('\n'));
+    expect(await fail('n.jsonl')).toBe("n.jsonl line 4: field 'output' must be a string, got null");
+    // a pretty-printed JSON array (as alpaca_data.json): the line the record starts on
+    await fsp.writeFile(path.join(tmp, 'n.json'), '\n' + JSON.stringify([good, good, bad], null, 2));
+    expect(await fail('n.json')).toBe("n.json line 13: field 'output' must be a string, got null");
+    expect(('\n' + JSON.stringify([good, good, bad], null, 2)).split('\n')[12]).toBe('  {'); // line 13 of the file opens the third record
+    // Arrow and Parquet: row numbers
+    await writeArrowStream(path.join(tmp, 'n.arrow'), (async function* () {
+      yield [good, good] as Row[];
+      yield [good, bad] as Row[];
+    })());
+    expect(await fail('n.arrow')).toBe("n.arrow row 4: field 'output' must be a string, got null");
+    parquetWriteFile({
+      filename: path.join(tmp, 'n.parquet'),
+      columnData: (['instruction', 'input', 'output'] as const).map((name) => ({ name, data: [good, bad, good].map((r) => r[name]), type: 'STRING' as const })),
+    });
+    expect(await fail('n.parquet')).toBe("n.parquet row 2: field 'output' must be a string, got null");
   });
 
   it('refuses an empty dataset, and a dataset whose every row is dropped, saying why', async () => {
@@ -149,7 +177,7 @@ describe('bad input', () => {
     const empty = await loadDataset(recipe({ datasets: [{ path: 'empty.jsonl' }] }), tok, tmp);
     await expect(all(empty.batches())).rejects.toThrow(/empty\.jsonl: no train examples \(0 rows -> 0 examples/);
     const short = await loadDataset(recipe({ sequence_len: 16 }), tok, tmp);
-    await expect(all(short.batches())).rejects.toThrow(/175 dropped as longer than sequence_len 16\); e\.g\. seed\.jsonl row \d+: \d+ tokens > sequence_len 16/);
+    await expect(all(short.batches())).rejects.toThrow(/175 dropped as longer than sequence_len 16\); e\.g\. seed\.jsonl line \d+: \d+ tokens > sequence_len 16/);
   });
 
   it('counts dropped long rows, or stops at the first one when excess_length_strategy is error', async () => {
@@ -159,7 +187,7 @@ describe('bad input', () => {
     expect(stats.skipped.too_long).toBeGreaterThan(0);
     expect(stats.examples + stats.skipped.too_long).toBe(rows.length);
     const strict = await loadDataset(recipe({ sequence_len: 128, excess_length_strategy: 'error', shuffle_buffer_size: 0 }), tok, tmp);
-    await expect(all(strict.batches())).rejects.toThrow(/seed\.jsonl row \d+: \d+ tokens, longer than sequence_len 128/);
+    await expect(all(strict.batches())).rejects.toThrow(/seed\.jsonl line \d+: \d+ tokens, longer than sequence_len 128/);
   });
 
   it('needs a chat template for chat data', async () => {
@@ -215,7 +243,7 @@ describe('tokenizing on worker threads', () => {
     const strict = { ...r, excess_length_strategy: 'error' as const };
     const error = (ds: Dataset, stats?: DataStats) => pass(ds, stats).then(() => 'no error', (e: Error) => e.message);
     const inProcess = await error(await loadDataset({ ...strict, dataset_processes: 1 }, tok, tmp));
-    expect(inProcess).toMatch(/row \d+: \d+ tokens, longer than sequence_len 160/);
+    expect(inProcess).toMatch(/line \d+: \d+ tokens, longer than sequence_len 160/);
     const ds = await loadDataset(strict, tok, tmp, { parallelAfter: 0 });
     await untilOnWorkers(ds, async (stats) => expect(await error(ds, stats)).toBe(inProcess));
   });

@@ -13,7 +13,7 @@ import { entryFiles, readFileRows } from './source.ts';
 import type { DataRecipe, DatasetEntry } from './spec.ts';
 import { countSplit, fractionSplit, NO_SPLIT, rowHash, type Split } from './split.ts';
 import { buildChunk, chunkResults, TokenizePool, type ChunkResult } from './tokenize-pool.ts';
-import type { BuildResult, DataTokenizer, Example, SkipReason, SourcedRecord } from './types.ts';
+import { rowName, type BuildResult, type DataTokenizer, type Example, type SkipReason, type SourcedRecord } from './types.ts';
 
 /** What happened to the rows of one pass; reported so nothing is dropped silently. */
 export interface DataStats {
@@ -158,7 +158,7 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
       const shown = rel && !rel.startsWith('..') ? rel : file;
       for await (const batch of readFileRows(file, mapper.columns, recipe.on_bad_row === 'skip' ? 'mark' : 'error')) {
         for (let i = 0; i < batch.rows.length; i++) {
-          const where = `${shown} row ${batch.offset + i}`;
+          const where = `${shown} ${rowName(batch, i)}`;
           for (const s of stats) s.rows++;
           let records;
           try {

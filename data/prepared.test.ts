@@ -123,7 +123,7 @@ describe('prepared data equals the streaming pipeline', () => {
     await fsp.writeFile(path.join(tmp, 'nulls.jsonl'), ['{"instruction":"a","output":"b"}', '{"instruction":"c","output":null}'].join('\n'));
     const r = recipe({ datasets: [{ path: 'nulls.jsonl' }] });
     const want = await error(all((await loadDataset(r, tok, tmp)).batches()));
-    expect(want).toMatch(/nulls\.jsonl row 1: field 'output' must be a string, got null/);
+    expect(want).toMatch(/nulls\.jsonl line 2: field 'output' must be a string, got null/);
     const before = await fsp.readdir(store);
     expect(await error(prepared(r))).toBe(want);
     expect(await fsp.readdir(store)).toEqual(before); // the failed build left no folder behind, complete or not

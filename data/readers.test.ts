@@ -86,7 +86,7 @@ describe('Arrow round trips', () => {
   });
 
   it('refuses a later row with a column the schema does not have', async () => {
-    await expect(writeArrowStream(path.join(tmp, 'x.arrow'), inBatches([{ a: 'x' }, { a: 'y', b: 'z' }] as Row[], 1))).rejects.toThrow(/row 1: column 'b' is not in the schema/);
+    await expect(writeArrowStream(path.join(tmp, 'x.arrow'), inBatches([{ a: 'x' }, { a: 'y', b: 'z' }] as Row[], 1))).rejects.toThrow(/row 2: column 'b' is not in the schema/);
   });
 
   it('writes nothing for an empty dataset', async () => {
@@ -116,14 +116,14 @@ describe('JSON streaming', () => {
     await expect(readAll(f)).rejects.toThrow(/bad\.jsonl line 2: invalid JSON/);
   });
 
-  it('refuses bytes that are not UTF-8, naming the line (JSONL) or row (JSON array) and the byte offset', async () => {
+  it('refuses bytes that are not UTF-8, naming the line (JSONL, JSON array) and the byte offset', async () => {
     const latin1 = Buffer.from('{"a":"caf\xe9"}', 'latin1'); // 'café' as Latin-1: 0xE9 is no UTF-8 sequence
     const f = path.join(tmp, 'latin1.jsonl');
     await fsp.writeFile(f, Buffer.concat([Buffer.from('{"a":"1"}\n\n'), latin1, Buffer.from('\n{"a":"4"}\n')]));
     await expect(readAll(f)).rejects.toThrow(/latin1\.jsonl line 3: not valid UTF-8 \(byte 0xe9 at byte offset 20\)/);
     const arr = path.join(tmp, 'latin1.json');
     await fsp.writeFile(arr, Buffer.concat([Buffer.from('[{"a":"1"},\n '), latin1, Buffer.from(']')]));
-    await expect(readAll(arr)).rejects.toThrow(/latin1\.json row 1: not valid UTF-8 \(byte 0xe9 at byte offset 22\)/);
+    await expect(readAll(arr)).rejects.toThrow(/latin1\.json line 2: not valid UTF-8 \(byte 0xe9 at byte offset 22\)/);
     // an overlong '/', a UTF-16 surrogate and a sequence cut by the end of the file are not UTF-8 either (RFC 3629)
     for (const [bytes, line] of [[[0xc0, 0xaf], 1], [[0xed, 0xa0, 0x80], 1], [[0xe2, 0x82], 2]] as const) {
       const bad = path.join(tmp, 'ill-formed.jsonl');

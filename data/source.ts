@@ -1,5 +1,5 @@
 // Where a dataset's rows come from: a file, a glob of shards, or a `datasets` save_to_disk folder; format by magic bytes.
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { FtError } from '../util/errors.ts';
 import { isBareFileName } from '../util/fs.ts';
@@ -55,7 +55,8 @@ async function expandGlob(pattern: string): Promise<string[]> {
 
 /**
  * The data files behind a dataset `path`: a file; a glob of shards (`data/train-*.parquet`);
- * or a folder — a `datasets` save_to_disk folder lists its shards in state.json, otherwise every data file in it.
+ * or a folder — a `datasets` save_to_disk folder lists its shards in state.json (a DatasetDict's: its train split's),
+ * otherwise every data file in it.
  */
 export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<string[]> {
   const full = path.resolve(baseDir, spec);
@@ -67,6 +68,8 @@ export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<str
   const st = await fsp.stat(full).catch(() => null);
   if (!st) throw new FtError(`dataset path '${spec}': no such file or folder`);
   if (st.isFile()) return [full];
+  // a DatasetDict.save_to_disk folder: its train split, as load_from_disk(...)['train']
+  if (existsSync(path.join(full, 'dataset_dict.json')) && existsSync(path.join(full, 'train'))) return resolveDataFiles(path.join(full, 'train'));
   const state = await fsp.readFile(path.join(full, 'state.json'), 'utf8').catch(() => null);
   if (state !== null) {
     let listed: unknown;

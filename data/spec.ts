@@ -32,6 +32,10 @@ export const DatasetEntrySchema = z
     chat_template: z.string().optional(),
     /** chat roles whose messages are trained on (unless train_on_inputs) */
     roles_to_train: z.array(z.enum(['system', 'user', 'assistant', 'tool'])).default(['assistant']),
+    /** generate ft's synth tasks at `path` (a save_to_disk folder with train and test splits) when it is absent */
+    synth: z
+      .strictObject({ rows: z.number().int().min(1).default(3000), held_out: z.number().int().min(0).default(200), seed: z.number().int().min(0).default(0) })
+      .optional(),
   })
   .strict()
   .superRefine((d, ctx) => {

@@ -7,8 +7,16 @@ export type Row = Record<string, unknown>;
 /** A batch of consecutive rows from one file; `offset` is the index of rows[0] within that file (for error messages). */
 export interface RowBatch {
   file: string;
+  /** rows of the file before this batch */
   offset: number;
   rows: Row[];
+  /** JSON / JSONL: the line each row starts on, counted from 1 (Arrow and Parquet rows are named by row number) */
+  lines?: number[];
+}
+
+/** How errors and reports name row i of a batch: `line 12` (JSON, JSONL) or `row 3` (Arrow, Parquet), counted from 1. */
+export function rowName(batch: RowBatch, i: number): string {
+  return batch.lines ? `line ${batch.lines[i]}` : `row ${batch.offset + i + 1}`;
 }
 
 /** An Alpaca-style record: `input` is '' when the row has none. */

@@ -53,7 +53,7 @@ describe('readEvalItems', () => {
     expect(items[1].example).toEqual(built.example);
     expect(items[1].prompt).toBe(TEMPLATES.alpaca.withInput.replace('{instruction}', 'Add the numbers.').replace('{input}', '2 and 3'));
     expect(items[1].hash).toBe(rowHash(record));
-    expect(items[1].where).toMatch(/a\.jsonl row 1$/);
+    expect(items[1].where).toMatch(/a\.jsonl line 2$/);
   });
 
   it('flattens the Alpaca seed tasks over their instances, tasks named by the name column, up to max_samples', async () => {
@@ -82,7 +82,7 @@ describe('readEvalItems', () => {
 describe('bad eval data', () => {
   it('a missing reference column names the file, row and the columns found', async () => {
     const p = file('noout.jsonl', JSON.stringify({ instruction: 'x', answer: 'y' }));
-    await expect(readEvalItems({ entries: [entryFor(p)] }, tok, opts)).rejects.toThrow(/noout\.jsonl row 0: missing column 'output' \(columns found: instruction, answer\)/);
+    await expect(readEvalItems({ entries: [entryFor(p)] }, tok, opts)).rejects.toThrow(/noout\.jsonl line 1: missing column 'output' \(columns found: instruction, answer\)/);
   });
 
   it('an empty file is an error', async () => {
@@ -119,7 +119,7 @@ describe('checkOverlap', () => {
     const evil = tokenizerFromJson({ ...tok.origin.tokenizerJson, pre_tokenizer: pre }, tok.origin.tokenizerConfig, null, '/models/evil');
     const p = file('redos.jsonl', [{ instruction: 'fine', input: '', output: 'ok' }, { instruction: `${'a'.repeat(40)}!`, input: '', output: 'ok' }].map((r) => JSON.stringify(r)).join('\n'));
     await expect(readEvalItems({ entries: [entryFor(p)] }, evil, { sequenceLen: 128, timeLimitMs: 300 })).rejects.toThrow(
-      /redos\.jsonl row 1: tokenizing did not finish in 0\.3 s: a regex of \/models\/evil\/tokenizer\.json backtracks without end on this text$/,
+      /redos\.jsonl line 2: tokenizing did not finish in 0\.3 s: a regex of \/models\/evil\/tokenizer\.json backtracks without end on this text$/,
     );
   });
 });

@@ -7,7 +7,7 @@ import { entryFiles, readFileRows } from '../data/source.ts';
 import { DatasetEntrySchema, type DatasetEntry } from '../data/spec.ts';
 import { rowHash } from '../data/split.ts';
 import { stallMessage, timeLimitFor } from '../data/time-limit.ts';
-import type { DataRecord, DataTokenizer, Example } from '../data/types.ts';
+import { rowName, type DataRecord, type DataTokenizer, type Example } from '../data/types.ts';
 import { IGNORE_INDEX } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
 import { TimeBudgetExceeded, withinTime } from '../util/time-budget.ts';
@@ -19,7 +19,7 @@ export const TASK_COLUMNS = ['task', 'name', 'category'] as const;
 export interface EvalItem {
   /** 0-based position among the eval items */
   index: number;
-  /** file and row it came from, e.g. `eval.jsonl row 3` */
+  /** file and record it came from, counted from 1: `eval.jsonl line 3` (JSON, JSONL) or `eval.arrow row 3` */
   where: string;
   /** rowHash of the record (data/split.ts) */
   hash: string;
@@ -126,7 +126,7 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
         for (let i = 0; i < batch.rows.length && items.length < limit; i++) {
           rows++;
           const row = batch.rows[i];
-          const where = `${shown} row ${batch.offset + i}`;
+          const where = `${shown} ${rowName(batch, i)}`;
           const task = taskOf(row);
           for (const record of mapper.toRecords(row, where)) {
             const hash = rowHash(record);

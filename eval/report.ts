@@ -102,7 +102,8 @@ export function metricsBarChart(models: ModelResult[], names: string[], width = 
 const CSS = `body{font-family:Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #ddd;padding:4px 8px;vertical-align:top}
 th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}td.best{font-weight:bold;background:#eef6ee}
-pre{white-space:pre-wrap;margin:0;font-size:12px}.ex td{font-size:13px;max-width:320px}.warn{color:#b00}`;
+pre{white-space:pre-wrap;margin:0;font-size:12px}.warn{color:#b00}
+table.ex{table-layout:fixed;width:100%}.ex td{font-size:13px}.ex pre{overflow-wrap:anywhere}col.num{width:3em}`;
 
 /** report.html: one self-contained page (inline SVG, no scripts). */
 export function htmlReport(r: EvalResult, maxExamples = 200): string {
@@ -136,7 +137,9 @@ export function htmlReport(r: EvalResult, maxExamples = 200): string {
     out.push('</table>');
   }
   const shown = r.items.slice(0, maxExamples);
-  out.push(`<h2>Outputs side by side (${shown.length} of ${r.items.length})</h2><table class="ex"><tr><th>#</th><th>prompt</th><th>reference</th>` + r.models.map((m) => `<th>${esc(m.name)}</th>`).join('') + '</tr>');
+  // fixed layout over the page's width, long words broken anywhere: every model's column stays on the page
+  const cols = '<colgroup><col class="num">' + '<col>'.repeat(2 + r.models.length) + '</colgroup>';
+  out.push(`<h2>Outputs side by side (${shown.length} of ${r.items.length})</h2><table class="ex">${cols}<tr><th>#</th><th>prompt</th><th>reference</th>` + r.models.map((m) => `<th>${esc(m.name)}</th>`).join('') + '</tr>');
   for (const it of shown) {
     const outs = r.models.map((m) => `<td><pre>${esc(m.outputs[it.index])}</pre><small>R-L ${num(m.scores[it.index].rougeL, 2)}${m.scores[it.index].exact_match ? ' · exact' : ''}</small></td>`).join('');
     out.push(`<tr><td class="n">${it.index + 1}</td><td><pre>${esc(it.prompt.trimEnd())}</pre></td><td><pre>${esc(it.reference)}</pre></td>${outs}</tr>`);

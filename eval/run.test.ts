@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { runEvalCommand, type EvalArgs } from '../cli/eval.ts';
 import { readConfig } from '../model/config.ts';
+import { synthCorpus } from '../data/synth.ts';
 import { initModel, randomTensors } from '../model/init.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import { train, type TrainResult } from '../recipes/train.ts';
@@ -40,7 +41,8 @@ function syntheticRows(): { instruction: string; input: string; output: string; 
 beforeAll(async () => {
   // ft's tiny preset at init std 0.02 has logits too flat to fit anything in a few steps; std 0.15 learns in ~40
   const model = path.join(tmp, 'tiny');
-  await initModel(model, { seed: 0 });
+  const texts = syntheticRows().flatMap((r) => [r.instruction, r.input, r.output]);
+  await initModel(model, { seed: 0, corpus: [...synthCorpus(), ...texts] }); // the template and this test's words as tokens
   await writeSafetensors(path.join(model, 'model.safetensors'), randomTensors(await readConfig(model), 0, 0.15));
   const rows = syntheticRows();
   const jsonl = (rs: object[]) => rs.map((r) => JSON.stringify(r)).join('\n') + '\n';
@@ -143,7 +145,7 @@ it('the recipe hook evaluates the validation split with the loss the training lo
 
 it('eval rows that are training rows are refused, or evaluated with a loud warning', async () => {
   await expect(runEvalCommand(args({ data: trainFile, recipe: recipeFile, out: path.join(tmp, 'eval-overlap') }))).rejects.toThrow(
-    /^\d+ of \d+ eval rows also appear in the training rows of .*recipe\.yaml \(e\.g\. .*train\.jsonl row \d+\): scores on them are not held-out; remove them or pass --allow-overlap/,
+    /^\d+ of \d+ eval rows also appear in the training rows of .*recipe\.yaml \(e\.g\. .*train\.jsonl line \d+\): scores on them are not held-out; remove them or pass --allow-overlap/,
   );
   const lines: string[] = [];
   const r = await runEvalCommand(args({ data: trainFile, recipe: recipeFile, allowOverlap: true, base: false, maxSamples: 4, maxNewTokens: 2, out: path.join(tmp, 'eval-overlap') }), (l) => lines.push(l));

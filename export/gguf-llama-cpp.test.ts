@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPeftAdapter } from '../adapters/peft.ts';
 import { configJson, readConfig } from '../model/config.ts';
 import { generate } from '../model/generate.ts';
+import { synthCorpus } from '../data/synth.ts';
 import { initModel, randomTensors } from '../model/init.ts';
 import { disposeLlama, forward } from '../model/llama.ts';
 import { loadLlama } from '../model/load.ts';
@@ -69,6 +70,25 @@ function maxLogprobDiff(a: Greedy, b: Greedy): number {
   return worst;
 }
 
+/**
+ * A rounded file against ft: the same greedy tokens, except that they may part where ft's top token leads llama.cpp's
+ * choice by less than 2·tol (an error of tol per log-probability can swap them there); log-probabilities within tol
+ * at every step up to that point (after it the two continue different texts).
+ */
+function expectCloseGreedy(got: Greedy, want: Greedy, tol: number): void {
+  let steps = want.tokens.length;
+  for (let s = 0; s < want.tokens.length; s++) {
+    if (got.tokens[s] === want.tokens[s]) continue;
+    const row = want.logprobs[s];
+    const margin = row[want.tokens[s]] - row[got.tokens[s]];
+    expect(margin, `step ${s}: llama.cpp took ${got.tokens[s]}, ft ${want.tokens[s]}`).toBeLessThan(2 * tol);
+    steps = s + 1;
+    break;
+  }
+  const upTo = (g: Greedy) => ({ tokens: g.tokens.slice(0, steps), logprobs: g.logprobs.slice(0, steps) });
+  expect(maxLogprobDiff(upTo(got), upTo(want))).toBeLessThan(tol);
+}
+
 /** Exports `modelDir` (+ adapter merged) as `outType`, runs it greedily in llama.cpp (optionally with a LoRA GGUF). */
 async function runGguf(modelDir: string, prompt: number[], outType: GgufModelType, opts: { merge?: string; lora?: string } = {}): Promise<Greedy> {
   const file = path.join(root, `${path.basename(modelDir)}-${outType}-${opts.merge ? 'merged' : 'base'}-${Math.random().toString(36).slice(2)}.gguf`);
@@ -93,7 +113,7 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
   let storiesAdapter: string;
   beforeAll(async () => {
     tiny = path.join(root, 'tiny');
-    await initModel(tiny, { vocabSize: 400, initStd: 0.1, seed: 3 });
+    await initModel(tiny, { vocabSize: 400, initStd: 0.1, seed: 3, corpus: synthCorpus() });
     tinyAdapter = path.join(root, 'tiny-adapter');
     await writeRandomAdapter(tinyAdapter, await readConfig(tiny), { seed: 5, stdB: 0.02 });
     storiesAdapter = path.join(root, 'stories-adapter');
@@ -150,13 +170,9 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
         expect(maxLogprobDiff(got, adapted)).toBeLessThan(F32_TOL);
       });
 
-      it(`merged q8_0 GGUF: the same greedy tokens, log-probabilities within ${Q8_TOL}`, async () => {
-        const got = await runGguf(dir(), prompt, 'q8_0', { merge: adapterOf() });
-        expect(got.tokens).toEqual(adapted.tokens);
-        expect(maxLogprobDiff(got, adapted)).toBeLessThan(Q8_TOL);
-        const plain = await runGguf(dir(), prompt, 'q8_0');
-        expect(plain.tokens).toEqual(base.tokens);
-        expect(maxLogprobDiff(plain, base)).toBeLessThan(Q8_TOL);
+      it(`merged q8_0 GGUF: the same greedy tokens but at near-ties, log-probabilities within ${Q8_TOL}`, async () => {
+        expectCloseGreedy(await runGguf(dir(), prompt, 'q8_0', { merge: adapterOf() }), adapted, Q8_TOL);
+        expectCloseGreedy(await runGguf(dir(), prompt, 'q8_0'), base, Q8_TOL);
       });
     });
   }

@@ -146,7 +146,28 @@ export async function readConfig(dir: string): Promise<LlamaConfig> {
   } catch (e) {
     throw new FtError(`${file}: not valid JSON (${(e as Error).message})`);
   }
-  return parseConfig(json, file);
+  const config = parseConfig(json, file);
+  const stops = await generationEosIds(dir);
+  return stops.length ? { ...config, eosTokenIds: [...new Set([...config.eosTokenIds, ...stops])] } : config;
+}
+
+/**
+ * `eos_token_id` of `dir/generation_config.json` (an id or a list, as transformers' GenerationConfig takes it);
+ * [] when the file is absent. Generation stops at any of these as well as at config.json's.
+ */
+export async function generationEosIds(dir: string): Promise<number[]> {
+  const file = path.join(dir, 'generation_config.json');
+  const text = await fsp.readFile(file, 'utf8').catch(() => null);
+  if (text === null) return [];
+  let eos: unknown;
+  try {
+    eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
+  } catch (e) {
+    throw new FtError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  const ids = eos == null ? [] : Array.isArray(eos) ? eos : [eos];
+  if (!ids.every((id) => Number.isInteger(id) && id >= 0)) throw new FtError(`${file}: eos_token_id: expected a token id or a list of token ids, got ${JSON.stringify(eos)}`);
+  return ids as number[];
 }
 
 /** The config.json object for `c` in Hugging Face's snake_case (what init-model writes). */

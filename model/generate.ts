@@ -72,13 +72,16 @@ export function leftPaddedBatch(prompts: number[][]): TokenBatch {
 }
 
 /**
- * Continues each prompt by up to maxNewTokens tokens; returns only the new tokens of each row.
+ * Continues each prompt by up to maxNewTokens tokens, and never past the model's context (max_position_embeddings:
+ * prompt + new tokens); returns only the new tokens of each row.
  * Rows are batched (left padding) and share one KV cache; each row samples with its own Rng derived from `seed`.
  */
 export async function generate(w: LlamaWeights, prompts: number[][], opts: GenerateOptions): Promise<number[][]> {
   if (prompts.length === 0) return [];
+  const context = w.config.maxPositionEmbeddings;
   prompts.forEach((p, b) => {
     if (p.length === 0) throw new FtError(`generate: prompt ${b} is empty; it needs at least one token (e.g. BOS)`);
+    if (p.length >= context) throw new FtError(`generate: prompt ${b} has ${p.length} tokens, no room left in the model's context of ${context} (max_position_embeddings)`);
   });
   const sampling: SamplingOptions = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
   const eos = new Set(opts.eosIds ?? []);
@@ -109,6 +112,8 @@ export async function generate(w: LlamaWeights, prompts: number[][], opts: Gener
         next.ids[b] = id;
         next.segments[b] = 1;
         next.positions[b] = prompts[b].length + out[b].length - 1;
+        // the model has no positions past its context: the row ends there
+        if (prompts[b].length + out[b].length >= context) done[b] = true;
       }
       if (done.every(Boolean)) break;
       batch = next;

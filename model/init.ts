@@ -16,35 +16,39 @@ export const INITIALIZER_RANGE = 0.02;
 
 export type ModelShape = Omit<LlamaConfig, 'raw'>;
 
+/** ~0.32M parameters; 2 kv heads for 4 query heads exercises GQA. */
+const TINY: ModelShape = {
+  architecture: 'LlamaForCausalLM',
+  hiddenSize: 64,
+  intermediateSize: 176,
+  numHiddenLayers: 4,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 16,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  ropeScaling: null,
+  vocabSize: 1024,
+  maxPositionEmbeddings: 1024,
+  tieWordEmbeddings: false,
+  attentionBias: false,
+  bosTokenId: 1,
+  eosTokenIds: [2],
+};
+
 export const PRESETS = {
-  /** ~0.32M parameters; 2 kv heads for 4 query heads exercises GQA. */
-  tiny: {
-    architecture: 'LlamaForCausalLM',
-    hiddenSize: 64,
-    intermediateSize: 176,
-    numHiddenLayers: 4,
-    numAttentionHeads: 4,
-    numKeyValueHeads: 2,
-    headDim: 16,
-    rmsNormEps: 1e-5,
-    ropeTheta: 10000,
-    ropeScaling: null,
-    vocabSize: 1024,
-    maxPositionEmbeddings: 1024,
-    tieWordEmbeddings: false,
-    attentionBias: false,
-    bosTokenId: 1,
-    eosTokenIds: [2],
-  },
+  tiny: TINY,
+  /**
+   * The tiny shape with lm_head tied to the embeddings (the default recipe's): a head that copies an input token's
+   * embedding raises that token's logit, where an untied random head needs LoRA to fit a map from one to the other.
+   */
+  'tiny-tied': { ...TINY, tieWordEmbeddings: true },
 } satisfies Record<string, ModelShape>;
 export type PresetName = keyof typeof PRESETS;
 
 /** Llama-2 layout of special tokens: unk 0, bos 1, eos 2; plus a real pad token 3. */
 export const SPECIAL_TOKENS = { unk: '<unk>', bos: '<s>', eos: '</s>', pad: '<pad>' } as const;
 const SPECIAL_LIST = [SPECIAL_TOKENS.unk, SPECIAL_TOKENS.bos, SPECIAL_TOKENS.eos, SPECIAL_TOKENS.pad];
-
-/** The Alpaca seed tasks, shared read-only data resolved from the repo root. */
-export const ALPACA_SEED = path.resolve(import.meta.dirname, '../../shared/data/alpaca-seed/seed_tasks.jsonl');
 
 /** A chat template in the Alpaca format the tokenizer was trained on. */
 const CHAT_TEMPLATE =
@@ -74,37 +78,13 @@ export function randomTensors(config: LlamaConfig, seed: number, std = INITIALIZ
   });
 }
 
-/** Instruction, input and output texts of the Alpaca seed tasks: the tokenizer's training corpus. */
-export async function alpacaSeedTexts(file = ALPACA_SEED): Promise<string[]> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch {
-    throw new FtError(`${file}: Alpaca seed tasks not found (expected the shared data folder ../shared/data/ beside the repo; see its README)`);
-  }
-  const texts: string[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    let task: { instruction?: unknown; instances?: { input?: unknown; output?: unknown }[] };
-    try {
-      task = JSON.parse(line);
-    } catch {
-      throw new FtError(`${file}:${i + 1}: not valid JSON`);
-    }
-    if (typeof task.instruction !== 'string' || !Array.isArray(task.instances)) throw new FtError(`${file}:${i + 1}: expected 'instruction' and 'instances'`);
-    texts.push(task.instruction);
-    for (const inst of task.instances) for (const t of [inst.input, inst.output]) if (typeof t === 'string' && t) texts.push(t);
-  });
-  return texts;
-}
-
 export interface InitOptions {
   preset?: PresetName;
   seed?: number;
-  /** Overrides the preset's vocabulary size (specials included). */
+  /** Overrides the preset's vocabulary size (specials included); fewer when the corpus runs out of merges first. */
   vocabSize?: number;
-  /** Tokenizer training corpus; defaults to the Alpaca seed tasks. */
-  corpus?: string[];
+  /** Tokenizer training corpus (ft's default model learns it from its synth tasks: data/synth.ts synthCorpus). */
+  corpus: string[];
   /**
    * Standard deviation of the random weights (default 0.02, transformers' initializer_range). A larger one
    * (~0.1) gives a random model whose frozen lm_head can express peaked distributions, so LoRA visibly learns.
@@ -115,11 +95,11 @@ export interface InitOptions {
 }
 
 /** Writes a random model folder (config, weights, tokenizer, generation config) atomically to `out`; same options -> same bytes. */
-export async function initModel(out: string, opts: InitOptions = {}): Promise<LlamaConfig> {
+export async function initModel(out: string, opts: InitOptions): Promise<LlamaConfig> {
   const presetName = opts.preset ?? 'tiny';
   const preset: ModelShape | undefined = PRESETS[presetName];
   if (!preset) throw new FtError(`unknown preset '${presetName}' (expected one of ${Object.keys(PRESETS).join(', ')})`);
-  const vocabSize = opts.vocabSize ?? preset.vocabSize;
+  let vocabSize = opts.vocabSize ?? preset.vocabSize;
   if (!Number.isInteger(vocabSize) || vocabSize < 256 + SPECIAL_LIST.length) {
     throw new FtError(`--vocab-size ${vocabSize} is too small (expected an integer >= ${256 + SPECIAL_LIST.length}: ${SPECIAL_LIST.length} specials + 256 bytes)`);
   }
@@ -128,7 +108,9 @@ export async function initModel(out: string, opts: InitOptions = {}): Promise<Ll
   if (!(Number.isFinite(std) && std > 0)) throw new FtError(`--init-std ${std}: expected a number > 0`);
   // before the tokenizer trains: `out` is replaced whole, so it must be absent, empty or a model ft wrote
   if (!opts.overwrite) await assertReplaceable(out, 'model', 'pass --overwrite to replace it');
-  const bpe = trainBpe(opts.corpus ?? (await alpacaSeedTexts()), { vocabSize, specialTokens: SPECIAL_LIST });
+  const bpe = trainBpe(opts.corpus, { vocabSize, specialTokens: SPECIAL_LIST });
+  // a small corpus can run out of merges first: the model's vocabulary is the tokenizer's, so every id decodes
+  vocabSize = bpe.vocab.length;
   const id = (tok: string) => bpe.vocab.indexOf(tok);
   const raw = configJson(
     { ...preset, vocabSize, bosTokenId: id(SPECIAL_TOKENS.bos), eosTokenIds: [id(SPECIAL_TOKENS.eos)] },

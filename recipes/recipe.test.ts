@@ -18,9 +18,12 @@ const errorOf = (text: string, overrides = {}) => {
 describe('shipped recipes', () => {
   it('alpaca-tiny (the default) validates and resolves its paths against the recipe folder', () => {
     const r = loadRecipe(DEFAULT_RECIPE);
-    expect(r.base_model).toBe(path.join(repo, 'models/tiny-alpaca'));
-    expect(r.base_model_init).toEqual({ preset: 'tiny', seed: 0, init_std: 0.1 });
-    expect(r.datasets[0].path).toBe(path.resolve(repo, '../shared/data/alpaca-seed/seed_tasks.jsonl'));
+    expect(r.base_model).toBe(path.join(repo, 'models/tiny-synth'));
+    expect(r.base_model_init).toMatchObject({ seed: 0 });
+    // everything it reads is generated inside the repository: ft's synth tasks, streamed from the Arrow train split
+    expect(r.datasets[0]).toMatchObject({ path: path.join(repo, 'datasets/synth-tasks'), type: 'alpaca', synth: { seed: 0 } });
+    expect(r.eval?.data).toBe(path.join(repo, 'datasets/synth-tasks/test'));
+    for (const p of [r.base_model, r.datasets[0].path, r.eval!.data!, r.output_dir]) expect(path.relative(repo, p).startsWith('..'), p).toBe(false);
     expect(r.output_dir).toBe(path.join(repo, 'runs/alpaca-tiny'));
     expect(r.adapter).toBe('qlora');
     expect(r.load_in_4bit).toBe(true);

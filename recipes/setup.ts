@@ -3,13 +3,16 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { attachLora, targetNames, type Adapter } from '../adapters/lora.ts';
+import { attachLora, targetNames } from '../adapters/lora.ts';
+import { createSynthDatasets } from '../data/synth-write.ts';
+import { synthCorpus } from '../data/synth.ts';
 import { resolveHubDatasets } from '../hub/dataset.ts';
 import { downloadModel } from '../hub/model.ts';
 import { loadLlama } from '../model/load.ts';
 import { initModel } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
-import type { LlamaConfig, LlamaWeights } from '../model/types.ts';
+import type { LlamaConfig } from '../model/types.ts';
+import type { TrainableModel } from '../train/loop.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { estimateMemory, humanBytes, WASM_HEAP_LIMIT } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
@@ -18,14 +21,17 @@ import type { Recipe } from './schema.ts';
 
 /**
  * The base model's folder: a Hub id's snapshot in the Hugging Face cache (downloaded when missing); a missing local
- * folder is created from `base_model_init` when the recipe has one.
+ * folder is created from `base_model_init` when the recipe has one (its tokenizer trained on ft's synth text), and
+ * missing `synth` datasets are generated first.
  */
 export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
+  await createSynthDatasets(recipe.datasets, log); // the embedded default's data, generated on first use like its base
   if (!path.isAbsolute(recipe.base_model)) return (await downloadModel(recipe.base_model, recipe.base_model_revision, { log })).dir;
   if (!existsSync(recipe.base_model)) {
     if (!recipe.base_model_init) throw new FtError(`base_model '${recipe.base_model}': no such folder (set base_model_init to create a random model there)`);
     log(`ft: creating base model ${recipe.base_model} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
-    await initModel(recipe.base_model, { preset: recipe.base_model_init.preset, seed: recipe.base_model_init.seed, initStd: recipe.base_model_init.init_std });
+    const { preset, seed, init_std: initStd } = recipe.base_model_init;
+    await initModel(recipe.base_model, { preset, seed, initStd, corpus: synthCorpus() }); // its tokenizer trained on ft's synth text
   }
   return recipe.base_model;
 }
@@ -33,11 +39,6 @@ export async function resolveBaseModel(recipe: Recipe, log: (line: string) => vo
 /** The recipe with its datasets by Hub id resolved to their files in the Hugging Face cache (downloaded when missing) as data_files. */
 export async function withHubDatasets(recipe: Recipe, log: (line: string) => void): Promise<Recipe> {
   return { ...recipe, datasets: await resolveHubDatasets(recipe.datasets, { log }) };
-}
-
-export interface TrainableModel {
-  weights: LlamaWeights;
-  adapter: Adapter;
 }
 
 /** Loads the frozen base from `modelDir` (NF4 when load_in_4bit, quantized one tensor at a time as it loads) and attaches a fresh, seeded LoRA. */

@@ -1,7 +1,7 @@
 // `ft train` as a user runs it: the real bin in a child process. Bad recipes fail before any model exists;
 // Ctrl-C leaves a checkpoint that loads and that --resume finishes; the embedded default recipe runs end to end.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +11,7 @@ import { disposeLlama } from '../model/llama.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
 import { readMetrics } from '../util/metrics-log.ts';
 import { AdamW } from '../train/optimizer.ts';
-import { adamWConfigOf, DEFAULT_RECIPE, loadRecipe } from '../recipes/recipe.ts';
+import { adamWConfigOf, loadRecipe } from '../recipes/recipe.ts';
 import { loadTrainableModel } from '../recipes/setup.ts';
 import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from './train-fixtures.ts';
 
@@ -127,17 +127,29 @@ describe('ft train: SIGINT', () => {
 });
 
 describe('ft train: the embedded default recipe', () => {
-  it('creates its base model, trains, and leaves adapter + card, metrics, loss curve and eval report', async () => {
-    const model = path.join(tmp, 'default-base');
-    const out = path.join(tmp, 'default-out');
-    const r = await ft(['train', DEFAULT_RECIPE, '--base_model', model, '--output_dir', out, '--max_steps', '2', '--eval.max_samples', '2', '--eval.max_new_tokens', '4', '--quiet']);
+  it('runs in a copy of the repository with nothing beside it: creates its data and base model, trains, and leaves adapter + card, metrics, loss curve and eval report', async () => {
+    // the clone sits in an empty folder: no ../shared, no models, runs or datasets from earlier runs
+    const repo = path.resolve(path.dirname(FT), '..');
+    const clone = path.join(tmp, 'empty', 'ft');
+    const skip = /^(node_modules|models|runs|datasets|outputs|\.git|\.prof|bench\/results)(\/|$)/;
+    cpSync(repo, clone, { recursive: true, filter: (src) => !skip.test(path.relative(repo, src)) });
+    symlinkSync(path.join(repo, 'node_modules'), path.join(clone, 'node_modules'));
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const args = ['train', 'recipes/alpaca-tiny.yaml', '--max_steps', '2', '--datasets.0.synth.rows', '300', '--datasets.0.synth.held_out', '12', '--val_set_size', '8', '--eval.max_samples', '2', '--eval.max_new_tokens', '4', '--quiet'];
+      execFile(process.execPath, [path.join(clone, 'cli/ft.js'), ...args], { cwd: clone, env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
+    const out = path.join(clone, 'runs/alpaca-tiny');
     expect(r.stdout).toBe(`${path.join(out, 'adapter')}\n`);
-    expect(existsSync(path.join(model, 'model.safetensors'))).toBe(true);
-    for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'adapter/README.md', 'metrics.jsonl', 'loss.svg', 'recipe.yaml', 'eval/summary.json']) {
+    expect(existsSync(path.join(clone, 'models/tiny-synth/model.safetensors'))).toBe(true);
+    for (const split of ['train', 'test']) expect(existsSync(path.join(clone, 'datasets/synth-tasks', split, 'data-00000-of-00001.arrow')), split).toBe(true);
+    for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'adapter/README.md', 'metrics.jsonl', 'loss.svg', 'recipe.yaml', 'eval/summary.json', 'eval/report.html']) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(loadRecipe(path.join(out, 'recipe.yaml')).max_steps).toBe(2);
+    expect(readFileSync(path.join(out, 'eval/report.md'), 'utf8')).toMatch(/synth-tasks\/test/);
   }, 180_000);
 });

@@ -8,17 +8,18 @@
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'yaml';
+import { synthCorpus } from '../data/synth.ts';
 import { initModel } from '../model/init.ts';
 import { loadRecipe } from '../recipes/recipe.ts';
 import type { Recipe } from '../recipes/schema.ts';
 import { Rng } from '../util/rng.ts';
 
 /**
- * ft's tiny preset (BPE tokenizer on the Alpaca seeds) at `dir` with init std `std`: at transformers' 0.02 the
+ * ft's tiny preset (BPE tokenizer on ft's synth tasks) at `dir` with init std `std`: at transformers' 0.02 the
  * frozen lm_head's logits are too flat for LoRA to fit anything in a few dozen steps; 0.15 learns.
  */
 export async function tinyBase(dir: string, std = 0.15, seed = 0): Promise<string> {
-  await initModel(dir, { seed, initStd: std });
+  await initModel(dir, { seed, initStd: std, corpus: synthCorpus() });
   return dir;
 }
 

@@ -7,9 +7,9 @@ import { FtError } from './errors.ts';
 
 export const OUTPUT_MARKER = '.ft-output';
 
-/** What an ft-written folder holds: a model folder, a PEFT adapter, a training checkpoint, a training output_dir, prepared data. */
-export type OutputKind = 'model' | 'adapter' | 'checkpoint' | 'train-output' | 'prepared-data';
-const KINDS: readonly OutputKind[] = ['model', 'adapter', 'checkpoint', 'train-output', 'prepared-data'];
+/** What an ft-written folder holds: a model folder, a PEFT adapter, a training checkpoint, a training output_dir, prepared data, a dataset. */
+export type OutputKind = 'model' | 'adapter' | 'checkpoint' | 'train-output' | 'prepared-data' | 'dataset';
+const KINDS: readonly OutputKind[] = ['model', 'adapter', 'checkpoint', 'train-output', 'prepared-data', 'dataset'];
 
 export async function writeOutputMarker(dir: string, kind: OutputKind): Promise<void> {
   await fsp.writeFile(path.join(dir, OUTPUT_MARKER), JSON.stringify({ tool: 'ft', kind }) + '\n');
