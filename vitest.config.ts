@@ -1,7 +1,13 @@
 import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
 
 /** Tests that run the real CLI or whole training runs: the slow tier (`npm run test:e2e`). */
-const E2E = ['cli/**/*.test.ts', 'test/train-*.test.ts', 'test/stories260k.test.ts', 'recipes/train.test.ts', 'eval/run.test.ts'];
+const E2E = [
+  'cli/**/*.test.ts',
+  'test/train-*.test.ts',
+  'test/stories260k.test.ts',
+  'recipes/train.test.ts',
+  'eval/run.test.ts',
+];
 
 /**
  * The model, loss, LoRA, 4-bit and loop tests run again on the plain JS `cpu` backend (`npm run test:cpu`), so code
@@ -20,7 +26,11 @@ const ON_CPU = [
 ];
 
 const common = { setupFiles: ['test/setup.ts'], pool: 'forks' as const, testTimeout: 300_000, hookTimeout: 300_000 };
-const project = (name: string, include: string[], extra: Record<string, unknown> = {}): TestProjectInlineConfiguration => ({
+const project = (
+  name: string,
+  include: string[],
+  extra: Record<string, unknown> = {},
+): TestProjectInlineConfiguration => ({
   test: { name, include, exclude: ['node_modules/**', 'models/**', 'runs/**'], ...common, ...extra },
 });
 

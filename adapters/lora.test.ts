@@ -10,7 +10,14 @@ import { Rng } from '../util/rng.ts';
 import { attachLora, countParams, formatTrainableParams, LoraLinear, loraScale, type LoraConfig } from './lora.ts';
 
 const golden = JSON.parse(readFileSync(new URL('../test/fixtures/lora/golden.json', import.meta.url), 'utf8'));
-const cfg = (over: Partial<LoraConfig> = {}): LoraConfig => ({ r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj', 'v_proj'], useRslora: false, ...over });
+const cfg = (over: Partial<LoraConfig> = {}): LoraConfig => ({
+  r: 4,
+  alpha: 8,
+  dropout: 0,
+  targetModules: ['q_proj', 'v_proj'],
+  useRslora: false,
+  ...over,
+});
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);
@@ -35,7 +42,10 @@ describe('LoraLinear', () => {
 
   it('gives the gradients of A and B that torch autograd gives', () => {
     const { layer, x, c } = goldenLayer();
-    const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(tf.tanh(layer.apply(x)), c)) as tf.Scalar, [layer.A, layer.B]);
+    const { value, grads } = tf.variableGrads(
+      () => tf.sum(tf.mul(tf.tanh(layer.apply(x)), c)) as tf.Scalar,
+      [layer.A, layer.B],
+    );
     expect(value.dataSync()[0]).toBeCloseTo(golden.forward.loss, 4);
     expect(maxAbsDiff(grads[layer.A.name].dataSync(), golden.forward.dA)).toBeLessThan(1e-4);
     expect(maxAbsDiff(grads[layer.B.name].dataSync(), golden.forward.dB)).toBeLessThan(1e-4);
@@ -83,7 +93,12 @@ describe('LoraLinear', () => {
       const f = (xx: tf.Tensor2D) => tf.sum(tf.mul(tf.tanh(layer.apply(xx)), c)) as tf.Scalar;
       const { grads } = tf.variableGrads(() => f(x), [layer.A, layer.B]);
       const dx = tf.grad((xx) => f(xx as tf.Tensor2D))(x);
-      return { y: layer.apply(x).dataSync(), dA: grads[layer.A.name].dataSync(), dB: grads[layer.B.name].dataSync(), dx: dx.dataSync() };
+      return {
+        y: layer.apply(x).dataSync(),
+        dA: grads[layer.A.name].dataSync(),
+        dB: grads[layer.B.name].dataSync(),
+        dx: dx.dataSync(),
+      };
     };
     const q = run(nf4);
     const d = run(dense);
@@ -108,7 +123,9 @@ describe('LoraLinear', () => {
       return { q: w.layers[0].proj.q_proj as LoraLinear, adapter };
     };
     const first = attach();
-    const noDropout = new DenseLinear(first.q.mergedWeight(), first.q.outFeatures, first.q.inFeatures).apply(x).dataSync();
+    const noDropout = new DenseLinear(first.q.mergedWeight(), first.q.outFeatures, first.q.inFeatures)
+      .apply(x)
+      .dataSync();
     expect(maxAbsDiff(first.q.apply(x).dataSync(), noDropout)).toBeLessThan(1e-5); // eval mode
     first.adapter.setTraining(true);
     const t1 = first.q.apply(x).dataSync();
@@ -147,9 +164,15 @@ describe('attachLora', () => {
   });
 
   it('is reproducible from the seed', () => {
-    const a = attachLora(randomLlama(SMALL, 1), cfg(), 9).trainableVariables().map((v) => Array.from(v.dataSync()));
-    const b = attachLora(randomLlama(SMALL, 1), cfg(), 9).trainableVariables().map((v) => Array.from(v.dataSync()));
-    const c = attachLora(randomLlama(SMALL, 1), cfg(), 10).trainableVariables().map((v) => Array.from(v.dataSync()));
+    const a = attachLora(randomLlama(SMALL, 1), cfg(), 9)
+      .trainableVariables()
+      .map((v) => Array.from(v.dataSync()));
+    const b = attachLora(randomLlama(SMALL, 1), cfg(), 9)
+      .trainableVariables()
+      .map((v) => Array.from(v.dataSync()));
+    const c = attachLora(randomLlama(SMALL, 1), cfg(), 10)
+      .trainableVariables()
+      .map((v) => Array.from(v.dataSync()));
     expect(a).toEqual(b);
     expect(a).not.toEqual(c);
   });
@@ -207,14 +230,20 @@ describe('attachLora', () => {
       'model.layers.1.self_attn.v_proj.weight',
     ]);
     const m = adapter.modules[0].linear;
-    const expected = tf.add(tf.tensor2d(m.base.denseWeight(), merged[0].shape), tf.mul(tf.matMul(m.B, m.A), 8 / Math.sqrt(4)));
+    const expected = tf.add(
+      tf.tensor2d(m.base.denseWeight(), merged[0].shape),
+      tf.mul(tf.matMul(m.B, m.A), 8 / Math.sqrt(4)),
+    );
     expect(maxAbsDiff(merged[0].weight(), expected.dataSync())).toBeLessThan(1e-6);
   });
 
   it('rejects bad configs with one-line errors before touching the model', () => {
     const w = randomLlama(SMALL, 1);
     const cases: [Partial<LoraConfig>, RegExp][] = [
-      [{ targetModules: ['q_proj', 'qkv_proj' as LinearName] }, /unknown target module\(s\) qkv_proj: the model has q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj/],
+      [
+        { targetModules: ['q_proj', 'qkv_proj' as LinearName] },
+        /unknown target module\(s\) qkv_proj: the model has q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj/,
+      ],
       [{ r: 0 }, /r must be a positive integer, got 0/],
       [{ r: -2 }, /r must be a positive integer/],
       [{ alpha: 0 }, /alpha \(lora_alpha\) must be > 0, got 0/],
@@ -245,7 +274,11 @@ describe('scale and parameter counts', () => {
     const trainable = 2 * (4 * (16 + 16) + 4 * (16 + 8)); // q: r(in+out), v: r(in+out), per layer
     expect(countParams(w, adapter)).toEqual({ trainable, all: base + trainable });
     const pct = ((100 * trainable) / (base + trainable)).toFixed(4);
-    expect(formatTrainableParams(w, adapter)).toBe(`trainable params: ${trainable} || all params: ${(base + trainable).toLocaleString('en-US')} || trainable%: ${pct}`);
-    expect(formatTrainableParams(w, adapter)).toMatch(/^trainable params: 448 \|\| all params: 5,392 \|\| trainable%: 8\.3086$/);
+    expect(formatTrainableParams(w, adapter)).toBe(
+      `trainable params: ${trainable} || all params: ${(base + trainable).toLocaleString('en-US')} || trainable%: ${pct}`,
+    );
+    expect(formatTrainableParams(w, adapter)).toMatch(
+      /^trainable params: 448 \|\| all params: 5,392 \|\| trainable%: 8\.3086$/,
+    );
   });
 });

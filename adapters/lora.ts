@@ -25,23 +25,31 @@ export interface LoraConfig {
  * `source` names where the config came from (a recipe path, an adapter_config.json) for the message.
  */
 export function validateLoraConfig(cfg: LoraConfig, numLayers: number, source = 'LoRA config'): void {
-  if (!Number.isInteger(cfg.r) || cfg.r <= 0) throw new FtError(`${source}: r must be a positive integer, got ${cfg.r}`);
-  if (!(Number.isFinite(cfg.alpha) && cfg.alpha > 0)) throw new FtError(`${source}: alpha (lora_alpha) must be > 0, got ${cfg.alpha}`);
+  if (!Number.isInteger(cfg.r) || cfg.r <= 0)
+    throw new FtError(`${source}: r must be a positive integer, got ${cfg.r}`);
+  if (!(Number.isFinite(cfg.alpha) && cfg.alpha > 0))
+    throw new FtError(`${source}: alpha (lora_alpha) must be > 0, got ${cfg.alpha}`);
   if (!(Number.isFinite(cfg.dropout) && cfg.dropout >= 0 && cfg.dropout < 1)) {
     throw new FtError(`${source}: dropout (lora_dropout) must be in [0, 1), got ${cfg.dropout}`);
   }
   if (cfg.targetModules !== 'all-linear') {
     if (!Array.isArray(cfg.targetModules) || cfg.targetModules.length === 0) {
-      throw new FtError(`${source}: target_modules must be 'all-linear' or a non-empty list of ${LINEAR_NAMES.join(', ')}`);
+      throw new FtError(
+        `${source}: target_modules must be 'all-linear' or a non-empty list of ${LINEAR_NAMES.join(', ')}`,
+      );
     }
     const unknown = cfg.targetModules.filter((m) => !(LINEAR_NAMES as readonly string[]).includes(m));
     if (unknown.length) {
-      throw new FtError(`${source}: unknown target module(s) ${unknown.join(', ')}: the model has ${LINEAR_NAMES.join(', ')} (or 'all-linear')`);
+      throw new FtError(
+        `${source}: unknown target module(s) ${unknown.join(', ')}: the model has ${LINEAR_NAMES.join(', ')} (or 'all-linear')`,
+      );
     }
   }
   for (const i of cfg.layersToTransform ?? []) {
     if (!Number.isInteger(i) || i < 0 || i >= numLayers) {
-      throw new FtError(`${source}: layers_to_transform has ${i}, expected ${Number.isFinite(numLayers) ? `block indices 0..${numLayers - 1}` : 'non-negative block indices'}`);
+      throw new FtError(
+        `${source}: layers_to_transform has ${i}, expected ${Number.isFinite(numLayers) ? `block indices 0..${numLayers - 1}` : 'non-negative block indices'}`,
+      );
     }
   }
 }
@@ -63,7 +71,14 @@ export function peftModuleName(layer: number, proj: LinearName): string {
 }
 
 /** W [out, in] + scale · B [out, r] · A [r, in] as a new row-major float32 array; W is not modified. */
-export function mergeFactors(w: Float32Array, out: number, inp: number, a: tf.Tensor2D, b: tf.Tensor2D, scale: number): Float32Array {
+export function mergeFactors(
+  w: Float32Array,
+  out: number,
+  inp: number,
+  a: tf.Tensor2D,
+  b: tf.Tensor2D,
+  scale: number,
+): Float32Array {
   const merged = tf.tidy(() => tf.add(tf.tensor2d(w, [out, inp]), tf.mul(tf.matMul(b, a), scale)));
   // read outside the tidy: on wasm a dataSync inside tf.tidy measured ~100x slower (5 s vs 50 ms at 2048x2048)
   const data = merged.dataSync() as Float32Array;
@@ -89,7 +104,10 @@ export class LoraLinear implements Linear {
     private readonly nextDropoutSeed: () => number,
   ) {
     // tidy: tf.variable copies its initial value, which would otherwise stay allocated
-    [this.A, this.B] = tf.tidy(() => [tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true), tf.variable(tf.tensor2d(b, [base.outFeatures, r]), true)]);
+    [this.A, this.B] = tf.tidy(() => [
+      tf.variable(tf.tensor2d(a, [r, base.inFeatures]), true),
+      tf.variable(tf.tensor2d(b, [base.outFeatures, r]), true),
+    ]);
   }
 
   get inFeatures(): number {
@@ -105,7 +123,10 @@ export class LoraLinear implements Linear {
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
       const y = this.base.apply(x); // [n, out]
-      const h = this.training && this.dropout > 0 ? (tf.dropout(x, this.dropout, undefined, this.nextDropoutSeed()) as tf.Tensor2D) : x;
+      const h =
+        this.training && this.dropout > 0
+          ? (tf.dropout(x, this.dropout, undefined, this.nextDropoutSeed()) as tf.Tensor2D)
+          : x;
       // x A^T then B^T: two thin matmuls, never the [out, in] product B·A (no transpose flags: engine/matmul.ts)
       const down = mmT(h, this.A); // [n, r]
       const up = mmT(tf.mul(down, this.scale), this.B); // [n, out]; the scale applied on the thin side
@@ -234,7 +255,8 @@ export function attachLora(w: LlamaWeights, cfg: LoraConfig, seed: number, sourc
   validateLoraConfig(cfg, numLayers, source);
   for (const [i, layer] of w.layers.entries()) {
     for (const p of LINEAR_NAMES) {
-      if (layer.proj[p] instanceof LoraLinear) throw new FtError(`${hfModuleName(i, p)} already has a LoRA adapter attached`);
+      if (layer.proj[p] instanceof LoraLinear)
+        throw new FtError(`${hfModuleName(i, p)} already has a LoRA adapter attached`);
     }
   }
   const rng = new Rng(seed);

@@ -74,13 +74,16 @@ export function peftConfigJson(cfg: LoraConfig, baseModel: string | null): Recor
   return Object.fromEntries(Object.entries(fields).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
-const isEmpty = (v: unknown) => v === undefined || v === null || v === false || (typeof v === 'object' && Object.keys(v as object).length === 0);
+const isEmpty = (v: unknown) =>
+  v === undefined || v === null || v === false || (typeof v === 'object' && Object.keys(v as object).length === 0);
 
 /** Reads a PEFT LoraConfig JSON into ft's LoraConfig; anything ft cannot reproduce exactly is an error naming the field. */
 export function parsePeftConfig(json: unknown, file: string): { config: LoraConfig; baseModel: string | null } {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FtError(`${file}: expected a JSON object`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new FtError(`${file}: expected a JSON object`);
   const j = json as Record<string, unknown>;
-  if (j.peft_type !== 'LORA') throw new FtError(`${file}: peft_type is ${JSON.stringify(j.peft_type)}, expected "LORA"`);
+  if (j.peft_type !== 'LORA')
+    throw new FtError(`${file}: peft_type is ${JSON.stringify(j.peft_type)}, expected "LORA"`);
   if (j.task_type !== undefined && j.task_type !== null && j.task_type !== 'CAUSAL_LM') {
     throw new FtError(`${file}: task_type is ${JSON.stringify(j.task_type)}, expected "CAUSAL_LM"`);
   }
@@ -106,7 +109,11 @@ export function parsePeftConfig(json: unknown, file: string): { config: LoraConf
     return v;
   };
   const base = j.base_model_name_or_path;
-  const { targetModules, layers } = parseTargets(j.target_modules ?? PEFT_DEFAULTS.target_modules, j.layers_to_transform, file);
+  const { targetModules, layers } = parseTargets(
+    j.target_modules ?? PEFT_DEFAULTS.target_modules,
+    j.layers_to_transform,
+    file,
+  );
   const config: LoraConfig = {
     r: num('r', PEFT_DEFAULTS.r),
     alpha: num('lora_alpha', PEFT_DEFAULTS.lora_alpha),
@@ -127,18 +134,29 @@ const modulePaths = (i: number) => LINEAR_NAMES.map((p) => [p, hfModuleName(i, p
  * or a regex that must match a whole module path. A regex must pick the same projections in every block
  * it touches (ft's adapters are projections × blocks).
  */
-function parseTargets(t: unknown, layersField: unknown, file: string): { targetModules: LoraConfig['targetModules']; layers: number[] | null } {
+function parseTargets(
+  t: unknown,
+  layersField: unknown,
+  file: string,
+): { targetModules: LoraConfig['targetModules']; layers: number[] | null } {
   let layers: number[] | null = null;
   if (typeof layersField === 'number') layers = [layersField];
   else if (Array.isArray(layersField)) layers = layersField as number[];
-  else if (layersField !== undefined && layersField !== null) throw new FtError(`${file}: layers_to_transform must be a list of block indices, got ${JSON.stringify(layersField)}`);
+  else if (layersField !== undefined && layersField !== null)
+    throw new FtError(
+      `${file}: layers_to_transform must be a list of block indices, got ${JSON.stringify(layersField)}`,
+    );
   if (t === 'all-linear') return { targetModules: 'all-linear', layers };
   if (Array.isArray(t)) {
     const names = new Set<LinearName>();
     for (const entry of t) {
-      const hit = modulePaths(0).filter(([, m]) => typeof entry === 'string' && (m === entry || m.endsWith(`.${entry}`)));
+      const hit = modulePaths(0).filter(
+        ([, m]) => typeof entry === 'string' && (m === entry || m.endsWith(`.${entry}`)),
+      );
       if (hit.length === 0) {
-        throw new FtError(`${file}: target_modules has ${JSON.stringify(entry)}, which is no projection of a decoder block (the model has ${LINEAR_NAMES.join(', ')})`);
+        throw new FtError(
+          `${file}: target_modules has ${JSON.stringify(entry)}, which is no projection of a decoder block (the model has ${LINEAR_NAMES.join(', ')})`,
+        );
       }
       for (const [p] of hit) names.add(p);
     }
@@ -154,23 +172,35 @@ function parseTargets(t: unknown, layersField: unknown, file: string): { targetM
     // blocks 0..9999 is enough to see which layers a regex selects without knowing the model
     const perLayer = new Map<number, string>();
     for (let i = 0; i < 10000; i++) {
-      const projs = modulePaths(i).filter(([, m]) => re.test(m)).map(([p]) => p);
+      const projs = modulePaths(i)
+        .filter(([, m]) => re.test(m))
+        .map(([p]) => p);
       if (projs.length) perLayer.set(i, projs.join(','));
     }
     const sets = new Set(perLayer.values());
-    if (sets.size === 0) throw new FtError(`${file}: target_modules regex ${JSON.stringify(t)} matches no projection (e.g. ${hfModuleName(0, 'q_proj')})`);
-    if (sets.size > 1) throw new FtError(`${file}: target_modules regex ${JSON.stringify(t)} picks different projections in different blocks, which ft cannot represent`);
+    if (sets.size === 0)
+      throw new FtError(
+        `${file}: target_modules regex ${JSON.stringify(t)} matches no projection (e.g. ${hfModuleName(0, 'q_proj')})`,
+      );
+    if (sets.size > 1)
+      throw new FtError(
+        `${file}: target_modules regex ${JSON.stringify(t)} picks different projections in different blocks, which ft cannot represent`,
+      );
     const picked = [...perLayer.keys()];
     const allLayers = picked.length === 10000;
     const fromRegex = allLayers ? null : picked;
     if (layers && fromRegex) layers = layers.filter((i) => fromRegex.includes(i));
     return { targetModules: [...sets][0].split(',') as LinearName[], layers: layers ?? fromRegex };
   }
-  throw new FtError(`${file}: target_modules must be a list of module names, 'all-linear' or a regex string, got ${JSON.stringify(t)}`);
+  throw new FtError(
+    `${file}: target_modules must be a list of module names, 'all-linear' or a regex string, got ${JSON.stringify(t)}`,
+  );
 }
 
 // `[base_model.model.]model.layers.{i}.{self_attn|mlp}.{proj}.{lora_A|lora_B}[.{adapter name}].weight`
-const KEY = new RegExp(`^(?:base_model\\.model\\.)?model\\.layers\\.(\\d+)\\.(self_attn|mlp)\\.(${LINEAR_NAMES.join('|')})\\.(lora_A|lora_B)(?:\\.[^.]+)?\\.weight$`);
+const KEY = new RegExp(
+  `^(?:base_model\\.model\\.)?model\\.layers\\.(\\d+)\\.(self_attn|mlp)\\.(${LINEAR_NAMES.join('|')})\\.(lora_A|lora_B)(?:\\.[^.]+)?\\.weight$`,
+);
 
 /** The canonical PEFT key of a LoRA factor. */
 export function peftKey(layer: number, proj: LinearName, factor: 'lora_A' | 'lora_B'): string {
@@ -205,7 +235,9 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapterFiles> {
   if (!(await isFile(configFile))) throw new FtError(`${dir}: no ${ADAPTER_CONFIG} (expected a PEFT adapter folder)`);
   if (!(await isFile(weightsFile))) {
     const bin = await isFile(path.join(dir, 'adapter_model.bin'));
-    throw new FtError(`${dir}: no ${ADAPTER_WEIGHTS}${bin ? ' (adapter_model.bin is a pickle, which ft does not load: re-save it with safe_serialization=True)' : ''}`);
+    throw new FtError(
+      `${dir}: no ${ADAPTER_WEIGHTS}${bin ? ' (adapter_model.bin is a pickle, which ft does not load: re-save it with safe_serialization=True)' : ''}`,
+    );
   }
   let json: unknown;
   try {
@@ -221,16 +253,23 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapterFiles> {
   try {
     for (const name of st.names()) {
       const k = parseKey(name);
-      if (!k) throw new FtError(`${weightsFile}: unexpected tensor '${name}' (expected base_model.model.model.layers.{i}.{self_attn|mlp}.{proj}.lora_A.weight / lora_B.weight)`);
+      if (!k)
+        throw new FtError(
+          `${weightsFile}: unexpected tensor '${name}' (expected base_model.model.model.layers.{i}.{self_attn|mlp}.{proj}.lora_A.weight / lora_B.weight)`,
+        );
       if (!targets.has(k.proj) || (layers && !layers.has(k.layer))) {
-        throw new FtError(`${weightsFile}: tensor '${name}' is for a module the config does not target (target_modules ${[...targets].join(', ')}${layers ? `, layers_to_transform ${[...layers].join(', ')}` : ''})`);
+        throw new FtError(
+          `${weightsFile}: tensor '${name}' is for a module the config does not target (target_modules ${[...targets].join(', ')}${layers ? `, layers_to_transform ${[...layers].join(', ')}` : ''})`,
+        );
       }
       if (tensors.has(k.key)) throw new FtError(`${weightsFile}: tensor '${name}' duplicates ${k.key}`);
       const t = await st.read(name);
       const [rows, cols] = t.shape;
       const r = k.factor === 'lora_A' ? rows : cols;
       if (t.shape.length !== 2 || r !== config.r) {
-        throw new FtError(`${weightsFile}: tensor '${name}' has shape [${t.shape}], expected ${k.factor === 'lora_A' ? `[r=${config.r}, in]` : `[out, r=${config.r}]`}`);
+        throw new FtError(
+          `${weightsFile}: tensor '${name}' has shape [${t.shape}], expected ${k.factor === 'lora_A' ? `[r=${config.r}, in]` : `[out, r=${config.r}]`}`,
+        );
       }
       tensors.set(k.key, t);
     }
@@ -238,8 +277,11 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapterFiles> {
     await st.close();
   }
   for (const key of tensors.keys()) {
-    const other = key.endsWith('lora_A.weight') ? key.replace('lora_A.weight', 'lora_B.weight') : key.replace('lora_B.weight', 'lora_A.weight');
-    if (!tensors.has(other)) throw new FtError(`${weightsFile}: missing tensor '${other}' (its pair '${key}' is present)`);
+    const other = key.endsWith('lora_A.weight')
+      ? key.replace('lora_A.weight', 'lora_B.weight')
+      : key.replace('lora_B.weight', 'lora_A.weight');
+    if (!tensors.has(other))
+      throw new FtError(`${weightsFile}: missing tensor '${other}' (its pair '${key}' is present)`);
   }
   if (tensors.size === 0) throw new FtError(`${weightsFile}: holds no LoRA tensors`);
   return { dir, config, baseModel, tensors };
@@ -251,9 +293,13 @@ export async function readPeftAdapter(dir: string): Promise<PeftAdapterFiles> {
  */
 export async function loadPeftAdapter(dir: string, w: LlamaWeights, seed = 0): Promise<Adapter> {
   const files = await readPeftAdapter(dir);
-  checkAgainstModel(files, w.layers.length, (i, p) => [w.layers[i].proj[p].outFeatures, w.layers[i].proj[p].inFeatures]);
+  checkAgainstModel(files, w.layers.length, (i, p) => [
+    w.layers[i].proj[p].outFeatures,
+    w.layers[i].proj[p].inFeatures,
+  ]);
   const adapter = attachLora(w, files.config, seed, path.join(dir, ADAPTER_CONFIG));
-  for (const [key, v] of adapter.variables) v.assign(tf.tensor2d(files.tensors.get(key)!.data, v.shape as [number, number]));
+  for (const [key, v] of adapter.variables)
+    v.assign(tf.tensor2d(files.tensors.get(key)!.data, v.shape as [number, number]));
   return adapter;
 }
 
@@ -270,7 +316,10 @@ export function checkAgainstModel(files: PeftAdapterFiles, numLayers: number, sh
   validateLoraConfig(files.config, numLayers, path.join(files.dir, ADAPTER_CONFIG));
   for (const key of files.tensors.keys()) {
     const layer = Number(/layers\.(\d+)\./.exec(key)![1]);
-    if (layer >= numLayers) throw new FtError(`${weightsFile}: tensor '${key}' is for block ${layer}, but the model has ${numLayers} blocks${why}`);
+    if (layer >= numLayers)
+      throw new FtError(
+        `${weightsFile}: tensor '${key}' is for block ${layer}, but the model has ${numLayers} blocks${why}`,
+      );
   }
   const layers = files.config.layersToTransform ?? [...Array(numLayers).keys()];
   for (const i of layers) {
@@ -282,7 +331,9 @@ export function checkAgainstModel(files: PeftAdapterFiles, numLayers: number, sh
         const t = files.tensors.get(key);
         if (!t) throw new FtError(`${weightsFile}: missing tensor '${key}'`);
         if (t.shape[0] !== want[factor][0] || t.shape[1] !== want[factor][1]) {
-          throw new FtError(`${weightsFile}: tensor '${key}' has shape [${t.shape}], but the model's ${hfModuleName(i, p)} [${out}, ${inp}] needs [${want[factor]}]${why}`);
+          throw new FtError(
+            `${weightsFile}: tensor '${key}' has shape [${t.shape}], but the model's ${hfModuleName(i, p)} [${out}, ${inp}] needs [${want[factor]}]${why}`,
+          );
         }
       }
     }
@@ -296,17 +347,36 @@ export type AdapterWriteOptions = Omit<DirWriteOptions, 'kind'>;
  * Writes config + factors as a PEFT adapter folder, atomically (the folder appears complete or not at all);
  * a folder ft did not write is not replaced unless `opts.overwrite`.
  */
-export async function writePeftAdapter(dir: string, config: LoraConfig, baseModel: string | null, tensors: Map<string, TensorData>, opts: AdapterWriteOptions = {}): Promise<void> {
-  await writeDirAtomic(dir, async (tmp) => {
-    await writeFileAtomic(path.join(tmp, ADAPTER_CONFIG), JSON.stringify(peftConfigJson(config, baseModel), null, 2) + '\n');
-    const entries = [...tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data }));
-    await writeSafetensors(path.join(tmp, ADAPTER_WEIGHTS), entries, { format: 'pt' });
-  }, { ...opts, kind: 'adapter' });
+export async function writePeftAdapter(
+  dir: string,
+  config: LoraConfig,
+  baseModel: string | null,
+  tensors: Map<string, TensorData>,
+  opts: AdapterWriteOptions = {},
+): Promise<void> {
+  await writeDirAtomic(
+    dir,
+    async (tmp) => {
+      await writeFileAtomic(
+        path.join(tmp, ADAPTER_CONFIG),
+        JSON.stringify(peftConfigJson(config, baseModel), null, 2) + '\n',
+      );
+      const entries = [...tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data }));
+      await writeSafetensors(path.join(tmp, ADAPTER_WEIGHTS), entries, { format: 'pt' });
+    },
+    { ...opts, kind: 'adapter' },
+  );
 }
 
 /** Saves an attached adapter's current factors (float32) in PEFT's format. */
-export async function savePeftAdapter(dir: string, adapter: Adapter, baseModel: string | null, opts: AdapterWriteOptions = {}): Promise<void> {
+export async function savePeftAdapter(
+  dir: string,
+  adapter: Adapter,
+  baseModel: string | null,
+  opts: AdapterWriteOptions = {},
+): Promise<void> {
   const tensors = new Map<string, TensorData>();
-  for (const [key, v] of adapter.variables) tensors.set(key, { shape: [...v.shape], data: v.dataSync() as Float32Array });
+  for (const [key, v] of adapter.variables)
+    tensors.set(key, { shape: [...v.shape], data: v.dataSync() as Float32Array });
   await writePeftAdapter(dir, adapter.config, baseModel, tensors, opts);
 }

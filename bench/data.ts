@@ -26,12 +26,19 @@ const peakRssMb = () => process.resourceUsage().maxRSS / 1024;
 
 /** Rows of seed-task words in Alpaca shape: instruction 6-20 words, input empty 60% of the time, output 10-60 words. */
 async function* generated(n: number): AsyncGenerator<Row[]> {
-  const words = seedRows().flatMap((r) => `${r.instruction} ${r.output}`.split(/\s+/)).filter(Boolean);
+  const words = seedRows()
+    .flatMap((r) => `${r.instruction} ${r.output}`.split(/\s+/))
+    .filter(Boolean);
   const rng = new Rng(1);
-  const text = (lo: number, hi: number) => Array.from({ length: lo + rng.int(hi - lo + 1) }, () => words[rng.int(words.length)]).join(' ');
+  const text = (lo: number, hi: number) =>
+    Array.from({ length: lo + rng.int(hi - lo + 1) }, () => words[rng.int(words.length)]).join(' ');
   for (let done = 0; done < n; ) {
     const k = Math.min(4096, n - done);
-    yield Array.from({ length: k }, () => ({ instruction: text(6, 20), input: rng.next() < 0.6 ? '' : text(5, 30), output: text(10, 60) }));
+    yield Array.from({ length: k }, () => ({
+      instruction: text(6, 20),
+      input: rng.next() < 0.6 ? '' : text(5, 30),
+      output: text(10, 60),
+    }));
     done += k;
   }
 }
@@ -44,7 +51,8 @@ function benchTokenizer(kind: string): Tokenizer {
   const seed = seedTokenizer();
   const { tokenizerJson: json, tokenizerConfig } = seed.origin;
   if (kind === 'byte-level') return seed;
-  if (kind === 'uncached') return tokenizerFromJson({ ...json, normalizer: { type: 'NFC' } }, tokenizerConfig, null, 'uncached');
+  if (kind === 'uncached')
+    return tokenizerFromJson({ ...json, normalizer: { type: 'NFC' } }, tokenizerConfig, null, 'uncached');
   const texts = seedRows().flatMap((r) => [r.instruction, r.input, r.output]);
   const spm = trainBpe(texts, { vocabSize: 1024, specialTokens: ['<unk>', '<s>', '</s>'], style: 'sentencepiece' });
   return tokenizerFromJson(tokenizerJson(spm, { bos: '<s>' }), tokenizerConfig, null, 'sentencepiece');
@@ -59,7 +67,14 @@ if (mode === 'gen') {
   console.log(JSON.stringify({ rows, seconds: (performance.now() - t0) / 1000, peakRssMb: peakRssMb() }));
 } else if (mode === 'pipeline') {
   const tok = benchTokenizer(tokenizerArg ?? 'byte-level');
-  const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05, dataset_processes: Number(arg) });
+  const recipe = DataRecipeSchema.parse({
+    datasets: [{ path: file }],
+    sequence_len: 512,
+    sample_packing: true,
+    micro_batch_size: 8,
+    val_set_size: 0.05,
+    dataset_processes: Number(arg),
+  });
   const ds = await loadDataset(recipe, tok);
   const stats = newStats();
   const t0 = performance.now();
@@ -71,11 +86,24 @@ if (mode === 'gen') {
   }
   const seconds = (performance.now() - t0) / 1000;
   await ds.close();
-  console.log(JSON.stringify({ rows: stats.rows, examples: stats.examples, tokens: stats.tokens, batches, seconds, halfwayRssMb, peakRssMb: peakRssMb() }));
+  console.log(
+    JSON.stringify({
+      rows: stats.rows,
+      examples: stats.examples,
+      tokens: stats.tokens,
+      batches,
+      seconds,
+      halfwayRssMb,
+      peakRssMb: peakRssMb(),
+    }),
+  );
 } else {
   const self = fileURLToPath(import.meta.url);
   const child = (...args: string[]) => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', self, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     if (r.status !== 0) throw new Error(`bench/data.ts ${args[0]} failed`);
     return r.stdout.trim() ? JSON.parse(r.stdout.trim().split('\n').at(-1)!) : null;
   };

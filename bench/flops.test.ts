@@ -41,7 +41,8 @@ describe('trainFlopsPerToken', () => {
 });
 
 describe('cpuPeak', () => {
-  const cpuinfo = (flags: string) => `processor\t: 0\nmodel name\t: Test CPU\ncpu MHz\t\t: 2500.000\nflags\t\t: fpu sse sse2 ${flags}\n\nprocessor\t: 1\ncpu MHz\t\t: 1200.000\n`;
+  const cpuinfo = (flags: string) =>
+    `processor\t: 0\nmodel name\t: Test CPU\ncpu MHz\t\t: 2500.000\nflags\t\t: fpu sse sse2 ${flags}\n\nprocessor\t: 1\ncpu MHz\t\t: 1200.000\n`;
 
   it('is cores × the first cpu MHz × FLOPs/cycle of the widest FMA in the flags', () => {
     expect(cpuPeak(1, cpuinfo('avx fma avx2')).gflops).toBeCloseTo(2.5 * 32, 9);

@@ -8,7 +8,15 @@ export function projectionShapes(c: LlamaConfig): Record<LinearName, [number, nu
   const q = c.numAttentionHeads * c.headDim;
   const kv = c.numKeyValueHeads * c.headDim;
   const [h, m] = [c.hiddenSize, c.intermediateSize];
-  return { q_proj: [q, h], k_proj: [kv, h], v_proj: [kv, h], o_proj: [h, q], gate_proj: [m, h], up_proj: [m, h], down_proj: [h, m] };
+  return {
+    q_proj: [q, h],
+    k_proj: [kv, h],
+    v_proj: [kv, h],
+    o_proj: [h, q],
+    gate_proj: [m, h],
+    up_proj: [m, h],
+    down_proj: [h, m],
+  };
 }
 
 export interface TrainFlops {
@@ -37,7 +45,13 @@ export function trainFlopsPerToken(c: LlamaConfig, r: number, T: number): TrainF
   const attentionFlops = 2 * L * c.numAttentionHeads * c.headDim * (T + 1);
   const base = 2 * matmulParams;
   const lora = 2 * loraParams;
-  return { matmulParams, loraParams, attentionFlops, forward: base + attentionFlops + lora, train: 2 * base + 3 * attentionFlops + 3 * lora };
+  return {
+    matmulParams,
+    loraParams,
+    attentionFlops,
+    forward: base + attentionFlops + lora,
+    train: 2 * base + 3 * attentionFlops + 3 * lora,
+  };
 }
 
 export interface CpuPeak {
@@ -55,7 +69,8 @@ export interface CpuPeak {
 /** fp32 FLOPs/cycle/core: two FMA pipes × lanes × 2 (multiply + add); AVX-512 16 lanes, AVX2 8, SSE 4 (no FMA: mul + add pipes). */
 export function flopsPerCycle(flags: Set<string>): { simd: string; flopsPerCycle: number } {
   if (flags.has('avx512f')) return { simd: 'AVX-512: 2 FMA pipes × 16 lanes × 2', flopsPerCycle: 2 * 16 * 2 };
-  if (flags.has('avx2') && flags.has('fma')) return { simd: 'AVX2: 2 FMA pipes × 8 lanes × 2', flopsPerCycle: 2 * 8 * 2 };
+  if (flags.has('avx2') && flags.has('fma'))
+    return { simd: 'AVX2: 2 FMA pipes × 8 lanes × 2', flopsPerCycle: 2 * 8 * 2 };
   if (flags.has('avx')) return { simd: 'AVX: mul + add pipes × 8 lanes', flopsPerCycle: 2 * 8 };
   return { simd: 'SSE: mul + add pipes × 4 lanes', flopsPerCycle: 2 * 4 };
 }
@@ -81,4 +96,3 @@ export function cpuPeak(cores: number, cpuinfo = readFileSync('/proc/cpuinfo', '
     formula: `${cores} core(s) × ${ghz.toFixed(3)} GHz × ${fpc} FLOPs/cycle (${simd}) = ${gflops.toFixed(1)} GFLOP/s`,
   };
 }
-

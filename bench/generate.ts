@@ -27,8 +27,14 @@ async function timeIt(f: () => Promise<unknown> | unknown, reps: number): Promis
   return (performance.now() - t0) / 1000 / reps;
 }
 
-console.log(`backend ${backend.name}; model ${w.config.numHiddenLayers} layers, hidden ${w.config.hiddenSize}, vocab ${V}`);
-for (const [B, T] of [[1, 128], [8, 128], [4, 512]]) {
+console.log(
+  `backend ${backend.name}; model ${w.config.numHiddenLayers} layers, hidden ${w.config.hiddenSize}, vocab ${V}`,
+);
+for (const [B, T] of [
+  [1, 128],
+  [8, 128],
+  [4, 512],
+]) {
   const batch = leftPaddedBatch(prompts(B, T));
   const s = await timeIt(async () => {
     const logits = forward(w, batch);
@@ -44,7 +50,9 @@ for (const B of [1, 8]) {
   const t0 = performance.now();
   await generate(w, p, { maxNewTokens: n, onToken: () => (first ||= performance.now()) });
   const t1 = performance.now();
-  console.log(`generate     B=${B}: prefill 16 tokens ${(first - t0).toFixed(0)} ms; decode ${((B * (n - 1)) / ((t1 - first) / 1000)).toFixed(1)} tokens/s (${((t1 - first) / (n - 1)).toFixed(1)} ms/step)`);
+  console.log(
+    `generate     B=${B}: prefill 16 tokens ${(first - t0).toFixed(0)} ms; decode ${((B * (n - 1)) / ((t1 - first) / 1000)).toFixed(1)} tokens/s (${((t1 - first) / (n - 1)).toFixed(1)} ms/step)`,
+  );
 }
 disposeLlama(w);
 await rm(dir, { recursive: true, force: true });

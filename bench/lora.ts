@@ -25,7 +25,15 @@ function bench(name: string, out: number, inp: number, tokens: number, r: number
   const w = rand(out * inp, 0.02);
   const dense = new DenseLinear(w, out, inp);
   const lora = new LoraLinear(dense, r, 2, 0, rand(r * inp, 1 / Math.sqrt(inp)), rand(out * r, 0.01), () => 0);
-  const nf4Lora = new LoraLinear(quantizedLinear('nf4')('w', w.slice(), out, inp, null), r, 2, 0, rand(r * inp, 1 / Math.sqrt(inp)), rand(out * r, 0.01), () => 0);
+  const nf4Lora = new LoraLinear(
+    quantizedLinear('nf4')('w', w.slice(), out, inp, null),
+    r,
+    2,
+    0,
+    rand(r * inp, 1 / Math.sqrt(inp)),
+    rand(out * r, 0.01),
+    () => 0,
+  );
   const x = tf.randomNormal([tokens, inp]) as tf.Tensor2D;
   const step = (apply: (x: tf.Tensor2D) => tf.Tensor2D, vars: tf.Variable[]) => () => {
     const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(apply(x))) as tf.Scalar, vars);
@@ -37,12 +45,22 @@ function bench(name: string, out: number, inp: number, tokens: number, r: number
     y.dataSync();
     y.dispose();
   });
-  const thin = time(reps, step((xx) => lora.apply(xx), [lora.A, lora.B]));
+  const thin = time(
+    reps,
+    step((xx) => lora.apply(xx), [lora.A, lora.B]),
+  );
   const materialized = time(
     reps,
-    step((xx) => tf.tidy(() => tf.add(dense.apply(xx), tf.mul(mm(xx, tf.transpose(mm(lora.B, lora.A))), 2))) as tf.Tensor2D, [lora.A, lora.B]),
+    step(
+      (xx) =>
+        tf.tidy(() => tf.add(dense.apply(xx), tf.mul(mm(xx, tf.transpose(mm(lora.B, lora.A))), 2))) as tf.Tensor2D,
+      [lora.A, lora.B],
+    ),
   );
-  const nf4 = time(reps, step((xx) => nf4Lora.apply(xx), [nf4Lora.A, nf4Lora.B]));
+  const nf4 = time(
+    reps,
+    step((xx) => nf4Lora.apply(xx), [nf4Lora.A, nf4Lora.B]),
+  );
   const merge = time(Math.max(1, reps >> 1), () => lora.mergedWeight());
   console.log(
     `${name.padEnd(22)} [${out}x${inp}] r=${r} ${tokens} tok: base fwd ${baseOnly.toFixed(1)} ms | LoRA fwd+bwd ${thin.toFixed(1)} ms` +

@@ -25,14 +25,19 @@ try {
   for (const dtype of ['F32', 'F16', 'BF16'] as FloatDtype[]) {
     const file = path.join(dir, `${dtype}.safetensors`);
     let t0 = performance.now();
-    await writeSafetensors(file, Array.from({ length: 16 }, (_, i) => ({ name: `t${i}`, dtype, shape: [rows, 4096], data: () => values })));
+    await writeSafetensors(
+      file,
+      Array.from({ length: 16 }, (_, i) => ({ name: `t${i}`, dtype, shape: [rows, 4096], data: () => values })),
+    );
     const w = secs(t0);
     const f = await SafetensorsFile.open(file);
     t0 = performance.now();
     for (const name of f.names()) await f.read(name);
     const r = secs(t0);
     await f.close();
-    console.log(`safetensors ${dtype.padEnd(4)}: write ${(floatMb / w).toFixed(0)} MB/s, read to float32 ${(floatMb / r).toFixed(0)} MB/s (${floatMb.toFixed(0)} MB of float32 values)`);
+    console.log(
+      `safetensors ${dtype.padEnd(4)}: write ${(floatMb / w).toFixed(0)} MB/s, read to float32 ${(floatMb / r).toFixed(0)} MB/s (${floatMb.toFixed(0)} MB of float32 values)`,
+    );
     await rm(file);
   }
 
@@ -41,12 +46,19 @@ try {
   let t0 = performance.now();
   const model = trainBpe(texts, { vocabSize: 1024, specialTokens: Object.values(SPECIAL_TOKENS) });
   console.log(`BPE training: ${(chars / 1000).toFixed(0)}k chars to vocab 1024 in ${secs(t0).toFixed(2)} s`);
-  const tok = tokenizerFromJson(tokenizerJson(model, { bos: SPECIAL_TOKENS.bos }), { eos_token: SPECIAL_TOKENS.eos }, null, 'bench');
+  const tok = tokenizerFromJson(
+    tokenizerJson(model, { bos: SPECIAL_TOKENS.bos }),
+    { eos_token: SPECIAL_TOKENS.eos },
+    null,
+    'bench',
+  );
   t0 = performance.now();
   let tokens = 0;
   for (const t of texts) tokens += tok.encode(t).length;
   const s = secs(t0);
-  console.log(`tokenizer encode: ${(chars / s / 1000).toFixed(0)}k chars/s, ${(tokens / s / 1000).toFixed(0)}k tokens/s, ${(chars / tokens).toFixed(2)} chars/token`);
+  console.log(
+    `tokenizer encode: ${(chars / s / 1000).toFixed(0)}k chars/s, ${(tokens / s / 1000).toFixed(0)}k tokens/s, ${(chars / tokens).toFixed(2)} chars/token`,
+  );
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

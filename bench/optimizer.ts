@@ -11,11 +11,19 @@ const backend = await initBackend((backendArg > 0 ? process.argv[backendArg + 1]
 /** LoRA A [r, in] and B [out, r] for every projection of every layer (all-linear). */
 function loraShapes(layers: number, hidden: number, kvDim: number, inter: number, r: number): [string, number[]][] {
   const proj: [string, number, number][] = [
-    ['q_proj', hidden, hidden], ['k_proj', hidden, kvDim], ['v_proj', hidden, kvDim], ['o_proj', hidden, hidden],
-    ['gate_proj', hidden, inter], ['up_proj', hidden, inter], ['down_proj', inter, hidden],
+    ['q_proj', hidden, hidden],
+    ['k_proj', hidden, kvDim],
+    ['v_proj', hidden, kvDim],
+    ['o_proj', hidden, hidden],
+    ['gate_proj', hidden, inter],
+    ['up_proj', hidden, inter],
+    ['down_proj', inter, hidden],
   ];
   return Array.from({ length: layers }, (_, l) =>
-    proj.flatMap(([name, inp, out]): [string, number[]][] => [[`${l}.${name}.lora_A`, [r, inp]], [`${l}.${name}.lora_B`, [out, r]]]),
+    proj.flatMap(([name, inp, out]): [string, number[]][] => [
+      [`${l}.${name}.lora_A`, [r, inp]],
+      [`${l}.${name}.lora_B`, [out, r]],
+    ]),
   ).flat();
 }
 
@@ -38,7 +46,7 @@ async function bench(label: string, shapes: [string, number[]][], reps: number):
   const exportMs = performance.now() - t1;
   console.log(
     `${label.padEnd(34)} ${(count / 1e6).toFixed(2).padStart(6)} M params  clip+AdamW ${ms.toFixed(1).padStart(7)} ms/step` +
-      `  (${((count / ms) * 1e3 / 1e6).toFixed(0)} M params/s)  exportState ${exportMs.toFixed(0)} ms (${Object.keys(state).length} tensors)`,
+      `  (${(((count / ms) * 1e3) / 1e6).toFixed(0)} M params/s)  exportState ${exportMs.toFixed(0)} ms (${Object.keys(state).length} tensors)`,
   );
   opt.dispose();
   tf.dispose([...Object.values(params), ...Object.values(grads)]);

@@ -25,10 +25,20 @@ const [mode, how, file, dir] = process.argv.slice(2);
 /** Wall seconds, CPU seconds (every thread of the process) and peak RSS of the work so far. */
 function measure(t0: number, cpu0: NodeJS.CpuUsage) {
   const cpu = process.cpuUsage(cpu0);
-  return { seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, peakRssMb: process.resourceUsage().maxRSS / 1024 };
+  return {
+    seconds: (performance.now() - t0) / 1000,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+  };
 }
 
-async function open(how: string, recipe: DataRecipe, tok: DataTokenizer, baseDir: string, dir: string): Promise<Dataset> {
+async function open(
+  how: string,
+  recipe: DataRecipe,
+  tok: DataTokenizer,
+  baseDir: string,
+  dir: string,
+): Promise<Dataset> {
   return how === 'stream' ? loadDataset(recipe, tok, baseDir) : prepareDataset(recipe, tok, baseDir, { dir });
 }
 
@@ -62,7 +72,13 @@ if (mode === 'default') {
   await ds.close();
   console.log(JSON.stringify({ perEpoch, ...measure(t0, cpu0), resumeMs }));
 } else if (mode === 'generated') {
-  const recipe = DataRecipeSchema.parse({ datasets: [{ path: file }], sequence_len: 512, sample_packing: true, micro_batch_size: 8, val_set_size: 0.05 });
+  const recipe = DataRecipeSchema.parse({
+    datasets: [{ path: file }],
+    sequence_len: 512,
+    sample_packing: true,
+    micro_batch_size: 8,
+    val_set_size: 0.05,
+  });
   const tok = seedTokenizer(); // trains a small BPE: not part of the data work
   const [t0, cpu0] = [performance.now(), process.cpuUsage()];
   const ds = await open(how, recipe, tok, '.', dir);
@@ -77,7 +93,10 @@ if (mode === 'default') {
 } else {
   const self = fileURLToPath(import.meta.url);
   const child = (script: string, ...args: string[]) => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const r = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     if (r.status !== 0) throw new Error(`${path.basename(script)} ${args.join(' ')} failed`);
     return r.stdout.trim() ? JSON.parse(r.stdout.trim().split('\n').at(-1)!) : null;
   };
@@ -91,7 +110,8 @@ if (mode === 'default') {
   };
   try {
     const store = path.join(work, 'default');
-    for (const how of ['stream', 'build', 'reuse']) put(`default run data, ${how}`, child(self, 'default', how, '', store));
+    for (const how of ['stream', 'build', 'reuse'])
+      put(`default run data, ${how}`, child(self, 'default', how, '', store));
     const sizes = (process.env.FT_BENCH_PREPARED_ROWS ?? '50000,200000').split(',').map(Number);
     for (const n of sizes) {
       const f = path.join(work, `gen-${n}.arrow`);

@@ -58,7 +58,10 @@ async function fwdBwd(layer: Linear, n: number): Promise<number> {
   return s;
 }
 
-for (const [out, inp] of [[1024, 1024], [5632, 2048]]) {
+for (const [out, inp] of [
+  [1024, 1024],
+  [5632, 2048],
+]) {
   const n = 256;
   const w = normal(out * inp, 0.02);
   const nf4 = new QuantizedLinear(quantize(w, [out, inp]));

@@ -16,7 +16,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const wanted = process.argv.slice(2);
 const selected = wanted.length ? BENCHES.filter((b) => wanted.includes(path.basename(b, '.ts'))) : BENCHES;
 if (wanted.length && selected.length !== wanted.length) {
-  console.error(`bench: unknown module in ${wanted.join(', ')}: expected some of ${BENCHES.map((b) => path.basename(b, '.ts')).join(', ')}`);
+  console.error(
+    `bench: unknown module in ${wanted.join(', ')}: expected some of ${BENCHES.map((b) => path.basename(b, '.ts')).join(', ')}`,
+  );
   process.exit(1);
 }
 
@@ -49,7 +51,15 @@ for (const file of selected) {
   const seconds = (performance.now() - t0) / 1000;
   const figures = await readFile(figuresPath, 'utf8').then(JSON.parse, () => null);
   await rm(figuresPath, { force: true });
-  const result = { module: `bench/${file}`, date: new Date().toISOString(), node: process.version, seconds, exitCode: code, figures, output: figures ? undefined : lines };
+  const result = {
+    module: `bench/${file}`,
+    date: new Date().toISOString(),
+    node: process.version,
+    seconds,
+    exitCode: code,
+    figures,
+    output: figures ? undefined : lines,
+  };
   await writeFileAtomic(path.join(here, 'results', `${name}.json`), JSON.stringify(result, null, 2) + '\n');
   if (code !== 0) failed++;
 }

@@ -78,7 +78,8 @@ if (!configName || (base !== 'float' && base !== 'nf4')) {
 const backendArg = process.argv.indexOf('--backend');
 const backend = await initBackend((backendArg > 0 ? process.argv[backendArg + 1] : 'auto') as BackendChoice);
 const cfg = benchConfig(configName);
-const threads = backend.name === 'wasm' ? getThreadsCount() : backend.name === 'tensorflow' ? availableParallelism() : 1;
+const threads =
+  backend.name === 'wasm' ? getThreadsCount() : backend.name === 'tensorflow' ? availableParallelism() : 1;
 const matmulGflops512 = await matmulGflops(512);
 
 /** Random ids, labels = the next id (the last position ignored), one unpacked example per row. */
@@ -86,7 +87,14 @@ function randomBatch(rng: Rng, B: number, T: number, V: number): TrainBatch {
   const ids = Int32Array.from({ length: B * T }, () => rng.int(V));
   const labels = new Int32Array(B * T);
   for (let i = 0; i < B * T; i++) labels[i] = (i + 1) % T === 0 ? IGNORE_INDEX : ids[i + 1];
-  return { B, T, ids, labels, segments: new Int32Array(B * T).fill(1), positions: Int32Array.from({ length: B * T }, (_, i) => i % T) };
+  return {
+    B,
+    T,
+    ids,
+    labels,
+    segments: new Int32Array(B * T).fill(1),
+    positions: Int32Array.from({ length: B * T }, (_, i) => i % T),
+  };
 }
 
 const t0 = performance.now();
@@ -101,13 +109,21 @@ const weights: LlamaWeights = await weightsFromTensors(
 );
 const adapter = attachLora(weights, BENCH_LORA, 0, 'bench LoRA');
 const params = Object.fromEntries(adapter.variables);
-const optimizer = new AdamW(params, { beta1: BENCH_OPTIM.beta1, beta2: BENCH_OPTIM.beta2, eps: BENCH_OPTIM.eps, weightDecay: BENCH_OPTIM.weightDecay });
+const optimizer = new AdamW(params, {
+  beta1: BENCH_OPTIM.beta1,
+  beta2: BENCH_OPTIM.beta2,
+  eps: BENCH_OPTIM.eps,
+  weightDecay: BENCH_OPTIM.weightDecay,
+});
 const buildSeconds = (performance.now() - t0) / 1000;
 const batch = randomBatch(new Rng(1), cfg.batch, cfg.seq, cfg.model.vocabSize);
 
 /** One optimizer step exactly as train/loop.ts takes it with gradient_accumulation_steps 1; returns the loss. */
 async function trainStep(): Promise<number> {
-  const { value, grads: byVarName } = tf.variableGrads(() => trainingLoss(weights, batch, cfg.checkpoint ? { recompute: {} } : {}).loss, adapter.trainableVariables());
+  const { value, grads: byVarName } = tf.variableGrads(
+    () => trainingLoss(weights, batch, cfg.checkpoint ? { recompute: {} } : {}).loss,
+    adapter.trainableVariables(),
+  );
   const grads = namedGrads(params, byVarName);
   const loss = (await value.data())[0];
   value.dispose();
@@ -134,7 +150,9 @@ for (let s = 0; s < cfg.warmupSteps + cfg.timedSteps; s++) {
   if (s >= cfg.warmupSteps) stepSeconds.push(secs);
   loss.push(l);
   memory.push(memoryNow());
-  console.log(`${cfg.name} ${base} step ${s + 1}${s < cfg.warmupSteps ? ' (warm-up)' : ''}: ${secs.toFixed(2)} s, loss ${l.toFixed(4)}, ${memory.at(-1)!.numTensors} tensors, ${(memory.at(-1)!.numBytes / 2 ** 20).toFixed(1)} MiB tfjs, RSS ${(memory.at(-1)!.rssBytes / 2 ** 20).toFixed(0)} MiB`);
+  console.log(
+    `${cfg.name} ${base} step ${s + 1}${s < cfg.warmupSteps ? ' (warm-up)' : ''}: ${secs.toFixed(2)} s, loss ${l.toFixed(4)}, ${memory.at(-1)!.numTensors} tensors, ${(memory.at(-1)!.numBytes / 2 ** 20).toFixed(1)} MiB tfjs, RSS ${(memory.at(-1)!.rssBytes / 2 ** 20).toFixed(0)} MiB`,
+  );
 }
 const profile = await tf.profile(trainStep);
 
@@ -145,9 +163,13 @@ const g0 = performance.now();
 await generate(weights, [prompt], { maxNewTokens: cfg.generateTokens, onToken: () => (first ||= performance.now()) });
 const g1 = performance.now();
 
-const wasmMemory = backend.name === 'wasm' ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.buffer.byteLength : 0;
+const wasmMemory =
+  backend.name === 'wasm'
+    ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.buffer.byteLength
+    : 0;
 const sorted = [...stepSeconds].sort((a, b) => a - b);
-const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+const median =
+  sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
 const result: CaseResult = {
   config: cfg.name,
   base,

@@ -62,17 +62,57 @@ const TINYLLAMA: LlamaConfig = {
 };
 
 export const BENCH_CONFIGS: BenchConfig[] = [
-  { name: 'tiny', note: "ft init-model preset (GQA 4/2 heads, vocab 1024)", model: { ...PRESETS.tiny, raw: {} }, batch: 8, seq: 256, warmupSteps: 2, timedSteps: 5, generateTokens: 64 },
-  { name: 'stories15M', note: 'llama2.c stories15M shape', model: llama2c(288, 6, 6, 768), batch: 4, seq: 256, warmupSteps: 1, timedSteps: 3, generateTokens: 64 },
-  { name: 'stories110M', note: 'llama2.c stories110M shape (the ~100M config)', model: llama2c(768, 12, 12, 2048), batch: 1, seq: 256, warmupSteps: 1, timedSteps: 2, generateTokens: 8 },
+  {
+    name: 'tiny',
+    note: 'ft init-model preset (GQA 4/2 heads, vocab 1024)',
+    model: { ...PRESETS.tiny, raw: {} },
+    batch: 8,
+    seq: 256,
+    warmupSteps: 2,
+    timedSteps: 5,
+    generateTokens: 64,
+  },
+  {
+    name: 'stories15M',
+    note: 'llama2.c stories15M shape',
+    model: llama2c(288, 6, 6, 768),
+    batch: 4,
+    seq: 256,
+    warmupSteps: 1,
+    timedSteps: 3,
+    generateTokens: 64,
+  },
+  {
+    name: 'stories110M',
+    note: 'llama2.c stories110M shape (the ~100M config)',
+    model: llama2c(768, 12, 12, 2048),
+    batch: 1,
+    seq: 256,
+    warmupSteps: 1,
+    timedSteps: 2,
+    generateTokens: 8,
+  },
   // float32 weights of 1.1B parameters (4.4 GB) cannot fit the 4 GiB wasm heap: NF4 only, as QLoRA runs it
-  { name: 'tinyllama', note: 'TinyLlama-1.1B shape (GQA 32/4 heads, untied head), gradient checkpointing', model: TINYLLAMA, batch: 1, seq: 256, warmupSteps: 1, timedSteps: 1, generateTokens: 4, checkpoint: true, bases: ['nf4'], optIn: true },
+  {
+    name: 'tinyllama',
+    note: 'TinyLlama-1.1B shape (GQA 32/4 heads, untied head), gradient checkpointing',
+    model: TINYLLAMA,
+    batch: 1,
+    seq: 256,
+    warmupSteps: 1,
+    timedSteps: 1,
+    generateTokens: 4,
+    checkpoint: true,
+    bases: ['nf4'],
+    optIn: true,
+  },
 ];
 
 export type BaseKind = 'float' | 'nf4';
 
 export function benchConfig(name: string): BenchConfig {
   const c = BENCH_CONFIGS.find((x) => x.name === name);
-  if (!c) throw new Error(`bench: unknown config '${name}': expected some of ${BENCH_CONFIGS.map((x) => x.name).join(', ')}`);
+  if (!c)
+    throw new Error(`bench: unknown config '${name}': expected some of ${BENCH_CONFIGS.map((x) => x.name).join(', ')}`);
   return c;
 }

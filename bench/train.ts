@@ -33,7 +33,11 @@ interface PeerResult {
  * Runs a command, echoing its output but its `@result {json}` line (stderr lines cut to 300 characters: a wasm abort
  * prints the whole minified module); resolves with its stdout lines, the stderr lines and the exit code.
  */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; lines: string[]; errors: string[] }> {
+function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number; lines: string[]; errors: string[] }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -46,7 +50,10 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env):
     child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
     child.on('error', reject);
     child.on('close', (code) => {
-      const errors = err.split('\n').filter((l) => l.trim()).map((l) => (l.length > 300 ? l.slice(0, 300) + ' …' : l));
+      const errors = err
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => (l.length > 300 ? l.slice(0, 300) + ' …' : l));
       for (const line of errors) console.error(`  ${line}`);
       resolve({ code: code ?? 1, lines: out.split('\n'), errors });
     });
@@ -55,11 +62,20 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env):
 
 /** The case's figures, or why it failed (the first telling stderr line, e.g. the wasm heap running out). */
 async function runCase(cfg: BenchConfig, base: 'float' | 'nf4'): Promise<CaseResult | { error: string }> {
-  const args = ['--import', 'tsx', path.join(here, 'train-case.ts'), cfg.name, base, '--backend', process.env.FT_BACKEND ?? 'auto'];
+  const args = [
+    '--import',
+    'tsx',
+    path.join(here, 'train-case.ts'),
+    cfg.name,
+    base,
+    '--backend',
+    process.env.FT_BACKEND ?? 'auto',
+  ];
   const { code, lines, errors } = await run(process.execPath, args);
   const line = lines.find((l) => l.startsWith('@result '));
   if (code === 0 && line) return JSON.parse(line.slice('@result '.length));
-  const cause = errors.find((l) => /status|error|abort|memory|heap/i.test(l) && l.length < 300) ?? errors.at(-1) ?? 'no message';
+  const cause =
+    errors.find((l) => /status|error|abort|memory|heap/i.test(l) && l.length < 300) ?? errors.at(-1) ?? 'no message';
   return { error: `exit ${code}: ${cause.trim()}` };
 }
 
@@ -78,14 +94,25 @@ async function peerMissing(): Promise<string | null> {
  * unoptimized reference BLAS.
  */
 async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult> {
-  const spec = { model: cfg.model, batch: cfg.batch, seq: cfg.seq, warmupSteps: cfg.warmupSteps, timedSteps: cfg.timedSteps, threads, lora: { r: BENCH_LORA.r, alpha: BENCH_LORA.alpha }, optim: BENCH_OPTIM };
+  const spec = {
+    model: cfg.model,
+    batch: cfg.batch,
+    seq: cfg.seq,
+    warmupSteps: cfg.warmupSteps,
+    timedSteps: cfg.timedSteps,
+    threads,
+    lora: { r: BENCH_LORA.r, alpha: BENCH_LORA.alpha },
+    optim: BENCH_OPTIM,
+  };
   const env = ['-u', 'OPENBLAS_CORETYPE', '-u', 'OPENBLAS_L2_SIZE', `OPENBLAS_NUM_THREADS=${threads}`];
-  if (existsSync(path.join(OPENBLAS_DIR, 'libblas.so.3'))) env.push(`LD_LIBRARY_PATH=${OPENBLAS_DIR}${process.env.LD_LIBRARY_PATH ? ':' + process.env.LD_LIBRARY_PATH : ''}`);
+  if (existsSync(path.join(OPENBLAS_DIR, 'libblas.so.3')))
+    env.push(`LD_LIBRARY_PATH=${OPENBLAS_DIR}${process.env.LD_LIBRARY_PATH ? ':' + process.env.LD_LIBRARY_PATH : ''}`);
   const args = [...env, PYTHON, path.join(here, 'peer', 'torch_lora.py'), JSON.stringify(spec)];
   console.log(`  $ env ${args.slice(0, -1).join(' ')} '<spec>'`);
   const { code, lines } = await run('env', args);
   const line = lines.find((l) => l.startsWith('@result '));
-  if (code !== 0 || !line) throw new Error(`bench/peer/torch_lora.py ${cfg.name} (${threads} thread(s)) failed (exit ${code})`);
+  if (code !== 0 || !line)
+    throw new Error(`bench/peer/torch_lora.py ${cfg.name} (${threads} thread(s)) failed (exit ${code})`);
   return JSON.parse(line.slice('@result '.length));
 }
 
@@ -96,7 +123,9 @@ const median = (xs: number[]) => {
 const MiB = (bytes: number) => bytes / 2 ** 20;
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
-const configs = process.env.FT_BENCH_CONFIGS ? process.env.FT_BENCH_CONFIGS.split(',').map((n) => benchConfig(n.trim())) : BENCH_CONFIGS.filter((c) => !c.optIn);
+const configs = process.env.FT_BENCH_CONFIGS
+  ? process.env.FT_BENCH_CONFIGS.split(',').map((n) => benchConfig(n.trim()))
+  : BENCH_CONFIGS.filter((c) => !c.optIn);
 const missing = await peerMissing();
 const peaks = new Map<number, CpuPeak>();
 const peakOf = (cores: number) => peaks.get(cores) ?? peaks.set(cores, cpuPeak(cores)).get(cores)!;
@@ -108,7 +137,11 @@ console.log(
 );
 if (missing) console.log(`PyTorch peer skipped: ${missing}`);
 
-const figures: Figures = { load_average_start: loadavg(), fp32_peak_gflops_per_core: peakOf(1).gflops, fp32_peak_formula: peakOf(1).formula };
+const figures: Figures = {
+  load_average_start: loadavg(),
+  fp32_peak_gflops_per_core: peakOf(1).gflops,
+  fp32_peak_formula: peakOf(1).formula,
+};
 const rows: string[][] = [];
 const targets: string[] = [];
 for (const cfg of configs) {
@@ -119,7 +152,11 @@ for (const cfg of configs) {
       `batch ${cfg.batch} × seq ${cfg.seq}; ${cfg.warmupSteps} warm-up + ${cfg.timedSteps} timed steps (median); ${(flops.train / 1e6).toFixed(1)} MFLOP/token`,
   );
   const p = `${cfg.name}.`;
-  Object.assign(figures, { [p + 'params']: params, [p + 'train_mflop_per_token']: flops.train / 1e6, [p + 'tokens_per_step']: cfg.batch * cfg.seq });
+  Object.assign(figures, {
+    [p + 'params']: params,
+    [p + 'train_mflop_per_token']: flops.train / 1e6,
+    [p + 'tokens_per_step']: cfg.batch * cfg.seq,
+  });
   const ft: Partial<Record<'float' | 'nf4', CaseResult>> = {};
   for (const base of cfg.bases ?? (['float', 'nf4'] as const)) {
     const r = await runCase(cfg, base);
@@ -161,17 +198,31 @@ for (const cfg of configs) {
         `peak RSS ${MiB(r.maxRssBytes).toFixed(0)} MiB, tfjs ${MiB(timed.at(-1)!.numBytes).toFixed(1)} MiB resident / ${MiB(r.stepPeakTfBytes).toFixed(0)} MiB step peak; ` +
         `growth over the timed steps: ${tensorGrowth} tensors, ${byteGrowth} bytes, RSS ${MiB(rssGrowth).toFixed(1)} MiB; decode ${r.decodeTokensPerSecond.toFixed(1)} tokens/s`,
     );
-    rows.push([cfg.name, `ft ${base} (${r.backend})`, r.tokensPerSecond.toFixed(1), `${((100 * gflops) / peak.gflops).toFixed(1)}%`, MiB(r.maxRssBytes).toFixed(0), r.decodeTokensPerSecond.toFixed(1)]);
-    if (tensorGrowth !== 0 || byteGrowth !== 0) targets.push(`MISSED ${cfg.name} ${base}: tfjs memory grew over the timed steps (${tensorGrowth} tensors, ${byteGrowth} bytes)`);
+    rows.push([
+      cfg.name,
+      `ft ${base} (${r.backend})`,
+      r.tokensPerSecond.toFixed(1),
+      `${((100 * gflops) / peak.gflops).toFixed(1)}%`,
+      MiB(r.maxRssBytes).toFixed(0),
+      r.decodeTokensPerSecond.toFixed(1),
+    ]);
+    if (tensorGrowth !== 0 || byteGrowth !== 0)
+      targets.push(
+        `MISSED ${cfg.name} ${base}: tfjs memory grew over the timed steps (${tensorGrowth} tensors, ${byteGrowth} bytes)`,
+      );
   }
   if (ft.float && ft.nf4) {
     const nf4Ratio = median(ft.nf4.stepSeconds) / median(ft.float.stepSeconds);
     figures[`${p}nf4_over_float_step_time`] = nf4Ratio;
-    targets.push(`${nf4Ratio <= 1.5 ? 'met   ' : 'MISSED'} ${cfg.name}: NF4 step time ${nf4Ratio.toFixed(2)}x float (target <= 1.5x)`);
+    targets.push(
+      `${nf4Ratio <= 1.5 ? 'met   ' : 'MISSED'} ${cfg.name}: NF4 step time ${nf4Ratio.toFixed(2)}x float (target <= 1.5x)`,
+    );
   }
   if (cfg.name === 'stories15M' && ft.float) {
     const mfu = figures[`${p}float.mfu_pct`] as number;
-    targets.push(`${mfu >= 10 ? 'met   ' : 'MISSED'} stories15M: float training MFU ${mfu.toFixed(1)}% (target >= 10% of the fp32 peak of the cores used)`);
+    targets.push(
+      `${mfu >= 10 ? 'met   ' : 'MISSED'} stories15M: float training MFU ${mfu.toFixed(1)}% (target >= 10% of the fp32 peak of the cores used)`,
+    );
   }
 
   if (missing) continue;
@@ -193,20 +244,32 @@ for (const cfg of configs) {
       figures[`${p}ft_${base}_over_torch_${threads}t`] = r.tokensPerSecond / t.tokensPerSecond;
       return [`${(r.tokensPerSecond / t.tokensPerSecond).toFixed(2)} (${base})`];
     });
-    if (t.trainableParams !== flops.loraParams) throw new Error(`peer trains ${t.trainableParams} LoRA parameters, ft ${flops.loraParams}: not the same model`);
+    if (t.trainableParams !== flops.loraParams)
+      throw new Error(`peer trains ${t.trainableParams} LoRA parameters, ft ${flops.loraParams}: not the same model`);
     console.log(
       `  torch ${t.torch}, ${t.threads} thread(s), BLAS ${t.blasLibrary.join(', ') || 'none mapped'} (BLAS_INFO=${t.blasInfo}; sgemm 1024³ ${t.sgemmGflops1024.toFixed(1)} GFLOP/s): ` +
         `${t.tokensPerSecond.toFixed(1)} tokens/s, ${((100 * gflops) / peak.gflops).toFixed(1)}% of ${peak.gflops.toFixed(1)} GFLOP/s; peak RSS ${MiB(t.maxRssBytes).toFixed(0)} MiB; ` +
         `ft/torch ${ratios.join(', ') || 'n/a'}`,
     );
-    if (t.blasLibrary.some((l) => l.includes('/blas/libblas'))) console.log('  note: torch used the reference BLAS (install libopenblas0-pthread for a fair peer)');
-    rows.push([cfg.name, `torch ${t.threads}t`, t.tokensPerSecond.toFixed(1), `${((100 * gflops) / peak.gflops).toFixed(1)}%`, MiB(t.maxRssBytes).toFixed(0), '-']);
+    if (t.blasLibrary.some((l) => l.includes('/blas/libblas')))
+      console.log('  note: torch used the reference BLAS (install libopenblas0-pthread for a fair peer)');
+    rows.push([
+      cfg.name,
+      `torch ${t.threads}t`,
+      t.tokensPerSecond.toFixed(1),
+      `${((100 * gflops) / peak.gflops).toFixed(1)}%`,
+      MiB(t.maxRssBytes).toFixed(0),
+      '-',
+    ]);
   }
 }
 
 figures.load_average_end = loadavg();
 console.log('\nconfig       | run                | train tok/s | MFU    | peak RSS MiB | decode tok/s');
-for (const r of rows) console.log(`${r[0].padEnd(12)} | ${r[1].padEnd(18)} | ${r[2].padStart(11)} | ${r[3].padStart(6)} | ${r[4].padStart(12)} | ${r[5].padStart(12)}`);
+for (const r of rows)
+  console.log(
+    `${r[0].padEnd(12)} | ${r[1].padEnd(18)} | ${r[2].padStart(11)} | ${r[3].padStart(6)} | ${r[4].padStart(12)} | ${r[5].padStart(12)}`,
+  );
 console.log('\ntargets (wasm, 2 cores):');
 for (const t of targets) console.log(`  ${t}`);
 console.log('');

@@ -10,4 +10,14 @@ import { memoryCommand } from './memory.ts';
 import { pushCommand } from './push.ts';
 import { trainCommand } from './train.ts';
 
-export const commands: CommandModule<any, any>[] = [initModelCommand, pushCommand, downloadCommand, generateCommand, trainCommand, exportCommand, dataCommand, memoryCommand, evalCommand];
+export const commands: CommandModule<any, any>[] = [
+  initModelCommand,
+  pushCommand,
+  downloadCommand,
+  generateCommand,
+  trainCommand,
+  exportCommand,
+  dataCommand,
+  memoryCommand,
+  evalCommand,
+];

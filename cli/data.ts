@@ -37,11 +37,17 @@ const convert: CommandModule<GlobalArgs, ConvertArgs> = {
   builder: (y) =>
     y
       .positional('input', { type: 'string', demandOption: true, describe: 'data file, glob of shards, or folder' })
-      .positional('output', { type: 'string', demandOption: true, describe: 'the .arrow file to write (atomically)' }) as Argv<ConvertArgs>,
+      .positional('output', {
+        type: 'string',
+        demandOption: true,
+        describe: 'the .arrow file to write (atomically)',
+      }) as Argv<ConvertArgs>,
   handler: async (argv) => {
     setQuiet(argv.quiet);
     const { files, rows } = await convertToArrow(argv.input, argv.output);
-    process.stdout.write(`wrote ${argv.output}: ${rows} rows from ${files.length} file${files.length === 1 ? '' : 's'}\n`);
+    process.stdout.write(
+      `wrote ${argv.output}: ${rows} rows from ${files.length} file${files.length === 1 ? '' : 's'}\n`,
+    );
   },
 };
 
@@ -54,10 +60,14 @@ export function formatInspection(r: Inspection, sequenceLen: number): string {
   }
   for (const e of r.examples) {
     out.push('', `=== ${e.where}: ${e.tokens} tokens, ${e.trained} trained ===`);
-    for (const run of e.runs) out.push(`--- ${run.trained ? 'trained' : 'masked'} (${run.tokens} tokens) ---`, run.text);
+    for (const run of e.runs)
+      out.push(`--- ${run.trained ? 'trained' : 'masked'} (${run.tokens} tokens) ---`, run.text);
   }
   const h = r.lengths;
-  out.push('', `token lengths: min ${h.min}, mean ${h.mean.toFixed(1)}, max ${h.max}; ${h.overSequenceLen} longer than sequence_len ${sequenceLen}`);
+  out.push(
+    '',
+    `token lengths: min ${h.min}, mean ${h.mean.toFixed(1)}, max ${h.max}; ${h.overSequenceLen} longer than sequence_len ${sequenceLen}`,
+  );
   const top = Math.max(...h.counts);
   const first = h.counts.findIndex((c) => c > 0);
   h.counts.forEach((c, i) => {
@@ -71,19 +81,34 @@ export function formatInspection(r: Inspection, sequenceLen: number): string {
 
 const inspect: CommandModule<GlobalArgs, InspectArgs> = {
   command: 'inspect <path>',
-  describe: 'print schema, row count, a few examples as tokenized and masked for training, and a token-length histogram',
+  describe:
+    'print schema, row count, a few examples as tokenized and masked for training, and a token-length histogram',
   builder: (y) =>
     y
       .positional('path', { type: 'string', demandOption: true, describe: 'data file, glob of shards, or folder' })
-      .option('model', { type: 'string', demandOption: true, describe: 'model folder whose tokenizer (and chat template) to use' })
-      .option('type', { type: 'string', default: 'alpaca', describe: 'prompt template: alpaca, chatml, custom or chat' })
+      .option('model', {
+        type: 'string',
+        demandOption: true,
+        describe: 'model folder whose tokenizer (and chat template) to use',
+      })
+      .option('type', {
+        type: 'string',
+        default: 'alpaca',
+        describe: 'prompt template: alpaca, chatml, custom or chat',
+      })
       .option('field-instruction', { type: 'string', default: 'instruction' })
       .option('field-input', { type: 'string', default: 'input' })
       .option('field-output', { type: 'string', default: 'output' })
-      .option('field-messages', { type: 'string', describe: 'chat column (default messages, or ShareGPT conversations)' })
+      .option('field-messages', {
+        type: 'string',
+        describe: 'chat column (default messages, or ShareGPT conversations)',
+      })
       .option('format', { type: 'string', describe: 'custom template with {instruction} {input} [{output}]' })
       .option('no-input-format', { type: 'string', describe: 'custom template for rows without input' })
-      .option('sequence-len', { type: 'number', describe: "tokens per example (default: the model's max_position_embeddings)" })
+      .option('sequence-len', {
+        type: 'number',
+        describe: "tokens per example (default: the model's max_position_embeddings)",
+      })
       .option('train-on-inputs', { type: 'boolean', default: false })
       .option('examples', { type: 'number', default: 3, describe: 'how many examples to print' }) as Argv<InspectArgs>,
   handler: async (argv) => {
@@ -131,21 +156,36 @@ const synth: CommandModule<GlobalArgs, SynthArgs> = {
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (replaced atomically)' })
       .option('rows', { type: 'number', default: 3000, describe: 'training rows' })
       .option('held-out', { type: 'number', default: 200, describe: 'test rows, with inputs no training row has' })
-      .option('seed', { type: 'number', default: 0, describe: 'generator seed (same seed, same rows)' }) as Argv<SynthArgs>,
+      .option('seed', {
+        type: 'number',
+        default: 0,
+        describe: 'generator seed (same seed, same rows)',
+      }) as Argv<SynthArgs>,
   handler: async (argv) => {
     const count = (flag: string, v: number, min: number) => {
       if (!Number.isInteger(v) || v < min) throw new FtError(`--${flag} must be an integer >= ${min}, got ${v}`);
       return v;
     };
-    const opts = { rows: count('rows', argv.rows, 1), heldOut: count('held-out', argv['held-out'], 0), seed: count('seed', argv.seed, 0) };
+    const opts = {
+      rows: count('rows', argv.rows, 1),
+      heldOut: count('held-out', argv['held-out'], 0),
+      seed: count('seed', argv.seed, 0),
+    };
     const n = await writeSynthDataset(argv.out, opts);
-    process.stdout.write(`wrote ${argv.out}: train ${n.train} rows, test ${n.test} rows (Arrow IPC stream, datasets save_to_disk layout)\n`);
+    process.stdout.write(
+      `wrote ${argv.out}: train ${n.train} rows, test ${n.test} rows (Arrow IPC stream, datasets save_to_disk layout)\n`,
+    );
   },
 };
 
 export const dataCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'data <command>',
   describe: 'convert, inspect and generate datasets',
-  builder: (y) => y.command(convert as never).command(inspect as never).command(synth as never).demandCommand(1) as Argv<GlobalArgs>,
+  builder: (y) =>
+    y
+      .command(convert as never)
+      .command(inspect as never)
+      .command(synth as never)
+      .demandCommand(1) as Argv<GlobalArgs>,
   handler: () => {},
 };

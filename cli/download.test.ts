@@ -15,15 +15,25 @@ let commit: string;
 
 function ft(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { env: { PATH: process.env.PATH, HOME: tmp, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [FT, ...args],
+      { env: { PATH: process.env.PATH, HOME: tmp, ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
 beforeAll(async () => {
   hub = await startHubServer([{ name: 'bob', token: TOKEN }]);
-  commit = hub.seed('dataset', 'org/data', { 'README.md': '# data\n', 'data/train.jsonl': '{"instruction":"a","input":"","output":"b"}\n', 'data/test.jsonl': '{}\n', 'notes.txt': 'x' });
+  commit = hub.seed('dataset', 'org/data', {
+    'README.md': '# data\n',
+    'data/train.jsonl': '{"instruction":"a","input":"","output":"b"}\n',
+    'data/test.jsonl': '{}\n',
+    'notes.txt': 'x',
+  });
 });
 afterAll(async () => {
   await hub.close();
@@ -33,7 +43,10 @@ afterAll(async () => {
 describe('ft download', () => {
   it('prints the snapshot folder; --repo-type dataset, --include and --exclude pick the files; the token is sent, never shown', async () => {
     const cache = path.join(tmp, 'cache');
-    const r = await ft(['download', 'org/data', '--repo-type', 'dataset', '--include', 'data/*', '--exclude', '*test*'], { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache, HF_TOKEN: TOKEN });
+    const r = await ft(
+      ['download', 'org/data', '--repo-type', 'dataset', '--include', 'data/*', '--exclude', '*test*'],
+      { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache, HF_TOKEN: TOKEN },
+    );
     expect(r.code, r.stderr).toBe(0);
     const snap = path.join(cache, 'datasets--org--data', 'snapshots', commit);
     expect(r.stdout).toBe(`${snap}\n`);
@@ -41,5 +54,4 @@ describe('ft download', () => {
     expect(hub.log.filter((l) => l.host === 'hub').every((l) => l.authorized)).toBe(true);
     expect(r.stdout + r.stderr).not.toContain(TOKEN);
   });
-
 });

@@ -20,9 +20,17 @@ export const downloadCommand: CommandModule<GlobalArgs, DownloadArgs> = {
   builder: (y) =>
     y
       .positional('repo', { type: 'string', demandOption: true, describe: 'namespace/name' })
-      .option('repo-type', { choices: ['model', 'dataset'] as const, default: 'model' as const, describe: 'kind of repo' })
+      .option('repo-type', {
+        choices: ['model', 'dataset'] as const,
+        default: 'model' as const,
+        describe: 'kind of repo',
+      })
       .option('revision', { type: 'string', default: 'main', describe: 'branch, tag or commit' })
-      .option('include', { type: 'string', array: true, describe: 'only files matching these globs (fnmatch, as huggingface-cli --include)' })
+      .option('include', {
+        type: 'string',
+        array: true,
+        describe: 'only files matching these globs (fnmatch, as huggingface-cli --include)',
+      })
       .option('exclude', { type: 'string', array: true, describe: 'skip files matching these globs' })
       .option('local-dir', { type: 'string', describe: 'also copy the files into this folder and print it instead' }),
   handler: async (args) => {

@@ -17,13 +17,33 @@ const data = path.join(tmp, 'eval.jsonl');
 const lora = { r: 2, alpha: 4, dropout: 0, targetModules: ['q_proj', 'v_proj'] as const, useRslora: false };
 
 beforeAll(async () => {
-  await initModel(model, { corpus: ['Name a color. Red is a color.', 'What is two plus two? Four.'], vocabSize: 300, seed: 1 });
-  writeFileSync(data, [{ instruction: 'Name a color.', input: '', output: 'Red.' }, { instruction: 'What is two plus two?', input: '', output: 'Four.' }].map((r) => JSON.stringify(r)).join('\n'));
+  await initModel(model, {
+    corpus: ['Name a color. Red is a color.', 'What is two plus two? Four.'],
+    vocabSize: 300,
+    seed: 1,
+  });
+  writeFileSync(
+    data,
+    [
+      { instruction: 'Name a color.', input: '', output: 'Red.' },
+      { instruction: 'What is two plus two?', input: '', output: 'Four.' },
+    ]
+      .map((r) => JSON.stringify(r))
+      .join('\n'),
+  );
   const w = await loadLlama(model);
-  await savePeftAdapter(path.join(tmp, 'other-base'), attachLora(w, { ...lora, targetModules: [...lora.targetModules] }, 1), 'someone/llama-7b');
+  await savePeftAdapter(
+    path.join(tmp, 'other-base'),
+    attachLora(w, { ...lora, targetModules: [...lora.targetModules] }, 1),
+    'someone/llama-7b',
+  );
   disposeLlama(w);
   const small = randomLlama(tinyConfig(), 2); // hidden 32 where the model has 64
-  await savePeftAdapter(path.join(tmp, 'wrong-shape'), attachLora(small, { ...lora, targetModules: [...lora.targetModules] }, 1), model);
+  await savePeftAdapter(
+    path.join(tmp, 'wrong-shape'),
+    attachLora(small, { ...lora, targetModules: [...lora.targetModules] }, 1),
+    model,
+  );
   disposeLlama(small);
 }, 60_000);
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -58,14 +78,18 @@ describe('ft eval bad input, refused before generation', () => {
   });
 
   it('a missing adapter folder, an empty data file, --no-base alone and a bad metric module are one-line errors', async () => {
-    await expect(runEvalCommand(args({ adapter: [path.join(tmp, 'nope')] }))).rejects.toThrow(/nope: no adapter_config\.json/);
+    await expect(runEvalCommand(args({ adapter: [path.join(tmp, 'nope')] }))).rejects.toThrow(
+      /nope: no adapter_config\.json/,
+    );
     const empty = path.join(tmp, 'empty.jsonl');
     writeFileSync(empty, '');
     await expect(runEvalCommand(args({ data: empty }))).rejects.toThrow(/empty\.jsonl: no rows/);
     await expect(runEvalCommand(args({ base: false }))).rejects.toThrow('--no-base needs at least one --adapter');
     const bad = path.join(tmp, 'bad-metric.mjs');
     writeFileSync(bad, 'export const score = 1;\n');
-    await expect(runEvalCommand(args({ metric: bad }))).rejects.toThrow(/--metric .*bad-metric\.mjs: expected a default export/);
+    await expect(runEvalCommand(args({ metric: bad }))).rejects.toThrow(
+      /--metric .*bad-metric\.mjs: expected a default export/,
+    );
     await expect(runEvalCommand(args({ topP: 0 }))).rejects.toThrow('--top-p must be in (0, 1], got 0');
   });
 
@@ -73,25 +97,38 @@ describe('ft eval bad input, refused before generation', () => {
     const throws = path.join(tmp, 'throws-metric.mjs');
     writeFileSync(throws, "export default () => { throw new Error('boom'); };\n");
     const out = path.join(tmp, 'out-throws');
-    await expect(runEvalCommand(args({ metric: throws, out }))).rejects.toThrow(/^--metric .*throws-metric\.mjs: failed on .*eval\.jsonl row 0 \(boom\)$/);
+    await expect(runEvalCommand(args({ metric: throws, out }))).rejects.toThrow(
+      /^--metric .*throws-metric\.mjs: failed on .*eval\.jsonl row 0 \(boom\)$/,
+    );
     expect(existsSync(out)).toBe(false);
   });
 
   it('a metric that fails on a generated answer keeps the generations in results.jsonl', async () => {
     const picky = path.join(tmp, 'picky-metric.mjs'); // passes the reference itself, fails on anything else
-    writeFileSync(picky, "export default (p, r) => { if (p !== r) throw new Error('not the reference'); return 1; };\n");
+    writeFileSync(
+      picky,
+      "export default (p, r) => { if (p !== r) throw new Error('not the reference'); return 1; };\n",
+    );
     const out = path.join(tmp, 'out-picky');
     await expect(runEvalCommand(args({ metric: picky, out }))).rejects.toThrow(
-      new RegExp(`^--metric .*picky-metric\\.mjs: failed on .*eval\\.jsonl row 0 \\(not the reference\\); the generations are kept in ${out}/results\\.jsonl$`),
+      new RegExp(
+        `^--metric .*picky-metric\\.mjs: failed on .*eval\\.jsonl row 0 \\(not the reference\\); the generations are kept in ${out}/results\\.jsonl$`,
+      ),
     );
-    const lines = readFileSync(path.join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(path.join(out, 'results.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.reference)).toEqual(['Red.', 'Four.']);
     expect(typeof lines[0].outputs.base).toBe('string');
   });
 
   it('an adapter made for a differently named base is evaluated with a warning (shapes match)', async () => {
     const lines: string[] = [];
-    const r = await runEvalCommand(args({ adapter: [path.join(tmp, 'other-base')], out: path.join(tmp, 'out-warn') }), (l) => lines.push(l));
+    const r = await runEvalCommand(
+      args({ adapter: [path.join(tmp, 'other-base')], out: path.join(tmp, 'out-warn') }),
+      (l) => lines.push(l),
+    );
     expect(lines.filter((l) => l.startsWith('ft: warning:'))).toEqual([
       `ft: warning: adapter ${path.join(tmp, 'other-base')} was trained on base_model_name_or_path 'someone/llama-7b', not on ${model} (shapes match; scores may mean little)`,
     ]);
@@ -105,7 +142,12 @@ describe('ft eval bad input, refused before generation', () => {
 
 describe('model names', () => {
   it('labels adapters by folder, with the parent when the name is generic or shared', () => {
-    expect(adapterLabels(['/runs/a/adapter', '/x/lora-1', '/y/ckpt', '/z/ckpt'])).toEqual(['a/adapter', 'lora-1', 'y/ckpt', 'z/ckpt']);
+    expect(adapterLabels(['/runs/a/adapter', '/x/lora-1', '/y/ckpt', '/z/ckpt'])).toEqual([
+      'a/adapter',
+      'lora-1',
+      'y/ckpt',
+      'z/ckpt',
+    ]);
   });
 
   it('base_model_name_or_path matches the folder, its name, or the Hub id of a cache snapshot', () => {

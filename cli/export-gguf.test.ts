@@ -22,7 +22,9 @@ const STORIES = path.resolve(import.meta.dirname, '../../shared/data/stories260K
 
 function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(process.execPath, [FT, ...args], { timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
@@ -38,14 +40,29 @@ describe('ft export gguf', () => {
       await fsp.writeFile(path.join(adapter, 'adapter_config.json'), JSON.stringify(ref.adapter_config));
       await writeSafetensors(
         path.join(adapter, 'adapter_model.safetensors'),
-        ref.tensors.map((t: { name: string; shape: number[]; data: number[] }) => ({ name: t.name, dtype: 'F32', shape: t.shape, data: Float32Array.from(t.data) })),
+        ref.tensors.map((t: { name: string; shape: number[]; data: number[] }) => ({
+          name: t.name,
+          dtype: 'F32',
+          shape: t.shape,
+          data: Float32Array.from(t.data),
+        })),
       );
       const out = path.join(root, 'a.gguf');
-      const r = await ft(['export', 'gguf', '--adapter', adapter, '--base', path.join(root, 'base'), '--out', out, '--outtype', 'f16']);
+      const r = await ft([
+        'export',
+        'gguf',
+        '--adapter',
+        adapter,
+        '--base',
+        path.join(root, 'base'),
+        '--out',
+        out,
+        '--outtype',
+        'f16',
+      ]);
       expect(r.stderr).toBe('');
       expect(r.stdout).toMatch(/^wrote .*a\.gguf: llama LoRA, 28 tensors \(f16\), alpha 4, 0\.00 MB\n$/);
       expect((await fsp.readFile(out)).equals(await fsp.readFile(new URL('reference-f16.gguf', fixtures)))).toBe(true);
-
     } finally {
       await fsp.rm(root, { recursive: true, force: true });
     }
@@ -69,14 +86,19 @@ describe('ft export gguf: adapters as export merged takes them, checked against 
       await fsp.writeFile(path.join(run, n, 'trainer_state.json'), '{}');
       await writeOutputMarker(path.join(run, n), 'checkpoint');
     }
-    await fsp.copyFile(fileURLToPath(new URL('../recipes/alpaca-tiny.yaml', import.meta.url)), path.join(run, 'recipe.yaml'));
+    await fsp.copyFile(
+      fileURLToPath(new URL('../recipes/alpaca-tiny.yaml', import.meta.url)),
+      path.join(run, 'recipe.yaml'),
+    );
   });
   afterAll(async () => {
     await fsp.rm(root, { recursive: true, force: true });
   });
 
   /** `ft export gguf` run in this process (no child process: these checks need no backend), its stdout and stderr kept. */
-  async function exportGguf(args: Record<string, unknown>): Promise<{ stdout: string; stderr: string; error: unknown }> {
+  async function exportGguf(
+    args: Record<string, unknown>,
+  ): Promise<{ stdout: string; stderr: string; error: unknown }> {
     const cmd = exportFormats.find((f) => f.command === 'gguf')!;
     const out = { stdout: '', stderr: '', error: null as unknown };
     const so = vi.spyOn(process.stdout, 'write').mockImplementation((t) => ((out.stdout += String(t)), true));
@@ -107,31 +129,52 @@ describe('ft export gguf: adapters as export merged takes them, checked against 
     const other = path.join(root, 'other');
     await fsp.mkdir(other, { recursive: true });
     const { raw: _raw, ...c } = await readConfig(base);
-    await fsp.writeFile(path.join(other, 'config.json'), JSON.stringify(configJson({ ...c, numHiddenLayers: 2, hiddenSize: 128 })));
+    await fsp.writeFile(
+      path.join(other, 'config.json'),
+      JSON.stringify(configJson({ ...c, numHiddenLayers: 2, hiddenSize: 128 })),
+    );
     const out = path.join(root, 'bad.gguf');
     const r = await exportGguf({ adapter: path.join(run, 'checkpoint-2'), base: other, out });
     expect(r.error).toBeInstanceOf(FtError);
     const message = (r.error as FtError).message;
-    expect(message).toMatch(/adapter_model\.safetensors: tensor 'base_model\.model\.model\.layers\.\d+\.\w+\.\w+_proj\.lora_[AB]\.weight' (is for block|has shape)/);
+    expect(message).toMatch(
+      /adapter_model\.safetensors: tensor 'base_model\.model\.model\.layers\.\d+\.\w+\.\w+_proj\.lora_[AB]\.weight' (is for block|has shape)/,
+    );
     expect(message).not.toContain('\n');
     await expect(fsp.stat(out)).rejects.toThrow();
   });
 
-  it.skipIf(typeof llama === 'string')('--model --adapter RUN --outtype q8_0: a file llama.cpp loads that generates what ft generate does', async () => {
-    const out = path.join(root, 'tiny.gguf');
-    const r = await ft(['export', 'gguf', '--model', base, '--adapter', run, '--out', out, '--outtype', 'q8_0']);
-    expect(r.stdout).toMatch(/^wrote .*tiny\.gguf: llama model with the adapter merged, 47 tensors \(q8_0; 5 in f16, their rows not a multiple of 32\), [\d.]+ MB\n$/);
-    const prompt = 'Once upon a time, there was';
-    const gen = await ft(['generate', '--model', base, '--adapter', path.join(run, 'checkpoint-10'), '--prompt', prompt, '--max-new-tokens', '8', '--quiet']);
-    expect(gen.code).toBe(0);
-    const tok = await loadTokenizer(base);
-    const model = await loadGguf(llama as Exclude<typeof llama, string>, out);
-    const ids = [tok.bosId!, ...tok.encode(prompt, { addSpecialTokens: false })];
-    const { tokens } = await greedy(model, ids, 8, tok.vocabSize);
-    await model.dispose();
-    const end = tokens.indexOf(tok.eosId);
-    expect(gen.stdout).toBe(tok.decode(end < 0 ? tokens : tokens.slice(0, end), { skipSpecialTokens: true }) + '\n');
-  });
+  it.skipIf(typeof llama === 'string')(
+    '--model --adapter RUN --outtype q8_0: a file llama.cpp loads that generates what ft generate does',
+    async () => {
+      const out = path.join(root, 'tiny.gguf');
+      const r = await ft(['export', 'gguf', '--model', base, '--adapter', run, '--out', out, '--outtype', 'q8_0']);
+      expect(r.stdout).toMatch(
+        /^wrote .*tiny\.gguf: llama model with the adapter merged, 47 tensors \(q8_0; 5 in f16, their rows not a multiple of 32\), [\d.]+ MB\n$/,
+      );
+      const prompt = 'Once upon a time, there was';
+      const gen = await ft([
+        'generate',
+        '--model',
+        base,
+        '--adapter',
+        path.join(run, 'checkpoint-10'),
+        '--prompt',
+        prompt,
+        '--max-new-tokens',
+        '8',
+        '--quiet',
+      ]);
+      expect(gen.code).toBe(0);
+      const tok = await loadTokenizer(base);
+      const model = await loadGguf(llama as Exclude<typeof llama, string>, out);
+      const ids = [tok.bosId!, ...tok.encode(prompt, { addSpecialTokens: false })];
+      const { tokens } = await greedy(model, ids, 8, tok.vocabSize);
+      await model.dispose();
+      const end = tokens.indexOf(tok.eosId);
+      expect(gen.stdout).toBe(tok.decode(end < 0 ? tokens : tokens.slice(0, end), { skipSpecialTokens: true }) + '\n');
+    },
+  );
 
   it('ft export ollama: model.gguf and a Modelfile with the Alpaca template the run trained with', async () => {
     const out = path.join(root, 'ollama');
@@ -140,7 +183,9 @@ describe('ft export gguf: adapters as export merged takes them, checked against 
     expect(r.stdout).toContain('template from');
     const mf = await fsp.readFile(path.join(out, 'Modelfile'), 'utf8');
     expect(mf.split('\n')[0]).toBe('FROM ./model.gguf');
-    expect(mf).toContain('TEMPLATE """Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{{ .Prompt }}\n\n### Response:\n{{ .Response }}"""');
+    expect(mf).toContain(
+      'TEMPLATE """Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{{ .Prompt }}\n\n### Response:\n{{ .Response }}"""',
+    );
     expect(mf).toContain('PARAMETER stop "### Instruction:"');
     expect(mf).toContain('PARAMETER stop "</s>"');
     const parsed = await gguf(path.join(out, 'model.gguf'), { allowLocalFile: true });

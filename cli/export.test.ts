@@ -16,7 +16,9 @@ const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 
 function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { timeout: 120_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(process.execPath, [FT, ...args], { timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
@@ -31,7 +33,16 @@ beforeAll(async () => {
   // an adapter as another tool might leave it: adapter-named keys, bf16, a partial config
   foreign = path.join(root, 'checkpoint-10');
   await fsp.mkdir(foreign);
-  await fsp.writeFile(path.join(foreign, ADAPTER_CONFIG), JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 8, target_modules: ['v_proj', 'up_proj'] }));
+  await fsp.writeFile(
+    path.join(foreign, ADAPTER_CONFIG),
+    JSON.stringify({
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      r: 2,
+      lora_alpha: 8,
+      target_modules: ['v_proj', 'up_proj'],
+    }),
+  );
   const rng = new Rng(3);
   const kv = SMALL.numKeyValueHeads * SMALL.headDim;
   const entries: SafetensorsEntry[] = [];
@@ -40,8 +51,18 @@ beforeAll(async () => {
       ['self_attn.v_proj', kv],
       ['mlp.up_proj', SMALL.intermediateSize],
     ] as const) {
-      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_A.default.weight`, dtype: 'BF16', shape: [2, SMALL.hiddenSize], data: randn(rng, 2 * SMALL.hiddenSize, 0.3) });
-      entries.push({ name: `base_model.model.model.layers.${i}.${mod}.lora_B.default.weight`, dtype: 'BF16', shape: [out, 2], data: randn(rng, out * 2, 0.3) });
+      entries.push({
+        name: `base_model.model.model.layers.${i}.${mod}.lora_A.default.weight`,
+        dtype: 'BF16',
+        shape: [2, SMALL.hiddenSize],
+        data: randn(rng, 2 * SMALL.hiddenSize, 0.3),
+      });
+      entries.push({
+        name: `base_model.model.model.layers.${i}.${mod}.lora_B.default.weight`,
+        dtype: 'BF16',
+        shape: [out, 2],
+        data: randn(rng, out * 2, 0.3),
+      });
     }
   }
   await writeSafetensors(path.join(foreign, ADAPTER_WEIGHTS), entries);
@@ -58,7 +79,14 @@ describe('ft export', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`wrote ${out}: LoRA r=2 alpha=8, 4 modules, 256 params, base org/tiny\n`);
     const config = JSON.parse(await fsp.readFile(path.join(out, ADAPTER_CONFIG), 'utf8'));
-    expect(config).toMatchObject({ peft_type: 'LORA', r: 2, lora_alpha: 8, target_modules: ['v_proj', 'up_proj'], base_model_name_or_path: 'org/tiny', inference_mode: true });
+    expect(config).toMatchObject({
+      peft_type: 'LORA',
+      r: 2,
+      lora_alpha: 8,
+      target_modules: ['v_proj', 'up_proj'],
+      base_model_name_or_path: 'org/tiny',
+      inference_mode: true,
+    });
     const st = await SafetensorsFile.open(path.join(out, ADAPTER_WEIGHTS));
     expect(st.names()).toContain('base_model.model.model.layers.1.mlp.up_proj.lora_B.weight');
     expect(st.names().some((n) => n.includes('.default.'))).toBe(false);
@@ -68,9 +96,29 @@ describe('ft export', () => {
 
   it('merged: sharded float16 model from a 4-bit base, with the QLoRA warning', async () => {
     const out = path.join(root, 'merged');
-    const r = await ft(['export', 'merged', '--model', base, '--adapter', foreign, '--out', out, '--dtype', 'float16', '--max-shard-size', '4KB', '--quant', 'nf4', '--backend', 'wasm', '--quiet']);
+    const r = await ft([
+      'export',
+      'merged',
+      '--model',
+      base,
+      '--adapter',
+      foreign,
+      '--out',
+      out,
+      '--dtype',
+      'float16',
+      '--max-shard-size',
+      '4KB',
+      '--quant',
+      'nf4',
+      '--backend',
+      'wasm',
+      '--quiet',
+    ]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/^warning: the base is nf4-quantized, so the adapter is merged into the dequantized nf4 weights\. .*\n$/);
+    expect(r.stderr).toMatch(
+      /^warning: the base is nf4-quantized, so the adapter is merged into the dequantized nf4 weights\. .*\n$/,
+    );
     expect(r.stdout).toMatch(/^wrote .*merged: float16, \d+ shards, 0\.0 MB of weights\n$/);
     const index = JSON.parse(await fsp.readFile(path.join(out, INDEX_FILE), 'utf8'));
     expect(Object.keys(index.weight_map)).toContain('model.layers.1.mlp.up_proj.weight');
@@ -79,9 +127,18 @@ describe('ft export', () => {
   });
 
   it('fails with one line when the adapter folder is missing', async () => {
-    const missing = await ft(['export', 'peft', '--checkpoint', path.join(root, 'nope'), '--out', path.join(root, 'y')]);
+    const missing = await ft([
+      'export',
+      'peft',
+      '--checkpoint',
+      path.join(root, 'nope'),
+      '--out',
+      path.join(root, 'y'),
+    ]);
     expect(missing.code).toBe(1);
-    expect(missing.stderr).toBe(`ft: ${path.join(root, 'nope')}: no adapter_config.json (expected a PEFT adapter folder)\n`);
+    expect(missing.stderr).toBe(
+      `ft: ${path.join(root, 'nope')}: no adapter_config.json (expected a PEFT adapter folder)\n`,
+    );
   });
 
   it('takes the newest checkpoint-N of a training output folder', async () => {
@@ -102,7 +159,10 @@ describe('ft export', () => {
 async function contents(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const ent of await fsp.readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (ent.isFile()) out[path.relative(dir, path.join(ent.parentPath, ent.name))] = (await fsp.readFile(path.join(ent.parentPath, ent.name))).toString('base64');
+    if (ent.isFile())
+      out[path.relative(dir, path.join(ent.parentPath, ent.name))] = (
+        await fsp.readFile(path.join(ent.parentPath, ent.name))
+      ).toString('base64');
   }
   return out;
 }
@@ -122,15 +182,21 @@ describe('ft export never replaces a folder it did not write, nor one it reads',
   it('merged --out runs (the folder holding --adapter runs/a/adapter) is refused and both runs stay', async () => {
     const before = await contents(runs);
     const adapter = path.join(runs, 'a', 'adapter');
-    await expect(mergedExport.handler({ ...common, model: base, adapter, out: runs } as never)).rejects.toThrow(`--out ${runs}: holds the --adapter folder ${adapter} being read, and would replace it; write somewhere else`);
+    await expect(mergedExport.handler({ ...common, model: base, adapter, out: runs } as never)).rejects.toThrow(
+      `--out ${runs}: holds the --adapter folder ${adapter} being read, and would replace it; write somewhere else`,
+    );
     // --overwrite forces a foreign folder, never a folder being read
-    await expect(mergedExport.handler({ ...common, model: base, adapter, out: runs, overwrite: true } as never)).rejects.toThrow(/holds the --adapter folder/);
+    await expect(
+      mergedExport.handler({ ...common, model: base, adapter, out: runs, overwrite: true } as never),
+    ).rejects.toThrow(/holds the --adapter folder/);
     expect(await contents(runs)).toEqual(before);
   });
 
   it('merged --out equal to --model is refused and the base weights stay', async () => {
     const before = await contents(base);
-    await expect(mergedExport.handler({ ...common, model: base, adapter: foreign, out: base, overwrite: true } as never)).rejects.toThrow(`--out ${base}: is the --model folder ${base} being read; write somewhere else`);
+    await expect(
+      mergedExport.handler({ ...common, model: base, adapter: foreign, out: base, overwrite: true } as never),
+    ).rejects.toThrow(`--out ${base}: is the --model folder ${base} being read; write somewhere else`);
     expect(await contents(base)).toEqual(before);
   });
 
@@ -138,7 +204,9 @@ describe('ft export never replaces a folder it did not write, nor one it reads',
     const theirs = path.join(root, 'their-model');
     await writeRandomModel(theirs);
     const before = await contents(theirs);
-    await expect(mergedExport.handler({ ...common, model: base, adapter: foreign, out: theirs } as never)).rejects.toThrow(
+    await expect(
+      mergedExport.handler({ ...common, model: base, adapter: foreign, out: theirs } as never),
+    ).rejects.toThrow(
       `${theirs}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`,
     );
     expect(await contents(theirs)).toEqual(before);
@@ -152,9 +220,13 @@ describe('ft export never replaces a folder it did not write, nor one it reads',
     const notes = path.join(root, 'notes');
     await fsp.mkdir(notes);
     await fsp.writeFile(path.join(notes, 'todo.md'), 'keep');
-    await expect(peftExport.handler({ ...common, checkpoint: foreign, out: notes } as never)).rejects.toThrow(`${notes}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`);
+    await expect(peftExport.handler({ ...common, checkpoint: foreign, out: notes } as never)).rejects.toThrow(
+      `${notes}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`,
+    );
     expect(await fsp.readFile(path.join(notes, 'todo.md'), 'utf8')).toBe('keep');
-    await expect(peftExport.handler({ ...common, checkpoint: foreign, out: path.join(foreign, 'clean') } as never)).rejects.toThrow(/is inside the --checkpoint folder/);
+    await expect(
+      peftExport.handler({ ...common, checkpoint: foreign, out: path.join(foreign, 'clean') } as never),
+    ).rejects.toThrow(/is inside the --checkpoint folder/);
     await peftExport.handler({ ...common, checkpoint: foreign, out: notes, overwrite: true } as never);
     expect((await fsp.readdir(notes)).sort()).toEqual(['.ft-output', ADAPTER_CONFIG, ADAPTER_WEIGHTS]);
   });

@@ -20,7 +20,11 @@ const model = path.join(tmp, 'tiny');
 const adapter = path.join(tmp, 'adapter');
 
 beforeAll(async () => {
-  await initModel(model, { corpus: ['Hello world, this is a tiny corpus.', 'Give three tips for staying healthy.'], vocabSize: 300, seed: 3 });
+  await initModel(model, {
+    corpus: ['Hello world, this is a tiny corpus.', 'Give three tips for staying healthy.'],
+    vocabSize: 300,
+    seed: 3,
+  });
   const w = await loadLlama(model);
   const a = attachLora(w, { r: 4, alpha: 32, dropout: 0, targetModules: 'all-linear', useRslora: false }, 1);
   let seed = 1;
@@ -31,7 +35,20 @@ beforeAll(async () => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 it('ft generate --adapter generates with the PEFT adapter applied', async () => {
-  const args: GenerateArgs = { backend: 'wasm', quiet: true, model, adapter, loadIn4bit: false, prompt: 'Hello world', maxNewTokens: 10, temperature: 0, topK: 0, topP: 1, seed: 0, bos: true };
+  const args: GenerateArgs = {
+    backend: 'wasm',
+    quiet: true,
+    model,
+    adapter,
+    loadIn4bit: false,
+    prompt: 'Hello world',
+    maxNewTokens: 10,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    seed: 0,
+    bos: true,
+  };
   const tok = await loadTokenizer(model);
   const prompt = promptIds(tok, 'Hello world', true);
   const w = await loadLlama(model);
@@ -52,11 +69,37 @@ it('ft generate --adapter --load-in-4bit generates as the NF4 base QLoRA trained
   await loadPeftAdapter(adapter, w);
   const [expected] = await generate(w, [prompt], { maxNewTokens: 10, eosIds: [] });
   disposeLlama(w);
-  const args: GenerateArgs = { backend: 'wasm', quiet: true, model, adapter, loadIn4bit: true, prompt: 'Hello world', maxNewTokens: 10, temperature: 0, topK: 0, topP: 1, seed: 0, bos: true };
+  const args: GenerateArgs = {
+    backend: 'wasm',
+    quiet: true,
+    model,
+    adapter,
+    loadIn4bit: true,
+    prompt: 'Hello world',
+    maxNewTokens: 10,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    seed: 0,
+    bos: true,
+  };
   const r = await runGenerate(args, () => {});
   expect(r.tokens.length).toBeGreaterThan(0);
   expect(r.tokens).toEqual(expected.slice(0, r.tokens.length));
   // and the command line takes the flag
-  const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, 'ft.js'), 'generate', '--model', model, '--adapter', adapter, '--load-in-4bit', '--prompt', 'Hello world', '--max-new-tokens', '10', '--quiet']);
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    path.join(import.meta.dirname, 'ft.js'),
+    'generate',
+    '--model',
+    model,
+    '--adapter',
+    adapter,
+    '--load-in-4bit',
+    '--prompt',
+    'Hello world',
+    '--max-new-tokens',
+    '10',
+    '--quiet',
+  ]);
   expect(stdout).toBe(tok.decode(r.tokens, { skipSpecialTokens: true }) + '\n');
 });

@@ -13,7 +13,11 @@ import { promptIds, runGenerate, type GenerateArgs } from './generate.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-generate-'));
 const model = path.join(tmp, 'tiny');
-const corpus = ['Hello world, this is a tiny corpus.', 'Give three tips for staying healthy.', 'The quick brown fox jumps over the lazy dog.'];
+const corpus = [
+  'Hello world, this is a tiny corpus.',
+  'Give three tips for staying healthy.',
+  'The quick brown fox jumps over the lazy dog.',
+];
 
 beforeAll(async () => {
   await initModel(model, { corpus, vocabSize: 300, seed: 3 });
@@ -60,13 +64,16 @@ describe('ft generate', () => {
   });
 
   it('sampling is reproducible for a seed', async () => {
-    const sampled = (seed: number) => runGenerate(args({ temperature: 1, topP: 0.95, seed }), () => {}).then((r) => r.tokens);
+    const sampled = (seed: number) =>
+      runGenerate(args({ temperature: 1, topP: 0.95, seed }), () => {}).then((r) => r.tokens);
     expect(await sampled(7)).toEqual(await sampled(7));
   });
 
   it('rejects bad sampling options with a one-line error', async () => {
     await expect(runGenerate(args({ topP: 0 }), () => {})).rejects.toThrow('--top-p must be in (0, 1], got 0');
-    await expect(runGenerate(args({ maxNewTokens: 0 }), () => {})).rejects.toThrow(/--max-new-tokens must be a positive integer/);
+    await expect(runGenerate(args({ maxNewTokens: 0 }), () => {})).rejects.toThrow(
+      /--max-new-tokens must be a positive integer/,
+    );
     await expect(runGenerate(args({ temperature: -1 }), () => {})).rejects.toThrow(/--temperature must be >= 0/);
   });
 
@@ -84,13 +91,27 @@ describe('ft generate', () => {
     const small = variant('ctx16', { max_position_embeddings: 16 });
     const r = await runGenerate(args({ model: small, maxNewTokens: 40 }), () => {});
     expect(r.promptTokens + r.tokens.length).toBe(16);
-    expect(r.contextNote).toBe(`ft: stopped at the model's context of 16 tokens (max_position_embeddings): ${r.promptTokens} prompt + ${16 - r.promptTokens} generated`);
+    expect(r.contextNote).toBe(
+      `ft: stopped at the model's context of 16 tokens (max_position_embeddings): ${r.promptTokens} prompt + ${16 - r.promptTokens} generated`,
+    );
     expect((await runGenerate(args({ maxNewTokens: 5 }), () => {})).contextNote).toBeNull();
     const long = 'Hello world '.repeat(20);
-    await expect(runGenerate(args({ model: small, prompt: long }), () => {})).rejects.toThrow(/prompt 0 has \d+ tokens, no room left in the model's context of 16 \(max_position_embeddings\)/);
+    await expect(runGenerate(args({ model: small, prompt: long }), () => {})).rejects.toThrow(
+      /prompt 0 has \d+ tokens, no room left in the model's context of 16 \(max_position_embeddings\)/,
+    );
     // the CLI prints the line on stderr
     const ft = path.join(import.meta.dirname, 'ft.js');
-    const { stderr } = await promisify(execFile)(process.execPath, [ft, 'generate', '--model', small, '--prompt', 'Hello world', '--max-new-tokens', '40', '--quiet']);
+    const { stderr } = await promisify(execFile)(process.execPath, [
+      ft,
+      'generate',
+      '--model',
+      small,
+      '--prompt',
+      'Hello world',
+      '--max-new-tokens',
+      '40',
+      '--quiet',
+    ]);
     expect(stderr).toBe(`${r.contextNote}\n`);
   });
 
@@ -102,17 +123,33 @@ describe('ft generate', () => {
     const listed = variant('eos-list', { eos_token_id: [2, stop] });
     expect((await runGenerate(args({ model: listed, maxNewTokens: 8 }), () => {})).tokens).toEqual(free.slice(0, at));
     const generation = variant('eos-generation', {}, { bos_token_id: 1, eos_token_id: [2, stop] });
-    expect((await runGenerate(args({ model: generation, maxNewTokens: 8 }), () => {})).tokens).toEqual(free.slice(0, at));
+    expect((await runGenerate(args({ model: generation, maxNewTokens: 8 }), () => {})).tokens).toEqual(
+      free.slice(0, at),
+    );
     const w = await loadLlama(generation);
     expect(w.config.eosTokenIds).toEqual([2, stop]);
     disposeLlama(w);
     const bad = variant('eos-bad', {}, { eos_token_id: 'two' });
-    await expect(runGenerate(args({ model: bad }), () => {})).rejects.toThrow(`${path.join(bad, 'generation_config.json')}: eos_token_id: expected a token id or a list of token ids, got "two"`);
+    await expect(runGenerate(args({ model: bad }), () => {})).rejects.toThrow(
+      `${path.join(bad, 'generation_config.json')}: eos_token_id: expected a token id or a list of token ids, got "two"`,
+    );
   });
 
   it('runs as a command: `ft generate --model DIR --prompt ... --max-new-tokens 5` prints text and exits 0', async () => {
     const ft = path.join(import.meta.dirname, 'ft.js');
-    const { stdout } = await promisify(execFile)(process.execPath, [ft, 'generate', '--model', model, '--prompt', 'Hello', '--max-new-tokens', '5', '--backend', 'wasm', '--quiet']);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      ft,
+      'generate',
+      '--model',
+      model,
+      '--prompt',
+      'Hello',
+      '--max-new-tokens',
+      '5',
+      '--backend',
+      'wasm',
+      '--quiet',
+    ]);
     expect(stdout.endsWith('\n')).toBe(true);
     expect(stdout.trim().length).toBeGreaterThan(0);
   });

@@ -41,9 +41,11 @@ export async function loadGenerator(args: GenerateArgs): Promise<{ weights: Llam
 }
 
 function checkArgs(a: GenerateArgs): void {
-  if (!Number.isInteger(a.maxNewTokens) || a.maxNewTokens < 1) throw new FtError(`--max-new-tokens must be a positive integer, got ${a.maxNewTokens}`);
+  if (!Number.isInteger(a.maxNewTokens) || a.maxNewTokens < 1)
+    throw new FtError(`--max-new-tokens must be a positive integer, got ${a.maxNewTokens}`);
   if (!(a.temperature >= 0)) throw new FtError(`--temperature must be >= 0 (0 = greedy), got ${a.temperature}`);
-  if (!Number.isInteger(a.topK) || a.topK < 0) throw new FtError(`--top-k must be an integer >= 0 (0 = off), got ${a.topK}`);
+  if (!Number.isInteger(a.topK) || a.topK < 0)
+    throw new FtError(`--top-k must be an integer >= 0 (0 = off), got ${a.topK}`);
   if (!(a.topP > 0 && a.topP <= 1)) throw new FtError(`--top-p must be in (0, 1], got ${a.topP}`);
   if (!Number.isInteger(a.seed)) throw new FtError(`--seed must be an integer, got ${a.seed}`);
 }
@@ -104,16 +106,32 @@ export const generateCommand: CommandModule<GlobalArgs, GenerateArgs> = {
   describe: 'continue a prompt with a model, streaming the text',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .option('model', { type: 'string', demandOption: true, describe: 'model folder (config.json, *.safetensors, tokenizer.json)' })
+      .option('model', {
+        type: 'string',
+        demandOption: true,
+        describe: 'model folder (config.json, *.safetensors, tokenizer.json)',
+      })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply to the model' })
-      .option('load-in-4bit', { type: 'boolean', default: false, describe: 'load the base quantized to NF4 (as QLoRA trained it)' })
+      .option('load-in-4bit', {
+        type: 'boolean',
+        default: false,
+        describe: 'load the base quantized to NF4 (as QLoRA trained it)',
+      })
       .option('prompt', { type: 'string', demandOption: true, describe: 'text to continue' })
       .option('max-new-tokens', { type: 'number', default: 64, describe: 'tokens to generate at most' })
       .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature (0 = greedy)' })
       .option('top-k', { type: 'number', default: 0, describe: 'sample among the k most likely tokens (0 = all)' })
-      .option('top-p', { type: 'number', default: 1, describe: 'nucleus sampling: smallest set of tokens reaching probability p' })
+      .option('top-p', {
+        type: 'number',
+        default: 1,
+        describe: 'nucleus sampling: smallest set of tokens reaching probability p',
+      })
       .option('seed', { type: 'number', default: 0, describe: 'sampling seed' })
-      .option('bos', { type: 'boolean', default: true, describe: 'start the prompt with BOS (--no-bos to leave it out)' }) as unknown as Argv<GenerateArgs>,
+      .option('bos', {
+        type: 'boolean',
+        default: true,
+        describe: 'start the prompt with BOS (--no-bos to leave it out)',
+      }) as unknown as Argv<GenerateArgs>,
   async handler(args) {
     await startRun(args);
     const r = await runGenerate(args);

@@ -8,9 +8,14 @@ let cli = globalOptions(yargs(hideBin(process.argv)).scriptName('ft'));
 for (const c of commands) cli = cli.command(c as never);
 
 try {
-  await cli.demandCommand(1, 'name a command').strict().help().fail((msg, err) => {
-    throw err ?? new FtError(msg);
-  }).parseAsync();
+  await cli
+    .demandCommand(1, 'name a command')
+    .strict()
+    .help()
+    .fail((msg, err) => {
+      throw err ?? new FtError(msg);
+    })
+    .parseAsync();
 } catch (e) {
   if (e instanceof FtError) {
     process.stderr.write(`ft: ${e.message}\n`);

@@ -43,7 +43,10 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
   if (a.model) requireModelDir(a.model);
   const config = a.model ? await readConfig(a.model) : await readConfigFile(a.config!);
   const unknown = a.targetModules.filter((m) => !(LINEAR_NAMES as readonly string[]).includes(m));
-  if (unknown.length) throw new FtError(`--target-modules: unknown module ${unknown.join(', ')}: expected some of ${LINEAR_NAMES.join(', ')}`);
+  if (unknown.length)
+    throw new FtError(
+      `--target-modules: unknown module ${unknown.join(', ')}: expected some of ${LINEAR_NAMES.join(', ')}`,
+    );
   const quant = a.quant ?? (a.loadIn4bit ? 'nf4' : 'none');
   const e = estimateMemory(config, {
     quant,
@@ -61,13 +64,19 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     [`LoRA adapters (r=${a.loraR}, ${a.targetModules.length} modules)`, e.adapterBytes],
     ['adapter gradients', e.gradBytes],
     ['AdamW state (m, v)', e.optimizerBytes],
-    [`activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens${a.gradientCheckpointing ? ', checkpointed' : ''})`, e.activationBytes],
+    [
+      `activations (batch ${a.microBatchSize} x ${a.sequenceLen} tokens${a.gradientCheckpointing ? ', checkpointed' : ''})`,
+      e.activationBytes,
+    ],
     ...(e.dequantBytes ? [['dequantized weight in flight', e.dequantBytes] as [string, number]] : []),
     ['total', e.totalBytes],
     [`wasm heap (at most ${humanBytes(WASM_HEAP_LIMIT)}; with XNNPACK's weight copies)`, e.heapBytes],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
-  return [`${source}: ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}`, ...rows.map(([k, v]) => `${k.padEnd(width)}  ${humanBytes(v).padStart(10)}`)].join('\n');
+  return [
+    `${source}: ${config.numHiddenLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}`,
+    ...rows.map(([k, v]) => `${k.padEnd(width)}  ${humanBytes(v).padStart(10)}`),
+  ].join('\n');
 }
 
 export const memoryCommand: CommandModule<GlobalArgs, MemoryArgs> = {
@@ -78,13 +87,25 @@ export const memoryCommand: CommandModule<GlobalArgs, MemoryArgs> = {
       .option('model', { type: 'string', describe: 'model folder with config.json' })
       .option('config', { type: 'string', describe: 'a config.json file' })
       .option('load-in-4bit', { type: 'boolean', default: false, describe: 'QLoRA: NF4 base weights' })
-      .option('quant', { choices: ['none', 'nf4', 'fp4', 'int8'] as const, describe: 'base weight format (overrides --load-in-4bit)' })
+      .option('quant', {
+        choices: ['none', 'nf4', 'fp4', 'int8'] as const,
+        describe: 'base weight format (overrides --load-in-4bit)',
+      })
       .option('double-quant', { type: 'boolean', default: true, describe: 'quantize the quantization constants too' })
       .option('lora-r', { type: 'number', default: 8, describe: 'LoRA rank' })
-      .option('target-modules', { type: 'string', array: true, default: [...LINEAR_NAMES], describe: 'projections with adapters' })
+      .option('target-modules', {
+        type: 'string',
+        array: true,
+        default: [...LINEAR_NAMES],
+        describe: 'projections with adapters',
+      })
       .option('micro-batch-size', { type: 'number', default: 1 })
       .option('sequence-len', { type: 'number', default: 512 })
-      .option('gradient-checkpointing', { type: 'boolean', default: false, describe: 'recompute layers in the backward pass' }) as unknown as Argv<MemoryArgs>,
+      .option('gradient-checkpointing', {
+        type: 'boolean',
+        default: false,
+        describe: 'recompute layers in the backward pass',
+      }) as unknown as Argv<MemoryArgs>,
   handler: async (a) => {
     process.stdout.write((await memoryTable(a)) + '\n');
   },

@@ -24,30 +24,69 @@ describe('a missing --model folder is named as a missing folder', () => {
     expect(() => requireModelDir(missing)).toThrow(new FtError(said));
     const file = path.join(tmp, 'model.gguf');
     writeFileSync(file, '');
-    expect(() => requireModelDir(file, '--base')).toThrow(new FtError(`--base ${file}: is a file, expected a model folder`));
+    expect(() => requireModelDir(file, '--base')).toThrow(
+      new FtError(`--base ${file}: is a file, expected a model folder`),
+    );
   });
 
   it('ft generate', async () => {
-    await expect(loadGenerator({ ...global, model: missing, prompt: 'hi' } as GenerateArgs)).rejects.toThrow(new FtError(said));
-  });
-
-  it('ft eval', async () => {
-    const args = { ...global, model: missing, adapter: [], data: 'x.jsonl', dataType: 'alpaca', base: true, maxNewTokens: 8, temperature: 0, topK: 0, topP: 1, seed: 0, batchSize: 1, allowOverlap: false, loadIn4bit: false, reportExamples: 0 };
-    await expect(runEvalCommand(args as EvalArgs)).rejects.toThrow(new FtError(said));
-  });
-
-  it('ft memory', async () => {
-    await expect(memoryTable({ ...global, model: missing, loadIn4bit: false, doubleQuant: true, loraR: 8, targetModules: ['q_proj'], microBatchSize: 1, sequenceLen: 8, gradientCheckpointing: false } as MemoryArgs)).rejects.toThrow(
+    await expect(loadGenerator({ ...global, model: missing, prompt: 'hi' } as GenerateArgs)).rejects.toThrow(
       new FtError(said),
     );
   });
 
+  it('ft eval', async () => {
+    const args = {
+      ...global,
+      model: missing,
+      adapter: [],
+      data: 'x.jsonl',
+      dataType: 'alpaca',
+      base: true,
+      maxNewTokens: 8,
+      temperature: 0,
+      topK: 0,
+      topP: 1,
+      seed: 0,
+      batchSize: 1,
+      allowOverlap: false,
+      loadIn4bit: false,
+      reportExamples: 0,
+    };
+    await expect(runEvalCommand(args as EvalArgs)).rejects.toThrow(new FtError(said));
+  });
+
+  it('ft memory', async () => {
+    await expect(
+      memoryTable({
+        ...global,
+        model: missing,
+        loadIn4bit: false,
+        doubleQuant: true,
+        loraR: 8,
+        targetModules: ['q_proj'],
+        microBatchSize: 1,
+        sequenceLen: 8,
+        gradientCheckpointing: false,
+      } as MemoryArgs),
+    ).rejects.toThrow(new FtError(said));
+  });
+
   it('ft export merged and ft export gguf --base', async () => {
     const [, merged, gguf] = exportFormats;
-    await expect(merged.handler({ ...global, model: missing, adapter: tmp, out: path.join(tmp, 'out'), maxShardSize: '5GB', overwrite: false } as never)).rejects.toThrow(new FtError(said));
-    await expect(gguf.handler({ ...global, adapter: tmp, out: path.join(tmp, 'a.gguf'), outtype: 'f32', base: missing } as never)).rejects.toThrow(
-      new FtError(`--base ${missing}: no such folder (expected a Hugging Face model folder)`),
-    );
+    await expect(
+      merged.handler({
+        ...global,
+        model: missing,
+        adapter: tmp,
+        out: path.join(tmp, 'out'),
+        maxShardSize: '5GB',
+        overwrite: false,
+      } as never),
+    ).rejects.toThrow(new FtError(said));
+    await expect(
+      gguf.handler({ ...global, adapter: tmp, out: path.join(tmp, 'a.gguf'), outtype: 'f32', base: missing } as never),
+    ).rejects.toThrow(new FtError(`--base ${missing}: no such folder (expected a Hugging Face model folder)`));
   });
 
   it('ft data inspect, through the real CLI: exit 1 and that one line', async () => {
@@ -55,7 +94,9 @@ describe('a missing --model folder is named as a missing folder', () => {
     writeFileSync(data, '{"instruction":"a","input":"","output":"b"}\n');
     const ft = fileURLToPath(new URL('./ft.js', import.meta.url));
     const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
-      execFile(process.execPath, [ft, 'data', 'inspect', data, '--model', missing], (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr })),
+      execFile(process.execPath, [ft, 'data', 'inspect', data, '--model', missing], (err, _out, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
     );
     expect(r).toEqual({ code: 1, stderr: `ft: ${said}\n` });
   });

@@ -13,9 +13,14 @@ let dir: string;
 /** Runs the real `ft` bin (async, so the in-process Hub server keeps serving). */
 function ft(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { env: { PATH: process.env.PATH, HOME: dir, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [FT, ...args],
+      { env: { PATH: process.env.PATH, HOME: dir, ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -32,10 +37,15 @@ afterAll(async () => {
 
 describe('ft push', () => {
   it('uploads a folder and prints the repo URL and commit', async () => {
-    const r = await ft(['push', path.join(dir, 'out'), '--repo', 'carol/demo', '--private', '--quiet'], { HF_TOKEN: 'hf_carol', HF_ENDPOINT: hub.url });
+    const r = await ft(['push', path.join(dir, 'out'), '--repo', 'carol/demo', '--private', '--quiet'], {
+      HF_TOKEN: 'hf_carol',
+      HF_ENDPOINT: hub.url,
+    });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`^created ${hub.url}/carol/demo \\(main\\): 1 files, 0\\.0 MB, commit [0-9a-f]{40}\\n$`));
+    expect(r.stdout).toMatch(
+      new RegExp(`^created ${hub.url}/carol/demo \\(main\\): 1 files, 0\\.0 MB, commit [0-9a-f]{40}\\n$`),
+    );
     expect(hub.repos.get('carol/demo')!.private).toBe(true);
   });
 

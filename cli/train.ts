@@ -21,8 +21,14 @@ export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
       .strict(false)
       .parserConfiguration({ 'unknown-options-as-args': true })
       .usage('ft train [RECIPE] [--resume [CHECKPOINT] [--resume-force]] [--<recipe_key> value ...]')
-      .option('resume', { describe: 'continue from the newest checkpoint in output_dir, or from the checkpoint folder given' })
-      .option('resume-force', { type: 'boolean', describe: 'resume even when the recipe changed keys that break an exact continuation (learning rate, batch size, data, ...)' }) as never,
+      .option('resume', {
+        describe: 'continue from the newest checkpoint in output_dir, or from the checkpoint folder given',
+      })
+      .option('resume-force', {
+        type: 'boolean',
+        describe:
+          'resume even when the recipe changed keys that break an exact continuation (learning rate, batch size, data, ...)',
+      }) as never,
   handler: async (argv) => {
     // Unknown options arrive as plain tokens after the command: [recipe] then --key value pairs.
     const tokens = argv._.slice(1).map(String);
@@ -32,7 +38,13 @@ export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
     await startRun({ ...argv, backend: argv.backend === 'auto' ? recipe.backend : argv.backend });
     const log = (line: string) => argv.quiet || process.stderr.write(line + '\n');
     const resume = argv.resume === '' || argv.resume === true ? true : (argv.resume as string | undefined);
-    const result = await train(recipe, { recipeFile: file, resume, resumeForce: argv['resume-force'], log, handleSignals: true });
+    const result = await train(recipe, {
+      recipeFile: file,
+      resume,
+      resumeForce: argv['resume-force'],
+      log,
+      handleSignals: true,
+    });
     process.stdout.write(`${result.adapterDir}\n`);
     // 128 + signal number, as a shell reports a command stopped by that signal (the checkpoint is written)
     if (result.signal) process.exitCode = result.signal === 'SIGINT' ? 130 : 143;

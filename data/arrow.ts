@@ -21,7 +21,8 @@ function plain(v: unknown): unknown {
 
 /** One column of a batch as plain values; strings take the fast path (whole column at once). */
 function columnValues(col: arrow.Vector): unknown[] {
-  if (arrow.DataType.isUtf8(col.type) || arrow.DataType.isLargeUtf8(col.type) || arrow.DataType.isBool(col.type)) return col.toArray() as unknown[];
+  if (arrow.DataType.isUtf8(col.type) || arrow.DataType.isLargeUtf8(col.type) || arrow.DataType.isBool(col.type))
+    return col.toArray() as unknown[];
   const out = new Array<unknown>(col.length);
   for (let i = 0; i < col.length; i++) out[i] = plain(col.get(i));
   return out;
@@ -46,7 +47,8 @@ async function checkFileFooter(file: string): Promise<boolean> {
     throw new FtError(`${file}: cannot read (${(e as Error).message})`);
   }
   if (head.subarray(0, 6).toString('latin1') !== FILE_MAGIC) return true;
-  if (tail.toString('latin1') !== FILE_MAGIC) throw new FtError(`${file}: truncated Arrow file: it does not end with the Arrow file footer (${FILE_MAGIC})`);
+  if (tail.toString('latin1') !== FILE_MAGIC)
+    throw new FtError(`${file}: truncated Arrow file: it does not end with the Arrow file footer (${FILE_MAGIC})`);
   return false;
 }
 
@@ -64,7 +66,8 @@ async function openReader(file: string) {
 }
 
 function checkStreamEnd(file: string, end: StreamEndWatch | null, rows: number): void {
-  if (end && !end.ended) throw new FtError(`${file}: truncated Arrow stream: it ends after row ${rows} without the end-of-stream marker`);
+  if (end && !end.ended)
+    throw new FtError(`${file}: truncated Arrow stream: it ends after row ${rows} without the end-of-stream marker`);
 }
 
 /** The columns of an Arrow file as `name: type`, from its schema message only. */
@@ -126,18 +129,34 @@ export function inferArrowType(values: unknown[], column: string): arrow.DataTyp
   const present = values.filter((v) => v !== null && v !== undefined);
   if (present.length === 0) return new arrow.Utf8(); // all null: a nullable string column
   const kinds = new Set(present.map((v) => (Array.isArray(v) ? 'list' : typeof v)));
-  if (kinds.size > 1) throw new FtError(`column '${column}' mixes value kinds (${[...kinds].join(', ')}); Arrow needs one type per column`);
+  if (kinds.size > 1)
+    throw new FtError(
+      `column '${column}' mixes value kinds (${[...kinds].join(', ')}); Arrow needs one type per column`,
+    );
   const kind = [...kinds][0];
   if (kind === 'string') return new arrow.Utf8();
   if (kind === 'boolean') return new arrow.Bool();
-  if (kind === 'number') return (present as number[]).every(Number.isSafeInteger) ? new arrow.Int64() : new arrow.Float64();
+  if (kind === 'number')
+    return (present as number[]).every(Number.isSafeInteger) ? new arrow.Int64() : new arrow.Float64();
   if (kind === 'list') {
     const items = (present as unknown[][]).flat();
     return new arrow.List(new arrow.Field('item', inferArrowType(items, `${column}[]`), true));
   }
   if (kind === 'object') {
     const keys = [...new Set(present.flatMap((o) => Object.keys(o as object)))];
-    return new arrow.Struct(keys.map((k) => new arrow.Field(k, inferArrowType(present.map((o) => (o as Row)[k]), `${column}.${k}`), true)));
+    return new arrow.Struct(
+      keys.map(
+        (k) =>
+          new arrow.Field(
+            k,
+            inferArrowType(
+              present.map((o) => (o as Row)[k]),
+              `${column}.${k}`,
+            ),
+            true,
+          ),
+      ),
+    );
   }
   throw new FtError(`column '${column}': cannot store ${kind} values in Arrow`);
 }
@@ -171,19 +190,39 @@ export async function writeArrowStream(target: string, batches: AsyncIterable<Ro
       if (rows.length === 0) continue;
       if (!schema) {
         const names = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-        schema = new arrow.Schema(names.map((name) => new arrow.Field(name, inferArrowType(rows.map((r) => r[name]), name), true)));
+        schema = new arrow.Schema(
+          names.map(
+            (name) =>
+              new arrow.Field(
+                name,
+                inferArrowType(
+                  rows.map((r) => r[name]),
+                  name,
+                ),
+                true,
+              ),
+          ),
+        );
       }
       const known = new Set(schema.fields.map((f) => f.name));
       rows.forEach((r, i) => {
         const extra = Object.keys(r).find((k) => !known.has(k));
-        if (extra !== undefined) throw new FtError(`row ${n + i + 1}: column '${extra}' is not in the schema taken from the first rows (${[...known].join(', ')})`);
+        if (extra !== undefined)
+          throw new FtError(
+            `row ${n + i + 1}: column '${extra}' is not in the schema taken from the first rows (${[...known].join(', ')})`,
+          );
       });
       const data: Record<string, arrow.Data> = {};
       for (const f of schema.fields) {
         try {
-          data[f.name] = arrow.vectorFromArray(rows.map((r) => toArrowValue(r[f.name], f.type)), f.type).data[0];
+          data[f.name] = arrow.vectorFromArray(
+            rows.map((r) => toArrowValue(r[f.name], f.type)),
+            f.type,
+          ).data[0];
         } catch (e) {
-          throw new FtError(`column '${f.name}' in rows ${n + 1}-${n + rows.length}: values do not fit type ${f.type} (${(e as Error).message})`);
+          throw new FtError(
+            `column '${f.name}' in rows ${n + 1}-${n + rows.length}: values do not fit type ${f.type} (${(e as Error).message})`,
+          );
         }
       }
       writer.write(new arrow.RecordBatch(data));

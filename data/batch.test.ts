@@ -4,7 +4,10 @@ import { collate, toBatches } from './batch.ts';
 import type { Example } from './types.ts';
 
 const X = IGNORE_INDEX;
-const ex = (ids: number[], labels: number[]): Example => ({ ids: Int32Array.from(ids), labels: Int32Array.from(labels) });
+const ex = (ids: number[], labels: number[]): Example => ({
+  ids: Int32Array.from(ids),
+  labels: Int32Array.from(labels),
+});
 async function* from<T>(xs: T[]): AsyncGenerator<T> {
   yield* xs;
 }
@@ -34,16 +37,25 @@ describe('collate', () => {
 });
 
 describe('toBatches', () => {
-  const examples = Array.from({ length: 23 }, (_, i) => ex(Array.from({ length: 3 + (i % 7) }, (_, t) => 100 * i + t), Array.from({ length: 3 + (i % 7) }, (_, t) => (t < 2 ? X : 100 * i + t))));
+  const examples = Array.from({ length: 23 }, (_, i) =>
+    ex(
+      Array.from({ length: 3 + (i % 7) }, (_, t) => 100 * i + t),
+      Array.from({ length: 3 + (i % 7) }, (_, t) => (t < 2 ? X : 100 * i + t)),
+    ),
+  );
 
   it('without packing: one example per row, micro-batches of microBatchSize, a smaller last batch', async () => {
-    const bs = await all(toBatches(from(examples), { microBatchSize: 4, sequenceLen: 16, samplePacking: false, padId: 0 }));
+    const bs = await all(
+      toBatches(from(examples), { microBatchSize: 4, sequenceLen: 16, samplePacking: false, padId: 0 }),
+    );
     expect(bs.map((b) => b.B)).toEqual([4, 4, 4, 4, 4, 3]);
     for (const b of bs) for (const s of b.segments) expect(s === 0 || s === 1).toBe(true);
   });
 
   it('with packing: rows stay within sequence_len, every example appears once and whole, segments never span two examples', async () => {
-    const bs = await all(toBatches(from(examples), { microBatchSize: 2, sequenceLen: 16, samplePacking: true, padId: 0 }));
+    const bs = await all(
+      toBatches(from(examples), { microBatchSize: 2, sequenceLen: 16, samplePacking: true, padId: 0 }),
+    );
     const seen: number[][] = [];
     for (const b of bs) {
       expect(b.T).toBeLessThanOrEqual(16);

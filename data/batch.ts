@@ -18,7 +18,11 @@ const OPEN_ROWS = 8;
  * Rows of items (examples, or a prepared dataset's example indices: packing needs only lengths): one each, or
  * packed first-fit into rows of at most sequenceLen tokens.
  */
-export async function* packRows<T>(items: AsyncIterable<T>, lengthOf: (item: T) => number, opts: BatchOptions): AsyncGenerator<T[]> {
+export async function* packRows<T>(
+  items: AsyncIterable<T>,
+  lengthOf: (item: T) => number,
+  opts: BatchOptions,
+): AsyncGenerator<T[]> {
   if (!opts.samplePacking) {
     for await (const item of items) yield [item];
     return;
@@ -39,7 +43,11 @@ export async function* packRows<T>(items: AsyncIterable<T>, lengthOf: (item: T) 
 }
 
 /** The rows of each micro-batch: `microBatchSize` rows, the last group may hold fewer. */
-export async function* microBatchRows<T>(items: AsyncIterable<T>, lengthOf: (item: T) => number, opts: BatchOptions): AsyncGenerator<T[][]> {
+export async function* microBatchRows<T>(
+  items: AsyncIterable<T>,
+  lengthOf: (item: T) => number,
+  opts: BatchOptions,
+): AsyncGenerator<T[][]> {
   let rows: T[][] = [];
   for await (const row of packRows(items, lengthOf, opts)) {
     rows.push(row);

@@ -36,21 +36,36 @@ function boundedGlobals(): Record<string, unknown> {
     if (step === 0) throw new Error('range() step must not be zero');
     const n = Math.max(0, Math.ceil((stop - start) / step));
     made += n;
-    if (made > MAX_RANGE_ITEMS) throw new Error(`range() would make ${n} items; a render may make ${MAX_RANGE_ITEMS} in all`);
+    if (made > MAX_RANGE_ITEMS)
+      throw new Error(`range() would make ${n} items; a render may make ${MAX_RANGE_ITEMS} in all`);
     return Array.from({ length: n }, (_, i) => start + i * step);
   };
   const raise_exception = (message: string) => {
     throw new Error(message);
   };
   const strftime_now = (f: string) => strftimeTemplate.render({ f });
-  return { false: false, true: true, none: null, False: false, True: true, None: null, raise_exception, range, strftime_now };
+  return {
+    false: false,
+    true: true,
+    none: null,
+    False: false,
+    True: true,
+    None: null,
+    raise_exception,
+    range,
+    strftime_now,
+  };
 }
 
 /**
  * A renderer for `source` (a jinja chat template), with the tokenizer's bos/eos strings in scope; `from` names the
  * template in errors (e.g. "the chat template in <model folder>").
  */
-export function chatRenderer(source: string, tok: Pick<DataTokenizer, 'decode' | 'bosId' | 'eosId'>, from = 'chat template'): ChatRenderer {
+export function chatRenderer(
+  source: string,
+  tok: Pick<DataTokenizer, 'decode' | 'bosId' | 'eosId'>,
+  from = 'chat template',
+): ChatRenderer {
   let template: Template;
   try {
     template = new Template(source);
@@ -62,7 +77,13 @@ export function chatRenderer(source: string, tok: Pick<DataTokenizer, 'decode' |
   const render = (messages: ChatMessage[], addGenerationPrompt: boolean, where: string): string => {
     try {
       const env = new Environment();
-      const scope = { ...boundedGlobals(), messages, add_generation_prompt: addGenerationPrompt, bos_token: bosToken, eos_token: eosToken };
+      const scope = {
+        ...boundedGlobals(),
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+        bos_token: bosToken,
+        eos_token: eosToken,
+      };
       for (const [name, value] of Object.entries(scope)) env.set(name, value);
       return new Interpreter(env).run(template.parsed).value as string;
     } catch (e) {
@@ -79,7 +100,10 @@ export function chatRenderer(source: string, tok: Pick<DataTokenizer, 'decode' |
       let done = '';
       for (let i = 0; i < messages.length; i++) {
         const upTo = render(messages.slice(0, i + 1), false, where);
-        if (!upTo.startsWith(done)) throw new FtError(`${where}: chat template output is not prefix-stable at message ${i}, cannot tell which tokens belong to which turn`);
+        if (!upTo.startsWith(done))
+          throw new FtError(
+            `${where}: chat template output is not prefix-stable at message ${i}, cannot tell which tokens belong to which turn`,
+          );
         const train = rolesToTrain.includes(messages[i].role);
         let headerEnd = done.length;
         if (train && messages[i].role === 'assistant') {

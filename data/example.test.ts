@@ -19,19 +19,36 @@ const trained = (e: Example) => [...e.labels].filter((l) => l !== IGNORE_INDEX);
 
 describe('alpaca templates', () => {
   it('render exactly as published in the Stanford Alpaca README', () => {
-    const withInput = renderInstruction({ kind: 'instruction', instruction: 'Add.', input: '2 {and} 3', output: '5' }, TEMPLATES.alpaca);
+    const withInput = renderInstruction(
+      { kind: 'instruction', instruction: 'Add.', input: '2 {and} 3', output: '5' },
+      TEMPLATES.alpaca,
+    );
     expect(withInput.prompt).toBe(
       'Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\nAdd.\n\n### Input:\n2 {and} 3\n\n### Response:\n',
     );
     expect(withInput.response).toBe('5');
-    const noInput = renderInstruction({ kind: 'instruction', instruction: 'Say hi {input}', input: '', output: 'hi' }, TEMPLATES.alpaca);
-    expect(noInput.prompt).toBe('Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nSay hi {input}\n\n### Response:\n');
+    const noInput = renderInstruction(
+      { kind: 'instruction', instruction: 'Say hi {input}', input: '', output: 'hi' },
+      TEMPLATES.alpaca,
+    );
+    expect(noInput.prompt).toBe(
+      'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nSay hi {input}\n\n### Response:\n',
+    );
   });
 
   it('custom templates split prompt and response at {output} and check their fields', () => {
-    const t = customTemplate('[INST] {instruction}\n{input} [/INST] {output} [END]', '[INST] {instruction} [/INST] {output} [END]');
-    expect(renderInstruction({ kind: 'instruction', instruction: 'a', input: 'b', output: 'c' }, t)).toEqual({ prompt: '[INST] a\nb [/INST] ', response: 'c [END]' });
-    expect(renderInstruction({ kind: 'instruction', instruction: 'a', input: '', output: 'c' }, t)).toEqual({ prompt: '[INST] a [/INST] ', response: 'c [END]' });
+    const t = customTemplate(
+      '[INST] {instruction}\n{input} [/INST] {output} [END]',
+      '[INST] {instruction} [/INST] {output} [END]',
+    );
+    expect(renderInstruction({ kind: 'instruction', instruction: 'a', input: 'b', output: 'c' }, t)).toEqual({
+      prompt: '[INST] a\nb [/INST] ',
+      response: 'c [END]',
+    });
+    expect(renderInstruction({ kind: 'instruction', instruction: 'a', input: '', output: 'c' }, t)).toEqual({
+      prompt: '[INST] a [/INST] ',
+      response: 'c [END]',
+    });
     expect(() => customTemplate('{instruction} {question}')).toThrow(/unknown field \{question\}/);
     expect(() => customTemplate('{input} only')).toThrow(/needs an \{instruction\}/);
   });
@@ -66,7 +83,9 @@ describe('sequence_len', () => {
   it('drops, truncates or refuses an example longer than sequence_len, as asked', () => {
     const dropped = buildExample(long, alpaca, tok, { ...opts, sequenceLen: L - 1 }, 'seed row 7');
     expect(dropped).toMatchObject({ ok: false, reason: 'too_long' });
-    expect(() => buildExample(long, alpaca, tok, { ...opts, sequenceLen: L - 1, excessLength: 'error' }, 'seed row 7')).toThrow(`seed row 7: ${L} tokens, longer than sequence_len ${L - 1}`);
+    expect(() =>
+      buildExample(long, alpaca, tok, { ...opts, sequenceLen: L - 1, excessLength: 'error' }, 'seed row 7'),
+    ).toThrow(`seed row 7: ${L} tokens, longer than sequence_len ${L - 1}`);
     const cut = buildExample(long, alpaca, tok, { ...opts, sequenceLen: L - 5, excessLength: 'truncate' }, 'x');
     expect(cut.ok && cut.truncated && cut.example.ids.length === L - 5).toBe(true);
     if (cut.ok) expect([...cut.example.ids]).toEqual([...build(long).ids.subarray(0, L - 5)]);
@@ -110,7 +129,8 @@ describe('chat records through the tokenizer chat template', () => {
   });
 
   it('does not double a bos the template renders itself', () => {
-    const chatTemplate = "{{ bos_token }}{% for m in messages %}{{ m.role + ': ' + m.content + eos_token }}{% endfor %}";
+    const chatTemplate =
+      "{{ bos_token }}{% for m in messages %}{{ m.role + ': ' + m.content + eos_token }}{% endfor %}";
     const e = build(convo, {}, recordFormat({ kind: 'chat', chatTemplate, rolesToTrain: ['assistant'] }, tok));
     expect(e.ids[0]).toBe(tok.bosId);
     expect(e.ids[1]).not.toBe(tok.bosId);

@@ -20,11 +20,17 @@ export type RecordFormat = InstructionFormat | (ChatFormat & { renderer: ChatRen
 export function formatSpec(entry: DatasetEntry, tok: Pick<DataTokenizer, 'chatTemplate' | 'origin'>): FormatSpec {
   if (entry.type === 'chat') {
     const chatTemplate = entry.chat_template ?? tok.chatTemplate;
-    if (!chatTemplate) throw new FtError(`dataset '${entry.path}': type chat needs a chat template; the tokenizer has none (set chat_template in the dataset entry)`);
-    const templateFrom = entry.chat_template ? `the chat_template of dataset '${entry.path}'` : `the chat template of ${tok.origin?.source ?? 'the tokenizer'}`;
+    if (!chatTemplate)
+      throw new FtError(
+        `dataset '${entry.path}': type chat needs a chat template; the tokenizer has none (set chat_template in the dataset entry)`,
+      );
+    const templateFrom = entry.chat_template
+      ? `the chat_template of dataset '${entry.path}'`
+      : `the chat template of ${tok.origin?.source ?? 'the tokenizer'}`;
     return { kind: 'chat', chatTemplate, rolesToTrain: entry.roles_to_train, templateFrom };
   }
-  if (entry.type === 'custom') return { kind: 'instruction', template: customTemplate(entry.format!, entry.no_input_format) };
+  if (entry.type === 'custom')
+    return { kind: 'instruction', template: customTemplate(entry.format!, entry.no_input_format) };
   return { kind: 'instruction', template: TEMPLATES[entry.type] };
 }
 
@@ -59,7 +65,13 @@ export function recordPieces(record: DataRecord, format: RecordFormat, where: st
  * is exact: [bos] prompt response eos, labels = -100 over bos and prompt. Instruction data gets eos appended;
  * chat data ends as its template ends it (e.g. `<|eot_id|>`). A bos the chat template renders itself is not doubled.
  */
-export function buildExample(record: DataRecord, format: RecordFormat, tok: DataTokenizer, opts: ExampleOptions, where: string): BuildResult {
+export function buildExample(
+  record: DataRecord,
+  format: RecordFormat,
+  tok: DataTokenizer,
+  opts: ExampleOptions,
+  where: string,
+): BuildResult {
   const pieces = recordPieces(record, format, where);
   const ids: number[] = [];
   const labels: number[] = [];
@@ -83,15 +95,27 @@ export function buildExample(record: DataRecord, format: RecordFormat, tok: Data
   }
   let truncated = false;
   if (ids.length > opts.sequenceLen) {
-    if (opts.excessLength === 'drop') return { ok: false, reason: 'too_long', detail: `${where}: ${ids.length} tokens > sequence_len ${opts.sequenceLen}` };
-    if (opts.excessLength === 'error') throw new FtError(`${where}: ${ids.length} tokens, longer than sequence_len ${opts.sequenceLen} (set excess_length_strategy: truncate or drop)`);
+    if (opts.excessLength === 'drop')
+      return {
+        ok: false,
+        reason: 'too_long',
+        detail: `${where}: ${ids.length} tokens > sequence_len ${opts.sequenceLen}`,
+      };
+    if (opts.excessLength === 'error')
+      throw new FtError(
+        `${where}: ${ids.length} tokens, longer than sequence_len ${opts.sequenceLen} (set excess_length_strategy: truncate or drop)`,
+      );
     ids.length = opts.sequenceLen;
     labels.length = opts.sequenceLen;
     truncated = true;
   }
   // position 0 is never predicted, so a target must sit at 1 or later
   if (!labels.some((l, i) => i > 0 && l !== IGNORE_INDEX)) {
-    return { ok: false, reason: 'no_trainable_tokens', detail: `${where}: no response tokens left${truncated ? ' after truncation' : ''}` };
+    return {
+      ok: false,
+      reason: 'no_trainable_tokens',
+      detail: `${where}: no response tokens left${truncated ? ' after truncation' : ''}`,
+    };
   }
   return { ok: true, example: { ids: Int32Array.from(ids), labels: Int32Array.from(labels) }, truncated };
 }

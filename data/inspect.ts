@@ -70,9 +70,20 @@ function bucketOf(n: number): number {
  * Schema and row count of each file, the first `show` examples as the model will see them, and the token-length
  * histogram of all of them (lengths before truncation, so over-long rows are visible), streaming.
  */
-export async function inspectDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir: string, show: number): Promise<Inspection> {
+export async function inspectDataset(
+  recipe: DataRecipe,
+  tok: DataTokenizer,
+  baseDir: string,
+  show: number,
+): Promise<Inspection> {
   // measure full lengths: no truncation, nothing dropped, file order, no split
-  const measuring: DataRecipe = { ...recipe, sequence_len: Number.MAX_SAFE_INTEGER, excess_length_strategy: 'drop', shuffle_buffer_size: 0, val_set_size: 0 };
+  const measuring: DataRecipe = {
+    ...recipe,
+    sequence_len: Number.MAX_SAFE_INTEGER,
+    excess_length_strategy: 'drop',
+    shuffle_buffer_size: 0,
+    val_set_size: 0,
+  };
   const ds = await loadDataset(measuring, tok, baseDir);
   const files: FileInfo[] = [];
   for (const f of ds.files) files.push(await describeFile(f));
@@ -83,7 +94,13 @@ export async function inspectDataset(recipe: DataRecipe, tok: DataTokenizer, bas
   try {
     for await (const e of ds.examples('train', 0, stats)) {
       const n = e.ids.length;
-      if (examples.length < show) examples.push({ where: e.where, tokens: n, trained: e.labels.filter((l) => l !== IGNORE_INDEX).length, runs: tokenRuns(e, tok) });
+      if (examples.length < show)
+        examples.push({
+          where: e.where,
+          tokens: n,
+          trained: e.labels.filter((l) => l !== IGNORE_INDEX).length,
+          runs: tokenRuns(e, tok),
+        });
       const b = bucketOf(n);
       while (counts.length <= b) counts.push(0);
       counts[b]++;
@@ -95,5 +112,10 @@ export async function inspectDataset(recipe: DataRecipe, tok: DataTokenizer, bas
   }
   if (stats.examples === 0) throw new FtError(`no examples in ${recipe.datasets.map((d) => d.path).join(', ')}`);
   const edges = counts.map((_, i) => (i === 0 ? 0 : 2 ** (i + 3)));
-  return { files, examples, lengths: { edges, counts, min, max, mean: sum / stats.examples, overSequenceLen: over }, stats };
+  return {
+    files,
+    examples,
+    lengths: { edges, counts, min, max, mean: sum / stats.examples, overSequenceLen: over },
+    stats,
+  };
 }

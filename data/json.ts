@@ -33,7 +33,10 @@ function parseRow(text: string, file: string, where: string): Row {
   } catch (e) {
     throw new FtError(`${file} ${where}: invalid JSON (${(e as Error).message})`);
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new FtError(`${file} ${where}: expected a JSON object per row, got ${Array.isArray(v) ? 'an array' : typeof v}`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new FtError(
+      `${file} ${where}: expected a JSON object per row, got ${Array.isArray(v) ? 'an array' : typeof v}`,
+    );
   return v as Row;
 }
 
@@ -169,12 +172,22 @@ export async function* readJsonRows(file: string, unreadable: UnreadableRows = '
     const first = text.trimStart();
     if (first !== '') {
       const blank = text.slice(0, text.length - first.length);
-      const t: JsonText = { file, first, start: read - first.length, lines: blank.split('\n').length - 1, rest: chunks, utf8, unreadable };
+      const t: JsonText = {
+        file,
+        first,
+        start: read - first.length,
+        lines: blank.split('\n').length - 1,
+        rest: chunks,
+        utf8,
+        unreadable,
+      };
       if (first[0] === '[') yield* readJsonArray(t);
       else if (first[0] === '{') yield* readJsonl(t);
       else {
         const fault = utf8.claim(t.start + 1);
-        throw new FtError(`${file}: expected a JSON array of objects or JSON Lines (one object per line), found ${fault ? describeFault(fault) : `'${first[0]}'`}`);
+        throw new FtError(
+          `${file}: expected a JSON array of objects or JSON Lines (one object per line), found ${fault ? describeFault(fault) : `'${first[0]}'`}`,
+        );
       }
       return;
     }

@@ -1,5 +1,12 @@
 // Parquet (as the Hugging Face Hub serves datasets) read one row group at a time through hyparquet.
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer, type FileMetaData } from 'hyparquet';
+import {
+  asyncBufferFromFile,
+  parquetMetadataAsync,
+  parquetReadObjects,
+  parquetSchema,
+  type AsyncBuffer,
+  type FileMetaData,
+} from 'hyparquet';
 import { FtError } from '../util/errors.ts';
 import type { Row, RowBatch } from './types.ts';
 
@@ -17,7 +24,9 @@ export async function parquetInfo(file: string): Promise<{ columns: { name: stri
   const { meta } = await open(file);
   const columns = parquetSchema(meta).children.map((c) => {
     const e = c.element;
-    const type = c.children.length ? (e.converted_type ?? e.logical_type?.type ?? 'GROUP') : (e.logical_type?.type ?? e.converted_type ?? e.type ?? '?');
+    const type = c.children.length
+      ? (e.converted_type ?? e.logical_type?.type ?? 'GROUP')
+      : (e.logical_type?.type ?? e.converted_type ?? e.type ?? '?');
     return { name: e.name, type: String(type) };
   });
   return { columns, rows: Number(meta.num_rows) };
@@ -33,7 +42,13 @@ export async function* readParquetRows(file: string, columns?: string[]): AsyncG
     const n = Number(group.num_rows);
     let rows: Row[];
     try {
-      rows = await parquetReadObjects({ file: buf, metadata: meta, columns: wanted, rowStart: offset, rowEnd: offset + n });
+      rows = await parquetReadObjects({
+        file: buf,
+        metadata: meta,
+        columns: wanted,
+        rowStart: offset,
+        rowEnd: offset + n,
+      });
     } catch (e) {
       throw new FtError(`${file}: corrupt Parquet data in rows ${offset}..${offset + n - 1} (${(e as Error).message})`);
     }

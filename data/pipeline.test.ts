@@ -14,7 +14,8 @@ const tok = seedTokenizer();
 const rows = seedRows();
 let tmp: string;
 
-const recipe = (over: Record<string, unknown>): DataRecipe => DataRecipeSchema.parse({ datasets: [{ path: 'seed.jsonl' }], sequence_len: 1024, ...over });
+const recipe = (over: Record<string, unknown>): DataRecipe =>
+  DataRecipeSchema.parse({ datasets: [{ path: 'seed.jsonl' }], sequence_len: 1024, ...over });
 async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
@@ -24,16 +25,39 @@ async function hashes(r: DataRecipe, part: Part, epoch = 0): Promise<string[]> {
   const ds = await loadDataset(r, tok, tmp);
   return (await all(ds.records(part, epoch))).map((x) => x.hash);
 }
-const plain = (b: TrainBatch) => ({ B: b.B, T: b.T, ids: [...b.ids], segments: [...b.segments], positions: [...b.positions], labels: [...b.labels] });
+const plain = (b: TrainBatch) => ({
+  B: b.B,
+  T: b.T,
+  ids: [...b.ids],
+  segments: [...b.segments],
+  positions: [...b.positions],
+  labels: [...b.labels],
+});
 
 beforeAll(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-pipe-'));
   await fsp.writeFile(path.join(tmp, 'seed.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
-  await fsp.writeFile(path.join(tmp, 'seed-reversed.jsonl'), [...rows].reverse().map((r) => JSON.stringify(r)).join('\n'));
-  await writeArrowStream(path.join(tmp, 'seed.arrow'), (async function* () {
-    yield rows as unknown as Row[];
-  })());
-  parquetWriteFile({ filename: path.join(tmp, 'seed.parquet'), columnData: (['instruction', 'input', 'output'] as const).map((name) => ({ name, data: rows.map((r) => r[name]), type: 'STRING' as const })) });
+  await fsp.writeFile(
+    path.join(tmp, 'seed-reversed.jsonl'),
+    [...rows]
+      .reverse()
+      .map((r) => JSON.stringify(r))
+      .join('\n'),
+  );
+  await writeArrowStream(
+    path.join(tmp, 'seed.arrow'),
+    (async function* () {
+      yield rows as unknown as Row[];
+    })(),
+  );
+  parquetWriteFile({
+    filename: path.join(tmp, 'seed.parquet'),
+    columnData: (['instruction', 'input', 'output'] as const).map((name) => ({
+      name,
+      data: rows.map((r) => r[name]),
+      type: 'STRING' as const,
+    })),
+  });
 });
 afterAll(async () => {
   await fsp.rm(tmp, { recursive: true, force: true });
@@ -51,10 +75,23 @@ describe('the seed tasks', () => {
   it('gives the same batches from JSONL, Arrow and Parquet of the same rows', async () => {
     const runs = [];
     for (const p of ['seed.jsonl', 'seed.arrow', 'seed.parquet']) {
-      const ds = await loadDataset(recipe({ datasets: [{ path: p }], micro_batch_size: 4, sample_packing: true, sequence_len: 512, val_set_size: 0.1 }), tok, tmp);
+      const ds = await loadDataset(
+        recipe({
+          datasets: [{ path: p }],
+          micro_batch_size: 4,
+          sample_packing: true,
+          sequence_len: 512,
+          val_set_size: 0.1,
+        }),
+        tok,
+        tmp,
+      );
       const stats = newStats();
       // JSONL names line n, Arrow and Parquet row n: the same record here (no blank lines)
-      runs.push({ batches: (await all(ds.batches({ stats }))).map(plain), stats: { ...stats, notes: stats.notes.map((n) => n.replace(/^seed\.\w+ (line|row)/, 'seed record')) } });
+      runs.push({
+        batches: (await all(ds.batches({ stats }))).map(plain),
+        stats: { ...stats, notes: stats.notes.map((n) => n.replace(/^seed\.\w+ (line|row)/, 'seed record')) },
+      });
     }
     expect(runs[0].batches.length).toBeGreaterThan(3);
     expect(runs[1]).toEqual(runs[0]);
@@ -73,7 +110,10 @@ describe('validation split', () => {
     expect(val.length).toBeLessThan(rows.length * 0.3);
     expect(val.filter((h) => train.includes(h))).toEqual([]);
     expect(val.length + train.length).toBe(rows.length);
-    const reversed = await hashes(recipe({ val_set_size: 0.2, seed: 7, datasets: [{ path: 'seed-reversed.jsonl' }] }), 'validation');
+    const reversed = await hashes(
+      recipe({ val_set_size: 0.2, seed: 7, datasets: [{ path: 'seed-reversed.jsonl' }] }),
+      'validation',
+    );
     expect([...reversed].sort()).toEqual([...val].sort());
     expect(await hashes(r, 'validation')).toEqual(val);
     const other = await hashes(recipe({ val_set_size: 0.2, seed: 8 }), 'validation');
@@ -83,7 +123,10 @@ describe('validation split', () => {
   it('holds out exactly a count of rows, the same ones in any order', async () => {
     const val = await hashes(recipe({ val_set_size: 17 }), 'validation');
     expect(val.length).toBe(17);
-    const reversed = await hashes(recipe({ val_set_size: 17, datasets: [{ path: 'seed-reversed.jsonl' }] }), 'validation');
+    const reversed = await hashes(
+      recipe({ val_set_size: 17, datasets: [{ path: 'seed-reversed.jsonl' }] }),
+      'validation',
+    );
     expect(reversed.sort()).toEqual(val.sort());
   });
 });
@@ -110,20 +153,29 @@ describe('order and resume', () => {
 });
 
 describe('bad input', () => {
-  const write = async (name: string, lines: unknown[]) => fsp.writeFile(path.join(tmp, name), lines.map((l) => JSON.stringify(l)).join('\n'));
+  const write = async (name: string, lines: unknown[]) =>
+    fsp.writeFile(path.join(tmp, name), lines.map((l) => JSON.stringify(l)).join('\n'));
 
   it('names the columns found when a required column is missing, and accepts a column mapping', async () => {
     await write('qa.jsonl', [{ question: 'q', answer: 'a' }]);
     const ds = await loadDataset(recipe({ datasets: [{ path: 'qa.jsonl' }] }), tok, tmp);
-    await expect(all(ds.batches())).rejects.toThrow("qa.jsonl line 1: missing column 'instruction' (columns found: question, answer)");
-    const mapped = await loadDataset(recipe({ datasets: [{ path: 'qa.jsonl', field_instruction: 'question', field_output: 'answer' }] }), tok, tmp);
+    await expect(all(ds.batches())).rejects.toThrow(
+      "qa.jsonl line 1: missing column 'instruction' (columns found: question, answer)",
+    );
+    const mapped = await loadDataset(
+      recipe({ datasets: [{ path: 'qa.jsonl', field_instruction: 'question', field_output: 'answer' }] }),
+      tok,
+      tmp,
+    );
     expect((await all(mapped.batches())).length).toBe(1);
   });
 
   it('stops at a null field naming the row, or skips and counts it when on_bad_row is skip', async () => {
     await write('nulls.jsonl', [rows[0], { ...rows[1], output: null }, rows[2], { ...rows[3], instruction: 5 }]);
     const strict = await loadDataset(recipe({ datasets: [{ path: 'nulls.jsonl' }] }), tok, tmp);
-    await expect(all(strict.batches())).rejects.toThrow("nulls.jsonl line 2: field 'output' must be a string, got null");
+    await expect(all(strict.batches())).rejects.toThrow(
+      "nulls.jsonl line 2: field 'output' must be a string, got null",
+    );
     const lenient = await loadDataset(recipe({ datasets: [{ path: 'nulls.jsonl' }], on_bad_row: 'skip' }), tok, tmp);
     const stats = newStats();
     expect((await all(lenient.batches({ stats }))).length).toBe(2);
@@ -137,7 +189,9 @@ describe('bad input', () => {
     const latin1 = Buffer.from(`${JSON.stringify({ ...rows[1], output: 'caf\xe9' })}\n`, 'latin1');
     await fsp.writeFile(path.join(tmp, 'latin1.jsonl'), Buffer.concat([good(rows[0]), latin1, good(rows[2])]));
     const strict = await loadDataset(recipe({ datasets: [{ path: 'latin1.jsonl' }] }), tok, tmp);
-    await expect(all(strict.batches())).rejects.toThrow(/latin1\.jsonl line 2: not valid UTF-8 \(byte 0xe9 at byte offset \d+\)/);
+    await expect(all(strict.batches())).rejects.toThrow(
+      /latin1\.jsonl line 2: not valid UTF-8 \(byte 0xe9 at byte offset \d+\)/,
+    );
     const lenient = await loadDataset(recipe({ datasets: [{ path: 'latin1.jsonl' }], on_bad_row: 'skip' }), tok, tmp);
     const stats = newStats();
     expect((await all(lenient.batches({ stats }))).length).toBe(2);
@@ -150,7 +204,10 @@ describe('bad input', () => {
     const bad = { instruction: 'Say hi.', input: '', output: null };
     const fail = async (file: string) => {
       const ds = await loadDataset(recipe({ datasets: [{ path: file }] }), tok, tmp);
-      return all(ds.batches()).then(() => 'no error', (e: Error) => e.message);
+      return all(ds.batches()).then(
+        () => 'no error',
+        (e: Error) => e.message,
+      );
     };
     // JSONL: blank lines count as lines
     await fsp.writeFile(path.join(tmp, 'n.jsonl'), ['', JSON.stringify(good), '', JSON.stringify(bad)].join('\n'));
@@ -160,14 +217,21 @@ describe('bad input', () => {
     expect(await fail('n.json')).toBe("n.json line 13: field 'output' must be a string, got null");
     expect(('\n' + JSON.stringify([good, good, bad], null, 2)).split('\n')[12]).toBe('  {'); // line 13 of the file opens the third record
     // Arrow and Parquet: row numbers
-    await writeArrowStream(path.join(tmp, 'n.arrow'), (async function* () {
-      yield [good, good] as Row[];
-      yield [good, bad] as Row[];
-    })());
+    await writeArrowStream(
+      path.join(tmp, 'n.arrow'),
+      (async function* () {
+        yield [good, good] as Row[];
+        yield [good, bad] as Row[];
+      })(),
+    );
     expect(await fail('n.arrow')).toBe("n.arrow row 4: field 'output' must be a string, got null");
     parquetWriteFile({
       filename: path.join(tmp, 'n.parquet'),
-      columnData: (['instruction', 'input', 'output'] as const).map((name) => ({ name, data: [good, bad, good].map((r) => r[name]), type: 'STRING' as const })),
+      columnData: (['instruction', 'input', 'output'] as const).map((name) => ({
+        name,
+        data: [good, bad, good].map((r) => r[name]),
+        type: 'STRING' as const,
+      })),
     });
     expect(await fail('n.parquet')).toBe("n.parquet row 2: field 'output' must be a string, got null");
   });
@@ -177,7 +241,9 @@ describe('bad input', () => {
     const empty = await loadDataset(recipe({ datasets: [{ path: 'empty.jsonl' }] }), tok, tmp);
     await expect(all(empty.batches())).rejects.toThrow(/empty\.jsonl: no train examples \(0 rows -> 0 examples/);
     const short = await loadDataset(recipe({ sequence_len: 16 }), tok, tmp);
-    await expect(all(short.batches())).rejects.toThrow(/175 dropped as longer than sequence_len 16\); e\.g\. seed\.jsonl line \d+: \d+ tokens > sequence_len 16/);
+    await expect(all(short.batches())).rejects.toThrow(
+      /175 dropped as longer than sequence_len 16\); e\.g\. seed\.jsonl line \d+: \d+ tokens > sequence_len 16/,
+    );
   });
 
   it('counts dropped long rows, or stops at the first one when excess_length_strategy is error', async () => {
@@ -186,14 +252,29 @@ describe('bad input', () => {
     await all(ds.batches({ stats }));
     expect(stats.skipped.too_long).toBeGreaterThan(0);
     expect(stats.examples + stats.skipped.too_long).toBe(rows.length);
-    const strict = await loadDataset(recipe({ sequence_len: 128, excess_length_strategy: 'error', shuffle_buffer_size: 0 }), tok, tmp);
-    await expect(all(strict.batches())).rejects.toThrow(/seed\.jsonl line \d+: \d+ tokens, longer than sequence_len 128/);
+    const strict = await loadDataset(
+      recipe({ sequence_len: 128, excess_length_strategy: 'error', shuffle_buffer_size: 0 }),
+      tok,
+      tmp,
+    );
+    await expect(all(strict.batches())).rejects.toThrow(
+      /seed\.jsonl line \d+: \d+ tokens, longer than sequence_len 128/,
+    );
   });
 
   it('needs a chat template for chat data', async () => {
-    await write('chat.jsonl', [{ conversations: [{ from: 'human', value: 'hi' }, { from: 'gpt', value: 'hello' }] }]);
+    await write('chat.jsonl', [
+      {
+        conversations: [
+          { from: 'human', value: 'hi' },
+          { from: 'gpt', value: 'hello' },
+        ],
+      },
+    ]);
     const noTemplate = { ...tok, chatTemplate: null };
-    await expect(loadDataset(recipe({ datasets: [{ path: 'chat.jsonl', type: 'chat' }] }), noTemplate, tmp)).rejects.toThrow(/type chat needs a chat template/);
+    await expect(
+      loadDataset(recipe({ datasets: [{ path: 'chat.jsonl', type: 'chat' }] }), noTemplate, tmp),
+    ).rejects.toThrow(/type chat needs a chat template/);
     const ds = await loadDataset(recipe({ datasets: [{ path: 'chat.jsonl', type: 'chat' }] }), tok, tmp);
     const [b] = await all(ds.batches());
     expect(tok.decode([...b.ids])).toBe('<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n');
@@ -203,8 +284,15 @@ describe('bad input', () => {
 describe('tokenizing on worker threads', () => {
   // 1050 instruction rows (the seed tasks six times over) and 175 conversations: chunks mix both formats, and
   // at sequence_len 160 dropped rows sit among the examples
-  const many = Array.from({ length: 6 }, (_, k) => rows.map((r) => ({ ...r, instruction: `${k}. ${r.instruction}` }))).flat();
-  const chats = rows.map((r) => ({ messages: [{ role: 'user', content: `${r.instruction}\n${r.input}` }, { role: 'assistant', content: r.output }] }));
+  const many = Array.from({ length: 6 }, (_, k) =>
+    rows.map((r) => ({ ...r, instruction: `${k}. ${r.instruction}` })),
+  ).flat();
+  const chats = rows.map((r) => ({
+    messages: [
+      { role: 'user', content: `${r.instruction}\n${r.input}` },
+      { role: 'assistant', content: r.output },
+    ],
+  }));
   const datasets = [{ path: 'many.jsonl' }, { path: 'chats.jsonl', type: 'chat' }];
   const r = recipe({ datasets, sequence_len: 160, val_set_size: 0.1, dataset_processes: 2 });
   beforeAll(async () => {
@@ -212,7 +300,11 @@ describe('tokenizing on worker threads', () => {
     await fsp.writeFile(path.join(tmp, 'chats.jsonl'), chats.map((x) => JSON.stringify(x)).join('\n'));
   });
   const pass = async (ds: Dataset, stats = newStats()) => {
-    const examples = (await all(ds.examples('train', 1, stats))).map((e) => ({ ids: [...e.ids], labels: [...e.labels], where: e.where }));
+    const examples = (await all(ds.examples('train', 1, stats))).map((e) => ({
+      ids: [...e.ids],
+      labels: [...e.labels],
+      where: e.where,
+    }));
     return { examples, stats: { ...stats, workerRows: 0 }, workerRows: stats.workerRows };
   };
   /** Passes over `ds` until one ran (partly) on the workers, which start during the first; each must match `check`. */
@@ -235,13 +327,21 @@ describe('tokenizing on worker threads', () => {
     expect(inProcess.stats.skipped.too_long).toBeGreaterThan(0);
     expect(inProcess.examples.filter((e) => e.where.startsWith('chats.jsonl')).length).toBeGreaterThan(0);
     const ds = await loadDataset(r, tok, tmp, { parallelAfter: 0 });
-    await untilOnWorkers(ds, async (stats) => expect(await pass(ds, stats)).toEqual({ ...inProcess, workerRows: stats.workerRows }));
-    expect(formatStats({ ...newStats(), rows: 600, examples: 600, workerRows: 512 }, 160)).toMatch(/; 512 rows tokenized on worker threads$/);
+    await untilOnWorkers(ds, async (stats) =>
+      expect(await pass(ds, stats)).toEqual({ ...inProcess, workerRows: stats.workerRows }),
+    );
+    expect(formatStats({ ...newStats(), rows: 600, examples: 600, workerRows: 512 }, 160)).toMatch(
+      /; 512 rows tokenized on worker threads$/,
+    );
   });
 
   it('stops at the same row as in-process when excess_length_strategy is error', async () => {
     const strict = { ...r, excess_length_strategy: 'error' as const };
-    const error = (ds: Dataset, stats?: DataStats) => pass(ds, stats).then(() => 'no error', (e: Error) => e.message);
+    const error = (ds: Dataset, stats?: DataStats) =>
+      pass(ds, stats).then(
+        () => 'no error',
+        (e: Error) => e.message,
+      );
     const inProcess = await error(await loadDataset({ ...strict, dataset_processes: 1 }, tok, tmp));
     expect(inProcess).toMatch(/line \d+: \d+ tokens, longer than sequence_len 160/);
     const ds = await loadDataset(strict, tok, tmp, { parallelAfter: 0 });
@@ -253,8 +353,14 @@ describe('tokenizing on worker threads', () => {
     const ds = await loadDataset(r, broken, tmp, { parallelAfter: 0 });
     try {
       let message = '';
-      for (let i = 0; i < 100 && !message; i++) message = await pass(ds).then(() => '', (e: Error) => e.message);
-      expect(message).toMatch(/^tokenizer worker failed: seed-bpe: tokenizer\.json cannot be used .*\(dataset_processes: 1 tokenizes in-process\)$/);
+      for (let i = 0; i < 100 && !message; i++)
+        message = await pass(ds).then(
+          () => '',
+          (e: Error) => e.message,
+        );
+      expect(message).toMatch(
+        /^tokenizer worker failed: seed-bpe: tokenizer\.json cannot be used .*\(dataset_processes: 1 tokenizes in-process\)$/,
+      );
     } finally {
       await ds.close();
     }

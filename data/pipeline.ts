@@ -13,7 +13,14 @@ import { entryFiles, readFileRows } from './source.ts';
 import type { DataRecipe, DatasetEntry } from './spec.ts';
 import { countSplit, fractionSplit, NO_SPLIT, rowHash, type Split } from './split.ts';
 import { buildChunk, chunkResults, TokenizePool, type ChunkResult } from './tokenize-pool.ts';
-import { rowName, type BuildResult, type DataTokenizer, type Example, type SkipReason, type SourcedRecord } from './types.ts';
+import {
+  rowName,
+  type BuildResult,
+  type DataTokenizer,
+  type Example,
+  type SkipReason,
+  type SourcedRecord,
+} from './types.ts';
 
 /** What happened to the rows of one pass; reported so nothing is dropped silently. */
 export interface DataStats {
@@ -33,7 +40,18 @@ export interface DataStats {
 }
 
 export function newStats(): DataStats {
-  return { rows: 0, badRows: 0, otherPart: 0, examples: 0, truncated: 0, skipped: { too_long: 0, no_trainable_tokens: 0 }, tokens: 0, trainableTokens: 0, workerRows: 0, notes: [] };
+  return {
+    rows: 0,
+    badRows: 0,
+    otherPart: 0,
+    examples: 0,
+    truncated: 0,
+    skipped: { too_long: 0, no_trainable_tokens: 0 },
+    tokens: 0,
+    trainableTokens: 0,
+    workerRows: 0,
+    notes: [],
+  };
 }
 
 /** One line: `175 rows -> 170 examples (3 truncated); dropped 2 longer than sequence_len, ...`. */
@@ -68,13 +86,20 @@ export function countResult(stats: DataStats, res: BuildResult): Example | null 
 
 /** How a recipe's examples become micro-batches. */
 export function batchOptions(recipe: DataRecipe, tok: Pick<DataTokenizer, 'padId'>): BatchOptions {
-  return { microBatchSize: recipe.micro_batch_size, sequenceLen: recipe.sequence_len, samplePacking: recipe.sample_packing, padId: tok.padId };
+  return {
+    microBatchSize: recipe.micro_batch_size,
+    sequenceLen: recipe.sequence_len,
+    samplePacking: recipe.sample_packing,
+    padId: tok.padId,
+  };
 }
 
 /** The error of a pass that yielded no example at all, with what happened to the rows. */
 export function noExamplesError(recipe: DataRecipe, part: Part, stats: DataStats): FtError {
   const what = recipe.datasets.map((d) => d.path).join(', ');
-  return new FtError(`dataset ${what}: no ${part} examples (${formatStats(stats, recipe.sequence_len)})${stats.notes.length ? `; e.g. ${stats.notes[0]}` : ''}`);
+  return new FtError(
+    `dataset ${what}: no ${part} examples (${formatStats(stats, recipe.sequence_len)})${stats.notes.length ? `; e.g. ${stats.notes[0]}` : ''}`,
+  );
 }
 
 interface Source {
@@ -143,11 +168,22 @@ export interface LoadOptions {
 }
 
 /** Resolves every dataset path, checks the formats and prepares the validation split (count splits read the hashes once). */
-export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir = '.', opts: LoadOptions = {}): Promise<StreamingDataset> {
+export async function loadDataset(
+  recipe: DataRecipe,
+  tok: DataTokenizer,
+  baseDir = '.',
+  opts: LoadOptions = {},
+): Promise<StreamingDataset> {
   const sources: Source[] = [];
   for (const entry of recipe.datasets) {
     const spec = formatSpec(entry, tok);
-    sources.push({ index: sources.length, entry, files: await entryFiles(entry, baseDir), spec, format: recordFormat(spec, tok) });
+    sources.push({
+      index: sources.length,
+      entry,
+      files: await entryFiles(entry, baseDir),
+      spec,
+      format: recordFormat(spec, tok),
+    });
   }
 
   /** Records of the given (source, file) units in that order, mapped and checked; rows counted into each of `stats`. */
@@ -182,13 +218,22 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
   let split: Split = NO_SPLIT;
   if (v > 0 && v < 1) split = fractionSplit(v, recipe.seed);
   else if (v >= 1) {
-    if (!Number.isInteger(v)) throw new FtError(`val_set_size ${v}: expected a fraction below 1 or a whole number of rows`);
-    split = await countSplit((async function* () {
-      for await (const r of read(allUnits)) yield r.hash;
-    })(), v, recipe.seed);
+    if (!Number.isInteger(v))
+      throw new FtError(`val_set_size ${v}: expected a fraction below 1 or a whole number of rows`);
+    split = await countSplit(
+      (async function* () {
+        for await (const r of read(allUnits)) yield r.hash;
+      })(),
+      v,
+      recipe.seed,
+    );
   }
 
-  const exampleOpts: ExampleOptions = { sequenceLen: recipe.sequence_len, trainOnInputs: recipe.train_on_inputs, excessLength: recipe.excess_length_strategy };
+  const exampleOpts: ExampleOptions = {
+    sequenceLen: recipe.sequence_len,
+    trainOnInputs: recipe.train_on_inputs,
+    excessLength: recipe.excess_length_strategy,
+  };
   const threads = tok.origin ? (recipe.dataset_processes ?? availableParallelism()) : 1;
   const parallelAfter = opts.parallelAfter ?? PARALLEL_AFTER;
   let pool: TokenizePool | null = null;
@@ -198,15 +243,27 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
    * Each record with its BuildResult, in order. Records go in chunks to the worker threads once they are up
    * (started when a pass passes parallelAfter rows); until then, and with one thread, chunks are built in-process.
    */
-  async function* built(records: AsyncIterable<DatasetRecord>, stats: DataStats): AsyncGenerator<[DatasetRecord, BuildResult]> {
+  async function* built(
+    records: AsyncIterable<DatasetRecord>,
+    stats: DataStats,
+  ): AsyncGenerator<[DatasetRecord, BuildResult]> {
     const queue: { items: DatasetRecord[]; result: ChunkResult | Promise<ChunkResult> }[] = [];
     let chunk: DatasetRecord[] = [];
     let n = 0;
     const dispatch = () => {
       const items = chunk;
       chunk = [];
-      const c = { records: items.map((r) => r.record), format: items.map((r) => r.source), where: items.map((r) => r.where) };
-      if (threads > 1 && !pool && n >= parallelAfter) pool = new TokenizePool(threads, { tokenizer: tok.origin!, formats: sources.map((s) => s.spec), options: exampleOpts });
+      const c = {
+        records: items.map((r) => r.record),
+        format: items.map((r) => r.source),
+        where: items.map((r) => r.where),
+      };
+      if (threads > 1 && !pool && n >= parallelAfter)
+        pool = new TokenizePool(threads, {
+          tokenizer: tok.origin!,
+          formats: sources.map((s) => s.spec),
+          options: exampleOpts,
+        });
       if (pool?.ready) {
         const result = pool.run(c);
         result.catch(() => {}); // awaited in order below; a failure must not count as unhandled meanwhile
@@ -228,7 +285,8 @@ export async function loadDataset(recipe: DataRecipe, tok: DataTokenizer, baseDi
         if (pool && !pool.ready) await new Promise(setImmediate);
       }
       // hand on what is done; wait on a worker only with enough chunks in flight to keep every thread busy
-      while (queue.length > 0 && (!(queue[0].result instanceof Promise) || queue.length > 2 * threads)) yield* receive();
+      while (queue.length > 0 && (!(queue[0].result instanceof Promise) || queue.length > 2 * threads))
+        yield* receive();
     }
     if (chunk.length) dispatch();
     while (queue.length) yield* receive();

@@ -5,7 +5,15 @@ import { once } from 'node:events';
 import { counter } from '../util/progress.ts';
 import { writeFileAtomic } from '../util/fs.ts';
 import { countResult, newStats, type DataStats, type Part, type StreamingDataset } from './pipeline.ts';
-import { encodeToken, FORMAT, HEADER, PARTS, partFile, type PartHeader, type PreparedHeader } from './prepared-format.ts';
+import {
+  encodeToken,
+  FORMAT,
+  HEADER,
+  PARTS,
+  partFile,
+  type PartHeader,
+  type PreparedHeader,
+} from './prepared-format.ts';
 import type { FileStamp, PreparedKey } from './prepared-key.ts';
 import type { Example } from './types.ts';
 
@@ -59,7 +67,12 @@ class PartWriter {
   private readonly files: Record<'tokens' | 'index' | 'where' | 'hashes', Appender>;
 
   constructor(dir: string, part: Part) {
-    this.files = { tokens: new Appender(partFile(dir, part, 'tokens')), index: new Appender(partFile(dir, part, 'index')), where: new Appender(partFile(dir, part, 'where')), hashes: new Appender(partFile(dir, part, 'hashes')) };
+    this.files = {
+      tokens: new Appender(partFile(dir, part, 'tokens')),
+      index: new Appender(partFile(dir, part, 'index')),
+      where: new Appender(partFile(dir, part, 'where')),
+      hashes: new Appender(partFile(dir, part, 'hashes')),
+    };
   }
 
   async record(hash: string): Promise<void> {
@@ -71,7 +84,8 @@ class PartWriter {
     const tokens = new Int32Array(e.ids.length);
     for (let i = 0; i < tokens.length; i++) {
       const label = e.labels[i];
-      if (label >= 0 && label !== e.ids[i]) throw new Error(`${where}: label ${label} at ${i} is neither the token ${e.ids[i]} nor masked`);
+      if (label >= 0 && label !== e.ids[i])
+        throw new Error(`${where}: label ${label} at ${i} is neither the token ${e.ids[i]} nor masked`);
       tokens[i] = encodeToken(e.ids[i], label);
     }
     const name = Buffer.from(where, 'utf8');
@@ -97,7 +111,12 @@ class PartWriter {
  * header.json last; returns it with the rows tokenized on worker threads. The stats of each part equal what a streaming pass over that part counts; an error (a bad row
  * under on_bad_row: error, an over-long example under excess_length_strategy: error) stops the build at its row.
  */
-export async function buildPrepared(ds: StreamingDataset, dir: string, key: PreparedKey, files: FileStamp[]): Promise<{ header: PreparedHeader; workerRows: number }> {
+export async function buildPrepared(
+  ds: StreamingDataset,
+  dir: string,
+  key: PreparedKey,
+  files: FileStamp[],
+): Promise<{ header: PreparedHeader; workerRows: number }> {
   const stats: Record<Part, DataStats> = { train: newStats(), validation: newStats() };
   const workers = newStats();
   const writers = { train: new PartWriter(dir, 'train'), validation: new PartWriter(dir, 'validation') };
@@ -117,7 +136,10 @@ export async function buildPrepared(ds: StreamingDataset, dir: string, key: Prep
   } finally {
     count.stop();
   }
-  const parts = Object.fromEntries(PARTS.map((p) => [p, { ...writers[p].header, stats: stats[p] }])) as Record<Part, PartHeader>;
+  const parts = Object.fromEntries(PARTS.map((p) => [p, { ...writers[p].header, stats: stats[p] }])) as Record<
+    Part,
+    PartHeader
+  >;
   const header: PreparedHeader = { format: FORMAT, key, files, parts };
   await writeFileAtomic(`${dir}/${HEADER}`, JSON.stringify(header));
   return { header, workerRows: workers.workerRows };

@@ -41,7 +41,18 @@ const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 export function tokenizerHash(tok: DataTokenizer): string | null {
   if (!tok.origin) return null;
   const { tokenizerJson, tokenizerConfig, modelConfig } = tok.origin;
-  return sha256(JSON.stringify([tokenizerJson, tokenizerConfig, modelConfig, tok.chatTemplate, tok.bosId, tok.eosId, tok.padId, tok.addBos]));
+  return sha256(
+    JSON.stringify([
+      tokenizerJson,
+      tokenizerConfig,
+      modelConfig,
+      tok.chatTemplate,
+      tok.bosId,
+      tok.eosId,
+      tok.padId,
+      tok.addBos,
+    ]),
+  );
 }
 
 export function preparedKey(recipe: DataRecipe, tokenizer: string, baseDir: string): PreparedKey {

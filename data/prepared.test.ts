@@ -18,13 +18,21 @@ const rows = seedRows();
 let tmp: string;
 let store: string;
 
-const recipe = (over: Record<string, unknown>): DataRecipe => DataRecipeSchema.parse({ datasets: [{ path: 'seed.jsonl' }], sequence_len: 1024, dataset_processes: 1, ...over });
+const recipe = (over: Record<string, unknown>): DataRecipe =>
+  DataRecipeSchema.parse({ datasets: [{ path: 'seed.jsonl' }], sequence_len: 1024, dataset_processes: 1, ...over });
 async function all<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
   return out;
 }
-const plain = (b: TrainBatch) => ({ B: b.B, T: b.T, ids: [...b.ids], segments: [...b.segments], positions: [...b.positions], labels: [...b.labels] });
+const plain = (b: TrainBatch) => ({
+  B: b.B,
+  T: b.T,
+  ids: [...b.ids],
+  segments: [...b.segments],
+  positions: [...b.positions],
+  labels: [...b.labels],
+});
 /** The examples a batch holds (ids with their shifted labels), one string each: batches of any order compare as multisets. */
 const segmentsOf = (b: TrainBatch) => {
   const out: string[] = [];
@@ -33,13 +41,15 @@ const segmentsOf = (b: TrainBatch) => {
       const s = b.segments[r * b.T + t];
       let e = t;
       while (e < b.T && b.segments[r * b.T + e] === s) e++;
-      if (s !== 0) out.push(`${b.ids.subarray(r * b.T + t, r * b.T + e)}|${b.labels.subarray(r * b.T + t, r * b.T + e)}`);
+      if (s !== 0)
+        out.push(`${b.ids.subarray(r * b.T + t, r * b.T + e)}|${b.labels.subarray(r * b.T + t, r * b.T + e)}`);
       t = e;
     }
   }
   return out;
 };
-const exampleKeys = async (ds: Dataset, part: Part, epoch = 0) => (await all(ds.examples(part, epoch))).map((e) => `${e.where}|${e.ids}|${e.labels}`);
+const exampleKeys = async (ds: Dataset, part: Part, epoch = 0) =>
+  (await all(ds.examples(part, epoch))).map((e) => `${e.where}|${e.ids}|${e.labels}`);
 const noWorkers = (s: DataStats) => ({ ...s, workerRows: 0 });
 
 async function prepared(r: DataRecipe, t: DataTokenizer = tok, opts: Partial<PrepareOptions> = {}) {
@@ -61,7 +71,13 @@ describe('prepared data equals the streaming pipeline', () => {
   for (const packing of [false, true]) {
     it(`gives the same batches, batch counts and stats in file order (sample_packing ${packing})`, async () => {
       // sequence_len 160 drops the long rows: the stats carry skip notes
-      const r = recipe({ sequence_len: 160, val_set_size: 0.1, shuffle_buffer_size: 0, micro_batch_size: 4, sample_packing: packing });
+      const r = recipe({
+        sequence_len: 160,
+        val_set_size: 0.1,
+        shuffle_buffer_size: 0,
+        micro_batch_size: 4,
+        sample_packing: packing,
+      });
       const streamed = await loadDataset(r, tok, tmp);
       const { ds } = await prepared(r);
       for (const part of ['train', 'validation'] as Part[]) {
@@ -81,17 +97,33 @@ describe('prepared data equals the streaming pipeline', () => {
 
   it('gives the same examples and stats for mixed instruction and chat datasets tokenized on worker threads', async () => {
     // enough rows that the worker threads are up before the build's pass ends
-    const many = Array.from({ length: 24 }, (_, k) => rows.map((r) => ({ ...r, instruction: `${k}. ${r.instruction}` }))).flat();
-    const chats = rows.map((r) => ({ messages: [{ role: 'user', content: `${r.instruction}\n${r.input}` }, { role: 'assistant', content: r.output }] }));
+    const many = Array.from({ length: 24 }, (_, k) =>
+      rows.map((r) => ({ ...r, instruction: `${k}. ${r.instruction}` })),
+    ).flat();
+    const chats = rows.map((r) => ({
+      messages: [
+        { role: 'user', content: `${r.instruction}\n${r.input}` },
+        { role: 'assistant', content: r.output },
+      ],
+    }));
     await fsp.writeFile(path.join(tmp, 'many.jsonl'), many.map((x) => JSON.stringify(x)).join('\n'));
     await fsp.writeFile(path.join(tmp, 'chats.jsonl'), chats.map((x) => JSON.stringify(x)).join('\n'));
-    const r = recipe({ datasets: [{ path: 'many.jsonl' }, { path: 'chats.jsonl', type: 'chat' }], sequence_len: 160, val_set_size: 0.1, dataset_processes: 2, sample_packing: true, micro_batch_size: 4 });
+    const r = recipe({
+      datasets: [{ path: 'many.jsonl' }, { path: 'chats.jsonl', type: 'chat' }],
+      sequence_len: 160,
+      val_set_size: 0.1,
+      dataset_processes: 2,
+      sample_packing: true,
+      micro_batch_size: 4,
+    });
     const { ds, lines } = await prepared(r, tok, { parallelAfter: 0 });
     expect(lines.at(-1)).toMatch(/rows tokenized on worker threads$/);
     const streamed = await loadDataset({ ...r, dataset_processes: 1 }, tok, tmp);
     // validation: file order on both sides, so the very same batches
     const [v1, v2] = [newStats(), newStats()];
-    expect((await all(ds.batches({ part: 'validation', stats: v2 }))).map(plain)).toEqual((await all(streamed.batches({ part: 'validation', stats: v1 }))).map(plain));
+    expect((await all(ds.batches({ part: 'validation', stats: v2 }))).map(plain)).toEqual(
+      (await all(streamed.batches({ part: 'validation', stats: v1 }))).map(plain),
+    );
     expect(v2).toEqual(noWorkers(v1));
     // train: a different order (an example-level permutation against shards + a bounded buffer), the same multiset
     const [t1, t2] = [newStats(), newStats()];
@@ -108,8 +140,12 @@ describe('prepared data equals the streaming pipeline', () => {
     await ds.close();
   });
 
-  it('fails with the streaming pipeline\'s errors: no examples, an over-long row, a bad row', async () => {
-    const error = (p: Promise<unknown>) => p.then(() => 'no error', (e: Error) => e.message);
+  it("fails with the streaming pipeline's errors: no examples, an over-long row, a bad row", async () => {
+    const error = (p: Promise<unknown>) =>
+      p.then(
+        () => 'no error',
+        (e: Error) => e.message,
+      );
     for (const over of [{ sequence_len: 16 }, { sequence_len: 128, excess_length_strategy: 'error' }]) {
       const r = recipe({ ...over, shuffle_buffer_size: 0 });
       const want = await error(all((await loadDataset(r, tok, tmp)).batches()));
@@ -120,7 +156,10 @@ describe('prepared data equals the streaming pipeline', () => {
       };
       expect(await error(count())).toBe(want);
     }
-    await fsp.writeFile(path.join(tmp, 'nulls.jsonl'), ['{"instruction":"a","output":"b"}', '{"instruction":"c","output":null}'].join('\n'));
+    await fsp.writeFile(
+      path.join(tmp, 'nulls.jsonl'),
+      ['{"instruction":"a","output":"b"}', '{"instruction":"c","output":null}'].join('\n'),
+    );
     const r = recipe({ datasets: [{ path: 'nulls.jsonl' }] });
     const want = await error(all((await loadDataset(r, tok, tmp)).batches()));
     expect(want).toMatch(/nulls\.jsonl line 2: field 'output' must be a string, got null/);
@@ -142,7 +181,13 @@ describe('prepared data equals the streaming pipeline', () => {
 });
 
 describe('order and resume', () => {
-  const r = recipe({ micro_batch_size: 2, sample_packing: true, sequence_len: 512, excess_length_strategy: 'truncate', seed: 3 });
+  const r = recipe({
+    micro_batch_size: 2,
+    sample_packing: true,
+    sequence_len: 512,
+    excess_length_strategy: 'truncate',
+    seed: 3,
+  });
 
   it('shuffles the examples reproducibly per epoch and resumes at a batch with exactly the batches that followed', async () => {
     const { ds } = await prepared(r);
@@ -170,34 +215,56 @@ describe('reuse and invalidation', () => {
     expect(built).toMatch(/^ft: data: preparing .* \((no prepared data yet|.*)\)$/);
     const name = built.match(/preparing (\S+)/)![1];
     // keys that only change the order or the batching reuse it
-    for (const over of [{}, { micro_batch_size: 3, sample_packing: true, shuffle_buffer_size: 5, dataset_processes: 2 }]) {
-      expect((await prepared({ ...r, ...over })).lines).toEqual([expect.stringMatching(new RegExp(`^ft: data: reusing ${name} \\(\\d+ train \\+ \\d+ validation examples`))]);
+    for (const over of [
+      {},
+      { micro_batch_size: 3, sample_packing: true, shuffle_buffer_size: 5, dataset_processes: 2 },
+    ]) {
+      expect((await prepared({ ...r, ...over })).lines).toEqual([
+        expect.stringMatching(new RegExp(`^ft: data: reusing ${name} \\(\\d+ train \\+ \\d+ validation examples`)),
+      ]);
     }
     const file = path.join(tmp, 'seed.jsonl');
     const later = new Date(Date.now() + 5000);
     await fsp.utimes(file, later, later);
-    expect((await prepared(r)).lines[0]).toBe(`ft: data: preparing ${name} (${file} changed (size or modification time))`);
+    expect((await prepared(r)).lines[0]).toBe(
+      `ft: data: preparing ${name} (${file} changed (size or modification time))`,
+    );
     expect((await prepared(r)).lines[0]).toMatch(/^ft: data: reusing /);
-    const otherTok = { ...tok, origin: { ...tok.origin, tokenizerConfig: { ...tok.origin.tokenizerConfig, eos_token: '<|im_end|>' } } };
+    const otherTok = {
+      ...tok,
+      origin: { ...tok.origin, tokenizerConfig: { ...tok.origin.tokenizerConfig, eos_token: '<|im_end|>' } },
+    };
     expect((await prepared(r, otherTok)).lines[0]).toMatch(/^ft: data: preparing .* \(no prepared data yet\)$/);
-    expect((await prepared({ ...r, sequence_len: 128 })).lines[0]).toMatch(/^ft: data: preparing .* \(no prepared data yet\)$/);
-    expect((await prepared({ ...r, datasets: [{ ...r.datasets[0], type: 'chatml' }] })).lines[0]).toMatch(/\(no prepared data yet\)$/);
+    expect((await prepared({ ...r, sequence_len: 128 })).lines[0]).toMatch(
+      /^ft: data: preparing .* \(no prepared data yet\)$/,
+    );
+    expect((await prepared({ ...r, datasets: [{ ...r.datasets[0], type: 'chatml' }] })).lines[0]).toMatch(
+      /\(no prepared data yet\)$/,
+    );
     expect((await folders()).length).toBeGreaterThanOrEqual(4);
     // the eval asks without building: up to date -> prepared, otherwise it streams
-    expect((await prepared({ ...r, sequence_len: 64 }, tok, { build: false })).lines[0]).toMatch(/^ft: data: streaming, no up-to-date prepared data in .* \(no prepared data yet\)$/);
+    expect((await prepared({ ...r, sequence_len: 64 }, tok, { build: false })).lines[0]).toMatch(
+      /^ft: data: streaming, no up-to-date prepared data in .* \(no prepared data yet\)$/,
+    );
   });
 
   it('never takes a build killed midway as prepared, and removes what it left', async () => {
     // a real build in another process, SIGKILLed once its temp folder holds data
-    await fsp.writeFile(path.join(tmp, 'big.jsonl'), Array.from({ length: 30 }, () => rows.map((x) => JSON.stringify(x)).join('\n')).join('\n'));
+    await fsp.writeFile(
+      path.join(tmp, 'big.jsonl'),
+      Array.from({ length: 30 }, () => rows.map((x) => JSON.stringify(x)).join('\n')).join('\n'),
+    );
     const big = recipe({ datasets: [{ path: 'big.jsonl' }], val_set_size: 0.1 });
     const script = path.join(tmp, 'build.mts');
     const here = path.dirname(fileURLToPath(import.meta.url));
-    await fsp.writeFile(script, [
-      `import { prepareDataset } from ${JSON.stringify(path.join(here, 'prepared.ts'))};`,
-      `import { seedTokenizer } from ${JSON.stringify(path.join(here, 'testing.ts'))};`,
-      `await prepareDataset(${JSON.stringify(big)}, seedTokenizer(), ${JSON.stringify(tmp)}, { dir: ${JSON.stringify(store)} });`,
-    ].join('\n'));
+    await fsp.writeFile(
+      script,
+      [
+        `import { prepareDataset } from ${JSON.stringify(path.join(here, 'prepared.ts'))};`,
+        `import { seedTokenizer } from ${JSON.stringify(path.join(here, 'testing.ts'))};`,
+        `await prepareDataset(${JSON.stringify(big)}, seedTokenizer(), ${JSON.stringify(tmp)}, { dir: ${JSON.stringify(store)} });`,
+      ].join('\n'),
+    );
     const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'ignore', 'inherit'] });
     const exited = new Promise((r) => child.once('exit', r));
     const temp = async () => (await fsp.readdir(store).catch(() => [] as string[])).find((f) => f.includes('.tmp-'));
@@ -224,7 +291,9 @@ describe('reuse and invalidation', () => {
     const name = lines[0].match(/(?:reusing|preparing) (\S+)/)![1];
     const tokens = path.join(name, 'train.tokens');
     await fsp.truncate(tokens, 100);
-    expect((await prepared(r)).lines[0]).toMatch(/^ft: data: preparing .* \(incomplete: train\.tokens is 100 bytes, expected \d+ bytes\)$/);
+    expect((await prepared(r)).lines[0]).toMatch(
+      /^ft: data: preparing .* \(incomplete: train\.tokens is 100 bytes, expected \d+ bytes\)$/,
+    );
     await fsp.rm(path.join(name, 'header.json'));
     expect((await prepared(r)).lines[0]).toMatch(/\(incomplete: no header\.json\)$/);
     // a build killed midway leaves only its temp folder (named after a process that is gone)

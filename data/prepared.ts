@@ -3,9 +3,28 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { collate, microBatchRows } from './batch.ts';
-import { batchOptions, loadDataset, newStats, noExamplesError, type Dataset, type DataStats, type LoadOptions, type Part } from './pipeline.ts';
+import {
+  batchOptions,
+  loadDataset,
+  newStats,
+  noExamplesError,
+  type Dataset,
+  type DataStats,
+  type LoadOptions,
+  type Part,
+} from './pipeline.ts';
 import { buildPrepared } from './prepared-build.ts';
-import { expectedSize, FORMAT, HEADER, PARTS, partFile, tokenId, type PartFile, type PartHeader, type PreparedHeader } from './prepared-format.ts';
+import {
+  expectedSize,
+  FORMAT,
+  HEADER,
+  PARTS,
+  partFile,
+  tokenId,
+  type PartFile,
+  type PartHeader,
+  type PreparedHeader,
+} from './prepared-format.ts';
 import { fileStamps, filesChanged, keyName, preparedKey, tokenizerHash, type PreparedKey } from './prepared-key.ts';
 import { epochSeed, permutation } from './shuffle.ts';
 import type { DataRecipe } from './spec.ts';
@@ -33,7 +52,12 @@ export interface PrepareOptions extends LoadOptions {
  * The recipe's dataset, prepared: an up-to-date prepared folder is reused, otherwise it is built (one tokenizing
  * pass) and then read. A tokenizer that cannot say what it was built from gets the streaming dataset.
  */
-export async function prepareDataset(recipe: DataRecipe, tok: DataTokenizer, baseDir: string, opts: PrepareOptions): Promise<Dataset> {
+export async function prepareDataset(
+  recipe: DataRecipe,
+  tok: DataTokenizer,
+  baseDir: string,
+  opts: PrepareOptions,
+): Promise<Dataset> {
   const log = opts.log ?? (() => {});
   const tokenizer = tokenizerHash(tok);
   if (tokenizer === null) return loadDataset(recipe, tok, baseDir, opts);
@@ -42,7 +66,9 @@ export async function prepareDataset(recipe: DataRecipe, tok: DataTokenizer, bas
   const files = await fileStamps(recipe, baseDir);
   const stale = await staleReason(target, key, files);
   if (typeof stale !== 'string') {
-    log(`ft: data: reusing ${target} (${stale.parts.train.examples} train + ${stale.parts.validation.examples} validation examples; files, tokenizer and data keys unchanged)`);
+    log(
+      `ft: data: reusing ${target} (${stale.parts.train.examples} train + ${stale.parts.validation.examples} validation examples; files, tokenizer and data keys unchanged)`,
+    );
     return preparedDataset(target, stale, recipe, tok, baseDir);
   }
   if (opts.build === false) {
@@ -55,20 +81,30 @@ export async function prepareDataset(recipe: DataRecipe, tok: DataTokenizer, bas
   const streaming = await loadDataset(recipe, tok, baseDir, opts);
   let built: Awaited<ReturnType<typeof buildPrepared>> | undefined;
   try {
-    await writeDirAtomic(target, async (tmp) => {
-      built = await buildPrepared(streaming, tmp, key, files);
-    }, { kind: 'prepared-data', overwrite: true }); // the folder is named by its key's hash: a stale one of the same key is ft's
+    await writeDirAtomic(
+      target,
+      async (tmp) => {
+        built = await buildPrepared(streaming, tmp, key, files);
+      },
+      { kind: 'prepared-data', overwrite: true },
+    ); // the folder is named by its key's hash: a stale one of the same key is ft's
   } finally {
     await streaming.close();
   }
   const { header, workerRows } = built!;
   const onWorkers = workerRows ? `, ${workerRows} rows tokenized on worker threads` : '';
-  log(`ft: data: prepared ${header.parts.train.examples} train + ${header.parts.validation.examples} validation examples in ${((performance.now() - started) / 1000).toFixed(1)} s${onWorkers}`);
+  log(
+    `ft: data: prepared ${header.parts.train.examples} train + ${header.parts.validation.examples} validation examples in ${((performance.now() - started) / 1000).toFixed(1)} s${onWorkers}`,
+  );
   return preparedDataset(target, header, recipe, tok, baseDir);
 }
 
 /** The folder's header when it is complete and matches the key and the files, else why not. */
-async function staleReason(dir: string, key: PreparedKey, files: PreparedHeader['files']): Promise<PreparedHeader | string> {
+async function staleReason(
+  dir: string,
+  key: PreparedKey,
+  files: PreparedHeader['files'],
+): Promise<PreparedHeader | string> {
   let text: string;
   try {
     text = await fsp.readFile(path.join(dir, HEADER), 'utf8');
@@ -81,14 +117,16 @@ async function staleReason(dir: string, key: PreparedKey, files: PreparedHeader[
   } catch {
     return `unreadable ${HEADER}`;
   }
-  if (h.format !== FORMAT || JSON.stringify(h.key) !== JSON.stringify(key)) return 'prepared by another version or from other data keys';
+  if (h.format !== FORMAT || JSON.stringify(h.key) !== JSON.stringify(key))
+    return 'prepared by another version or from other data keys';
   const changed = filesChanged(h.files, files);
   if (changed) return changed;
   for (const part of PARTS) {
     for (const file of ['tokens', 'index', 'where', 'hashes'] as PartFile[]) {
       const f = partFile(dir, part, file);
       const size = (await fsp.stat(f).catch(() => null))?.size;
-      if (size !== expectedSize(h.parts[part], file)) return `incomplete: ${path.basename(f)} is ${size ?? 'missing'}${size === undefined ? '' : ' bytes'}, expected ${expectedSize(h.parts[part], file)} bytes`;
+      if (size !== expectedSize(h.parts[part], file))
+        return `incomplete: ${path.basename(f)} is ${size ?? 'missing'}${size === undefined ? '' : ' bytes'}, expected ${expectedSize(h.parts[part], file)} bytes`;
     }
   }
   return h;
@@ -176,7 +214,10 @@ async function readAt(fh: fsp.FileHandle, bytes: Uint8Array, position: number, c
     let done = 0;
     while (done < bytes.length) {
       const { bytesRead } = await fh.read(bytes, done, bytes.length - done, position + done);
-      if (bytesRead === 0) throw new FtError(`prepared data: a file ended early (it changed while in use; delete the folder to rebuild it)`);
+      if (bytesRead === 0)
+        throw new FtError(
+          `prepared data: a file ended early (it changed while in use; delete the folder to rebuild it)`,
+        );
       done += bytesRead;
     }
   } finally {
@@ -214,7 +255,13 @@ async function preparedSplit(dir: string, recipe: DataRecipe): Promise<Split> {
 const copyStats = (into: DataStats, from: DataStats) => Object.assign(into, structuredClone(from));
 
 /** A Dataset over a prepared folder; `records()` (row contents are not stored) streams the files. */
-async function preparedDataset(dir: string, header: PreparedHeader, recipe: DataRecipe, tok: DataTokenizer, baseDir: string): Promise<Dataset> {
+async function preparedDataset(
+  dir: string,
+  header: PreparedHeader,
+  recipe: DataRecipe,
+  tok: DataTokenizer,
+  baseDir: string,
+): Promise<Dataset> {
   const readers = new Map<Part, PartReader>();
   const reader = async (part: Part) => {
     if (!readers.has(part)) readers.set(part, await PartReader.open(dir, part, header.parts[part]));

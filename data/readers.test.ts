@@ -26,7 +26,11 @@ async function* inBatches<T>(items: T[], size: number): AsyncGenerator<T[]> {
   for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
 }
 
-const pick = (r: Row): AlpacaRow => ({ instruction: r.instruction as string, input: r.input as string, output: r.output as string });
+const pick = (r: Row): AlpacaRow => ({
+  instruction: r.instruction as string,
+  input: r.input as string,
+  output: r.output as string,
+});
 
 beforeAll(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'ft-data-'));
@@ -44,11 +48,25 @@ describe('the same seed rows from every format', () => {
     const stream = path.join(tmp, 'seed-stream.arrow');
     expect(await writeArrowStream(stream, inBatches(rows as unknown as Row[], 50))).toBe(rows.length);
     const file = path.join(tmp, 'seed-file.arrow');
-    await fsp.writeFile(file, arrow.tableToIPC(arrow.tableFromArrays({ instruction: rows.map((r) => r.instruction), input: rows.map((r) => r.input), output: rows.map((r) => r.output) }), 'file'));
+    await fsp.writeFile(
+      file,
+      arrow.tableToIPC(
+        arrow.tableFromArrays({
+          instruction: rows.map((r) => r.instruction),
+          input: rows.map((r) => r.input),
+          output: rows.map((r) => r.output),
+        }),
+        'file',
+      ),
+    );
     const parquet = path.join(tmp, 'seed.parquet');
     parquetWriteFile({
       filename: parquet,
-      columnData: (['instruction', 'input', 'output'] as const).map((name) => ({ name, data: rows.map((r) => r[name]), type: 'STRING' as const })),
+      columnData: (['instruction', 'input', 'output'] as const).map((name) => ({
+        name,
+        data: rows.map((r) => r[name]),
+        type: 'STRING' as const,
+      })),
       rowGroupSize: 64, // several row groups, read one at a time
     });
 
@@ -72,7 +90,15 @@ describe('the same seed rows from every format', () => {
 describe('Arrow round trips', () => {
   it('keeps nulls, numbers and nested chat messages through the stream format, batch by batch', async () => {
     const data: Row[] = [
-      { messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'hello' }], score: 1, note: null, ok: true },
+      {
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: 'hello' },
+        ],
+        score: 1,
+        note: null,
+        ok: true,
+      },
       { messages: [], score: 2, note: 'x', ok: false },
       { messages: [{ role: 'user', content: 'ünïcode ✓' }], score: 3, note: null, ok: null },
     ];
@@ -86,7 +112,9 @@ describe('Arrow round trips', () => {
   });
 
   it('refuses a later row with a column the schema does not have', async () => {
-    await expect(writeArrowStream(path.join(tmp, 'x.arrow'), inBatches([{ a: 'x' }, { a: 'y', b: 'z' }] as Row[], 1))).rejects.toThrow(/row 2: column 'b' is not in the schema/);
+    await expect(
+      writeArrowStream(path.join(tmp, 'x.arrow'), inBatches([{ a: 'x' }, { a: 'y', b: 'z' }] as Row[], 1)),
+    ).rejects.toThrow(/row 2: column 'b' is not in the schema/);
   });
 
   it('writes nothing for an empty dataset', async () => {
@@ -98,7 +126,11 @@ describe('Arrow round trips', () => {
 
 describe('JSON streaming', () => {
   it('splits a JSON array across read chunks, with strings holding brackets, quotes and multi-byte characters', async () => {
-    const many = Array.from({ length: 6000 }, (_, i) => ({ instruction: `task ${i} {[}"]\\`, input: 'é'.repeat(i % 50), output: `] } , ${i}` }));
+    const many = Array.from({ length: 6000 }, (_, i) => ({
+      instruction: `task ${i} {[}"]\\`,
+      input: 'é'.repeat(i % 50),
+      output: `] } , ${i}`,
+    }));
     const f = path.join(tmp, 'many.json');
     await fsp.writeFile(f, JSON.stringify(many)); // > 1 MiB: several chunks
     expect(await readAll(f)).toEqual(many);
@@ -125,9 +157,16 @@ describe('JSON streaming', () => {
     await fsp.writeFile(arr, Buffer.concat([Buffer.from('[{"a":"1"},\n '), latin1, Buffer.from(']')]));
     await expect(readAll(arr)).rejects.toThrow(/latin1\.json line 2: not valid UTF-8 \(byte 0xe9 at byte offset 22\)/);
     // an overlong '/', a UTF-16 surrogate and a sequence cut by the end of the file are not UTF-8 either (RFC 3629)
-    for (const [bytes, line] of [[[0xc0, 0xaf], 1], [[0xed, 0xa0, 0x80], 1], [[0xe2, 0x82], 2]] as const) {
+    for (const [bytes, line] of [
+      [[0xc0, 0xaf], 1],
+      [[0xed, 0xa0, 0x80], 1],
+      [[0xe2, 0x82], 2],
+    ] as const) {
       const bad = path.join(tmp, 'ill-formed.jsonl');
-      await fsp.writeFile(bad, Buffer.concat([Buffer.from(line === 1 ? '{"a":"' : '{"a":"ok"}\n{"a":"'), Buffer.from(bytes)]));
+      await fsp.writeFile(
+        bad,
+        Buffer.concat([Buffer.from(line === 1 ? '{"a":"' : '{"a":"ok"}\n{"a":"'), Buffer.from(bytes)]),
+      );
       await expect(readAll(bad)).rejects.toThrow(new RegExp(`ill-formed\\.jsonl line ${line}: not valid UTF-8`));
     }
   });
@@ -147,7 +186,9 @@ describe('JSON streaming', () => {
     const cut = body.indexOf(0, body.indexOf('"4321')); // the NUL stands where the bad byte goes
     body[cut] = 0xff;
     await fsp.writeFile(f, body);
-    await expect(readAll(f)).rejects.toThrow(new RegExp(`late-bad\\.jsonl line ${at + 1}: not valid UTF-8 \\(byte 0xff at byte offset ${cut}\\)`));
+    await expect(readAll(f)).rejects.toThrow(
+      new RegExp(`late-bad\\.jsonl line ${at + 1}: not valid UTF-8 \\(byte 0xff at byte offset ${cut}\\)`),
+    );
   });
 
   it('rejects a truncated JSON array and non-object rows', async () => {
@@ -179,7 +220,9 @@ describe('corrupt files', () => {
     expect(Buffer.from(whole.subarray(0, cut.length)).equals(Buffer.from(cut))).toBe(true); // a prefix of the whole stream
     const streamCut = path.join(tmp, 'batch-cut-stream.arrow');
     await fsp.writeFile(streamCut, cut);
-    await expect(readAll(streamCut)).rejects.toThrow(/batch-cut-stream\.arrow: truncated Arrow stream: it ends after row 2000 without the end-of-stream marker/);
+    await expect(readAll(streamCut)).rejects.toThrow(
+      /batch-cut-stream\.arrow: truncated Arrow stream: it ends after row 2000 without the end-of-stream marker/,
+    );
     await expect(countArrowRows(streamCut)).rejects.toThrow(/truncated Arrow stream/);
     const wholeFile = arrow.tableToIPC(new arrow.Table(batches), 'file');
     const fileReader = arrow.RecordBatchReader.from(wholeFile) as arrow.RecordBatchFileReader;
@@ -187,7 +230,9 @@ describe('corrupt files', () => {
     const third = fileReader.footer!.getRecordBatch(2)!; // the footer's block for batch 3: batch 2 ends where it starts
     const fileCut = path.join(tmp, 'batch-cut-file.arrow');
     await fsp.writeFile(fileCut, wholeFile.subarray(0, Number(third.offset)));
-    await expect(readAll(fileCut)).rejects.toThrow(/batch-cut-file\.arrow: truncated Arrow file: it does not end with the Arrow file footer/);
+    await expect(readAll(fileCut)).rejects.toThrow(
+      /batch-cut-file\.arrow: truncated Arrow file: it does not end with the Arrow file footer/,
+    );
     const intact = path.join(tmp, 'batch-whole.arrow');
     await fsp.writeFile(intact, whole);
     expect((await readAll(intact)).length).toBe(3000);
@@ -208,26 +253,54 @@ describe('corrupt files', () => {
 });
 
 describe('dataset paths', () => {
-  it("refuses a save_to_disk state.json naming a data file outside its folder", async () => {
+  it('refuses a save_to_disk state.json naming a data file outside its folder', async () => {
     const dir = path.join(tmp, 'escape', 'ds');
     await fsp.mkdir(dir, { recursive: true });
     await fsp.writeFile(path.join(tmp, 'secret.jsonl'), '{"instruction":"s","output":"secret"}\n');
-    for (const filename of ['../../secret.jsonl', path.join(tmp, 'secret.jsonl'), '..', 'sub/data.arrow', 'sub\\data.arrow', '', 7]) {
+    for (const filename of [
+      '../../secret.jsonl',
+      path.join(tmp, 'secret.jsonl'),
+      '..',
+      'sub/data.arrow',
+      'sub\\data.arrow',
+      '',
+      7,
+    ]) {
       await fsp.writeFile(path.join(dir, 'state.json'), JSON.stringify({ _data_files: [{ filename }] }));
-      await expect(resolveDataFiles('escape/ds', tmp)).rejects.toThrow(/state\.json: _data_files\[0\]\.filename .* must be a file name in the dataset folder/);
+      await expect(resolveDataFiles('escape/ds', tmp)).rejects.toThrow(
+        /state\.json: _data_files\[0\]\.filename .* must be a file name in the dataset folder/,
+      );
     }
   });
 
   it('expands a glob of shards in sorted order, and reads a save_to_disk folder through state.json', async () => {
     const dir = path.join(tmp, 'shards');
     await fsp.mkdir(dir);
-    for (const i of [1, 0, 2]) await writeArrowStream(path.join(dir, `data-0000${i}-of-00003.arrow`), inBatches([{ instruction: `s${i}`, output: 'o' }] as Row[], 1));
+    for (const i of [1, 0, 2])
+      await writeArrowStream(
+        path.join(dir, `data-0000${i}-of-00003.arrow`),
+        inBatches([{ instruction: `s${i}`, output: 'o' }] as Row[], 1),
+      );
     const files = await resolveDataFiles('shards/data-*-of-00003.arrow', tmp);
-    expect(files.map((f) => path.basename(f))).toEqual(['data-00000-of-00003.arrow', 'data-00001-of-00003.arrow', 'data-00002-of-00003.arrow']);
+    expect(files.map((f) => path.basename(f))).toEqual([
+      'data-00000-of-00003.arrow',
+      'data-00001-of-00003.arrow',
+      'data-00002-of-00003.arrow',
+    ]);
     expect((await resolveDataFiles('**/data-0000[12]-*.arrow', tmp)).length).toBe(2);
-    await fsp.writeFile(path.join(dir, 'state.json'), JSON.stringify({ _data_files: [{ filename: 'data-00002-of-00003.arrow' }, { filename: 'data-00000-of-00003.arrow' }] }));
-    expect((await resolveDataFiles('shards', tmp)).map((f) => path.basename(f))).toEqual(['data-00002-of-00003.arrow', 'data-00000-of-00003.arrow']);
-    await expect(resolveDataFiles('shards/nothing-*.arrow', tmp)).rejects.toThrow(/no \.arrow\/\.json\/\.jsonl\/\.parquet files match/);
+    await fsp.writeFile(
+      path.join(dir, 'state.json'),
+      JSON.stringify({
+        _data_files: [{ filename: 'data-00002-of-00003.arrow' }, { filename: 'data-00000-of-00003.arrow' }],
+      }),
+    );
+    expect((await resolveDataFiles('shards', tmp)).map((f) => path.basename(f))).toEqual([
+      'data-00002-of-00003.arrow',
+      'data-00000-of-00003.arrow',
+    ]);
+    await expect(resolveDataFiles('shards/nothing-*.arrow', tmp)).rejects.toThrow(
+      /no \.arrow\/\.json\/\.jsonl\/\.parquet files match/,
+    );
     await expect(resolveDataFiles('missing.jsonl', tmp)).rejects.toThrow(/no such file/);
   });
 });

@@ -8,7 +8,14 @@ import { unreadableReason } from './unreadable-row.ts';
 export class BadRowError extends FtError {}
 
 /** ShareGPT speaker names -> chat roles. */
-const SHAREGPT_ROLES: Record<string, ChatRole> = { human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant', system: 'system', tool: 'tool' };
+const SHAREGPT_ROLES: Record<string, ChatRole> = {
+  human: 'user',
+  user: 'user',
+  gpt: 'assistant',
+  assistant: 'assistant',
+  system: 'system',
+  tool: 'tool',
+};
 
 const found = (row: Row) => Object.keys(row).join(', ') || 'none';
 
@@ -46,16 +53,24 @@ function fieldMapper(entry: DatasetEntry): RecordMapper {
       columns: fields,
       toRecords(row, where) {
         const field = fields.find((f) => f in row);
-        if (field === undefined) throw new FtError(`${where}: missing column ${fields.map((f) => `'${f}'`).join(' or ')} (columns found: ${found(row)})`);
+        if (field === undefined)
+          throw new FtError(
+            `${where}: missing column ${fields.map((f) => `'${f}'`).join(' or ')} (columns found: ${found(row)})`,
+          );
         const list = row[field];
-        if (!Array.isArray(list) || list.length === 0) throw new BadRowError(`${where}: '${field}' must be a non-empty list of messages, got ${describe(list)}`);
+        if (!Array.isArray(list) || list.length === 0)
+          throw new BadRowError(`${where}: '${field}' must be a non-empty list of messages, got ${describe(list)}`);
         const messages: ChatMessage[] = list.map((m, i) => {
           const o = (m ?? {}) as Row;
           const rawRole = o.role ?? o.from;
           const content = o.content ?? o.value;
           const role = typeof rawRole === 'string' ? SHAREGPT_ROLES[rawRole] : undefined;
-          if (!role) throw new BadRowError(`${where}: ${field}[${i}] has role ${JSON.stringify(rawRole)}; expected system, user, assistant, tool (or ShareGPT human, gpt)`);
-          if (typeof content !== 'string') throw new BadRowError(`${where}: ${field}[${i}].content must be a string, got ${describe(content)}`);
+          if (!role)
+            throw new BadRowError(
+              `${where}: ${field}[${i}] has role ${JSON.stringify(rawRole)}; expected system, user, assistant, tool (or ShareGPT human, gpt)`,
+            );
+          if (typeof content !== 'string')
+            throw new BadRowError(`${where}: ${field}[${i}].content must be a string, got ${describe(content)}`);
           return { role, content };
         });
         return [{ kind: 'chat', messages }];
@@ -79,13 +94,17 @@ function fieldMapper(entry: DatasetEntry): RecordMapper {
         const input = r[fin] === undefined || r[fin] === null ? '' : text(r, fin, at);
         return { kind: 'instruction', instruction: text(row, fi, where), input, output: text(r, fo, at) };
       };
-      if (!(fi in row)) throw new FtError(`${where}: missing column '${fi}' (columns found: ${found(row)}); map yours with field_instruction`);
+      if (!(fi in row))
+        throw new FtError(
+          `${where}: missing column '${fi}' (columns found: ${found(row)}); map yours with field_instruction`,
+        );
       if (fo in row) return [one(row, where)];
       // a self-instruct / Alpaca seed task: {instruction, instances: [{input, output}, ...]}, one record per instance
       if (Array.isArray(row.instances)) {
         if (row.instances.length === 0) throw new BadRowError(`${where}: 'instances' is empty`);
         return row.instances.map((inst, k) => {
-          if (inst === null || typeof inst !== 'object') throw new BadRowError(`${where}: instances[${k}] must be an object with input and output`);
+          if (inst === null || typeof inst !== 'object')
+            throw new BadRowError(`${where}: instances[${k}] must be an object with input and output`);
           return one(inst as Row, `${where} instances[${k}]`);
         });
       }

@@ -69,7 +69,8 @@ export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<str
   if (!st) throw new FtError(`dataset path '${spec}': no such file or folder`);
   if (st.isFile()) return [full];
   // a DatasetDict.save_to_disk folder: its train split, as load_from_disk(...)['train']
-  if (existsSync(path.join(full, 'dataset_dict.json')) && existsSync(path.join(full, 'train'))) return resolveDataFiles(path.join(full, 'train'));
+  if (existsSync(path.join(full, 'dataset_dict.json')) && existsSync(path.join(full, 'train')))
+    return resolveDataFiles(path.join(full, 'train'));
   const state = await fsp.readFile(path.join(full, 'state.json'), 'utf8').catch(() => null);
   if (state !== null) {
     let listed: unknown;
@@ -79,9 +80,13 @@ export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<str
       throw new FtError(`${path.join(full, 'state.json')}: invalid JSON (${(e as Error).message})`);
     }
     const stateFile = path.join(full, 'state.json');
-    if (!Array.isArray(listed) || listed.length === 0) throw new FtError(`${stateFile}: expected _data_files: [{filename}, ...]`);
+    if (!Array.isArray(listed) || listed.length === 0)
+      throw new FtError(`${stateFile}: expected _data_files: [{filename}, ...]`);
     return listed.map((d: { filename?: unknown }, i) => {
-      if (!isBareFileName(d?.filename)) throw new FtError(`${stateFile}: _data_files[${i}].filename ${JSON.stringify(d?.filename)} must be a file name in the dataset folder`);
+      if (!isBareFileName(d?.filename))
+        throw new FtError(
+          `${stateFile}: _data_files[${i}].filename ${JSON.stringify(d?.filename)} must be a file name in the dataset folder`,
+        );
       return path.join(full, d.filename);
     });
   }
@@ -91,7 +96,10 @@ export async function resolveDataFiles(spec: string, baseDir = '.'): Promise<str
 }
 
 /** The files of a datasets entry: its `data_files` (globs relative to its `path` folder) when set, else its `path`. */
-export async function entryFiles(entry: { path: string; data_files?: string | string[] }, baseDir = '.'): Promise<string[]> {
+export async function entryFiles(
+  entry: { path: string; data_files?: string | string[] },
+  baseDir = '.',
+): Promise<string[]> {
   if (entry.data_files === undefined) return resolveDataFiles(entry.path, baseDir);
   const dir = path.resolve(baseDir, entry.path);
   const lists = await Promise.all([entry.data_files].flat().map((f) => resolveDataFiles(f, dir)));
@@ -112,7 +120,8 @@ export async function detectFormat(file: string): Promise<FileFormat> {
   if (head.subarray(0, 6).toString('latin1') === 'ARROW1' || head.readUInt32LE(0) === 0xffffffff) return 'arrow';
   if (head.subarray(0, 4).toString('latin1') === 'PAR1') return 'parquet';
   const ext = path.extname(file);
-  if (ext === '.arrow') throw new FtError(`${file}: not an Arrow IPC file (no ARROW1 magic or stream marker at the start)`);
+  if (ext === '.arrow')
+    throw new FtError(`${file}: not an Arrow IPC file (no ARROW1 magic or stream marker at the start)`);
   if (ext === '.parquet') throw new FtError(`${file}: not a Parquet file (no PAR1 magic at the start)`);
   return 'json';
 }
@@ -121,7 +130,11 @@ export async function detectFormat(file: string): Promise<FileFormat> {
  * Row batches of one file in any supported format; `columns` is a hint for columnar formats. A JSON row that is not
  * UTF-8 stops the read, or with `unreadable: 'mark'` comes as an unreadableRow (for on_bad_row: skip).
  */
-export async function* readFileRows(file: string, columns?: string[], unreadable?: UnreadableRows): AsyncGenerator<RowBatch> {
+export async function* readFileRows(
+  file: string,
+  columns?: string[],
+  unreadable?: UnreadableRows,
+): AsyncGenerator<RowBatch> {
   const format = await detectFormat(file);
   if (format === 'arrow') yield* readArrowRows(file, columns);
   else if (format === 'parquet') yield* readParquetRows(file, columns);

@@ -12,13 +12,18 @@ export const DatasetEntrySchema = z
     /** Hub datasets: the split to read (default train) */
     split: z.string().min(1).optional(),
     /** files to read, globs relative to `path` (a folder or a Hub dataset); wins over name and split */
-    data_files: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)], { error: 'expected a glob or a list of globs' }).optional(),
+    data_files: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)], { error: 'expected a glob or a list of globs' })
+      .optional(),
     /** Hub datasets: a branch, tag or commit (default main) */
     revision: z.string().min(1).optional(),
     /** a named prompt template (alpaca, chatml), `custom` (format / no_input_format below), or `chat` (the tokenizer's chat template) */
-    type: z.string().refine((t) => [...TEMPLATE_NAMES, 'custom', 'chat'].includes(t), {
-      message: `expected one of ${[...TEMPLATE_NAMES, 'custom', 'chat'].join(', ')}`,
-    }).default('alpaca'),
+    type: z
+      .string()
+      .refine((t) => [...TEMPLATE_NAMES, 'custom', 'chat'].includes(t), {
+        message: `expected one of ${[...TEMPLATE_NAMES, 'custom', 'chat'].join(', ')}`,
+      })
+      .default('alpaca'),
     field_instruction: z.string().default('instruction'),
     field_input: z.string().default('input'),
     field_output: z.string().default('output'),
@@ -34,12 +39,21 @@ export const DatasetEntrySchema = z
     roles_to_train: z.array(z.enum(['system', 'user', 'assistant', 'tool'])).default(['assistant']),
     /** generate ft's synth tasks at `path` (a save_to_disk folder with train and test splits) when it is absent */
     synth: z
-      .strictObject({ rows: z.number().int().min(1).default(3000), held_out: z.number().int().min(0).default(200), seed: z.number().int().min(0).default(0) })
+      .strictObject({
+        rows: z.number().int().min(1).default(3000),
+        held_out: z.number().int().min(0).default(200),
+        seed: z.number().int().min(0).default(0),
+      })
       .optional(),
   })
   .strict()
   .superRefine((d, ctx) => {
-    if (d.type === 'custom' && !d.format) ctx.addIssue({ code: 'custom', path: ['format'], message: "type 'custom' needs a format with {instruction} (and {input})" });
+    if (d.type === 'custom' && !d.format)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['format'],
+        message: "type 'custom' needs a format with {instruction} (and {input})",
+      });
   });
 export type DatasetEntry = z.output<typeof DatasetEntrySchema>;
 

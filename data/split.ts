@@ -22,7 +22,10 @@ export function hash53(s: string, seed = 0): number {
  * can detect overlap between its rows and the training rows.
  */
 export function rowHash(r: DataRecord): string {
-  const text = r.kind === 'instruction' ? `i\0${r.instruction}\0${r.input}\0${r.output}` : `c\0${r.messages.map((m) => `${m.role}\x01${m.content}`).join('\0')}`;
+  const text =
+    r.kind === 'instruction'
+      ? `i\0${r.instruction}\0${r.input}\0${r.output}`
+      : `c\0${r.messages.map((m) => `${m.role}\x01${m.content}`).join('\0')}`;
   return hash53(text).toString(16).padStart(14, '0');
 }
 
@@ -69,7 +72,8 @@ export async function countSplit(hashes: AsyncIterable<string>, count: number, s
     const k = splitKey(h, seed);
     if (heap.length < count) {
       heap.push(k);
-      for (let i = heap.length - 1; i > 0 && heap[(i - 1) >> 1] < heap[i]; i = (i - 1) >> 1) [heap[i], heap[(i - 1) >> 1]] = [heap[(i - 1) >> 1], heap[i]];
+      for (let i = heap.length - 1; i > 0 && heap[(i - 1) >> 1] < heap[i]; i = (i - 1) >> 1)
+        [heap[i], heap[(i - 1) >> 1]] = [heap[(i - 1) >> 1], heap[i]];
     } else if (k < heap[0]) {
       heap[0] = k;
       down(0);

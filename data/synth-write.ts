@@ -22,7 +22,13 @@ async function writeSplit(dir: string, split: string, rows: SynthRow[]): Promise
   await fsp.mkdir(dir);
   await writeArrowStream(path.join(dir, SHARD), batchesOf(rows));
   const features = Object.fromEntries(COLUMNS.map((c) => [c, { dtype: 'string', _type: 'Value' }]));
-  const info = { citation: '', description: 'ft data synth: generated instruction tasks', features, homepage: '', license: '' };
+  const info = {
+    citation: '',
+    description: 'ft data synth: generated instruction tasks',
+    features,
+    homepage: '',
+    license: '',
+  };
   const fingerprint = createHash('sha256').update(JSON.stringify(rows)).digest('hex').slice(0, 16);
   const state = {
     _data_files: [{ filename: SHARD }],
@@ -40,11 +46,15 @@ async function writeSplit(dir: string, split: string, rows: SynthRow[]): Promise
 /** Writes the `train` and `test` (held-out) splits to `out` atomically; returns the row counts. */
 export async function writeSynthDataset(out: string, opts: SynthOptions): Promise<{ train: number; test: number }> {
   const splits = synthSplits(opts);
-  await writeDirAtomic(out, async (dir) => {
-    await fsp.writeFile(path.join(dir, 'dataset_dict.json'), JSON.stringify({ splits: ['train', 'test'] }) + '\n');
-    await writeSplit(path.join(dir, 'train'), 'train', splits.train);
-    await writeSplit(path.join(dir, 'test'), 'test', splits.test);
-  }, { kind: 'dataset' });
+  await writeDirAtomic(
+    out,
+    async (dir) => {
+      await fsp.writeFile(path.join(dir, 'dataset_dict.json'), JSON.stringify({ splits: ['train', 'test'] }) + '\n');
+      await writeSplit(path.join(dir, 'train'), 'train', splits.train);
+      await writeSplit(path.join(dir, 'test'), 'test', splits.test);
+    },
+    { kind: 'dataset' },
+  );
   return { train: splits.train.length, test: splits.test.length };
 }
 

@@ -58,7 +58,9 @@ describe('synthSplits', () => {
         }
         case 'date_format':
           // en-GB writes DD/MM/YYYY
-          expect(r.output).toBe(new Intl.DateTimeFormat('en-GB', { timeZone: 'UTC' }).format(new Date(`${r.input}T00:00:00Z`)));
+          expect(r.output).toBe(
+            new Intl.DateTimeFormat('en-GB', { timeZone: 'UTC' }).format(new Date(`${r.input}T00:00:00Z`)),
+          );
           break;
         case 'count_capitals':
           expect(Number(r.output)).toBe((r.input.match(/[A-Z]/g) ?? []).length);
@@ -78,7 +80,9 @@ describe('synthSplits', () => {
   it('gives a tokenizer corpus in the Alpaca template', () => {
     const corpus = synthCorpus(10);
     expect(corpus).toHaveLength(20);
-    expect(corpus[0]).toMatch(/^Below is an instruction that describes a task, paired with an input .*### Response:\n/s);
+    expect(corpus[0]).toMatch(
+      /^Below is an instruction that describes a task, paired with an input .*### Response:\n/s,
+    );
     expect(corpus[1]).toMatch(/^Below is an instruction that describes a task\. Write .*### Response:\n$/s);
   });
 });
@@ -92,14 +96,28 @@ describe('writeSynthDataset: a datasets DatasetDict.save_to_disk folder', () => 
   });
 
   it('lays out dataset_dict.json and per split the Arrow stream, dataset_info.json and state.json', async () => {
-    expect(JSON.parse(await fsp.readFile(path.join(dir, 'dataset_dict.json'), 'utf8'))).toEqual({ splits: ['train', 'test'] });
+    expect(JSON.parse(await fsp.readFile(path.join(dir, 'dataset_dict.json'), 'utf8'))).toEqual({
+      splits: ['train', 'test'],
+    });
     for (const split of ['train', 'test']) {
-      expect((await fsp.readdir(path.join(dir, split))).sort()).toEqual(['data-00000-of-00001.arrow', 'dataset_info.json', 'state.json']);
+      expect((await fsp.readdir(path.join(dir, split))).sort()).toEqual([
+        'data-00000-of-00001.arrow',
+        'dataset_info.json',
+        'state.json',
+      ]);
       const state = JSON.parse(await fsp.readFile(path.join(dir, split, 'state.json'), 'utf8'));
-      expect(state).toMatchObject({ _data_files: [{ filename: 'data-00000-of-00001.arrow' }], _split: split, _format_type: null });
+      expect(state).toMatchObject({
+        _data_files: [{ filename: 'data-00000-of-00001.arrow' }],
+        _split: split,
+        _format_type: null,
+      });
       expect(state._fingerprint).toMatch(/^[0-9a-f]{16}$/);
       const info = JSON.parse(await fsp.readFile(path.join(dir, split, 'dataset_info.json'), 'utf8'));
-      expect(info.features).toEqual(Object.fromEntries(['task', 'instruction', 'input', 'output'].map((c) => [c, { dtype: 'string', _type: 'Value' }])));
+      expect(info.features).toEqual(
+        Object.fromEntries(
+          ['task', 'instruction', 'input', 'output'].map((c) => [c, { dtype: 'string', _type: 'Value' }]),
+        ),
+      );
     }
   });
 
@@ -110,7 +128,12 @@ describe('writeSynthDataset: a datasets DatasetDict.save_to_disk folder', () => 
     expect(reader.isStream()).toBe(true);
     const table = arrow.tableFromIPC(bytes);
     expect(table.batches.length).toBe(2); // 1000-row record batches, as datasets' writer_batch_size
-    expect(table.schema.fields.map((f) => `${f.name}:${f.type}`)).toEqual(['task:Utf8', 'instruction:Utf8', 'input:Utf8', 'output:Utf8']);
+    expect(table.schema.fields.map((f) => `${f.name}:${f.type}`)).toEqual([
+      'task:Utf8',
+      'instruction:Utf8',
+      'input:Utf8',
+      'output:Utf8',
+    ]);
     expect(table.toArray().map((r) => r.toJSON())).toEqual(synthSplits(opts).train);
   });
 
@@ -138,11 +161,38 @@ describe('ft data synth', () => {
   it('writes the folder from the command line, byte-identical for the same seed', async () => {
     const out = path.join(tmp, 'cli');
     const run = promisify(execFile);
-    const { stdout } = await run(process.execPath, [path.join(import.meta.dirname, '../cli/ft.js'), 'data', 'synth', '--out', out, '--rows', '1500', '--held-out', '100', '--seed', '7']);
-    expect(stdout).toBe(`wrote ${out}: train 1500 rows, test 100 rows (Arrow IPC stream, datasets save_to_disk layout)\n`);
+    const { stdout } = await run(process.execPath, [
+      path.join(import.meta.dirname, '../cli/ft.js'),
+      'data',
+      'synth',
+      '--out',
+      out,
+      '--rows',
+      '1500',
+      '--held-out',
+      '100',
+      '--seed',
+      '7',
+    ]);
+    expect(stdout).toBe(
+      `wrote ${out}: train 1500 rows, test 100 rows (Arrow IPC stream, datasets save_to_disk layout)\n`,
+    );
     for (const f of ['train/data-00000-of-00001.arrow', 'test/data-00000-of-00001.arrow', 'train/state.json']) {
-      expect(Buffer.compare(await fsp.readFile(path.join(out, f)), await fsp.readFile(path.join(tmp, 'synth', f))), f).toBe(0);
+      expect(
+        Buffer.compare(await fsp.readFile(path.join(out, f)), await fsp.readFile(path.join(tmp, 'synth', f))),
+        f,
+      ).toBe(0);
     }
-    await expect(run(process.execPath, [path.join(import.meta.dirname, '../cli/ft.js'), 'data', 'synth', '--out', out, '--rows', '0'])).rejects.toThrow(/--rows must be an integer >= 1, got 0/);
+    await expect(
+      run(process.execPath, [
+        path.join(import.meta.dirname, '../cli/ft.js'),
+        'data',
+        'synth',
+        '--out',
+        out,
+        '--rows',
+        '0',
+      ]),
+    ).rejects.toThrow(/--rows must be an integer >= 1, got 0/);
   });
 });

@@ -21,7 +21,24 @@ interface SynthTask {
 }
 
 /** Short words, each one BPE token once the tokenizer has seen the synth rows. */
-const WORDS = ['cat', 'dog', 'sun', 'tree', 'red', 'blue', 'fish', 'bird', 'book', 'milk', 'rain', 'star', 'moon', 'king', 'frog', 'cake'];
+const WORDS = [
+  'cat',
+  'dog',
+  'sun',
+  'tree',
+  'red',
+  'blue',
+  'fish',
+  'bird',
+  'book',
+  'milk',
+  'rain',
+  'star',
+  'moon',
+  'king',
+  'frog',
+  'cake',
+];
 
 const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[rng.int(xs.length)];
 const words = (rng: Rng, n: number) => Array.from({ length: n }, () => pick(rng, WORDS));
@@ -134,7 +151,10 @@ export function synthSplits(opts: SynthOptions): SynthSplits {
       if (out.length === n) break;
       out.push(r);
     }
-    if (out.length < n) throw new FtError(`synth: only ${out.length} distinct rows left of the ${n} asked for (the tasks' inputs ran out)`);
+    if (out.length < n)
+      throw new FtError(
+        `synth: only ${out.length} distinct rows left of the ${n} asked for (the tasks' inputs ran out)`,
+      );
     return out;
   };
   const test = take(opts.heldOut);

@@ -20,7 +20,8 @@ export const TEMPLATES: Record<string, PromptTemplate> = {
     withInput:
       'Below is an instruction that describes a task, paired with an input that provides further context. ' +
       'Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n',
-    noInput: 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n',
+    noInput:
+      'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n',
     responseSuffix: '',
   },
   // ChatML turn layout for instruction data (as axolotl's chatml prompt style)
@@ -37,7 +38,8 @@ const FIELD = /\{(\w+)\}/g;
 
 function checkFields(text: string, allowed: string[], what: string): void {
   for (const m of text.matchAll(FIELD)) {
-    if (!allowed.includes(m[1])) throw new FtError(`${what}: unknown field {${m[1]}}; expected ${allowed.map((a) => `{${a}}`).join(', ')}`);
+    if (!allowed.includes(m[1]))
+      throw new FtError(`${what}: unknown field {${m[1]}}; expected ${allowed.map((a) => `{${a}}`).join(', ')}`);
   }
 }
 
@@ -54,15 +56,20 @@ export function customTemplate(format: string, noInputFormat?: string): PromptTe
     return [parts[0], parts[1] ?? ''];
   };
   const [withInput, suffix] = split(format, 'format');
-  const [noInput, noInputSuffix] = noInputFormat === undefined ? [withInput, suffix] : split(noInputFormat, 'no_input_format');
-  if (noInputFormat !== undefined && noInput.includes('{input}')) throw new FtError('no_input_format: must not use {input}');
-  if (suffix !== noInputSuffix) throw new FtError('format and no_input_format: the text after {output} must be the same');
+  const [noInput, noInputSuffix] =
+    noInputFormat === undefined ? [withInput, suffix] : split(noInputFormat, 'no_input_format');
+  if (noInputFormat !== undefined && noInput.includes('{input}'))
+    throw new FtError('no_input_format: must not use {input}');
+  if (suffix !== noInputSuffix)
+    throw new FtError('format and no_input_format: the text after {output} must be the same');
   return { name: 'custom', withInput, noInput, responseSuffix: suffix };
 }
 
 /** Prompt and response text of a record (fields substituted in one pass, so braces in the data stay as they are). */
 export function renderInstruction(r: InstructionRecord, t: PromptTemplate): { prompt: string; response: string } {
   const tpl = r.input === '' ? t.noInput : t.withInput;
-  const prompt = tpl.replace(FIELD, (m, k: string) => (k === 'instruction' ? r.instruction : k === 'input' ? r.input : m));
+  const prompt = tpl.replace(FIELD, (m, k: string) =>
+    k === 'instruction' ? r.instruction : k === 'input' ? r.input : m,
+  );
   return { prompt, response: r.output + t.responseSuffix };
 }

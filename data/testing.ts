@@ -5,7 +5,10 @@ import { fileURLToPath } from 'node:url';
 import { tokenizerJson, trainBpe } from '../model/bpe.ts';
 import { tokenizerFromJson, type Tokenizer } from '../model/tokenizer.ts';
 
-export const SEED_TASKS = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../shared/data/alpaca-seed/seed_tasks.jsonl');
+export const SEED_TASKS = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '../../shared/data/alpaca-seed/seed_tasks.jsonl',
+);
 
 export interface AlpacaRow {
   instruction: string;
@@ -35,7 +38,15 @@ let cached: Tokenizer | null = null;
 export function seedTokenizer(): Tokenizer {
   if (cached) return cached;
   const texts = seedRows().flatMap((r) => [r.instruction, r.input, r.output]);
-  const model = trainBpe(texts, { vocabSize: 512, specialTokens: ['<unk>', '<s>', '</s>', '<|im_start|>', '<|im_end|>'] });
-  cached = tokenizerFromJson(tokenizerJson(model, { bos: '<s>' }), { bos_token: '<s>', eos_token: '</s>', chat_template: CHATML_TEMPLATE }, null, 'seed-bpe');
+  const model = trainBpe(texts, {
+    vocabSize: 512,
+    specialTokens: ['<unk>', '<s>', '</s>', '<|im_start|>', '<|im_end|>'],
+  });
+  cached = tokenizerFromJson(
+    tokenizerJson(model, { bos: '<s>' }),
+    { bos_token: '<s>', eos_token: '</s>', chat_template: CHATML_TEMPLATE },
+    null,
+    'seed-bpe',
+  );
   return cached;
 }

@@ -40,7 +40,13 @@ export interface ChunkResult {
  * Worker side: builds a chunk's examples, within `limitMs`: a tokenizer.json regex that backtracks without end, or a
  * chat template that loops, stops the chunk with an error naming the row and which of the two did not finish.
  */
-export function buildChunk(chunk: Chunk, formats: RecordFormat[], tok: DataTokenizer, options: ExampleOptions, limitMs = timeLimitFor(chunk.records)): ChunkResult {
+export function buildChunk(
+  chunk: Chunk,
+  formats: RecordFormat[],
+  tok: DataTokenizer,
+  options: ExampleOptions,
+  limitMs = timeLimitFor(chunk.records),
+): ChunkResult {
   const progress = { at: 0 };
   try {
     return withinTime(limitMs, () => buildChunkNow(chunk, formats, tok, options, progress));
@@ -49,11 +55,24 @@ export function buildChunk(chunk: Chunk, formats: RecordFormat[], tok: DataToken
     const i = progress.at;
     const message = stallMessage(chunk.records[i], formats[chunk.format[i]], tok, chunk.where[i], limitMs);
     const none = () => new Int32Array(0);
-    return { ids: none(), labels: none(), length: new Int32Array(chunk.records.length), truncated: new Uint8Array(chunk.records.length), skips: [], error: { index: 0, message, ft: true } };
+    return {
+      ids: none(),
+      labels: none(),
+      length: new Int32Array(chunk.records.length),
+      truncated: new Uint8Array(chunk.records.length),
+      skips: [],
+      error: { index: 0, message, ft: true },
+    };
   }
 }
 
-function buildChunkNow(chunk: Chunk, formats: RecordFormat[], tok: DataTokenizer, options: ExampleOptions, progress: { at: number }): ChunkResult {
+function buildChunkNow(
+  chunk: Chunk,
+  formats: RecordFormat[],
+  tok: DataTokenizer,
+  options: ExampleOptions,
+  progress: { at: number },
+): ChunkResult {
   const n = chunk.records.length;
   const length = new Int32Array(n);
   const truncated = new Uint8Array(n);
@@ -101,7 +120,11 @@ export function* chunkResults(c: ChunkResult, count: number): Generator<BuildRes
       continue;
     }
     const end = at + c.length[i];
-    yield { ok: true, example: { ids: c.ids.subarray(at, end), labels: c.labels.subarray(at, end) }, truncated: c.truncated[i] === 1 };
+    yield {
+      ok: true,
+      example: { ids: c.ids.subarray(at, end), labels: c.labels.subarray(at, end) },
+      truncated: c.truncated[i] === 1,
+    };
     at = end;
   }
 }
@@ -123,7 +146,10 @@ export class TokenizePool {
 
   constructor(size: number, setup: PoolSetup) {
     this.slots = Array.from({ length: size }, () => {
-      const slot: Slot = { worker: startWorker(new URL('./tokenize-worker.ts', import.meta.url), setup), pending: new Map() };
+      const slot: Slot = {
+        worker: startWorker(new URL('./tokenize-worker.ts', import.meta.url), setup),
+        pending: new Map(),
+      };
       slot.worker.on('message', (m: (ChunkResult & { id: number }) | 'ready') => {
         if (m === 'ready') return void this.readySlots.push(slot);
         const p = slot.pending.get(m.id);
@@ -131,7 +157,9 @@ export class TokenizePool {
         if (slot.pending.size === 0) slot.worker.unref();
         p?.resolve(m);
       });
-      slot.worker.on('error', (e) => this.fail(new FtError(`tokenizer worker failed: ${e.message} (dataset_processes: 1 tokenizes in-process)`)));
+      slot.worker.on('error', (e) =>
+        this.fail(new FtError(`tokenizer worker failed: ${e.message} (dataset_processes: 1 tokenizes in-process)`)),
+      );
       slot.worker.on('exit', (code) => this.fail(new FtError(`tokenizer worker exited with code ${code}`)));
       slot.worker.unref();
       return slot;

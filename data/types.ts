@@ -79,4 +79,6 @@ export interface Example {
 /** Why a record produced no example; counted and reported instead of training on a wrong example. */
 export type SkipReason = 'too_long' | 'no_trainable_tokens' | 'bad_row';
 
-export type BuildResult = { ok: true; example: Example; truncated: boolean } | { ok: false; reason: SkipReason; detail: string };
+export type BuildResult =
+  | { ok: true; example: Example; truncated: boolean }
+  | { ok: false; reason: SkipReason; detail: string };

@@ -14,16 +14,17 @@ export function attend(q: tf.Tensor2D, kT: tf.Tensor2D, v: tf.Tensor2D, mask: tf
     return {
       value: tf.matMul(tf.softmax(tf.add(tf.matMul(qi, kTi), mask)) as tf.Tensor2D, vi),
       // tidy: tfjs runs a custom gradient outside any scope of its own, so its temporaries would live to the end of the backward pass
-      gradFunc: (dy: tf.Tensor2D, [sq, skT, sv, smask]: tf.Tensor2D[]) => tf.tidy(() => {
-        const probs = tf.softmax(tf.add(tf.matMul(sq, skT), smask)) as tf.Tensor2D; // [M, S], recomputed
-        const dv = tf.matMul(tf.transpose(probs), dy); // [S, d]
-        const dProbs = tf.matMul(dy, tf.transpose(sv)); // [M, S]
-        // softmax backward: dScores = probs * (dProbs - rowsum(dProbs * probs))
-        const dScores = tf.mul(probs, tf.sub(dProbs, tf.sum(tf.mul(dProbs, probs), -1, true))) as tf.Tensor2D;
-        const dq = tf.matMul(dScores, tf.transpose(skT)); // [M, d]
-        const dkT = tf.matMul(tf.transpose(sq), dScores); // [d, S]
-        return [dq, dkT, dv];
-      }),
+      gradFunc: (dy: tf.Tensor2D, [sq, skT, sv, smask]: tf.Tensor2D[]) =>
+        tf.tidy(() => {
+          const probs = tf.softmax(tf.add(tf.matMul(sq, skT), smask)) as tf.Tensor2D; // [M, S], recomputed
+          const dv = tf.matMul(tf.transpose(probs), dy); // [S, d]
+          const dProbs = tf.matMul(dy, tf.transpose(sv)); // [M, S]
+          // softmax backward: dScores = probs * (dProbs - rowsum(dProbs * probs))
+          const dScores = tf.mul(probs, tf.sub(dProbs, tf.sum(tf.mul(dProbs, probs), -1, true))) as tf.Tensor2D;
+          const dq = tf.matMul(dScores, tf.transpose(skT)); // [M, d]
+          const dkT = tf.matMul(tf.transpose(sq), dScores); // [d, S]
+          return [dq, dkT, dv];
+        }),
     };
   }) as never) as unknown as (q: tf.Tensor2D, kT: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
   return f(q, kT, v);
@@ -40,7 +41,13 @@ export const BATCHED_ATTENTION_BELOW = 1 << 16;
  * decoding, where one batched product costs less than many small ones and their per-op overhead (measured on the
  * tiny preset: batched wins below T ~ 48 rows). Other backends take the batched form.
  */
-export function maskedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, masks: tf.Tensor2D[], KV: number): tf.Tensor3D {
+export function maskedAttention(
+  q: tf.Tensor3D,
+  k: tf.Tensor3D,
+  v: tf.Tensor3D,
+  masks: tf.Tensor2D[],
+  KV: number,
+): tf.Tensor3D {
   const [pairs, M, d] = q.shape;
   const S = k.shape[1];
   if (tf.getBackend() !== 'wasm' || M * S * d < BATCHED_ATTENTION_BELOW) {

@@ -19,7 +19,9 @@ export interface ScoredTargets {
  */
 export function crossEntropy(logits: tf.Tensor2D, { targets, count }: ScoredTargets): tf.Scalar {
   if (count === 0) return tf.tidy(() => tf.mul(tf.sum(logits), 0)) as tf.Scalar;
-  return tf.tidy(() => (tf.getBackend() === 'wasm' ? fusedCrossEntropy(targets, count)(logits) : plainCrossEntropy(logits, targets, count)));
+  return tf.tidy(() =>
+    tf.getBackend() === 'wasm' ? fusedCrossEntropy(targets, count)(logits) : plainCrossEntropy(logits, targets, count),
+  );
 }
 
 /** Scored rows' flat indices n*V + target and a 0/1 row weight. */
@@ -67,7 +69,12 @@ function fusedCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D)
  * made again in the backward pass: a step holds one chunk's [rows, vocab] logits, probabilities and gradient instead
  * of all of them. Same value and gradients as the whole form.
  */
-export function chunkedCrossEntropy(h: tf.Tensor2D, head: (x: tf.Tensor2D) => tf.Tensor2D, { targets, count }: ScoredTargets, chunkRows: number): tf.Scalar {
+export function chunkedCrossEntropy(
+  h: tf.Tensor2D,
+  head: (x: tf.Tensor2D) => tf.Tensor2D,
+  { targets, count }: ScoredTargets,
+  chunkRows: number,
+): tf.Scalar {
   return tf.tidy(() => {
     if (count === 0) return tf.mul(tf.sum(h), 0) as tf.Scalar;
     const N = h.shape[0];
@@ -78,7 +85,11 @@ export function chunkedCrossEntropy(h: tf.Tensor2D, head: (x: tf.Tensor2D) => tf
       const scored = part.reduce((n, y) => n + (y < 0 ? 0 : 1), 0);
       if (scored === 0) continue;
       // the chunk's mean loss weighted by its share of the scored tokens: the chunks sum to the batch mean
-      const chunkLoss = (x: tf.Tensor2D) => tf.reshape(tf.mul(crossEntropy(head(x), { targets: part, count: scored }), scored / count), [1, 1]) as tf.Tensor2D;
+      const chunkLoss = (x: tf.Tensor2D) =>
+        tf.reshape(
+          tf.mul(crossEntropy(head(x), { targets: part, count: scored }), scored / count),
+          [1, 1],
+        ) as tf.Tensor2D;
       parts.push(recompute(chunkLoss, tf.slice(h, [start, 0], [rows, -1]), []));
     }
     return tf.reshape(tf.addN(parts), []) as tf.Scalar;

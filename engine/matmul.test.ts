@@ -3,7 +3,11 @@ import * as tf from '@tensorflow/tfjs';
 import { mm, mmFrozen, mmFrozenT, mmT } from './matmul.ts';
 import { Rng } from '../util/rng.ts';
 
-const rand = (rng: Rng, shape: [number, number]) => tf.tensor2d(Float32Array.from({ length: shape[0] * shape[1] }, () => rng.normal()), shape);
+const rand = (rng: Rng, shape: [number, number]) =>
+  tf.tensor2d(
+    Float32Array.from({ length: shape[0] * shape[1] }, () => rng.normal()),
+    shape,
+  );
 const maxDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
 
 describe('matmul wrappers', () => {
@@ -12,8 +16,13 @@ describe('matmul wrappers', () => {
     const a = rand(rng, [5, 3]);
     const b = rand(rng, [3, 4]);
     const up = rand(rng, [5, 4]); // weights the output so each gradient entry differs
-    const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(mm(x as tf.Tensor2D, y as tf.Tensor2D), up)))([a, b]);
-    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), up)))([a, b]);
+    const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(mm(x as tf.Tensor2D, y as tf.Tensor2D), up)))([
+      a,
+      b,
+    ]);
+    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) =>
+      tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), up)),
+    )([a, b]);
     expect(maxDiff(mm(a, b), tf.matMul(a, b))).toBeLessThan(1e-6);
     expect(maxDiff(ours[0], ref[0])).toBeLessThan(1e-5);
     expect(maxDiff(ours[1], ref[1])).toBeLessThan(1e-5);
@@ -29,7 +38,9 @@ describe('matmul wrappers', () => {
     const ref = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xi as tf.Tensor2D, w), up)))(x);
     expect(maxDiff(g, ref)).toBeLessThan(1e-5);
     // a weight that is a temporary of the forward's tidy scope is kept alive for the backward pass
-    const g2 = tf.grad((xi: tf.Tensor) => tf.tidy(() => tf.sum(tf.mul(mmFrozen(xi as tf.Tensor2D, tf.mul(w, 1)), up))))(x);
+    const g2 = tf.grad((xi: tf.Tensor) => tf.tidy(() => tf.sum(tf.mul(mmFrozen(xi as tf.Tensor2D, tf.mul(w, 1)), up))))(
+      x,
+    );
     expect(maxDiff(g2, ref)).toBeLessThan(1e-5);
     tf.dispose([g, ref, g2]);
     expect(tf.memory().numTensors).toBe(before);
@@ -53,13 +64,17 @@ describe('matmul wrappers', () => {
 
   test('mmT is x @ w^T with gradients in x and w, for a wide and for a narrow w', () => {
     const rng = new Rng(4);
-    for (const [m, k] of [[3, 6], [6, 3]]) {
+    for (const [m, k] of [
+      [3, 6],
+      [6, 3],
+    ]) {
       const x = rand(rng, [5, k]);
       const w = rand(rng, [m, k]);
       const up = rand(rng, [5, m]);
       const before = tf.memory().numTensors;
       const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(mmT(a as tf.Tensor2D, b as tf.Tensor2D), up));
-      const ref = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, false, true), up));
+      const ref = (a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, false, true), up));
       const [gx, gw] = tf.grads(f)([x, w]);
       const [rx, rw] = tf.grads(ref)([x, w]);
       expect(maxDiff(gx, rx)).toBeLessThan(1e-5);

@@ -13,7 +13,8 @@ export const mm: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: t
   save([a, b]);
   return {
     value: tf.matMul(a, b),
-    gradFunc: (dy: tf.Tensor2D, [sa, sb]: tf.Tensor2D[]) => tf.tidy(() => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)]),
+    gradFunc: (dy: tf.Tensor2D, [sa, sb]: tf.Tensor2D[]) =>
+      tf.tidy(() => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)]),
   };
 }) as never) as unknown as Grad2;
 

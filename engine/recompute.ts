@@ -15,7 +15,12 @@ export interface Replay {
  * reads. fn is called with recompute = false in the forward pass and true in the backward pass, where tensors it
  * closes over from the forward pass are gone (it must rebuild them).
  */
-export function recompute(fn: (x: tf.Tensor2D, recompute: boolean) => tf.Tensor2D, x: tf.Tensor2D, params: tf.Variable[], replay?: Replay): tf.Tensor2D {
+export function recompute(
+  fn: (x: tf.Tensor2D, recompute: boolean) => tf.Tensor2D,
+  x: tf.Tensor2D,
+  params: tf.Variable[],
+  replay?: Replay,
+): tf.Tensor2D {
   const before = replay?.save();
   const op = tf.customGrad(((...args: unknown[]) => {
     const save = args.pop() as tf.GradSaveFunc;

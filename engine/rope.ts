@@ -53,7 +53,11 @@ export class RotaryTable {
       cos.set(this.cos.subarray(p * d, (p + 1) * d), i * d);
       sin.set(this.sin.subarray(p * d, (p + 1) * d), i * d);
     }
-    return { cos: tf.tensor4d(cos, [B, 1, T, d]), sin: tf.tensor4d(sin, [B, 1, T, d]), rotate: rotateAsProduct() ? rotateHalfMatrix(d) : null };
+    return {
+      cos: tf.tensor4d(cos, [B, 1, T, d]),
+      sin: tf.tensor4d(sin, [B, 1, T, d]),
+      rotate: rotateAsProduct() ? rotateHalfMatrix(d) : null,
+    };
   }
 }
 

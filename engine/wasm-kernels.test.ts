@@ -11,7 +11,8 @@ function expectedBox(begin: number[], size: number[]): number[] {
   const out: number[] = [];
   for (let i = 0; i < size[0]; i++)
     for (let j = 0; j < size[1]; j++)
-      for (let k = 0; k < size[2]; k++) for (let l = 0; l < size[3]; l++) out.push(data[at(begin[0] + i, begin[1] + j, begin[2] + k, begin[3] + l)]);
+      for (let k = 0; k < size[2]; k++)
+        for (let l = 0; l < size[3]; l++) out.push(data[at(begin[0] + i, begin[1] + j, begin[2] + k, begin[3] + l)]);
   return out;
 }
 
@@ -19,16 +20,32 @@ describe('wasm slice kernels', () => {
   const x = tf.tensor4d(data, shape as [number, number, number, number]);
 
   it.runIf(tf.getBackend() === 'wasm')('is installed on the wasm backend', () => {
-    for (const name of ['Slice', 'SplitV', 'Unpack']) expect((tf.getKernel(name, 'wasm')?.kernelFunc as { ft?: boolean }).ft).toBe(true);
+    for (const name of ['Slice', 'SplitV', 'Unpack'])
+      expect((tf.getKernel(name, 'wasm')?.kernelFunc as { ft?: boolean }).ft).toBe(true);
   });
 
   it('slice gives every box of a 4-d tensor, contiguous or strided', () => {
     const boxes: [number[], number[]][] = [
-      [[1, 0, 0, 0], [1, 4, 5, 6]],
-      [[0, 1, 2, 3], [3, 2, 3, 3]],
-      [[2, 3, 4, 5], [1, 1, 1, 1]],
-      [[0, 0, 0, 0], [3, 4, 5, 6]],
-      [[1, 2, 0, 0], [2, 0, 5, 6]],
+      [
+        [1, 0, 0, 0],
+        [1, 4, 5, 6],
+      ],
+      [
+        [0, 1, 2, 3],
+        [3, 2, 3, 3],
+      ],
+      [
+        [2, 3, 4, 5],
+        [1, 1, 1, 1],
+      ],
+      [
+        [0, 0, 0, 0],
+        [3, 4, 5, 6],
+      ],
+      [
+        [1, 2, 0, 0],
+        [2, 0, 5, 6],
+      ],
     ];
     for (const [begin, size] of boxes) {
       const s = tf.slice(x, begin, size);

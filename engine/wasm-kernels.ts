@@ -70,7 +70,12 @@ function identity({ inputs: { x }, backend }: Args): tf.TensorInfo {
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
-const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]> = { Slice: slice, SplitV: splitV, Unpack: unpack, Identity: identity };
+const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]> = {
+  Slice: slice,
+  SplitV: splitV,
+  Unpack: unpack,
+  Identity: identity,
+};
 
 /** Swaps the wasm backend's Slice, SplitV, Unpack and Identity kernels for the ones above (string tensors keep the originals). */
 export function installWasmKernels(): void {

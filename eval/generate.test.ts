@@ -15,13 +15,22 @@ describe('stop markers', () => {
   });
 
   it('are the turn markers of ChatML, from the instruction template and from a chat template alike', () => {
-    expect(stopMarkers({ kind: 'instruction', template: TEMPLATES.chatml }, tok).sort()).toEqual(['<|im_end|>', '<|im_start|>assistant', '<|im_start|>user']);
-    const chat = stopMarkers(recordFormat({ kind: 'chat', chatTemplate: CHATML_TEMPLATE, rolesToTrain: ['assistant'] }, tok), tok);
+    expect(stopMarkers({ kind: 'instruction', template: TEMPLATES.chatml }, tok).sort()).toEqual([
+      '<|im_end|>',
+      '<|im_start|>assistant',
+      '<|im_start|>user',
+    ]);
+    const chat = stopMarkers(
+      recordFormat({ kind: 'chat', chatTemplate: CHATML_TEMPLATE, rolesToTrain: ['assistant'] }, tok),
+      tok,
+    );
     expect(chat.sort()).toEqual(['<|im_end|>', '<|im_start|>assistant', '<|im_start|>user']);
   });
 
   it('cut the response where the next turn starts, and trim it', () => {
-    expect(cutAtMarkers(' Paris.\n\n### Instruction:\nName a city', ['### Instruction:', '### Response:'])).toBe('Paris.');
+    expect(cutAtMarkers(' Paris.\n\n### Instruction:\nName a city', ['### Instruction:', '### Response:'])).toBe(
+      'Paris.',
+    );
     expect(cutAtMarkers('no marker here ', ['### Instruction:'])).toBe('no marker here');
     expect(cutAtMarkers('a ### Response: b ### Instruction: c', ['### Instruction:', '### Response:'])).toBe('a');
   });
@@ -30,7 +39,13 @@ describe('stop markers', () => {
 describe('generateResponses', () => {
   const w = randomLlama(tinyConfig({ vocabSize: tok.vocabSize, maxPositionEmbeddings: 512 }), 5);
   afterAll(() => disposeLlama(w));
-  const texts = ['Give three tips for staying healthy.', 'What is the capital of France?', 'Hi', 'Write a haiku about the sea and the wind.', 'List two prime numbers.'];
+  const texts = [
+    'Give three tips for staying healthy.',
+    'What is the capital of France?',
+    'Hi',
+    'Write a haiku about the sea and the wind.',
+    'List two prime numbers.',
+  ];
   const prompts = texts.map((t) => [tok.bosId!, ...tok.encode(t, { addSpecialTokens: false })]);
   const opts = { maxNewTokens: 12, temperature: 0, topK: 0, topP: 1, seed: 0, markers: [] };
 
@@ -45,7 +60,11 @@ describe('generateResponses', () => {
 
   it('reports progress per batch and truncates at a marker', async () => {
     const done: number[] = [];
-    const full = await generateResponses(w, tok, prompts.slice(0, 3), { ...opts, batchSize: 2, onProgress: (n) => done.push(n) });
+    const full = await generateResponses(w, tok, prompts.slice(0, 3), {
+      ...opts,
+      batchSize: 2,
+      onProgress: (n) => done.push(n),
+    });
     expect(done).toEqual([2, 3]);
     // a random model babbles; use a piece of its own output as the marker
     const marker = full[0].slice(Math.floor(full[0].length / 2)).slice(0, 3);

@@ -64,7 +64,12 @@ export interface EvalGenerationOptions extends SamplingOptions {
  * greedy output never depends on the batch size). A marker that is a single token (e.g. `<|im_end|>`) stops
  * its row like eos does.
  */
-export async function generateResponses(w: LlamaWeights, tok: Tokenizer, prompts: number[][], opts: EvalGenerationOptions): Promise<string[]> {
+export async function generateResponses(
+  w: LlamaWeights,
+  tok: Tokenizer,
+  prompts: number[][],
+  opts: EvalGenerationOptions,
+): Promise<string[]> {
   const markerIds = opts.markers.map((m) => tok.tokenToId(m)).filter((id): id is number => id !== null);
   const eosIds = [...new Set([...w.config.eosTokenIds, tok.eosId, ...markerIds])];
   const out: string[] = [];

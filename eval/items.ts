@@ -74,14 +74,18 @@ function responseStart(labels: Int32Array): number {
 function referenceOf(record: DataRecord, where: string): string {
   if (record.kind === 'instruction') return record.output;
   const last = record.messages[record.messages.length - 1];
-  if (last.role !== 'assistant') throw new FtError(`${where}: the conversation must end with an assistant message (the reference answer), it ends with ${last.role}`);
+  if (last.role !== 'assistant')
+    throw new FtError(
+      `${where}: the conversation must end with an assistant message (the reference answer), it ends with ${last.role}`,
+    );
   return last.content;
 }
 
 /** Prompt text, prompt ids and loss example of one record, all through the training code (data/example.ts). */
 export function itemOf(record: DataRecord, format: RecordFormat, tok: DataTokenizer, opts: ItemOptions, where: string) {
   const reference = referenceOf(record, where);
-  const build = (sequenceLen: number, trainOnInputs: boolean) => buildExample(record, format, tok, { sequenceLen, trainOnInputs, excessLength: 'truncate' }, where);
+  const build = (sequenceLen: number, trainOnInputs: boolean) =>
+    buildExample(record, format, tok, { sequenceLen, trainOnInputs, excessLength: 'truncate' }, where);
   // the untruncated, prompt-masked example: its labels mark where the response starts
   const full = build(Number.MAX_SAFE_INTEGER, false);
   if (!full.ok) throw new FtError(`${full.detail} (an eval row needs a response to score)`);
@@ -90,7 +94,10 @@ export function itemOf(record: DataRecord, format: RecordFormat, tok: DataTokeni
   const start = responseStart(full.example.labels);
   const pieces = recordPieces(record, format, where);
   const lastTrained = pieces.map((p) => p.train).lastIndexOf(true);
-  const prompt = pieces.slice(0, lastTrained).map((p) => p.text).join('');
+  const prompt = pieces
+    .slice(0, lastTrained)
+    .map((p) => p.text)
+    .join('');
   return { prompt, reference, promptIds: Array.from(full.example.ids.subarray(0, start)), example: scored.example };
 }
 
@@ -137,7 +144,9 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
             try {
               item = withinTime(timeLimit, () => itemOf(record, format, tok, opts, where));
             } catch (e) {
-              throw e instanceof TimeBudgetExceeded ? new FtError(stallMessage(record, format, tok, where, timeLimit)) : e;
+              throw e instanceof TimeBudgetExceeded
+                ? new FtError(stallMessage(record, format, tok, where, timeLimit))
+                : e;
             }
             if (item === null) tooLong++;
             else items.push({ index: items.length, where, hash, task, ...item });
@@ -146,12 +155,19 @@ export async function readEvalItems(source: EvalSource, tok: DataTokenizer, opts
         if (items.length >= limit) break;
       }
     }
-    if (rows === 0) throw new FtError(`${files.length === 1 ? files[0] : `${entry.path} (${files.length} files)`}: no rows (an eval file needs prompts with references)`);
+    if (rows === 0)
+      throw new FtError(
+        `${files.length === 1 ? files[0] : `${entry.path} (${files.length} files)`}: no rows (an eval file needs prompts with references)`,
+      );
   }
-  const skipped = tooLong ? `${tooLong} row${tooLong === 1 ? '' : 's'} skipped: the prompt alone fills sequence_len ${opts.sequenceLen}, leaving no response token to score` : '';
+  const skipped = tooLong
+    ? `${tooLong} row${tooLong === 1 ? '' : 's'} skipped: the prompt alone fills sequence_len ${opts.sequenceLen}, leaving no response token to score`
+    : '';
   if (items.length === 0) {
     const what = source.entries.map((e) => e.path).join(', ');
-    throw new FtError(`${what}: no rows left to evaluate${source.keep ? ' (none falls in the validation split)' : ''}${skipped ? ` (${skipped})` : ''}`);
+    throw new FtError(
+      `${what}: no rows left to evaluate${source.keep ? ' (none falls in the validation split)' : ''}${skipped ? ` (${skipped})` : ''}`,
+    );
   }
   if (skipped) opts.log?.(`ft: eval: ${skipped}`);
   return items;

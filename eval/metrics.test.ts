@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { aggregateScores, exactMatch, lcsLength, meanScores, normalizeAnswer, rougeL, rougeTokens, scoreAll, scoreExample, tokenF1 } from './metrics.ts';
+import {
+  aggregateScores,
+  exactMatch,
+  lcsLength,
+  meanScores,
+  normalizeAnswer,
+  rougeL,
+  rougeTokens,
+  scoreAll,
+  scoreExample,
+  tokenF1,
+} from './metrics.ts';
 
 describe('SQuAD normalization and exact match', () => {
   it('lowercases, strips punctuation and articles, collapses whitespace', () => {
@@ -70,7 +81,12 @@ describe('aggregates', () => {
 
 describe('meanScores', () => {
   it('averages each named score over the rows that have it', () => {
-    expect(meanScores([{ exact_match: 1, f1: 0.5 }, { exact_match: 0, f1: 1, mine: 3 }])).toEqual({ exact_match: 0.5, f1: 0.75, mine: 3 });
+    expect(
+      meanScores([
+        { exact_match: 1, f1: 0.5 },
+        { exact_match: 0, f1: 1, mine: 3 },
+      ]),
+    ).toEqual({ exact_match: 0.5, f1: 0.75, mine: 3 });
     expect(meanScores([])).toEqual({});
   });
 });

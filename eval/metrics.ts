@@ -44,7 +44,11 @@ export function tokenF1(prediction: string, reference: string): number {
 
 /** rouge-score's default tokenizer: lowercase, non-[a-z0-9] become spaces, split on whitespace. */
 export function rougeTokens(s: string): string[] {
-  return s.toLowerCase().replace(/[^a-z0-9]+/g, ' ').split(' ').filter(Boolean);
+  return s
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, ' ')
+    .split(' ')
+    .filter(Boolean);
 }
 
 /** Length of the longest common subsequence of two token lists (O(n·m) dynamic programming, one row kept). */

@@ -8,7 +8,12 @@ import { FtError } from '../util/errors.ts';
  * Hashes of every record in the training part of a recipe's datasets (validation rows excluded); from the prepared
  * data in `preparedDir` when it is up to date, else streamed.
  */
-export async function trainingHashes(recipe: DataRecipe, tok: DataTokenizer, baseDir: string, preparedDir: string): Promise<Set<string>> {
+export async function trainingHashes(
+  recipe: DataRecipe,
+  tok: DataTokenizer,
+  baseDir: string,
+  preparedDir: string,
+): Promise<Set<string>> {
   const ds = await prepareDataset(recipe, tok, baseDir, { dir: preparedDir, build: false });
   const hashes = new Set<string>();
   for await (const h of ds.hashes('train')) hashes.add(h);
@@ -25,7 +30,11 @@ export interface OverlapResult {
  * Compares eval items with training hashes. On overlap: throws an FtError naming the count and one example,
  * or, with `allow`, returns the message for the caller to print as a warning.
  */
-export function checkOverlap(items: { index: number; where: string; hash: string }[], train: Set<string>, opts: { allow: boolean; trainedOn: string }): OverlapResult {
+export function checkOverlap(
+  items: { index: number; where: string; hash: string }[],
+  train: Set<string>,
+  opts: { allow: boolean; trainedOn: string },
+): OverlapResult {
   const overlapping = items.filter((i) => train.has(i.hash)).map(({ index, where }) => ({ index, where }));
   if (overlapping.length === 0) return { overlapping, message: null };
   const message = `${overlapping.length} of ${items.length} eval rows also appear in the training rows of ${opts.trainedOn} (e.g. ${overlapping[0].where}): scores on them are not held-out`;

@@ -19,7 +19,10 @@ const cell = (s: string) => (s === '' ? '*(empty)*' : s.replace(/\|/g, '\\|').re
 
 function settingsLine(r: EvalResult): string {
   const g = r.generation;
-  const decoding = g.temperature > 0 ? `sampling (temperature ${g.temperature}, top-k ${g.topK || 'off'}, top-p ${g.topP}, seed ${g.seed})` : 'greedy';
+  const decoding =
+    g.temperature > 0
+      ? `sampling (temperature ${g.temperature}, top-k ${g.topK || 'off'}, top-p ${g.topP}, seed ${g.seed})`
+      : 'greedy';
   return `${r.items.length} examples from ${r.data}; ${decoding}, max ${g.maxNewTokens} new tokens`;
 }
 
@@ -31,27 +34,63 @@ function tasksOf(r: EvalResult): string[] {
 export function markdownReport(r: EvalResult, examples: number): string {
   const names = metricNames(r.models);
   const out: string[] = [`# ft eval`, '', `Model \`${r.model}\`; ${settingsLine(r)}.`, ''];
-  if (r.overlap) out.push(r.overlap.overlapping ? `**Warning:** ${r.overlap.overlapping} eval rows also appear in the training rows of ${r.overlap.trainedOn}.` : `No eval row appears in the training rows of ${r.overlap.trainedOn}.`, '');
-  out.push('## Metrics', '', `| model | loss | perplexity | ${names.join(' | ')} |`, `|---|---:|---:|${names.map(() => '---:').join('|')}|`);
-  for (const m of r.models) out.push(`| ${m.name} | ${num(m.loss.loss, 4)} | ${num(m.loss.perplexity, 2)} | ${names.map((k) => num(m.metrics[k] ?? NaN)).join(' | ')} |`);
-  out.push('', `Loss and perplexity over ${r.models[0]?.loss.tokens ?? 0} response tokens; metrics are means over examples (exact match and F1 after SQuAD normalization, ROUGE-L F-measure).`, '');
+  if (r.overlap)
+    out.push(
+      r.overlap.overlapping
+        ? `**Warning:** ${r.overlap.overlapping} eval rows also appear in the training rows of ${r.overlap.trainedOn}.`
+        : `No eval row appears in the training rows of ${r.overlap.trainedOn}.`,
+      '',
+    );
+  out.push(
+    '## Metrics',
+    '',
+    `| model | loss | perplexity | ${names.join(' | ')} |`,
+    `|---|---:|---:|${names.map(() => '---:').join('|')}|`,
+  );
+  for (const m of r.models)
+    out.push(
+      `| ${m.name} | ${num(m.loss.loss, 4)} | ${num(m.loss.perplexity, 2)} | ${names.map((k) => num(m.metrics[k] ?? NaN)).join(' | ')} |`,
+    );
+  out.push(
+    '',
+    `Loss and perplexity over ${r.models[0]?.loss.tokens ?? 0} response tokens; metrics are means over examples (exact match and F1 after SQuAD normalization, ROUGE-L F-measure).`,
+    '',
+  );
   const tasks = tasksOf(r);
   if (tasks.length > 0) {
-    out.push('## Per task (ROUGE-L / exact match)', '', `| task | n | ${r.models.map((m) => m.name).join(' | ')} |`, `|---|---:|${r.models.map(() => '---:').join('|')}|`);
+    out.push(
+      '## Per task (ROUGE-L / exact match)',
+      '',
+      `| task | n | ${r.models.map((m) => m.name).join(' | ')} |`,
+      `|---|---:|${r.models.map(() => '---:').join('|')}|`,
+    );
     for (const t of tasks) {
       const n = r.models[0].byTask[t]?.count ?? 0;
-      out.push(`| ${cell(t)} | ${n} | ${r.models.map((m) => (m.byTask[t] ? `${num(m.byTask[t].metrics.rougeL)} / ${num(m.byTask[t].metrics.exact_match)}` : '-')).join(' | ')} |`);
+      out.push(
+        `| ${cell(t)} | ${n} | ${r.models.map((m) => (m.byTask[t] ? `${num(m.byTask[t].metrics.rougeL)} / ${num(m.byTask[t].metrics.exact_match)}` : '-')).join(' | ')} |`,
+      );
     }
     out.push('');
   }
   const shown = r.items.slice(0, examples);
   out.push(`## Examples (${shown.length} of ${r.items.length}; all in results.jsonl)`, '');
   for (const it of shown) {
-    out.push(`### ${it.index + 1}. ${it.task ?? it.where}`, '', '```text', it.prompt.trimEnd(), '```', '', `**Reference:** ${cell(it.reference)}`, '');
+    out.push(
+      `### ${it.index + 1}. ${it.task ?? it.where}`,
+      '',
+      '```text',
+      it.prompt.trimEnd(),
+      '```',
+      '',
+      `**Reference:** ${cell(it.reference)}`,
+      '',
+    );
     out.push('| model | output | EM | F1 | ROUGE-L |', '|---|---|---:|---:|---:|');
     for (const m of r.models) {
       const s = m.scores[it.index];
-      out.push(`| ${m.name} | ${cell(m.outputs[it.index])} | ${num(s.exact_match, 0)} | ${num(s.f1, 2)} | ${num(s.rougeL, 2)} |`);
+      out.push(
+        `| ${m.name} | ${cell(m.outputs[it.index])} | ${num(s.exact_match, 0)} | ${num(s.f1, 2)} | ${num(s.rougeL, 2)} |`,
+      );
     }
     out.push('');
   }
@@ -76,7 +115,10 @@ export function metricsBarChart(models: ModelResult[], names: string[], width = 
   ];
   for (const t of ticks) {
     const y = sy(t).toFixed(1);
-    out.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`, `<text x="${m.left - 8}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="#222">${t}</text>`);
+    out.push(
+      `<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`,
+      `<text x="${m.left - 8}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="#222">${t}</text>`,
+    );
   }
   names.forEach((k, g) => {
     const x0 = m.left + g * group + (group - bar * models.length) / 2;
@@ -84,16 +126,25 @@ export function metricsBarChart(models: ModelResult[], names: string[], width = 
       const v = model.metrics[k] ?? 0;
       const x = x0 + i * bar;
       const y = sy(v);
-      out.push(`<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(bar - 2).toFixed(1)}" height="${(m.top + ph - y).toFixed(1)}" fill="${PALETTE[i % PALETTE.length]}"><title>${esc(`${model.name} ${k}: ${num(v)}`)}</title></rect>`);
-      out.push(`<text x="${(x + (bar - 2) / 2).toFixed(1)}" y="${(y - 4).toFixed(1)}" text-anchor="middle" font-size="10" fill="#222">${num(v, 2)}</text>`);
+      out.push(
+        `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(bar - 2).toFixed(1)}" height="${(m.top + ph - y).toFixed(1)}" fill="${PALETTE[i % PALETTE.length]}"><title>${esc(`${model.name} ${k}: ${num(v)}`)}</title></rect>`,
+      );
+      out.push(
+        `<text x="${(x + (bar - 2) / 2).toFixed(1)}" y="${(y - 4).toFixed(1)}" text-anchor="middle" font-size="10" fill="#222">${num(v, 2)}</text>`,
+      );
     });
-    out.push(`<text x="${(m.left + g * group + group / 2).toFixed(1)}" y="${m.top + ph + 18}" text-anchor="middle" fill="#222">${esc(k)}</text>`);
+    out.push(
+      `<text x="${(m.left + g * group + group / 2).toFixed(1)}" y="${m.top + ph + 18}" text-anchor="middle" fill="#222">${esc(k)}</text>`,
+    );
   });
   out.push(`<path d="M${m.left},${m.top}V${m.top + ph}H${m.left + pw}" fill="none" stroke="#333"/>`);
   models.forEach((model, i) => {
     const x = m.left + i * 150;
     const y = height - 18;
-    out.push(`<rect x="${x}" y="${y - 9}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>`, `<text x="${x + 18}" y="${y + 1}" dominant-baseline="middle" fill="#222">${esc(model.name)}</text>`);
+    out.push(
+      `<rect x="${x}" y="${y - 9}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>`,
+      `<text x="${x + 18}" y="${y + 1}" dominant-baseline="middle" fill="#222">${esc(model.name)}</text>`,
+    );
   });
   out.push('</svg>');
   return out.join('\n');
@@ -116,22 +167,51 @@ export function htmlReport(r: EvalResult, maxExamples = 200): string {
     `<style>${CSS}</style></head><body>`,
     `<h1>ft eval</h1><p>Model <code>${esc(r.model)}</code>; ${esc(settingsLine(r))}.</p>`,
   ];
-  if (r.overlap) out.push(r.overlap.overlapping ? `<p class="warn">Warning: ${r.overlap.overlapping} eval rows also appear in the training rows of ${esc(r.overlap.trainedOn)}.</p>` : `<p>No eval row appears in the training rows of ${esc(r.overlap.trainedOn)}.</p>`);
-  out.push('<h2>Metrics</h2><table><tr><th>model</th><th>loss</th><th>perplexity</th>' + names.map((k) => `<th>${esc(k)}</th>`).join('') + '</tr>');
+  if (r.overlap)
+    out.push(
+      r.overlap.overlapping
+        ? `<p class="warn">Warning: ${r.overlap.overlapping} eval rows also appear in the training rows of ${esc(r.overlap.trainedOn)}.</p>`
+        : `<p>No eval row appears in the training rows of ${esc(r.overlap.trainedOn)}.</p>`,
+    );
+  out.push(
+    '<h2>Metrics</h2><table><tr><th>model</th><th>loss</th><th>perplexity</th>' +
+      names.map((k) => `<th>${esc(k)}</th>`).join('') +
+      '</tr>',
+  );
   for (const m of r.models) {
     const lossCls = r.models.length > 1 && m.loss.loss === lowest ? 'n best' : 'n';
-    const tds = names.map((k) => `<td class="${r.models.length > 1 && m.metrics[k] === best(k) ? 'n best' : 'n'}">${num(m.metrics[k] ?? NaN)}</td>`).join('');
-    out.push(`<tr><td>${esc(m.name)}</td><td class="${lossCls}">${num(m.loss.loss, 4)}</td><td class="${lossCls}">${num(m.loss.perplexity, 2)}</td>${tds}</tr>`);
+    const tds = names
+      .map(
+        (k) =>
+          `<td class="${r.models.length > 1 && m.metrics[k] === best(k) ? 'n best' : 'n'}">${num(m.metrics[k] ?? NaN)}</td>`,
+      )
+      .join('');
+    out.push(
+      `<tr><td>${esc(m.name)}</td><td class="${lossCls}">${num(m.loss.loss, 4)}</td><td class="${lossCls}">${num(m.loss.perplexity, 2)}</td>${tds}</tr>`,
+    );
   }
   out.push('</table>', metricsBarChart(r.models, names));
   for (const m of r.models) {
-    if (m.training && m.training.length > 0) out.push(`<h2>Training loss: ${esc(m.name)}</h2>`, lossCurveSvg(m.training, { title: `training run of ${m.name}` }));
+    if (m.training && m.training.length > 0)
+      out.push(
+        `<h2>Training loss: ${esc(m.name)}</h2>`,
+        lossCurveSvg(m.training, { title: `training run of ${m.name}` }),
+      );
   }
   const tasks = tasksOf(r);
   if (tasks.length > 0) {
-    out.push('<h2>Per task (ROUGE-L / exact match)</h2><table><tr><th>task</th><th>n</th>' + r.models.map((m) => `<th>${esc(m.name)}</th>`).join('') + '</tr>');
+    out.push(
+      '<h2>Per task (ROUGE-L / exact match)</h2><table><tr><th>task</th><th>n</th>' +
+        r.models.map((m) => `<th>${esc(m.name)}</th>`).join('') +
+        '</tr>',
+    );
     for (const t of tasks) {
-      const cells = r.models.map((m) => `<td class="n">${m.byTask[t] ? `${num(m.byTask[t].metrics.rougeL)} / ${num(m.byTask[t].metrics.exact_match)}` : '-'}</td>`).join('');
+      const cells = r.models
+        .map(
+          (m) =>
+            `<td class="n">${m.byTask[t] ? `${num(m.byTask[t].metrics.rougeL)} / ${num(m.byTask[t].metrics.exact_match)}` : '-'}</td>`,
+        )
+        .join('');
       out.push(`<tr><td>${esc(t)}</td><td class="n">${r.models[0].byTask[t]?.count ?? 0}</td>${cells}</tr>`);
     }
     out.push('</table>');
@@ -139,10 +219,21 @@ export function htmlReport(r: EvalResult, maxExamples = 200): string {
   const shown = r.items.slice(0, maxExamples);
   // fixed layout over the page's width, long words broken anywhere: every model's column stays on the page
   const cols = '<colgroup><col class="num">' + '<col>'.repeat(2 + r.models.length) + '</colgroup>';
-  out.push(`<h2>Outputs side by side (${shown.length} of ${r.items.length})</h2><table class="ex">${cols}<tr><th>#</th><th>prompt</th><th>reference</th>` + r.models.map((m) => `<th>${esc(m.name)}</th>`).join('') + '</tr>');
+  out.push(
+    `<h2>Outputs side by side (${shown.length} of ${r.items.length})</h2><table class="ex">${cols}<tr><th>#</th><th>prompt</th><th>reference</th>` +
+      r.models.map((m) => `<th>${esc(m.name)}</th>`).join('') +
+      '</tr>',
+  );
   for (const it of shown) {
-    const outs = r.models.map((m) => `<td><pre>${esc(m.outputs[it.index])}</pre><small>R-L ${num(m.scores[it.index].rougeL, 2)}${m.scores[it.index].exact_match ? ' · exact' : ''}</small></td>`).join('');
-    out.push(`<tr><td class="n">${it.index + 1}</td><td><pre>${esc(it.prompt.trimEnd())}</pre></td><td><pre>${esc(it.reference)}</pre></td>${outs}</tr>`);
+    const outs = r.models
+      .map(
+        (m) =>
+          `<td><pre>${esc(m.outputs[it.index])}</pre><small>R-L ${num(m.scores[it.index].rougeL, 2)}${m.scores[it.index].exact_match ? ' · exact' : ''}</small></td>`,
+      )
+      .join('');
+    out.push(
+      `<tr><td class="n">${it.index + 1}</td><td><pre>${esc(it.prompt.trimEnd())}</pre></td><td><pre>${esc(it.reference)}</pre></td>${outs}</tr>`,
+    );
   }
   out.push('</table></body></html>', '');
   return out.join('\n');

@@ -108,12 +108,21 @@ it('a LoRA-trained tiny model beats its base on held-out rows of a synthetic tas
   expect(r.overlap).toEqual({ trainedOn: recipeFile, overlapping: 0 });
   // the user metric is scored per example and averaged
   expect(tuned.metrics.ends_with_period).toBeGreaterThan(0.5);
-  expect(Object.keys(tuned.scores[0]).sort()).toEqual(['ends_with_period', 'exact_match', 'f1', 'length_ratio', 'rougeL']);
+  expect(Object.keys(tuned.scores[0]).sort()).toEqual([
+    'ends_with_period',
+    'exact_match',
+    'f1',
+    'length_ratio',
+    'rougeL',
+  ]);
   // per-task breakdown by the task column: one entry per color
   expect(Object.keys(tuned.byTask).sort()).toEqual(['blue', 'green', 'red', 'yellow']);
   expect(Object.values(tuned.byTask).reduce((s, t) => s + t.count, 0)).toBe(r.items.length);
 
-  const results = readFileSync(r.files.results, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const results = readFileSync(r.files.results, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   expect(results).toHaveLength(r.items.length);
   expect(Object.keys(results[0].outputs)).toEqual(['base', 'out/adapter']);
   expect(results[0].metrics['out/adapter'].rougeL).toBe(tuned.scores[0].rougeL);
@@ -144,11 +153,24 @@ it('the recipe hook evaluates the validation split with the loss the training lo
 }, 120_000);
 
 it('eval rows that are training rows are refused, or evaluated with a loud warning', async () => {
-  await expect(runEvalCommand(args({ data: trainFile, recipe: recipeFile, out: path.join(tmp, 'eval-overlap') }))).rejects.toThrow(
+  await expect(
+    runEvalCommand(args({ data: trainFile, recipe: recipeFile, out: path.join(tmp, 'eval-overlap') })),
+  ).rejects.toThrow(
     /^\d+ of \d+ eval rows also appear in the training rows of .*recipe\.yaml \(e\.g\. .*train\.jsonl line \d+\): scores on them are not held-out; remove them or pass --allow-overlap/,
   );
   const lines: string[] = [];
-  const r = await runEvalCommand(args({ data: trainFile, recipe: recipeFile, allowOverlap: true, base: false, maxSamples: 4, maxNewTokens: 2, out: path.join(tmp, 'eval-overlap') }), (l) => lines.push(l));
+  const r = await runEvalCommand(
+    args({
+      data: trainFile,
+      recipe: recipeFile,
+      allowOverlap: true,
+      base: false,
+      maxSamples: 4,
+      maxNewTokens: 2,
+      out: path.join(tmp, 'eval-overlap'),
+    }),
+    (l) => lines.push(l),
+  );
   expect(r.overlap!.overlapping).toBeGreaterThan(0);
   expect(lines.some((l) => /^ft: WARNING: \d+ of 4 eval rows also appear/.test(l))).toBe(true);
 }, 60_000);

@@ -25,7 +25,14 @@ import { checkOverlap } from './overlap.ts';
 import { htmlReport, markdownReport } from './report.ts';
 import { loadUserMetric } from './user-metric.ts';
 
-export const DEFAULT_GENERATION: GenerationSettings = { maxNewTokens: 128, temperature: 0, topK: 0, topP: 1, seed: 0, batchSize: 8 };
+export const DEFAULT_GENERATION: GenerationSettings = {
+  maxNewTokens: 128,
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  seed: 0,
+  batchSize: 8,
+};
 
 export interface EvalOptions {
   /** base model folder */
@@ -69,14 +76,28 @@ export function adapterLabels(dirs: string[]): string[] {
  * A warning when an adapter's base_model_name_or_path does not name the model folder (shapes are checked strictly
  * elsewhere; a name mismatch only warns, since one base is often stored under several paths or Hub ids).
  */
-export function baseNameWarning(adapterDir: string, baseModel: string | null, modelDir: string, modelNames: string[]): string | null {
+export function baseNameWarning(
+  adapterDir: string,
+  baseModel: string | null,
+  modelDir: string,
+  modelNames: string[],
+): string | null {
   if (!baseModel) return null;
-  const tail = (s: string) => s.replace(/[\\/]+$/, '').split(/[\\/]/).pop()!.toLowerCase();
+  const tail = (s: string) =>
+    s
+      .replace(/[\\/]+$/, '')
+      .split(/[\\/]/)
+      .pop()!
+      .toLowerCase();
   // a Hub cache snapshot folder (models--org--name/snapshots/rev) stands for org/name
   const cache = /models--([^/\\]+)--([^/\\]+)[/\\]snapshots[/\\]/.exec(path.resolve(modelDir) + '/');
   const names = [path.resolve(modelDir), ...modelNames, ...(cache ? [`${cache[1]}/${cache[2]}`] : [])];
-  const same = names.some((n) => n === baseModel || path.resolve(n) === path.resolve(baseModel) || tail(n) === tail(baseModel));
-  return same ? null : `adapter ${adapterDir} was trained on base_model_name_or_path '${baseModel}', not on ${modelDir} (shapes match; scores may mean little)`;
+  const same = names.some(
+    (n) => n === baseModel || path.resolve(n) === path.resolve(baseModel) || tail(n) === tail(baseModel),
+  );
+  return same
+    ? null
+    : `adapter ${adapterDir} was trained on base_model_name_or_path '${baseModel}', not on ${modelDir} (shapes match; scores may mean little)`;
 }
 
 /** metrics.jsonl of the run an adapter came from: in the adapter folder or its parent (output_dir/adapter, output_dir/checkpoint-N). */
@@ -89,11 +110,20 @@ export function trainingMetricsOf(adapterDir: string): MetricsRecord[] | null {
 }
 
 /** Mean loss and perplexity over the items' response tokens, batched as training batches them (data/batch.ts). */
-export async function itemsLoss(w: LlamaWeights, tok: DataTokenizer, items: EvalItem[], batchSize: number, sequenceLen: number): Promise<LossResult> {
+export async function itemsLoss(
+  w: LlamaWeights,
+  tok: DataTokenizer,
+  items: EvalItem[],
+  batchSize: number,
+  sequenceLen: number,
+): Promise<LossResult> {
   const examples = (async function* () {
     for (const it of items) yield it.example;
   })();
-  return meanLoss(w, toBatches(examples, { microBatchSize: batchSize, sequenceLen, samplePacking: false, padId: tok.padId }));
+  return meanLoss(
+    w,
+    toBatches(examples, { microBatchSize: batchSize, sequenceLen, samplePacking: false, padId: tok.padId }),
+  );
 }
 
 function byTask(items: EvalItem[], scores: Record<string, number>[]): Record<string, TaskScores> {
@@ -103,7 +133,11 @@ function byTask(items: EvalItem[], scores: Record<string, number>[]): Record<str
     if (!groups.has(it.task)) groups.set(it.task, []);
     groups.get(it.task)!.push(scores[i]);
   });
-  return Object.fromEntries([...groups].sort(([a], [b]) => a.localeCompare(b)).map(([t, rows]) => [t, { count: rows.length, metrics: meanScores(rows) }]));
+  return Object.fromEntries(
+    [...groups]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([t, rows]) => [t, { count: rows.length, metrics: meanScores(rows) }]),
+  );
 }
 
 /** Runs the whole comparison and writes the report files; every input is checked before the first generation. */
@@ -111,7 +145,8 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
   const log = opts.log ?? (() => {});
   const gen: GenerationSettings = { ...DEFAULT_GENERATION, ...opts.generation };
   const includeBase = opts.includeBase ?? true;
-  if (!includeBase && opts.adapters.length === 0) throw new Error('runEval: nothing to evaluate (no base, no adapters)');
+  if (!includeBase && opts.adapters.length === 0)
+    throw new Error('runEval: nothing to evaluate (no base, no adapters)');
 
   // every input is checked before the (possibly large) base is loaded, let alone generated with
   const tok = await loadTokenizer(opts.model);
@@ -120,10 +155,17 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
   const sequenceLen = opts.sequenceLen ?? config.maxPositionEmbeddings;
   const items = await readEvalItems(opts.data, tok, { sequenceLen, trainOnInputs: opts.trainOnInputs, log });
   // the metric scores one example (its reference as the answer) before anything is generated
-  metric?.score(items[0].reference, items[0].reference, { prompt: items[0].prompt, task: items[0].task, where: items[0].where });
+  metric?.score(items[0].reference, items[0].reference, {
+    prompt: items[0].prompt,
+    task: items[0].task,
+    where: items[0].where,
+  });
   let overlap: EvalResult['overlap'] = null;
   if (opts.overlap) {
-    const r = checkOverlap(items, opts.overlap.hashes, { allow: opts.overlap.allow, trainedOn: opts.overlap.trainedOn });
+    const r = checkOverlap(items, opts.overlap.hashes, {
+      allow: opts.overlap.allow,
+      trainedOn: opts.overlap.trainedOn,
+    });
     if (r.message) log(`ft: WARNING: ${r.message}`);
     overlap = { trainedOn: opts.overlap.trainedOn, overlapping: r.overlapping.length };
   }
@@ -133,7 +175,11 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
   const adapters = [];
   for (const [i, dir] of opts.adapters.entries()) {
     const files = await readPeftAdapter(dir);
-    checkAgainstModel(files, config.numHiddenLayers, (layer, proj) => shapes.get(`${hfModuleName(layer, proj)}.weight`) as [number, number]);
+    checkAgainstModel(
+      files,
+      config.numHiddenLayers,
+      (layer, proj) => shapes.get(`${hfModuleName(layer, proj)}.weight`) as [number, number],
+    );
     const warning = baseNameWarning(dir, files.baseModel, opts.model, modelNames);
     if (warning) log(`ft: warning: ${warning}`);
     adapters.push({ name: labels[i], dir, baseModel: files.baseModel });
@@ -141,11 +187,16 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
 
   const weights = await loadLlama(opts.model, { linear: opts.linear });
   try {
-    const markers = [...new Set(opts.data.entries.flatMap((e) => stopMarkers(recordFormat(formatSpec(e, tok), tok), tok)))];
+    const markers = [
+      ...new Set(opts.data.entries.flatMap((e) => stopMarkers(recordFormat(formatSpec(e, tok), tok), tok))),
+    ];
     const prompts = items.map((it) => it.promptIds);
     const lossBatch = opts.lossBatchSize ?? gen.batchSize;
 
-    const runs = [...(includeBase ? [{ name: 'base', dir: null as string | null, baseModel: null as string | null }] : []), ...adapters];
+    const runs = [
+      ...(includeBase ? [{ name: 'base', dir: null as string | null, baseModel: null as string | null }] : []),
+      ...adapters,
+    ];
     const models: ModelResult[] = [];
     for (const run of runs) {
       const adapter = run.dir ? await loadPeftAdapter(run.dir, weights) : null;
@@ -156,7 +207,11 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
         const started = performance.now();
         let outputs: string[];
         try {
-          outputs = await generateResponses(weights, tok, prompts, { ...gen, markers, onProgress: (n) => bar.update(n) });
+          outputs = await generateResponses(weights, tok, prompts, {
+            ...gen,
+            markers,
+            onProgress: (n) => bar.update(n),
+          });
         } finally {
           bar.stop();
         }
@@ -165,10 +220,18 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
         try {
           scores = items.map((it, i) => {
             const s: Record<string, number> = { ...scoreExample(outputs[i], it.reference) };
-            return metric ? { ...s, ...metric.score(outputs[i], it.reference, { prompt: it.prompt, task: it.task, where: it.where }) } : s;
+            return metric
+              ? {
+                  ...s,
+                  ...metric.score(outputs[i], it.reference, { prompt: it.prompt, task: it.task, where: it.where }),
+                }
+              : s;
           });
         } catch (e) {
-          throw await keepGenerations(e, opts.outDir, items, [...models.map((m) => ({ name: m.name, outputs: m.outputs })), { name: run.name, outputs }]);
+          throw await keepGenerations(e, opts.outDir, items, [
+            ...models.map((m) => ({ name: m.name, outputs: m.outputs })),
+            { name: run.name, outputs },
+          ]);
         }
         const result: ModelResult = {
           name: run.name,
@@ -183,7 +246,13 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
           training: run.dir ? trainingMetricsOf(run.dir) : null,
         };
         models.push(result);
-        log(`ft: eval ${run.name}: loss ${loss.loss.toFixed(4)}, ppl ${loss.perplexity.toFixed(2)}, ${Object.entries(result.metrics).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')} (${generationSeconds.toFixed(1)}s)`);
+        log(
+          `ft: eval ${run.name}: loss ${loss.loss.toFixed(4)}, ppl ${loss.perplexity.toFixed(2)}, ${Object.entries(
+            result.metrics,
+          )
+            .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+            .join(', ')} (${generationSeconds.toFixed(1)}s)`,
+        );
       } finally {
         adapter?.detach();
       }
@@ -214,7 +283,12 @@ export async function runEval(opts: EvalOptions): Promise<EvalResult> {
  * After a metric failed on generated answers: writes results.jsonl with every output so far (no metrics) and returns
  * the error, saying where they are.
  */
-async function keepGenerations(e: unknown, outDir: string, items: EvalItem[], models: { name: string; outputs: string[] }[]): Promise<unknown> {
+async function keepGenerations(
+  e: unknown,
+  outDir: string,
+  items: EvalItem[],
+  models: { name: string; outputs: string[] }[],
+): Promise<unknown> {
   if (!(e instanceof FtError)) return e;
   const file = path.join(outDir, 'results.jsonl');
   await fsp.mkdir(outDir, { recursive: true });
@@ -228,7 +302,10 @@ export function resultLines(r: EvalResult): string {
 }
 
 /** The results.jsonl lines of `models`; without scores (generations kept after a metric failed), no metrics field. */
-function exampleLines(items: EvalItem[], models: { name: string; outputs: string[]; scores?: Record<string, number>[] }[]): string {
+function exampleLines(
+  items: EvalItem[],
+  models: { name: string; outputs: string[]; scores?: Record<string, number>[] }[],
+): string {
   return items
     .map((it, i) =>
       JSON.stringify({
@@ -238,7 +315,9 @@ function exampleLines(items: EvalItem[], models: { name: string; outputs: string
         prompt: it.prompt,
         reference: it.reference,
         outputs: Object.fromEntries(models.map((m) => [m.name, m.outputs[i]])),
-        ...(models.every((m) => m.scores) ? { metrics: Object.fromEntries(models.map((m) => [m.name, m.scores![i]])) } : {}),
+        ...(models.every((m) => m.scores)
+          ? { metrics: Object.fromEntries(models.map((m) => [m.name, m.scores![i]])) }
+          : {}),
       }),
     )
     .map((l) => l + '\n')

@@ -12,7 +12,11 @@ export interface MetricContext {
 }
 
 /** `(prediction, reference, record) => number | { name: number, ... }`; a bare number is named after the file. */
-export type UserMetricFn = (prediction: string, reference: string, record: MetricContext) => number | Record<string, number>;
+export type UserMetricFn = (
+  prediction: string,
+  reference: string,
+  record: MetricContext,
+) => number | Record<string, number>;
 
 export interface UserMetric {
   file: string;
@@ -33,8 +37,14 @@ export async function loadUserMetric(file: string): Promise<UserMetric> {
     throw new FtError(`--metric ${file}: cannot import (${(e as Error).message.split('\n')[0]})`);
   }
   const exported = mod.default;
-  const fn = typeof exported === 'object' && exported !== null && 'default' in exported ? (exported as { default: unknown }).default : exported;
-  if (typeof fn !== 'function') throw new FtError(`--metric ${file}: expected a default export (prediction, reference, record) => number | Record<string, number>, got ${typeof fn}`);
+  const fn =
+    typeof exported === 'object' && exported !== null && 'default' in exported
+      ? (exported as { default: unknown }).default
+      : exported;
+  if (typeof fn !== 'function')
+    throw new FtError(
+      `--metric ${file}: expected a default export (prediction, reference, record) => number | Record<string, number>, got ${typeof fn}`,
+    );
   const name = path.basename(full).replace(/\.[cm]?[jt]s$/, '');
   return {
     file,
@@ -43,12 +53,20 @@ export async function loadUserMetric(file: string): Promise<UserMetric> {
       try {
         v = (fn as UserMetricFn)(prediction, reference, record);
       } catch (e) {
-        throw new FtError(`--metric ${file}: failed on ${record.where} (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`);
+        throw new FtError(
+          `--metric ${file}: failed on ${record.where} (${(e as Error)?.message?.split('\n')[0] ?? String(e)})`,
+        );
       }
       const named = typeof v === 'number' ? { [name]: v } : v;
-      if (named === null || typeof named !== 'object') throw new FtError(`--metric ${file}: returned ${JSON.stringify(v)} for ${record.where}; expected a number or an object of numbers`);
+      if (named === null || typeof named !== 'object')
+        throw new FtError(
+          `--metric ${file}: returned ${JSON.stringify(v)} for ${record.where}; expected a number or an object of numbers`,
+        );
       for (const [k, x] of Object.entries(named)) {
-        if (typeof x !== 'number' || !Number.isFinite(x)) throw new FtError(`--metric ${file}: '${k}' is ${JSON.stringify(x)} for ${record.where}; expected a finite number`);
+        if (typeof x !== 'number' || !Number.isFinite(x))
+          throw new FtError(
+            `--metric ${file}: '${k}' is ${JSON.stringify(x)} for ${record.where}; expected a finite number`,
+          );
       }
       return named;
     },

@@ -70,7 +70,9 @@ const fmt = (v: number) => (Number.isInteger(v) ? String(v) : Math.abs(v) >= 100
 export function modelCard(c: CardInput): string {
   const adapter = c.kind === 'adapter';
   const repo = c.repoId ?? (adapter ? 'your-name/your-adapter' : 'your-name/your-model');
-  const baseLink = isHubId(c.baseModel) ? `[${c.baseModel}](https://huggingface.co/${c.baseModel})` : `\`${c.baseModel}\``;
+  const baseLink = isHubId(c.baseModel)
+    ? `[${c.baseModel}](https://huggingface.co/${c.baseModel})`
+    : `\`${c.baseModel}\``;
   const out: string[] = [`---\n${stringify(cardMetadata(c)).trimEnd()}\n---`, ''];
 
   out.push(`# ${c.repoId ? c.repoId.split('/')[1] : adapter ? 'LoRA adapter' : 'Fine-tuned model'}`, '');
@@ -83,12 +85,19 @@ export function modelCard(c: CardInput): string {
 
   if (c.lora) {
     const t = c.lora.targetModules === 'all-linear' ? 'all-linear' : c.lora.targetModules.join(', ');
-    out.push(`LoRA: r = ${c.lora.r}, alpha = ${c.lora.alpha}${c.lora.dropout !== undefined ? `, dropout = ${c.lora.dropout}` : ''}${c.lora.useRslora ? ', rsLoRA' : ''}, target modules: ${t}.`, '');
+    out.push(
+      `LoRA: r = ${c.lora.r}, alpha = ${c.lora.alpha}${c.lora.dropout !== undefined ? `, dropout = ${c.lora.dropout}` : ''}${c.lora.useRslora ? ', rsLoRA' : ''}, target modules: ${t}.`,
+      '',
+    );
   }
 
   if (c.datasets?.length || c.datasetDescription) {
     out.push('## Training data', '');
-    if (c.datasets?.length) out.push(c.datasets.map((d) => (isHubId(d) ? `- [${d}](https://huggingface.co/datasets/${d})` : `- ${d}`)).join('\n'), '');
+    if (c.datasets?.length)
+      out.push(
+        c.datasets.map((d) => (isHubId(d) ? `- [${d}](https://huggingface.co/datasets/${d})` : `- ${d}`)).join('\n'),
+        '',
+      );
     if (c.datasetDescription) out.push(c.datasetDescription, '');
   }
 
@@ -107,8 +116,16 @@ export function modelCard(c: CardInput): string {
     if (rows.length) out.push('| | value |', '|---|---|', ...rows.map(([k, v]) => `| ${k} | ${fmt(v)} |`), '');
     if (c.evaluation?.length) {
       const withBase = c.evaluation.some((e) => e.base !== undefined);
-      out.push(withBase ? '| metric | base | fine-tuned |' : '| metric | value |', withBase ? '|---|---|---|' : '|---|---|');
-      for (const e of c.evaluation) out.push(withBase ? `| ${e.name} | ${e.base !== undefined ? fmt(e.base) : '-'} | ${fmt(e.value)} |` : `| ${e.name} | ${fmt(e.value)} |`);
+      out.push(
+        withBase ? '| metric | base | fine-tuned |' : '| metric | value |',
+        withBase ? '|---|---|---|' : '|---|---|',
+      );
+      for (const e of c.evaluation)
+        out.push(
+          withBase
+            ? `| ${e.name} | ${e.base !== undefined ? fmt(e.base) : '-'} | ${fmt(e.value)} |`
+            : `| ${e.name} | ${fmt(e.value)} |`,
+        );
       out.push('');
     }
   }
@@ -128,7 +145,12 @@ export function modelCard(c: CardInput): string {
             '# optional: fold the adapter into the weights',
             'model = model.merge_and_unload()',
           ].join('\n')
-        : ['from transformers import AutoModelForCausalLM, AutoTokenizer', '', `model = AutoModelForCausalLM.from_pretrained("${repo}")`, `tokenizer = AutoTokenizer.from_pretrained("${repo}")`].join('\n'),
+        : [
+            'from transformers import AutoModelForCausalLM, AutoTokenizer',
+            '',
+            `model = AutoModelForCausalLM.from_pretrained("${repo}")`,
+            `tokenizer = AutoTokenizer.from_pretrained("${repo}")`,
+          ].join('\n'),
     ),
     '',
     '### llama.cpp',
@@ -143,7 +165,16 @@ export function modelCard(c: CardInput): string {
       '',
     );
   } else {
-    out.push(fenced('sh', [`python convert_hf_to_gguf.py ${repo.split('/')[1]} --outfile model-f16.gguf --outtype f16`, 'llama-cli -m model-f16.gguf -p "Hello"'].join('\n')), '');
+    out.push(
+      fenced(
+        'sh',
+        [
+          `python convert_hf_to_gguf.py ${repo.split('/')[1]} --outfile model-f16.gguf --outtype f16`,
+          'llama-cli -m model-f16.gguf -p "Hello"',
+        ].join('\n'),
+      ),
+      '',
+    );
   }
   return out.join('\n');
 }

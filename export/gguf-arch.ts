@@ -53,7 +53,8 @@ export function ropePermuteHeads(config: LlamaConfig, hfName: string): number | 
  */
 export function permuteRope(w: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
   const headDim = rows / nHead;
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw new FtError(`cannot split ${rows} rows into ${nHead} heads of even size for the RoPE permutation`);
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0)
+    throw new FtError(`cannot split ${rows} rows into ${nHead} heads of even size for the RoPE permutation`);
   const half = headDim / 2;
   const out = new Float32Array(w.length);
   for (let h = 0; h < nHead; h++) {

@@ -4,7 +4,13 @@
 // Every offset is computed from the tensors' byte sizes first, then the data streams one tensor at a time.
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { GGUFValueType, serializeGgufMetadata, type GGMLQuantizationType, type GGUFTypedMetadata, type MetadataValue } from '@huggingface/gguf';
+import {
+  GGUFValueType,
+  serializeGgufMetadata,
+  type GGMLQuantizationType,
+  type GGUFTypedMetadata,
+  type MetadataValue,
+} from '@huggingface/gguf';
 import { FtError } from '../util/errors.ts';
 import { tempPathFor } from '../util/fs.ts';
 import { progress } from '../util/progress.ts';
@@ -49,15 +55,24 @@ function tensorInfos(tensors: GgufTensor[], pad: (n: number) => number): Buffer[
 }
 
 /** Writes a GGUF v3 file atomically (temp file, then rename); returns its size in bytes. */
-export async function writeGguf(file: string, kv: GgufKV, tensors: GgufTensor[], opts: GgufWriteOptions = {}): Promise<number> {
+export async function writeGguf(
+  file: string,
+  kv: GgufKV,
+  tensors: GgufTensor[],
+  opts: GgufWriteOptions = {},
+): Promise<number> {
   const alignment = opts.alignment ?? GGUF_DEFAULT_ALIGNMENT;
   const typed = {
     version: { value: 3, type: GGUFValueType.UINT32 },
     tensor_count: { value: BigInt(tensors.length), type: GGUFValueType.UINT64 },
-    kv_count: { value: BigInt(Object.keys(kv).length + (alignment !== GGUF_DEFAULT_ALIGNMENT ? 1 : 0)), type: GGUFValueType.UINT64 },
+    kv_count: {
+      value: BigInt(Object.keys(kv).length + (alignment !== GGUF_DEFAULT_ALIGNMENT ? 1 : 0)),
+      type: GGUFValueType.UINT64,
+    },
     ...kv,
   } as GGUFTypedMetadata;
-  if (alignment !== GGUF_DEFAULT_ALIGNMENT) typed['general.alignment'] = { value: alignment, type: GGUFValueType.UINT32 };
+  if (alignment !== GGUF_DEFAULT_ALIGNMENT)
+    typed['general.alignment'] = { value: alignment, type: GGUFValueType.UINT32 };
   // alignment 1 = no trailing padding, so the tensor infos follow the KV pairs directly
   const head = serializeGgufMetadata(typed, { alignment: 1 });
   const pad = (n: number) => Math.ceil(n / alignment) * alignment;
@@ -81,7 +96,10 @@ export async function writeGguf(file: string, kv: GgufKV, tensors: GgufTensor[],
     let done = 0;
     for (const t of tensors) {
       const bytes = typeof t.bytes === 'function' ? await t.bytes() : t.bytes;
-      if (bytes.length !== t.nbytes) throw new FtError(`${file}: tensor '${t.name}' came out ${bytes.length} bytes, but its header entry says ${t.nbytes}`);
+      if (bytes.length !== t.nbytes)
+        throw new FtError(
+          `${file}: tensor '${t.name}' came out ${bytes.length} bytes, but its header entry says ${t.nbytes}`,
+        );
       await put(bytes);
       await put(new Uint8Array(pad(pos - dataStart) - (pos - dataStart)));
       bar?.update(++done);

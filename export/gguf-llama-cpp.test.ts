@@ -55,7 +55,13 @@ async function ftGreedy(modelDir: string, prompt: number[], adapter?: string): P
     if (adapter) await loadPeftAdapter(adapter, w);
     const [tokens] = await generate(w, [prompt], { maxNewTokens: STEPS, temperature: 0, eosIds: [] });
     const ids = [...prompt, ...tokens.slice(0, -1)];
-    const batch = { B: 1, T: ids.length, ids: Int32Array.from(ids), segments: new Int32Array(ids.length).fill(1), positions: Int32Array.from(ids, (_, i) => i) };
+    const batch = {
+      B: 1,
+      T: ids.length,
+      ids: Int32Array.from(ids),
+      segments: new Int32Array(ids.length).fill(1),
+      positions: Int32Array.from(ids, (_, i) => i),
+    };
     const lp = tf.tidy(() => tf.logSoftmax(tf.squeeze(forward(w, batch), [0])).arraySync() as number[][]);
     return { tokens, logprobs: lp.slice(prompt.length - 1).map((row) => Float64Array.from(row)) };
   } finally {
@@ -66,7 +72,9 @@ async function ftGreedy(modelDir: string, prompt: number[], adapter?: string): P
 /** Largest |log p(a) - log p(b)| at any step over the tokens `b` (ft) gives a probability of at least 1e-3. */
 function maxLogprobDiff(a: Greedy, b: Greedy): number {
   let worst = 0;
-  b.logprobs.forEach((row, s) => row.forEach((v, i) => v >= LOG_P_MIN && (worst = Math.max(worst, Math.abs(v - a.logprobs[s][i])))));
+  b.logprobs.forEach((row, s) =>
+    row.forEach((v, i) => v >= LOG_P_MIN && (worst = Math.max(worst, Math.abs(v - a.logprobs[s][i])))),
+  );
   return worst;
 }
 
@@ -90,8 +98,16 @@ function expectCloseGreedy(got: Greedy, want: Greedy, tol: number): void {
 }
 
 /** Exports `modelDir` (+ adapter merged) as `outType`, runs it greedily in llama.cpp (optionally with a LoRA GGUF). */
-async function runGguf(modelDir: string, prompt: number[], outType: GgufModelType, opts: { merge?: string; lora?: string } = {}): Promise<Greedy> {
-  const file = path.join(root, `${path.basename(modelDir)}-${outType}-${opts.merge ? 'merged' : 'base'}-${Math.random().toString(36).slice(2)}.gguf`);
+async function runGguf(
+  modelDir: string,
+  prompt: number[],
+  outType: GgufModelType,
+  opts: { merge?: string; lora?: string } = {},
+): Promise<Greedy> {
+  const file = path.join(
+    root,
+    `${path.basename(modelDir)}-${outType}-${opts.merge ? 'merged' : 'base'}-${Math.random().toString(36).slice(2)}.gguf`,
+  );
   await exportModelGguf({ model: modelDir, adapter: opts.merge, out: file, outType });
   const model = await loadGguf(llama as Exclude<typeof llama, string>, file);
   try {
@@ -120,7 +136,11 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
     await writeRandomAdapter(storiesAdapter, await readConfig(STORIES), { seed: 6, stdB: 0.04 });
   });
 
-  const texts = ['Give three tips for staying healthy.', 'Once upon a time,  there was\na little girl named Lily.', "It's 2024: don't   stop!\n\n  Über café ☕ naïve"];
+  const texts = [
+    'Give three tips for staying healthy.',
+    'Once upon a time,  there was\na little girl named Lily.',
+    "It's 2024: don't   stop!\n\n  Über café ☕ naïve",
+  ];
 
   it("loads without a warning and tokenizes as ft's tokenizer does (byte-level BPE and SentencePiece-style BPE)", async () => {
     for (const dir of [tiny, STORIES]) {
@@ -129,7 +149,10 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
       const model = await loadGguf(llama as Exclude<typeof llama, string>, file);
       expect(llamaCppWarnings(), `llama.cpp's warnings on ${file}`).toEqual([]);
       const tok = await loadTokenizer(dir);
-      for (const text of texts) expect([...model.tokenize(text, false)], `${dir}: ${JSON.stringify(text)}`).toEqual(tok.encode(text, { addSpecialTokens: false }));
+      for (const text of texts)
+        expect([...model.tokenize(text, false)], `${dir}: ${JSON.stringify(text)}`).toEqual(
+          tok.encode(text, { addSpecialTokens: false }),
+        );
       await model.dispose();
     }
   });
@@ -185,20 +208,36 @@ describe.skipIf(skip)('ft GGUF in llama.cpp', () => {
     expect(maxLogprobDiff(got, want)).toBeLessThan(Q4_TOL);
   });
 
-  it('qwen2 (q/k/v biases, no q/k permutation) and llama3 RoPE scaling (rope_freqs) give ft\'s tokens', async () => {
+  it("qwen2 (q/k/v biases, no q/k permutation) and llama3 RoPE scaling (rope_freqs) give ft's tokens", async () => {
     const tinyConfig = await readConfig(tiny);
     const { raw: _raw, ...shape } = tinyConfig;
     const variants: [string, LlamaConfig][] = [
       ['qwen2', { ...tinyConfig, architecture: 'Qwen2ForCausalLM', attentionBias: true }],
-      ['llama3-rope', { ...tinyConfig, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 32 } }],
+      [
+        'llama3-rope',
+        {
+          ...tinyConfig,
+          ropeScaling: {
+            type: 'llama3',
+            factor: 8,
+            lowFreqFactor: 1,
+            highFreqFactor: 4,
+            originalMaxPositionEmbeddings: 32,
+          },
+        },
+      ],
     ];
     for (const [label, c] of variants) {
       const dir = path.join(root, label);
       await fsp.mkdir(dir);
       const { raw: _r, ...rest } = c;
-      await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(configJson({ ...shape, ...rest }, { torch_dtype: 'float32' })));
+      await fsp.writeFile(
+        path.join(dir, 'config.json'),
+        JSON.stringify(configJson({ ...shape, ...rest }, { torch_dtype: 'float32' })),
+      );
       await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(c, 11, 0.1));
-      for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fsp.copyFile(path.join(tiny, f), path.join(dir, f));
+      for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+        await fsp.copyFile(path.join(tiny, f), path.join(dir, f));
       const prompt = await promptIds(dir, 'Write a short poem about the sea and the sky');
       const want = await ftGreedy(dir, prompt);
       const got = await runGguf(dir, prompt, 'f32');

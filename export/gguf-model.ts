@@ -74,7 +74,13 @@ export function ropeFreqFactors(c: LlamaConfig): Float32Array {
 }
 
 /** The GGUF tensor for one exported tensor: its type by --outtype and shape, q/k rows permuted when the arch needs it. */
-function ggufTensor(t: ExportTensor, c: LlamaConfig, outType: GgufModelType, source: string, fallbacks: string[]): GgufTensor {
+function ggufTensor(
+  t: ExportTensor,
+  c: LlamaConfig,
+  outType: GgufModelType,
+  source: string,
+  fallbacks: string[],
+): GgufTensor {
   const name = ggufTensorName(t.name);
   const ne = [...t.shape].reverse();
   let type: GgufModelType = t.shape.length === 1 ? 'f32' : outType;
@@ -91,7 +97,10 @@ function ggufTensor(t: ExportTensor, c: LlamaConfig, outType: GgufModelType, sou
     nbytes: ggufBytes(type, n),
     bytes: async () => {
       let data = await t.data();
-      if (data.length !== n) throw new FtError(`${source}: tensor '${t.name}' has ${data.length} values, but config.json's shape is [${t.shape}]`);
+      if (data.length !== n)
+        throw new FtError(
+          `${source}: tensor '${t.name}' has ${data.length} values, but config.json's shape is [${t.shape}]`,
+        );
       if (heads !== null) data = permuteRope(data, t.shape[0], t.shape.length === 2 ? t.shape[1] : 1, heads);
       return encodeGguf(data, type);
     },
@@ -101,7 +110,8 @@ function ggufTensor(t: ExportTensor, c: LlamaConfig, outType: GgufModelType, sou
 /** `ft export gguf --model`: writes the model (merged with `adapter` when given) as one GGUF file, atomically. */
 export async function exportModelGguf(opts: GgufModelOptions): Promise<GgufModelResult> {
   const outType = opts.outType ?? 'f16';
-  if (!(outType in GGUF_TYPES)) throw new FtError(`--outtype: ${JSON.stringify(outType)} is not one of ${Object.keys(GGUF_TYPES).join(', ')}`);
+  if (!(outType in GGUF_TYPES))
+    throw new FtError(`--outtype: ${JSON.stringify(outType)} is not one of ${Object.keys(GGUF_TYPES).join(', ')}`);
   const adapter = opts.adapter ? await readPeftAdapter(opts.adapter) : null;
   const tokenizer = await loadTokenizer(opts.model);
   const model = await openModelDir(opts.model);
@@ -112,7 +122,10 @@ export async function exportModelGguf(opts: GgufModelOptions): Promise<GgufModel
     const kv: GgufKV = {
       'general.architecture': { value: arch, type: GGUFValueType.STRING },
       'general.type': { value: 'model', type: GGUFValueType.STRING },
-      'general.name': { value: opts.name ?? path.basename(opts.out).replace(/\.gguf$/i, ''), type: GGUFValueType.STRING },
+      'general.name': {
+        value: opts.name ?? path.basename(opts.out).replace(/\.gguf$/i, ''),
+        type: GGUFValueType.STRING,
+      },
       'general.file_type': u32(GGUF_TYPES[outType].fileType),
       'general.quantization_version': u32(2),
       ...hyperparameterKV(c, arch),
@@ -122,7 +135,13 @@ export async function exportModelGguf(opts: GgufModelOptions): Promise<GgufModel
     const tensors = mergedTensorsFromDir(model, adapter).map((t) => ggufTensor(t, c, outType, opts.model, fallbacks));
     if (c.ropeScaling) {
       const factors = new Uint8Array(ropeFreqFactors(c).buffer);
-      tensors.push({ name: 'rope_freqs.weight', ne: [c.headDim / 2], type: GGMLQuantizationType.F32, nbytes: factors.length, bytes: factors });
+      tensors.push({
+        name: 'rope_freqs.weight',
+        ne: [c.headDim / 2],
+        type: GGMLQuantizationType.F32,
+        nbytes: factors.length,
+        bytes: factors,
+      });
     }
     const bytes = await writeGguf(opts.out, kv, tensors, { progressLabel: 'writing' });
     return { file: opts.out, arch, outType, tensors: tensors.length, bytes, f16Fallbacks: fallbacks };

@@ -8,7 +8,10 @@ export const GGUF_OUT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
 export type GgufModelType = (typeof GGUF_OUT_TYPES)[number];
 
 /** What each --outtype stores a tensor as, the general.file_type it declares, and its block (values, bytes). */
-export const GGUF_TYPES: Record<GgufModelType, { ggml: GGMLQuantizationType; fileType: GGMLFileQuantizationType; block: number; blockBytes: number }> = {
+export const GGUF_TYPES: Record<
+  GgufModelType,
+  { ggml: GGMLQuantizationType; fileType: GGMLFileQuantizationType; block: number; blockBytes: number }
+> = {
   f32: { ggml: GGMLQuantizationType.F32, fileType: GGMLFileQuantizationType.F32, block: 1, blockBytes: 4 },
   f16: { ggml: GGMLQuantizationType.F16, fileType: GGMLFileQuantizationType.F16, block: 1, blockBytes: 2 },
   bf16: { ggml: GGMLQuantizationType.BF16, fileType: GGMLFileQuantizationType.BF16, block: 1, blockBytes: 2 },

@@ -16,9 +16,11 @@ type Json = Record<string, unknown>;
 /** Split regexes of byte-level tokenizers (as their tokenizer.json spells them) -> llama.cpp's pre-tokenizer name. */
 const PRE_TOKENIZERS: Record<string, string> = {
   // Llama 3
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'llama-bpe',
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+":
+    'llama-bpe',
   // Qwen2
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+": 'qwen2',
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+":
+    'qwen2',
 };
 
 function short(v: unknown): string {
@@ -29,13 +31,23 @@ function short(v: unknown): string {
 /** llama.cpp's name for the byte-level pre-tokenizer of `tj`: GPT-2's own regex, or a Split regex it knows. */
 function preTokenizerName(tj: Json, file: string): string {
   const pre = tj.pre_tokenizer as Json | null | undefined;
-  if (pre?.type === 'ByteLevel' && pre.use_regex !== false && pre.add_prefix_space !== true && tj.normalizer == null) return 'gpt-2';
+  if (pre?.type === 'ByteLevel' && pre.use_regex !== false && pre.add_prefix_space !== true && tj.normalizer == null)
+    return 'gpt-2';
   const steps = (pre?.type === 'Sequence' ? pre.pretokenizers : []) as Json[];
   const regex = (steps[0]?.pattern as Json | undefined)?.Regex;
-  if (steps.length === 2 && steps[0].type === 'Split' && steps[1].type === 'ByteLevel' && steps[1].use_regex === false && typeof regex === 'string' && regex in PRE_TOKENIZERS) {
+  if (
+    steps.length === 2 &&
+    steps[0].type === 'Split' &&
+    steps[1].type === 'ByteLevel' &&
+    steps[1].use_regex === false &&
+    typeof regex === 'string' &&
+    regex in PRE_TOKENIZERS
+  ) {
     return PRE_TOKENIZERS[regex];
   }
-  throw new FtError(`${file}: pre_tokenizer ${short(pre)} is not one llama.cpp has a name for (expected GPT-2's ByteLevel, or the Split regex of Llama 3 or Qwen2)`);
+  throw new FtError(
+    `${file}: pre_tokenizer ${short(pre)} is not one llama.cpp has a name for (expected GPT-2's ByteLevel, or the Split regex of Llama 3 or Qwen2)`,
+  );
 }
 
 /** Whether the tokenizer is byte-level BPE (a ByteLevel pre-tokenizer or decoder) rather than SentencePiece-style. */
@@ -64,14 +76,19 @@ export function tokenizerKV(tok: Tokenizer, vocabSize: number, source: string): 
   const tj = tok.origin.tokenizerJson;
   const file = `${source}/tokenizer.json`;
   const model = tj.model as Json;
-  if (model?.type !== 'BPE') throw new FtError(`${file}: model type ${short(model?.type)} cannot be written for llama.cpp (expected BPE)`);
-  if (tok.vocabSize > vocabSize) throw new FtError(`${file}: ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize}`);
+  if (model?.type !== 'BPE')
+    throw new FtError(`${file}: model type ${short(model?.type)} cannot be written for llama.cpp (expected BPE)`);
+  if (tok.vocabSize > vocabSize)
+    throw new FtError(`${file}: ${tok.vocabSize} tokens, more than the model's vocab_size ${vocabSize}`);
   const byteLevel = isByteLevel(tj);
   const tokens: string[] = new Array(vocabSize);
   const types = new Int32Array(vocabSize);
   for (const [text, id] of Object.entries(model.vocab as Record<string, number>)) {
     tokens[id] = text;
-    types[id] = !byteLevel && /^<0x[0-9A-F]{2}>$/.test(text) && model.byte_fallback === true ? TOKEN_TYPE.BYTE : TOKEN_TYPE.NORMAL;
+    types[id] =
+      !byteLevel && /^<0x[0-9A-F]{2}>$/.test(text) && model.byte_fallback === true
+        ? TOKEN_TYPE.BYTE
+        : TOKEN_TYPE.NORMAL;
   }
   for (const t of (tj.added_tokens ?? []) as { id: number; content: string; special?: boolean }[]) {
     tokens[t.id] = t.content;

@@ -10,7 +10,9 @@ import { GGUF_PROJ_NAME, permuteRope } from './gguf-arch.ts';
 import { exportLoraGguf } from './gguf.ts';
 
 // From llama.cpp's LlamaModel.permute run in torch (test/fixtures/gguf/make_permute_golden.py).
-const golden = JSON.parse(await fsp.readFile(new URL('../test/fixtures/gguf/permute_golden.json', import.meta.url), 'utf8')) as {
+const golden = JSON.parse(
+  await fsp.readFile(new URL('../test/fixtures/gguf/permute_golden.json', import.meta.url), 'utf8'),
+) as {
   n_head: number;
   n_kv_head: number;
   head_dim: number;
@@ -54,7 +56,17 @@ beforeAll(async () => {
   await fsp.mkdir(baseDir);
   await fsp.writeFile(
     path.join(baseDir, 'config.json'),
-    JSON.stringify({ architectures: ['LlamaForCausalLM'], hidden_size: HIDDEN, num_attention_heads: golden.n_head, num_key_value_heads: golden.n_kv_head, intermediate_size: INTER, num_hidden_layers: LAYERS, rms_norm_eps: 1e-5, vocab_size: 32, max_position_embeddings: 64 }),
+    JSON.stringify({
+      architectures: ['LlamaForCausalLM'],
+      hidden_size: HIDDEN,
+      num_attention_heads: golden.n_head,
+      num_key_value_heads: golden.n_kv_head,
+      intermediate_size: INTER,
+      num_hidden_layers: LAYERS,
+      rms_norm_eps: 1e-5,
+      vocab_size: 32,
+      max_position_embeddings: 64,
+    }),
   );
   const rng = new Rng(7);
   const entries: SafetensorsEntry[] = [];
@@ -72,7 +84,13 @@ beforeAll(async () => {
       entries.push({ name: `${prefix}.lora_B.weight`, dtype: 'F32', shape: [out, R], data: b });
     }
   }
-  await writeAdapter(adapterDir, entries, { peft_type: 'LORA', r: R, lora_alpha: 6, base_model_name_or_path: baseDir, target_modules: Object.keys(OUT) });
+  await writeAdapter(adapterDir, entries, {
+    peft_type: 'LORA',
+    r: R,
+    lora_alpha: 6,
+    base_model_name_or_path: baseDir,
+    target_modules: Object.keys(OUT),
+  });
 });
 
 afterAll(async () => {
@@ -154,14 +172,19 @@ describe('exportLoraGguf', () => {
     const info = parsed.tensorInfos.find((t) => t.name === 'blk.1.ffn_down.weight.lora_a')!;
     expect(info.dtype).toBe(GGMLQuantizationType.F16);
     const src = source.get('base_model.model.model.layers.1.mlp.down_proj.lora_A.weight')!.data;
-    expect(await tensorData(out, parsed, 'blk.1.ffn_down.weight.lora_a')).toEqual(decodeFloats(encodeFloats(src, 'F16'), 'F16'));
+    expect(await tensorData(out, parsed, 'blk.1.ffn_down.weight.lora_a')).toEqual(
+      decodeFloats(encodeFloats(src, 'F16'), 'F16'),
+    );
   });
 
   it('folds rsLoRA scaling into adapter.lora.alpha (llama.cpp scales by alpha / r)', async () => {
     const rs = path.join(dir, 'rslora');
     await fsp.mkdir(rs, { recursive: true });
     await fsp.copyFile(path.join(adapterDir, 'adapter_model.safetensors'), path.join(rs, 'adapter_model.safetensors'));
-    await fsp.writeFile(path.join(rs, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: 6, use_rslora: true, target_modules: Object.keys(OUT) }));
+    await fsp.writeFile(
+      path.join(rs, 'adapter_config.json'),
+      JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: 6, use_rslora: true, target_modules: Object.keys(OUT) }),
+    );
     const out = path.join(dir, 'rs.gguf');
     await exportLoraGguf({ adapterDir: rs, out, baseDir });
     const parsed = await gguf(out, { allowLocalFile: true });
@@ -181,10 +204,23 @@ describe('exportLoraGguf', () => {
       cfg,
     );
     const out1 = path.join(dir, 'nobase.gguf');
-    await expect(exportLoraGguf({ adapterDir: noBase, out: out1 })).rejects.toThrow(/base model config not found.*--base/);
+    await expect(exportLoraGguf({ adapterDir: noBase, out: out1 })).rejects.toThrow(
+      /base model config not found.*--base/,
+    );
 
     const embed = path.join(dir, 'embed');
-    await writeAdapter(embed, [{ name: 'base_model.model.model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], cfg);
+    await writeAdapter(
+      embed,
+      [
+        {
+          name: 'base_model.model.model.embed_tokens.lora_embedding_A',
+          dtype: 'F32',
+          shape: [1, 8],
+          data: new Float32Array(8),
+        },
+      ],
+      cfg,
+    );
     const out2 = path.join(dir, 'embed.gguf');
     const err = await exportLoraGguf({ adapterDir: embed, out: out2, baseDir }).catch((e) => e);
     expect(err).toBeInstanceOf(FtError);
@@ -192,8 +228,14 @@ describe('exportLoraGguf', () => {
     expect(err.message).not.toContain('\n');
 
     const lonely = path.join(dir, 'lonely');
-    await writeAdapter(lonely, [{ name: `${q}.lora_A.weight`, dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }], cfg);
-    await expect(exportLoraGguf({ adapterDir: lonely, out: out2, baseDir })).rejects.toThrow(/missing tensor '.*q_proj\.lora_B\.weight'/);
+    await writeAdapter(
+      lonely,
+      [{ name: `${q}.lora_A.weight`, dtype: 'F32', shape: [1, 8], data: new Float32Array(8) }],
+      cfg,
+    );
+    await expect(exportLoraGguf({ adapterDir: lonely, out: out2, baseDir })).rejects.toThrow(
+      /missing tensor '.*q_proj\.lora_B\.weight'/,
+    );
     await expect(fsp.stat(out1)).rejects.toThrow();
     await expect(fsp.stat(out2)).rejects.toThrow();
   });
@@ -213,7 +255,12 @@ describe('exportLoraGguf against llama.cpp gguf-py', () => {
         const adapter = path.join(root, 'tiny-adapter');
         await writeAdapter(
           adapter,
-          ref.tensors.map((t: { name: string; shape: number[]; data: number[] }) => ({ name: t.name, dtype: 'F32', shape: t.shape, data: Float32Array.from(t.data) })),
+          ref.tensors.map((t: { name: string; shape: number[]; data: number[] }) => ({
+            name: t.name,
+            dtype: 'F32',
+            shape: t.shape,
+            data: Float32Array.from(t.data),
+          })),
           ref.adapter_config,
         );
         const out = path.join(root, 'out.gguf');

@@ -46,7 +46,9 @@ export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraRes
   const baseCfgDir = await baseConfigDir(opts.baseDir, adapter.baseModel, opts.adapterDir);
   if (!baseCfgDir) {
     const tried = opts.baseDir ?? adapter.baseModel;
-    throw new FtError(`${cfgFile}: base model config not found (${tried ? `no config.json in ${tried}` : 'no base_model_name_or_path'}); pass --base DIR with the base model's config.json`);
+    throw new FtError(
+      `${cfgFile}: base model config not found (${tried ? `no config.json in ${tried}` : 'no base_model_name_or_path'}); pass --base DIR with the base model's config.json`,
+    );
   }
   const base = await readConfig(baseCfgDir);
   const target = GGUF_ARCH[base.architecture];
@@ -76,7 +78,10 @@ export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraRes
     'general.architecture': { value: target.arch, type: GGUFValueType.STRING },
     'general.type': { value: 'adapter', type: GGUFValueType.STRING },
     'general.name': { value: opts.name ?? path.basename(path.resolve(opts.adapterDir)), type: GGUFValueType.STRING },
-    'general.file_type': { value: outType === 'f16' ? GGMLFileQuantizationType.F16 : GGMLFileQuantizationType.F32, type: GGUFValueType.UINT32 },
+    'general.file_type': {
+      value: outType === 'f16' ? GGMLFileQuantizationType.F16 : GGMLFileQuantizationType.F32,
+      type: GGUFValueType.UINT32,
+    },
     'general.quantization_version': { value: 2, type: GGUFValueType.UINT32 },
     'adapter.type': { value: 'lora', type: GGUFValueType.STRING },
     'adapter.lora.alpha': { value: alpha, type: GGUFValueType.FLOAT32 },
@@ -87,7 +92,11 @@ export async function exportLoraGguf(opts: GgufLoraOptions): Promise<GgufLoraRes
 }
 
 /** `--base` as given (relative to the working folder), else base_model_name_or_path as given or relative to the adapter folder. */
-async function baseConfigDir(baseDir: string | undefined, baseModel: string | null, adapterDir: string): Promise<string | null> {
+async function baseConfigDir(
+  baseDir: string | undefined,
+  baseModel: string | null,
+  adapterDir: string,
+): Promise<string | null> {
   const candidates = baseDir ? [baseDir] : baseModel ? [baseModel, path.resolve(adapterDir, baseModel)] : [];
   for (const dir of candidates) if (await exists(path.join(dir, 'config.json'))) return dir;
   return null;
@@ -101,7 +110,8 @@ const HUB_ID = /^(?:[A-Za-z0-9][\w.-]*\/)?[A-Za-z0-9][\w.-]*$/;
  * another machine (and would leak this one's layout into a file meant to be shared).
  */
 export function baseModelKV(baseModel: string | null, adapterDir: string): GgufKV {
-  if (!baseModel || !HUB_ID.test(baseModel) || existsSync(baseModel) || existsSync(path.resolve(adapterDir, baseModel))) return {};
+  if (!baseModel || !HUB_ID.test(baseModel) || existsSync(baseModel) || existsSync(path.resolve(adapterDir, baseModel)))
+    return {};
   return {
     'general.base_model.count': { value: 1, type: GGUFValueType.UINT32 },
     'general.base_model.0.name': { value: baseModel, type: GGUFValueType.STRING },
@@ -111,7 +121,13 @@ export function baseModelKV(baseModel: string | null, adapterDir: string): GgufK
 function ggufTensor(name: string, data: Float32Array, ne: number[], outType: GgufOutType): GgufTensor {
   const dtype = outType === 'f16' ? 'F16' : 'F32';
   const bytes = encodeFloats(data, dtype);
-  return { name, ne, type: outType === 'f16' ? GGMLQuantizationType.F16 : GGMLQuantizationType.F32, nbytes: bytes.length, bytes };
+  return {
+    name,
+    ne,
+    type: outType === 'f16' ? GGMLQuantizationType.F16 : GGMLQuantizationType.F32,
+    nbytes: bytes.length,
+    bytes,
+  };
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -86,13 +86,28 @@ describe('shard planning', () => {
 describe('ft export merged', () => {
   it('writes a float32 model that reloads with logits equal to base + adapter (1e-4), sharded with a consistent index', async () => {
     const out = path.join(tmp, 'merged32');
-    const plan = await exportMerged({ model: modelDir, adapter: adapterDir, out, dtype: 'float32', maxShardSize: parseShardSize('4KB') });
+    const plan = await exportMerged({
+      model: modelDir,
+      adapter: adapterDir,
+      out,
+      dtype: 'float32',
+      maxShardSize: parseShardSize('4KB'),
+    });
     expect(plan.shards.length).toBeGreaterThan(3);
     const merged = await loadLlama(out);
     expect(maxAbsDiff(logits(merged), expected)).toBeLessThan(1e-4);
 
     const files = (await fsp.readdir(out)).sort();
-    expect(files).toEqual(['.ft-output', 'config.json', 'generation_config.json', INDEX_FILE, ...plan.shards.map((s) => s.file), 'tokenizer.json'].sort());
+    expect(files).toEqual(
+      [
+        '.ft-output',
+        'config.json',
+        'generation_config.json',
+        INDEX_FILE,
+        ...plan.shards.map((s) => s.file),
+        'tokenizer.json',
+      ].sort(),
+    );
     expect(await fsp.readFile(path.join(out, 'tokenizer.json'), 'utf8')).toBe('{"model": {"type": "BPE"}}');
     const config = JSON.parse(await fsp.readFile(path.join(out, 'config.json'), 'utf8'));
     expect(config.torch_dtype).toBe('float32');
@@ -128,7 +143,13 @@ describe('ft export merged', () => {
       ['bfloat16', 'BF16', 1e-1],
     ] as const) {
       const out = path.join(tmp, `merged-${dtype}`);
-      const plan = await exportMerged({ model: modelDir, adapter: adapterDir, out, dtype, maxShardSize: parseShardSize('2GB') });
+      const plan = await exportMerged({
+        model: modelDir,
+        adapter: adapterDir,
+        out,
+        dtype,
+        maxShardSize: parseShardSize('2GB'),
+      });
       expect(plan.shards.map((s) => s.file)).toEqual(['model.safetensors']);
       await expect(fsp.stat(path.join(out, INDEX_FILE))).rejects.toThrow();
       const file = await SafetensorsFile.open(path.join(out, 'model.safetensors'));
@@ -148,9 +169,15 @@ describe('ft export merged', () => {
     await exportMerged({ model: modelDir, adapter: adapterDir, out: streamed, dtype: 'bfloat16', maxShardSize: 1e9 });
     const w = await loadLlama(modelDir);
     const adapter = await loadPeftAdapter(adapterDir, w);
-    await saveHfModel(inMemory, modelTensors(w, adapter), w.config.raw, { dtype: 'bfloat16', maxShardSize: 1e9, copyFrom: modelDir });
+    await saveHfModel(inMemory, modelTensors(w, adapter), w.config.raw, {
+      dtype: 'bfloat16',
+      maxShardSize: 1e9,
+      copyFrom: modelDir,
+    });
     for (const f of ['model.safetensors', 'config.json', 'tokenizer.json']) {
-      expect((await fsp.readFile(path.join(inMemory, f))).equals(await fsp.readFile(path.join(streamed, f)))).toBe(true);
+      expect((await fsp.readFile(path.join(inMemory, f))).equals(await fsp.readFile(path.join(streamed, f)))).toBe(
+        true,
+      );
     }
   });
 
@@ -161,7 +188,15 @@ describe('ft export merged', () => {
     expect(maxAbsDiff(qlora, expected)).toBeGreaterThan(1e-3); // the 4-bit base is a different model
     const warnings: string[] = [];
     const out = path.join(tmp, 'merged-nf4');
-    const plan = await exportMerged({ model: modelDir, adapter: adapterDir, out, maxShardSize: 1e9, linear: quantizedLinear('nf4'), quantized: 'nf4', warn: (m) => warnings.push(m) });
+    const plan = await exportMerged({
+      model: modelDir,
+      adapter: adapterDir,
+      out,
+      maxShardSize: 1e9,
+      linear: quantizedLinear('nf4'),
+      quantized: 'nf4',
+      warn: (m) => warnings.push(m),
+    });
     expect(plan.dtype).toBe('float32'); // the base's torch_dtype
     expect(warnings).toEqual([quantizedMergeWarning('nf4', 'float32')]);
     expect(maxAbsDiff(logits(await loadLlama(out)), qlora)).toBeLessThan(1e-4);
@@ -169,7 +204,9 @@ describe('ft export merged', () => {
 
   it('says what merging into a quantized base means', () => {
     const msg = quantizedMergeWarning('nf4', 'float16');
-    expect(msg).toMatch(/^warning: the base is nf4-quantized, so the adapter is merged into the dequantized nf4 weights/);
+    expect(msg).toMatch(
+      /^warning: the base is nf4-quantized, so the adapter is merged into the dequantized nf4 weights/,
+    );
     expect(msg).toMatch(/quantizing the merged model again .* changes its outputs/);
   });
 
@@ -177,7 +214,9 @@ describe('ft export merged', () => {
     const other = path.join(tmp, 'other-base');
     await writeRandomModel(other, tinyConfig({ ...SMALL, hiddenSize: 24, headDim: 6 }));
     const out = path.join(tmp, 'never');
-    await expect(exportMerged({ model: other, adapter: adapterDir, out, dtype: 'float32', maxShardSize: 1e9 })).rejects.toThrow(/has shape \[4,16\], but the model's/);
+    await expect(
+      exportMerged({ model: other, adapter: adapterDir, out, dtype: 'float32', maxShardSize: 1e9 }),
+    ).rejects.toThrow(/has shape \[4,16\], but the model's/);
     await expect(fsp.stat(out)).rejects.toThrow();
   });
 });

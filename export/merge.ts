@@ -16,7 +16,10 @@ import { assertOutsideInputs, assertReplaceable } from '../util/owned-dir.ts';
 import { progress } from '../util/progress.ts';
 
 /** config.json `torch_dtype` -> safetensors dtype. */
-export const EXPORT_DTYPES = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const satisfies Record<string, FloatDtype>;
+export const EXPORT_DTYPES = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const satisfies Record<
+  string,
+  FloatDtype
+>;
 export type ExportDtype = keyof typeof EXPORT_DTYPES;
 
 /** Files of a model folder that travel with the weights unchanged. */
@@ -47,7 +50,9 @@ export function parseShardSize(s: string | number, field = '--max-shard-size'): 
       if (n > 0) return n;
     }
   }
-  throw new FtError(`${field}: ${JSON.stringify(s)} is not a size: expected a byte count or a number with KB, MB, GB or TB (e.g. 2GB)`);
+  throw new FtError(
+    `${field}: ${JSON.stringify(s)} is not a size: expected a byte count or a number with KB, MB, GB or TB (e.g. 2GB)`,
+  );
 }
 
 export interface ShardPlan {
@@ -86,7 +91,10 @@ export function planShards(tensors: { name: string; bytes: number }[], maxShardS
   if (current.length) groups.push(current);
   const n = groups.length;
   const pad = (i: number) => String(i).padStart(5, '0');
-  const shards = groups.map((names, i) => ({ file: n === 1 ? SINGLE_FILE : `model-${pad(i + 1)}-of-${pad(n)}.safetensors`, names }));
+  const shards = groups.map((names, i) => ({
+    file: n === 1 ? SINGLE_FILE : `model-${pad(i + 1)}-of-${pad(n)}.safetensors`,
+    names,
+  }));
   const weightMap: Record<string, string> = {};
   for (const s of shards) for (const name of s.names) weightMap[name] = s.file;
   return { shards, weightMap, totalSize };
@@ -139,7 +147,11 @@ const isLinearWeight = (name: string) => name.endsWith('_proj.weight');
  * goes through `linear` and back to float (so a quantized factory yields exactly the dequantized weight a
  * quantized load trains against), then targeted projections get + scale·B·A from `adapter` (none: the base as it is).
  */
-export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles | null, linear?: LinearFactory): ExportTensor[] {
+export function mergedTensorsFromDir(
+  model: ModelDir,
+  adapter: PeftAdapterFiles | null,
+  linear?: LinearFactory,
+): ExportTensor[] {
   const scale = adapter ? loraScale(adapter.config) : 0;
   return expectedTensors(model.config).map(({ name, shape }) => ({
     name,
@@ -157,7 +169,10 @@ export function mergedTensorsFromDir(model: ModelDir, adapter: PeftAdapterFiles 
       const a = adapter?.tensors.get(`${prefix}.lora_A.weight`);
       const b = adapter?.tensors.get(`${prefix}.lora_B.weight`);
       if (!a || !b) return w;
-      const [A, B] = [tf.tensor2d(a.data, a.shape as [number, number]), tf.tensor2d(b.data, b.shape as [number, number])];
+      const [A, B] = [
+        tf.tensor2d(a.data, a.shape as [number, number]),
+        tf.tensor2d(b.data, b.shape as [number, number]),
+      ];
       try {
         return mergeFactors(w, out, inp, A, B, scale);
       } finally {
@@ -181,9 +196,15 @@ export interface SaveOptions {
  * Writes `tensors` as a Hugging Face model folder, atomically: `rawConfig` as config.json with torch_dtype set,
  * tokenizer files copied, weights converted and sharded one tensor at a time, with an index when sharded.
  */
-export async function saveHfModel(out: string, tensors: ExportTensor[], rawConfig: Record<string, unknown>, opts: SaveOptions): Promise<ShardPlan> {
+export async function saveHfModel(
+  out: string,
+  tensors: ExportTensor[],
+  rawConfig: Record<string, unknown>,
+  opts: SaveOptions,
+): Promise<ShardPlan> {
   const st = EXPORT_DTYPES[opts.dtype];
-  if (!st) throw new FtError(`--dtype: ${JSON.stringify(opts.dtype)} is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
+  if (!st)
+    throw new FtError(`--dtype: ${JSON.stringify(opts.dtype)} is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const plan = planShards(
     tensors.map((t) => ({ name: t.name, bytes: numel(t.shape) * DTYPE_BYTES[st] })),
@@ -191,30 +212,34 @@ export async function saveHfModel(out: string, tensors: ExportTensor[], rawConfi
   );
   const config: Record<string, unknown> = { ...rawConfig, torch_dtype: opts.dtype };
   if ('dtype' in rawConfig) config.dtype = opts.dtype; // transformers >= 4.56 writes `dtype`
-  await writeDirAtomic(out, async (tmp) => {
-    await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-    if (opts.copyFrom) {
-      for (const f of TOKENIZER_FILES) {
-        await fsp.copyFile(path.join(opts.copyFrom, f), path.join(tmp, f)).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== 'ENOENT') throw e;
-        });
+  await writeDirAtomic(
+    out,
+    async (tmp) => {
+      await writeFileAtomic(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+      if (opts.copyFrom) {
+        for (const f of TOKENIZER_FILES) {
+          await fsp.copyFile(path.join(opts.copyFrom, f), path.join(tmp, f)).catch((e: NodeJS.ErrnoException) => {
+            if (e.code !== 'ENOENT') throw e;
+          });
+        }
       }
-    }
-    const bar = progress('writing', tensors.length, 'tensors');
-    let done = 0;
-    for (const shard of plan.shards) {
-      const entries = shard.names.map((name) => {
-        const t = byName.get(name)!;
-        return { name, dtype: st, shape: t.shape, data: () => (bar.update(++done), t.data()) };
-      });
-      await writeSafetensors(path.join(tmp, shard.file), entries, { format: 'pt' });
-    }
-    bar.stop();
-    if (plan.shards.length > 1) {
-      const index = { metadata: { total_size: plan.totalSize }, weight_map: sortKeys(plan.weightMap) };
-      await writeFileAtomic(path.join(tmp, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
-    }
-  }, { kind: 'model', overwrite: opts.overwrite });
+      const bar = progress('writing', tensors.length, 'tensors');
+      let done = 0;
+      for (const shard of plan.shards) {
+        const entries = shard.names.map((name) => {
+          const t = byName.get(name)!;
+          return { name, dtype: st, shape: t.shape, data: () => (bar.update(++done), t.data()) };
+        });
+        await writeSafetensors(path.join(tmp, shard.file), entries, { format: 'pt' });
+      }
+      bar.stop();
+      if (plan.shards.length > 1) {
+        const index = { metadata: { total_size: plan.totalSize }, weight_map: sortKeys(plan.weightMap) };
+        await writeFileAtomic(path.join(tmp, INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
+      }
+    },
+    { kind: 'model', overwrite: opts.overwrite },
+  );
   return plan;
 }
 
@@ -225,7 +250,11 @@ function sortKeys<T>(o: Record<string, T>): Record<string, T> {
 /** An adapter's factors against a base config: block indices and A/B shapes of every projection (errors name the tensor). */
 export function checkAdapterFits(adapter: PeftAdapterFiles, config: LlamaConfig): void {
   const shapes = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
-  checkAgainstModel(adapter, config.numHiddenLayers, (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number]);
+  checkAgainstModel(
+    adapter,
+    config.numHiddenLayers,
+    (i, p) => shapes.get(`${hfModuleName(i, p)}.weight`) as [number, number],
+  );
 }
 
 export interface MergeOptions extends Omit<SaveOptions, 'dtype'> {
@@ -263,8 +292,14 @@ export function declaredDtype(raw: Record<string, unknown>): ExportDtype | null 
  */
 export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dtype: ExportDtype }> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(m + '\n'));
-  const inputs = [{ flag: '--model', path: opts.model }, { flag: '--adapter', path: opts.adapter }];
-  assertOutsideInputs({ flag: '--out', path: opts.out }, opts.copyFrom ? [...inputs, { flag: 'tokenizer', path: opts.copyFrom }] : inputs);
+  const inputs = [
+    { flag: '--model', path: opts.model },
+    { flag: '--adapter', path: opts.adapter },
+  ];
+  assertOutsideInputs(
+    { flag: '--out', path: opts.out },
+    opts.copyFrom ? [...inputs, { flag: 'tokenizer', path: opts.copyFrom }] : inputs,
+  );
   // before any weight is read: `out` is replaced whole
   if (!opts.overwrite) await assertReplaceable(opts.out, 'model', 'pass --overwrite to replace it');
   const adapter = await readPeftAdapter(opts.adapter);
@@ -274,7 +309,12 @@ export async function exportMerged(opts: MergeOptions): Promise<ShardPlan & { dt
     const dtype = opts.dtype ?? declaredDtype(model.config.raw) ?? 'float32';
     if (opts.quantized) warn(quantizedMergeWarning(opts.quantized, dtype));
     const tensors = mergedTensorsFromDir(model, adapter, opts.linear);
-    const plan = await saveHfModel(opts.out, tensors, model.config.raw, { dtype, maxShardSize: opts.maxShardSize, copyFrom: opts.copyFrom ?? opts.model, overwrite: opts.overwrite });
+    const plan = await saveHfModel(opts.out, tensors, model.config.raw, {
+      dtype,
+      maxShardSize: opts.maxShardSize,
+      copyFrom: opts.copyFrom ?? opts.model,
+      overwrite: opts.overwrite,
+    });
     return { ...plan, dtype };
   } finally {
     await model.close();

@@ -5,7 +5,12 @@ import { FtError } from '../util/errors.ts';
 import { modelfile, ollamaPrompt } from './ollama.ts';
 
 // a tokenizer with <s> = 1 and </s> = 2, adding BOS itself
-const tok = { addBos: true, bosId: 1, eosId: 2, decode: (ids: number[]) => ids.map((i) => ['<unk>', '<s>', '</s>'][i]).join('') };
+const tok = {
+  addBos: true,
+  bosId: 1,
+  eosId: 2,
+  decode: (ids: number[]) => ids.map((i) => ['<unk>', '<s>', '</s>'][i]).join(''),
+};
 
 /** Ollama's Go template for one turn without a system prompt, evaluated for these values. */
 function fill(template: string, prompt: string, response: string): string {
@@ -22,7 +27,10 @@ const CHATML =
 describe('ollamaPrompt', () => {
   it("turns the run's Alpaca template into the prompt ft trained on, stopping at the next instruction and at eos", () => {
     const p = ollamaPrompt({ kind: 'instruction', template: TEMPLATES.alpaca }, tok);
-    const { prompt } = renderInstruction({ kind: 'instruction', instruction: 'Name a color.', input: '', output: '' }, TEMPLATES.alpaca);
+    const { prompt } = renderInstruction(
+      { kind: 'instruction', instruction: 'Name a color.', input: '', output: '' },
+      TEMPLATES.alpaca,
+    );
     expect(fill(p.template, 'Name a color.', '')).toBe(prompt);
     expect(p.template.endsWith('### Response:\n{{ .Response }}')).toBe(true);
     expect(p.stops).toEqual(['### Instruction:', '</s>']);
@@ -44,7 +52,8 @@ describe('ollamaPrompt', () => {
   });
 
   it('leaves out bos_token when the tokenizer adds BOS itself (llama.cpp adds it too), keeps it otherwise', () => {
-    const withBos = "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}>{% elif m.role == 'assistant' %}{{ m.content + eos_token }}{% endif %}{% endfor %}";
+    const withBos =
+      "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}>{% elif m.role == 'assistant' %}{{ m.content + eos_token }}{% endif %}{% endfor %}";
     const spec = { kind: 'chat', chatTemplate: withBos, rolesToTrain: ['assistant'] } as const;
     expect(ollamaPrompt(spec, tok)).toEqual({ template: '{{ .Prompt }}>{{ .Response }}</s>', stops: ['</s>'] });
     expect(ollamaPrompt(spec, { ...tok, addBos: false }).template).toBe('<s>{{ .Prompt }}>{{ .Response }}</s>');
@@ -60,7 +69,9 @@ describe('ollamaPrompt', () => {
 
 describe('modelfile', () => {
   it('writes FROM, the TEMPLATE as a raw string and one quoted stop parameter per stop', () => {
-    expect(modelfile('model.gguf', { template: '{{ .Prompt }}\n{{ .Response }}', stops: ['### Instruction:', '</s>'] })).toBe(
+    expect(
+      modelfile('model.gguf', { template: '{{ .Prompt }}\n{{ .Response }}', stops: ['### Instruction:', '</s>'] }),
+    ).toBe(
       'FROM ./model.gguf\nTEMPLATE """{{ .Prompt }}\n{{ .Response }}"""\nPARAMETER stop "### Instruction:"\nPARAMETER stop "</s>"\n',
     );
     expect(modelfile('model.gguf', null)).toBe('FROM ./model.gguf\n');

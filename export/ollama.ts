@@ -28,18 +28,33 @@ const MARK = { system: '\u0001SYSTEM\u0001', prompt: '\u0001PROMPT\u0001', respo
 function fromRendered(text: string): string {
   return text
     .split(/(\u0001(?:SYSTEM|PROMPT|RESPONSE)\u0001)/)
-    .map((part) => (part === MARK.system ? '{{ .System }}' : part === MARK.prompt ? '{{ .Prompt }}' : part === MARK.response ? '{{ .Response }}' : goLiteral(part)))
+    .map((part) =>
+      part === MARK.system
+        ? '{{ .System }}'
+        : part === MARK.prompt
+          ? '{{ .Prompt }}'
+          : part === MARK.response
+            ? '{{ .Response }}'
+            : goLiteral(part),
+    )
     .join('');
 }
 
 /** Non-blank lines of a response suffix, each a stop text (e.g. `<|im_end|>`). */
-const stopsOf = (suffix: string) => suffix.split('\n').map((s) => s.trim()).filter(Boolean);
+const stopsOf = (suffix: string) =>
+  suffix
+    .split('\n')
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 /**
  * The prompt format of `format` for Ollama. A chat template is rendered with bos_token empty when the tokenizer
  * adds BOS itself (llama.cpp adds it too, so it must not appear twice).
  */
-export function ollamaPrompt(format: FormatSpec, tok: Pick<Tokenizer, 'addBos' | 'bosId' | 'eosId' | 'decode'>): OllamaPrompt {
+export function ollamaPrompt(
+  format: FormatSpec,
+  tok: Pick<Tokenizer, 'addBos' | 'bosId' | 'eosId' | 'decode'>,
+): OllamaPrompt {
   const eos = tok.decode([tok.eosId]);
   if (format.kind === 'instruction') {
     const t = format.template;
@@ -47,7 +62,10 @@ export function ollamaPrompt(format: FormatSpec, tok: Pick<Tokenizer, 'addBos' |
     const response = '{{ .Response }}' + goLiteral(t.responseSuffix);
     // the next instruction's header is where a model that missed eos would go on
     const header = before.split('\n').filter(Boolean).at(-1);
-    return { template: goLiteral(before) + '{{ .Prompt }}' + goLiteral(after ?? '') + response, stops: [...new Set([...stopsOf(t.responseSuffix), ...(header ? [header.trim()] : []), eos])] };
+    return {
+      template: goLiteral(before) + '{{ .Prompt }}' + goLiteral(after ?? '') + response,
+      stops: [...new Set([...stopsOf(t.responseSuffix), ...(header ? [header.trim()] : []), eos])],
+    };
   }
   let template: Template;
   try {
@@ -63,7 +81,10 @@ export function ollamaPrompt(format: FormatSpec, tok: Pick<Tokenizer, 'addBos' |
     const msgs = [...(system ? [{ role: 'system', content: MARK.system }] : []), user];
     const open = render(msgs, true);
     const full = render([...msgs, { role: 'assistant', content: MARK.response }], false);
-    if (!full.startsWith(open) || !full.includes(MARK.response)) throw new FtError('chat template: a reply does not follow the generation prompt, so it cannot become an Ollama template');
+    if (!full.startsWith(open) || !full.includes(MARK.response))
+      throw new FtError(
+        'chat template: a reply does not follow the generation prompt, so it cannot become an Ollama template',
+      );
     return { open, suffix: full.slice(full.indexOf(MARK.response) + MARK.response.length) };
   };
   const plain = turn(false);
@@ -74,15 +95,21 @@ export function ollamaPrompt(format: FormatSpec, tok: Pick<Tokenizer, 'addBos' |
   } catch {
     withSystem = null; // templates that reject a system message
   }
-  const open = withSystem ? `{{ if .System }}${fromRendered(withSystem.open)}{{ else }}${fromRendered(plain.open)}{{ end }}` : fromRendered(plain.open);
-  return { template: open + '{{ .Response }}' + goLiteral(plain.suffix), stops: [...new Set([...stopsOf(plain.suffix), eos])] };
+  const open = withSystem
+    ? `{{ if .System }}${fromRendered(withSystem.open)}{{ else }}${fromRendered(plain.open)}{{ end }}`
+    : fromRendered(plain.open);
+  return {
+    template: open + '{{ .Response }}' + goLiteral(plain.suffix),
+    stops: [...new Set([...stopsOf(plain.suffix), eos])],
+  };
 }
 
 /** A Modelfile: FROM the GGUF beside it, the TEMPLATE (a raw string), one stop PARAMETER per stop text. */
 export function modelfile(gguf: string, prompt: OllamaPrompt | null): string {
   const lines = [`FROM ./${gguf}`];
   if (prompt) {
-    if (prompt.template.includes('"""')) throw new FtError('the prompt template contains """, which a Modelfile cannot quote');
+    if (prompt.template.includes('"""'))
+      throw new FtError('the prompt template contains """, which a Modelfile cannot quote');
     lines.push(`TEMPLATE """${prompt.template}"""`);
     for (const s of prompt.stops) lines.push(`PARAMETER stop ${JSON.stringify(s)}`);
   }
@@ -93,11 +120,21 @@ export const OLLAMA_GGUF = 'model.gguf';
 export const MODELFILE = 'Modelfile';
 
 /** `ft export ollama`: `out/model.gguf` (the merged model) and `out/Modelfile`, written as one folder atomically. */
-export async function exportOllama(opts: Omit<GgufModelOptions, 'out'> & { out: string; prompt: OllamaPrompt | null; overwrite?: boolean }): Promise<GgufModelResult> {
+export async function exportOllama(
+  opts: Omit<GgufModelOptions, 'out'> & { out: string; prompt: OllamaPrompt | null; overwrite?: boolean },
+): Promise<GgufModelResult> {
   let result: GgufModelResult | null = null;
-  await writeDirAtomic(opts.out, async (tmp) => {
-    result = await exportModelGguf({ ...opts, out: path.join(tmp, OLLAMA_GGUF), name: opts.name ?? path.basename(path.resolve(opts.out)) });
-    await fsp.writeFile(path.join(tmp, MODELFILE), modelfile(OLLAMA_GGUF, opts.prompt));
-  }, { kind: 'model', overwrite: opts.overwrite });
+  await writeDirAtomic(
+    opts.out,
+    async (tmp) => {
+      result = await exportModelGguf({
+        ...opts,
+        out: path.join(tmp, OLLAMA_GGUF),
+        name: opts.name ?? path.basename(path.resolve(opts.out)),
+      });
+      await fsp.writeFile(path.join(tmp, MODELFILE), modelfile(OLLAMA_GGUF, opts.prompt));
+    },
+    { kind: 'model', overwrite: opts.overwrite },
+  );
   return { ...result!, file: path.join(opts.out, OLLAMA_GGUF) };
 }

@@ -16,8 +16,13 @@ describe('Hub token and endpoint resolution (as huggingface_hub)', () => {
   it('prefers HF_TOKEN, then HUGGING_FACE_HUB_TOKEN, then the token file, trimming whitespace', async () => {
     const file = path.join(tmp, 'tok');
     await fsp.writeFile(file, '  hf_file\n');
-    expect(await resolveToken({ HF_TOKEN: 'hf_env', HUGGING_FACE_HUB_TOKEN: 'hf_legacy', HF_TOKEN_PATH: file })).toEqual({ token: 'hf_env', source: 'HF_TOKEN' });
-    expect(await resolveToken({ HF_TOKEN: ' ', HUGGING_FACE_HUB_TOKEN: 'hf_legacy', HF_TOKEN_PATH: file })).toEqual({ token: 'hf_legacy', source: 'HUGGING_FACE_HUB_TOKEN' });
+    expect(
+      await resolveToken({ HF_TOKEN: 'hf_env', HUGGING_FACE_HUB_TOKEN: 'hf_legacy', HF_TOKEN_PATH: file }),
+    ).toEqual({ token: 'hf_env', source: 'HF_TOKEN' });
+    expect(await resolveToken({ HF_TOKEN: ' ', HUGGING_FACE_HUB_TOKEN: 'hf_legacy', HF_TOKEN_PATH: file })).toEqual({
+      token: 'hf_legacy',
+      source: 'HUGGING_FACE_HUB_TOKEN',
+    });
     expect(await resolveToken({ HF_TOKEN_PATH: file })).toEqual({ token: 'hf_file', source: file });
   });
 

@@ -24,7 +24,8 @@ export function resolveEndpoint(env: Env = process.env): string {
   } catch {
     throw new FtError(`HF_ENDPOINT: expected an http(s) URL, got ${JSON.stringify(raw)}`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new FtError(`HF_ENDPOINT: expected an http(s) URL, got ${JSON.stringify(raw)}`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new FtError(`HF_ENDPOINT: expected an http(s) URL, got ${JSON.stringify(raw)}`);
   return raw.replace(/\/+$/, '');
 }
 
@@ -47,7 +48,9 @@ export async function resolveToken(env: Env = process.env): Promise<HubToken | n
     text = await fsp.readFile(file, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new FtError(`${file}: cannot read the Hugging Face token file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new FtError(
+      `${file}: cannot read the Hugging Face token file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   const token = text.trim();
   return token ? { token, source: file } : null;

@@ -15,7 +15,9 @@ describe('the Hugging Face cache location', () => {
   });
 
   it('names repo folders as huggingface_hub does and reads HF_HUB_OFFLINE as it does', () => {
-    expect(new RepoCache('/c', 'model', 'TinyLlama/TinyLlama-1.1B-Chat-v1.0').dir).toBe('/c/models--TinyLlama--TinyLlama-1.1B-Chat-v1.0');
+    expect(new RepoCache('/c', 'model', 'TinyLlama/TinyLlama-1.1B-Chat-v1.0').dir).toBe(
+      '/c/models--TinyLlama--TinyLlama-1.1B-Chat-v1.0',
+    );
     expect(new RepoCache('/c', 'dataset', 'tatsu-lab/alpaca').dir).toBe('/c/datasets--tatsu-lab--alpaca');
     expect(['1', 'ON', 'yes', 'True'].map((v) => isOffline({ HF_HUB_OFFLINE: v }))).toEqual([true, true, true, true]);
     expect(['0', '', 'off'].map((v) => isOffline({ HF_HUB_OFFLINE: v }))).toEqual([false, false, false]);

@@ -19,7 +19,10 @@ const COMMIT_HASH = /^[0-9a-f]{40}$/;
 export function hubCacheDir(env: Env = process.env): string {
   if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
   if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
-  return path.join(env.HF_HOME || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface'), 'hub');
+  return path.join(
+    env.HF_HOME || path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'huggingface'),
+    'hub',
+  );
 }
 
 /** HF_HUB_OFFLINE set to 1/ON/YES/TRUE, as huggingface_hub reads it. */
@@ -93,4 +96,3 @@ export class RepoCache {
     return out.sort();
   }
 }
-

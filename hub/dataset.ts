@@ -33,7 +33,8 @@ const SPLIT_KEYWORDS: Record<string, string[]> = {
 
 /** Files of `split` by name: the keyword as a folder or a name part bounded by '-', '_', '.', ' ', digits or '/'. */
 function splitFiles(files: RemoteFile[], split: string): { files: RemoteFile[]; splits: string[] } {
-  const test = (kw: string, p: string) => new RegExp(`(?:^|[-._ 0-9/])${kw}(?:[-._ 0-9/]|$)`, 'i').test(p.replace(/\.[^./]+$/, ''));
+  const test = (kw: string, p: string) =>
+    new RegExp(`(?:^|[-._ 0-9/])${kw}(?:[-._ 0-9/]|$)`, 'i').test(p.replace(/\.[^./]+$/, ''));
   const named = { ...SPLIT_KEYWORDS, ...(SPLIT_KEYWORDS[split] ? {} : { [split]: [split] }) };
   const splits = Object.keys(named).filter((s) => files.some((f) => named[s].some((kw) => test(kw, f.path))));
   // no split names at all: everything is train, as in `datasets`
@@ -67,23 +68,35 @@ function matching(files: RemoteFile[], patterns: string[]): RemoteFile[] {
 
 function pickConfig<T extends string>(id: string, names: T[], name: string | undefined, preferred?: T): T {
   if (name !== undefined) {
-    if (!names.includes(name as T)) throw new FtError(`dataset ${id}: no config '${name}' (it has ${names.join(', ') || 'none'})`);
+    if (!names.includes(name as T))
+      throw new FtError(`dataset ${id}: no config '${name}' (it has ${names.join(', ') || 'none'})`);
     return name as T;
   }
-  const pick = preferred ?? (names.includes('default' as T) ? ('default' as T) : names.length === 1 ? names[0] : undefined);
+  const pick =
+    preferred ?? (names.includes('default' as T) ? ('default' as T) : names.length === 1 ? names[0] : undefined);
   if (pick === undefined) throw new FtError(`dataset ${id}: has configs ${names.join(', ')}; set name to one of them`);
   return pick;
 }
 
 /** The data files of `ref` among a listing (`readText` reads the README); FtError naming what matched nothing. */
-async function selectDataFiles(ref: HubDatasetRef, files: RemoteFile[], readText: (f: string) => Promise<string>, converted: boolean): Promise<RemoteFile[]> {
+async function selectDataFiles(
+  ref: HubDatasetRef,
+  files: RemoteFile[],
+  readText: (f: string) => Promise<string>,
+  converted: boolean,
+): Promise<RemoteFile[]> {
   const id = ref.path;
   const split = ref.split ?? 'train';
   const data = files.filter((f) => READABLE.includes(path.extname(f.path)));
   const readable = (picked: RemoteFile[], what: string) => {
     const ok = picked.filter((f) => READABLE.includes(path.extname(f.path)));
     if (ok.length === 0) {
-      const shown = picked.length ? picked.slice(0, 3).map((f) => f.path).join(', ') : 'nothing';
+      const shown = picked.length
+        ? picked
+            .slice(0, 3)
+            .map((f) => f.path)
+            .join(', ')
+        : 'nothing';
       throw new FtError(`dataset ${id}: ${what} matches no .parquet/.json/.jsonl/.arrow file (matched ${shown})`);
     }
     return ok;
@@ -96,9 +109,14 @@ async function selectDataFiles(ref: HubDatasetRef, files: RemoteFile[], readText
     // refs/convert/parquet: <config>/<split>/NNNN.parquet (or <config>/partial-<split>/..., <config>/<name>-<split>.parquet)
     const configs = [...new Set(data.filter((f) => f.path.includes('/')).map((f) => f.path.split('/')[0]))];
     const config = pickConfig(id, configs, ref.name);
-    const inConfig = data.filter((f) => f.path.startsWith(`${config}/`)).map((f) => ({ ...f, path: f.path.slice(config.length + 1) }));
+    const inConfig = data
+      .filter((f) => f.path.startsWith(`${config}/`))
+      .map((f) => ({ ...f, path: f.path.slice(config.length + 1) }));
     const chosen = splitFiles(inConfig, split);
-    if (chosen.files.length === 0) throw new FtError(`dataset ${id}: config '${config}' has no split '${split}' (it has ${chosen.splits.join(', ')})`);
+    if (chosen.files.length === 0)
+      throw new FtError(
+        `dataset ${id}: config '${config}' has no split '${split}' (it has ${chosen.splits.join(', ')})`,
+      );
     const keep = new Set(chosen.files.map((f) => `${config}/${f.path}`));
     return data.filter((f) => keep.has(f.path));
   }
@@ -112,13 +130,18 @@ async function selectDataFiles(ref: HubDatasetRef, files: RemoteFile[], readText
         ? split === 'train'
           ? [df as string | string[]].flat()
           : []
-        : (df as { split: string; path: string | string[] }[]).filter((d) => d.split === split).flatMap((d) => [d.path].flat());
-    if (patterns.length === 0) throw new FtError(`dataset ${id}: config '${config.config_name ?? 'default'}' has no split '${split}'`);
+        : (df as { split: string; path: string | string[] }[])
+            .filter((d) => d.split === split)
+            .flatMap((d) => [d.path].flat());
+    if (patterns.length === 0)
+      throw new FtError(`dataset ${id}: config '${config.config_name ?? 'default'}' has no split '${split}'`);
     return readable(matching(files, patterns), `config '${config.config_name ?? 'default'}' split '${split}'`);
   }
-  if (ref.name !== undefined) throw new FtError(`dataset ${id}: no config '${ref.name}' (its README declares no configs)`);
+  if (ref.name !== undefined)
+    throw new FtError(`dataset ${id}: no config '${ref.name}' (its README declares no configs)`);
   const chosen = splitFiles(data, split);
-  if (chosen.files.length === 0) throw new FtError(`dataset ${id}: no split '${split}' (it has ${chosen.splits.join(', ')})`);
+  if (chosen.files.length === 0)
+    throw new FtError(`dataset ${id}: no split '${split}' (it has ${chosen.splits.join(', ')})`);
   return chosen.files;
 }
 
@@ -141,8 +164,14 @@ export async function downloadDataset(ref: HubDatasetRef, opts: HubOptions = {})
     },
   });
   if (!converted) return snap.files.map((f) => path.join(snap.dir, f));
-  (opts.log ?? (() => {}))(`ft: dataset ${ref.path} has no data files of its own (a loading script?); using the Hub's Parquet conversion (${PARQUET_REVISION})`);
-  const parquet = await downloadSnapshot({ ...base, revision: PARQUET_REVISION, select: (files, readText) => selectDataFiles(ref, files, readText, true) });
+  (opts.log ?? (() => {}))(
+    `ft: dataset ${ref.path} has no data files of its own (a loading script?); using the Hub's Parquet conversion (${PARQUET_REVISION})`,
+  );
+  const parquet = await downloadSnapshot({
+    ...base,
+    revision: PARQUET_REVISION,
+    select: (files, readText) => selectDataFiles(ref, files, readText, true),
+  });
   return parquet.files.map((f) => path.join(parquet.dir, f));
 }
 
@@ -151,7 +180,8 @@ export async function downloadDataset(ref: HubDatasetRef, opts: HubOptions = {})
  * entries, and Hub entries already resolved (data_files all absolute paths), are left as they are.
  */
 export async function resolveHubDatasets<D extends HubDatasetRef>(datasets: D[], opts: HubOptions = {}): Promise<D[]> {
-  const resolved = (d: D) => path.isAbsolute(d.path) || (Array.isArray(d.data_files) && d.data_files.every((f) => path.isAbsolute(f)));
+  const resolved = (d: D) =>
+    path.isAbsolute(d.path) || (Array.isArray(d.data_files) && d.data_files.every((f) => path.isAbsolute(f)));
   const out: D[] = [];
   for (const d of datasets) out.push(resolved(d) ? d : { ...d, data_files: await downloadDataset(d, opts) });
   return out;

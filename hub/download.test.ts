@@ -2,7 +2,19 @@
 // against what huggingface_hub writes: its cache layout, blob names = sha256 (LFS) or git's blob id (`git hash-object`).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -19,11 +31,25 @@ let files: Record<string, Buffer>;
 let commit: string;
 let cache: string;
 let n = 0;
-const opts = (extra: HubOptions = {}): HubOptions => ({ env: {}, endpoint: hub.url, cacheDir: cache, token: null, retries: 0, retryBaseMs: 1, ...extra });
+const opts = (extra: HubOptions = {}): HubOptions => ({
+  env: {},
+  endpoint: hub.url,
+  cacheDir: cache,
+  token: null,
+  retries: 0,
+  retryBaseMs: 1,
+  ...extra,
+});
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /** git's own blob id for the bytes, from the git CLI (an outside reference for the non-LFS etag). */
 const gitHashObject = (b: Buffer) => execFileSync('git', ['hash-object', '--stdin'], { input: b }).toString().trim();
-const errorOf = (p: Promise<unknown>) => p.then(() => { throw new Error('expected a failure'); }, (e: Error) => e.message);
+const errorOf = (p: Promise<unknown>) =>
+  p.then(
+    () => {
+      throw new Error('expected a failure');
+    },
+    (e: Error) => e.message,
+  );
 /** Every file under snapshots/ is a link to a blob whose content has the blob's name as its hash. */
 function snapshotsAreSound(repoDir: string): void {
   const snaps = path.join(repoDir, 'snapshots');
@@ -62,7 +88,11 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
     const repoDir = path.join(cache, 'models--org--tiny');
     expect(snap.dir).toBe(path.join(repoDir, 'snapshots', commit));
     expect(readFileSync(path.join(repoDir, 'refs', 'main'), 'utf8')).toBe(commit);
-    expect(snap.files).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].filter((f) => f in files));
+    expect(snap.files).toEqual(
+      ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].filter(
+        (f) => f in files,
+      ),
+    );
     expect(snap.files).toContain('model.safetensors');
     expect(snap.files).not.toContain('README.md');
     for (const f of snap.files) {
@@ -92,7 +122,11 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
     expect(second).toMatchObject({ dir: first.dir, fetched: 0 });
     expect(hub.log.filter((r) => r.path.includes('/resolve/') || r.host === 'cdn')).toEqual([]);
     hub.log.length = 0;
-    const offline = await downloadModel('org/tiny', undefined, opts({ env: { HF_HUB_OFFLINE: '1' }, endpoint: 'http://127.0.0.1:9' }));
+    const offline = await downloadModel(
+      'org/tiny',
+      undefined,
+      opts({ env: { HF_HUB_OFFLINE: '1' }, endpoint: 'http://127.0.0.1:9' }),
+    );
     expect(offline.dir).toBe(first.dir);
     expect(offline.files).toEqual(first.files);
     expect(hub.log).toEqual([]);
@@ -119,7 +153,13 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
     mkdirSync(path.join(repoDir, 'blobs'), { recursive: true });
     mkdirSync(path.join(repoDir, 'refs'));
     writeFileSync(path.join(repoDir, 'refs', 'main'), commit);
-    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'model.safetensors'].filter((f) => f in files)) {
+    for (const f of [
+      'config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'generation_config.json',
+      'model.safetensors',
+    ].filter((f) => f in files)) {
       const etag = f.endsWith('.safetensors') ? sha256(files[f]) : gitHashObject(files[f]);
       writeFileSync(path.join(repoDir, 'blobs', etag), files[f]);
       mkdirSync(path.join(repoDir, 'snapshots', commit), { recursive: true });
@@ -133,7 +173,15 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
   });
 
   it('picks a revision by branch or commit and records refs/<branch>', async () => {
-    const dev = hub.seed('model', 'org/tiny', { ...files, 'config.json': Buffer.from(files['config.json'].toString().replace('"hidden_size": 64', '"hidden_size": 64 ')) }, { branch: 'dev' });
+    const dev = hub.seed(
+      'model',
+      'org/tiny',
+      {
+        ...files,
+        'config.json': Buffer.from(files['config.json'].toString().replace('"hidden_size": 64', '"hidden_size": 64 ')),
+      },
+      { branch: 'dev' },
+    );
     const snap = await downloadModel('org/tiny', 'dev', opts());
     expect(snap.commit).toBe(dev);
     expect(readFileSync(path.join(cache, 'models--org--tiny', 'refs', 'dev'), 'utf8')).toBe(dev);
@@ -151,8 +199,15 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
   });
 
   it('--include / --exclude select files fnmatch-style; --local-dir gets copies', async () => {
-    const snap = await downloadSnapshot({ ...opts(), repo: 'org/tiny', select: patternSelector(['*.json', 'original/*'], ['tokenizer*']), localDir: path.join(tmp, `local-${n}`) });
-    expect(snap.files).toEqual(['config.json', 'generation_config.json', 'original/consolidated.pth'].filter((f) => f in files));
+    const snap = await downloadSnapshot({
+      ...opts(),
+      repo: 'org/tiny',
+      select: patternSelector(['*.json', 'original/*'], ['tokenizer*']),
+      localDir: path.join(tmp, `local-${n}`),
+    });
+    expect(snap.files).toEqual(
+      ['config.json', 'generation_config.json', 'original/consolidated.pth'].filter((f) => f in files),
+    );
     expect(snap.dir).toBe(path.join(tmp, `local-${n}`));
     expect(lstatSync(path.join(snap.dir, 'config.json')).isSymbolicLink()).toBe(false);
     expect(readFileSync(path.join(snap.dir, 'original/consolidated.pth'), 'utf8')).toBe('not loaded');
@@ -167,7 +222,10 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
   });
 
   it('refuses a repo with only pickled weights before downloading anything', async () => {
-    hub.seed('model', 'org/pickled', { 'config.json': files['config.json'], 'pytorch_model.bin': Buffer.from([0x80, 0x02, 0x7d, 0x71]) });
+    hub.seed('model', 'org/pickled', {
+      'config.json': files['config.json'],
+      'pytorch_model.bin': Buffer.from([0x80, 0x02, 0x7d, 0x71]),
+    });
     expect(await errorOf(downloadModel('org/pickled', undefined, opts()))).toBe(
       'org/pickled: has only pickled weights (pytorch_model.bin); ft loads *.safetensors only, since loading a pickle can run code (convert the weights to safetensors, or use a repo that has them)',
     );
@@ -178,12 +236,20 @@ describe('downloads into the Hugging Face cache exactly as huggingface_hub lays 
 
 describe('faults: the cache never holds a corrupt file under snapshots/', () => {
   const weights = () => files['model.safetensors'];
-  const blobOf = (f: string) => path.join(cache, 'models--org--tiny', 'blobs', f.endsWith('.safetensors') ? sha256(files[f]) : gitHashObject(files[f]));
+  const blobOf = (f: string) =>
+    path.join(
+      cache,
+      'models--org--tiny',
+      'blobs',
+      f.endsWith('.safetensors') ? sha256(files[f]) : gitHashObject(files[f]),
+    );
 
   it('a connection dropped mid-file: the partial file stays as .incomplete and the next run resumes it with a Range request', async () => {
     hub.faults.push({ match: 'model.safetensors', kind: 'drop', afterBytes: 5000 });
     const msg = await errorOf(downloadModel('org/tiny', undefined, opts()));
-    expect(msg).toBe(`org/tiny: model.safetensors: the download broke off 1 times (5000 of ${weights().length} bytes kept in ${blobOf('model.safetensors')}.incomplete); run again to resume`);
+    expect(msg).toBe(
+      `org/tiny: model.safetensors: the download broke off 1 times (5000 of ${weights().length} bytes kept in ${blobOf('model.safetensors')}.incomplete); run again to resume`,
+    );
     expect(statSync(`${blobOf('model.safetensors')}.incomplete`).size).toBe(5000);
     expect(existsSync(path.join(cache, 'models--org--tiny', 'snapshots', commit, 'model.safetensors'))).toBe(false);
     expect(existsSync(path.join(cache, 'models--org--tiny', 'refs', 'main'))).toBe(false);
@@ -198,26 +264,42 @@ describe('faults: the cache never holds a corrupt file under snapshots/', () => 
   });
 
   it('a body shorter than its Content-Length, and one whose Content-Length is short, are resumed within the run when retries allow', async () => {
-    hub.faults.push({ match: 'model.safetensors', kind: 'drop', afterBytes: 3000, times: 1 }, { match: 'model.safetensors', kind: 'truncate', afterBytes: 4000, times: 1 });
+    hub.faults.push(
+      { match: 'model.safetensors', kind: 'drop', afterBytes: 3000, times: 1 },
+      { match: 'model.safetensors', kind: 'truncate', afterBytes: 4000, times: 1 },
+    );
     const snap = await downloadModel('org/tiny', undefined, opts({ retries: 2 }));
-    expect(hub.log.filter((r) => r.host === 'cdn').map((r) => r.range)).toEqual([undefined, 'bytes=3000-', 'bytes=7000-']);
+    expect(hub.log.filter((r) => r.host === 'cdn').map((r) => r.range)).toEqual([
+      undefined,
+      'bytes=3000-',
+      'bytes=7000-',
+    ]);
     expect(sha256(readFileSync(path.join(snap.dir, 'model.safetensors')))).toBe(sha256(weights()));
   });
 
   it('content with the wrong sha256, or a wrong etag, is refused and nothing of it is kept', async () => {
     hub.faults.push({ match: 'model.safetensors', kind: 'corrupt' });
     const msg = await errorOf(downloadModel('org/tiny', undefined, opts()));
-    expect(msg).toMatch(new RegExp(`^model\\.safetensors: downloaded content with sha256 [0-9a-f]{64}, expected ${sha256(weights())}; the file was removed, run again to download it anew$`));
+    expect(msg).toMatch(
+      new RegExp(
+        `^model\\.safetensors: downloaded content with sha256 [0-9a-f]{64}, expected ${sha256(weights())}; the file was removed, run again to download it anew$`,
+      ),
+    );
     expect(existsSync(`${blobOf('model.safetensors')}.incomplete`)).toBe(false);
     expect(existsSync(blobOf('model.safetensors'))).toBe(false);
     hub.faults.length = 0;
     // (fresh caches: the files the first run completed are cached and would not be asked for again)
     hub.faults.push({ match: '/config.json', kind: 'etag' });
-    expect(await errorOf(downloadModel('org/tiny', undefined, opts({ cacheDir: path.join(cache, 'b') })))).toMatch(/^org\/tiny: config\.json: the Hub serves etag [0-9a-f]{64}, but the tree listing says [0-9a-f]{40}; nothing was kept, try again$/);
+    expect(await errorOf(downloadModel('org/tiny', undefined, opts({ cacheDir: path.join(cache, 'b') })))).toMatch(
+      /^org\/tiny: config\.json: the Hub serves etag [0-9a-f]{64}, but the tree listing says [0-9a-f]{40}; nothing was kept, try again$/,
+    );
     hub.faults.length = 0;
     hub.faults.push({ match: '/tokenizer.json', kind: 'corrupt' });
-    expect(await errorOf(downloadModel('org/tiny', undefined, opts({ cacheDir: path.join(cache, 'c') })))).toMatch(/^tokenizer\.json: downloaded content with git blob id [0-9a-f]{40}, expected [0-9a-f]{40}; the file was removed/);
-    for (const c of [cache, path.join(cache, 'b'), path.join(cache, 'c')]) snapshotsAreSound(path.join(c, 'models--org--tiny'));
+    expect(await errorOf(downloadModel('org/tiny', undefined, opts({ cacheDir: path.join(cache, 'c') })))).toMatch(
+      /^tokenizer\.json: downloaded content with git blob id [0-9a-f]{40}, expected [0-9a-f]{40}; the file was removed/,
+    );
+    for (const c of [cache, path.join(cache, 'b'), path.join(cache, 'c')])
+      snapshotsAreSound(path.join(c, 'models--org--tiny'));
   });
 
   it('401, 403 gated, 404 repo / revision / file: one line each, naming the repo, and never the token', async () => {
@@ -229,7 +311,13 @@ describe('faults: the cache never holds a corrupt file under snapshots/', () => 
       await errorOf(downloadModel('org/missing', undefined, opts())),
       await errorOf(downloadModel('org/missing', undefined, withToken)),
       await errorOf(downloadModel('org/tiny', 'v9', withToken)),
-      await errorOf(downloadModel('org/tiny', undefined, opts({ token: { token: 'hf_wrong', source: '/home/u/.cache/huggingface/token' } }))),
+      await errorOf(
+        downloadModel(
+          'org/tiny',
+          undefined,
+          opts({ token: { token: 'hf_wrong', source: '/home/u/.cache/huggingface/token' } }),
+        ),
+      ),
     ];
     expect(msgs).toEqual([
       `org/gated: gated: accept the license at ${hub.url}/org/gated, then set HF_TOKEN (401)`,
@@ -240,13 +328,18 @@ describe('faults: the cache never holds a corrupt file under snapshots/', () => 
       `the Hub at ${hub.url} rejected the token from /home/u/.cache/huggingface/token (401); log in again or set HF_TOKEN`,
     ]);
     hub.faults.push({ match: '/tokenizer.json', kind: 'status', status: 404, errorCode: 'EntryNotFound' });
-    expect(await errorOf(downloadModel('org/tiny', undefined, withToken))).toBe(`org/tiny: no file 'tokenizer.json' at revision 'main' on ${hub.url} (404)`);
+    expect(await errorOf(downloadModel('org/tiny', undefined, withToken))).toBe(
+      `org/tiny: no file 'tokenizer.json' at revision 'main' on ${hub.url} (404)`,
+    );
     for (const m of msgs) expect(m).not.toContain(TOKEN);
     expect(existsSync(path.join(cache, 'models--org--gated', 'snapshots'))).toBe(false);
   });
 
   it('429 with Retry-After, then success; 500 forever: bounded retries, then one clear line', async () => {
-    hub.faults.push({ match: '/api/models/org/tiny/revision', kind: 'status', status: 429, retryAfter: '0', times: 1 }, { match: '/config.json', kind: 'status', status: 503, times: 1 });
+    hub.faults.push(
+      { match: '/api/models/org/tiny/revision', kind: 'status', status: 429, retryAfter: '0', times: 1 },
+      { match: '/config.json', kind: 'status', status: 503, times: 1 },
+    );
     const lines: string[] = [];
     const snap = await downloadModel('org/tiny', undefined, opts({ retries: 3, log: (l) => lines.push(l) }));
     expect(snap.fetched).toBeGreaterThan(0);
@@ -257,7 +350,9 @@ describe('faults: the cache never holds a corrupt file under snapshots/', () => 
     ]);
     hub.faults.push({ match: '/api/models/', kind: 'status', status: 500 });
     hub.log.length = 0;
-    expect(await errorOf(downloadModel('org/tiny', undefined, opts({ retries: 2, cacheDir: path.join(tmp, 'fresh-500') })))).toBe(
+    expect(
+      await errorOf(downloadModel('org/tiny', undefined, opts({ retries: 2, cacheDir: path.join(tmp, 'fresh-500') }))),
+    ).toBe(
       `org/tiny: the Hub at ${hub.url} answered server error 500 3 times for /api/models/org/tiny/revision/main; try again later`,
     );
     expect(hub.log).toHaveLength(3);

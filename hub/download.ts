@@ -33,7 +33,10 @@ export interface HubOptions {
 }
 
 /** Picks the files to fetch from the listing; `readText` fetches a small file (a README) to decide. */
-export type FileSelector = (files: RemoteFile[], readText: (file: string) => Promise<string>) => RemoteFile[] | Promise<RemoteFile[]>;
+export type FileSelector = (
+  files: RemoteFile[],
+  readText: (file: string) => Promise<string>,
+) => RemoteFile[] | Promise<RemoteFile[]>;
 
 export interface SnapshotRequest extends HubOptions {
   repo: string;
@@ -63,14 +66,17 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
  * as huggingface_hub's _validate_relative_filename (the library's copy of it is not exported).
  */
 function isSafeRepoPath(p: string): boolean {
-  return p.length > 0 && !/^[\\/]|^[A-Za-z]:|\\/.test(p) && p.split('/').every((s) => s !== '' && s !== '..' && s !== '.');
+  return (
+    p.length > 0 && !/^[\\/]|^[A-Za-z]:|\\/.test(p) && p.split('/').every((s) => s !== '' && s !== '..' && s !== '.')
+  );
 }
 
 /** Files whose path matches an include pattern (all when none) and no exclude pattern, fnmatch-style as huggingface_hub's allow/ignore_patterns. */
 export function patternSelector(include: string[] = [], exclude: string[] = []): FileSelector {
   const inc = include.map(fnmatchRegex);
   const exc = exclude.map(fnmatchRegex);
-  return (files) => files.filter((f) => (inc.length === 0 || inc.some((r) => r.test(f.path))) && !exc.some((r) => r.test(f.path)));
+  return (files) =>
+    files.filter((f) => (inc.length === 0 || inc.some((r) => r.test(f.path))) && !exc.some((r) => r.test(f.path)));
 }
 
 /** Downloads what `req.select` picks of a repo revision into the cache (or takes it from there); the snapshot folder. */
@@ -86,26 +92,50 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
 
   if (isOffline(env)) {
     const commit = cache.commitOf(revision);
-    if (!commit) throw new FtError(`HF_HUB_OFFLINE=1: ${what} is not in the cache at ${cache.dir}; unset HF_HUB_OFFLINE to download it`);
+    if (!commit)
+      throw new FtError(
+        `HF_HUB_OFFLINE=1: ${what} is not in the cache at ${cache.dir}; unset HF_HUB_OFFLINE to download it`,
+      );
     return fromCache(cache, commit, select, req.localDir, `HF_HUB_OFFLINE=1: ${what}`);
   }
 
   const endpoint = req.endpoint?.replace(/\/+$/, '') ?? resolveEndpoint(env);
   const token = req.token !== undefined ? req.token : await resolveToken(env);
-  const ctx: HubRequestContext = { endpoint, repoType: type, repo: req.repo, revision, tokenSource: token?.source ?? null, retries: req.retries ?? 5, retryBaseMs: req.retryBaseMs ?? 1000, log };
+  const ctx: HubRequestContext = {
+    endpoint,
+    repoType: type,
+    repo: req.repo,
+    revision,
+    tokenSource: token?.source ?? null,
+    retries: req.retries ?? 5,
+    retryBaseMs: req.retryBaseMs ?? 1000,
+    log,
+  };
   const fetch = repoFetch(ctx);
   const auth = { hubUrl: endpoint, fetch, ...(token && { accessToken: token.token }) };
 
   let commit: string;
   let remote: RemoteFile[];
   try {
-    const info = type === 'dataset' ? await datasetInfo({ ...auth, name: req.repo, revision, additionalFields: ['sha'] }) : await modelInfo({ ...auth, name: req.repo, revision, additionalFields: ['sha'] });
+    const info =
+      type === 'dataset'
+        ? await datasetInfo({ ...auth, name: req.repo, revision, additionalFields: ['sha'] })
+        : await modelInfo({ ...auth, name: req.repo, revision, additionalFields: ['sha'] });
     commit = info.sha;
     remote = [];
     for await (const e of listFiles({ ...auth, repo: { type, name: req.repo }, revision: commit, recursive: true })) {
       if (e.type !== 'file') continue;
-      if (!isSafeRepoPath(e.path)) throw new FtError(`${what}: the repo lists a file named ${JSON.stringify(e.path)}, which would land outside the cache folder; refusing to download`);
-      remote.push({ path: e.path, size: e.size, etag: e.lfs?.oid ?? e.oid ?? '', sha256: e.lfs?.oid, gitOid: e.lfs ? undefined : e.oid });
+      if (!isSafeRepoPath(e.path))
+        throw new FtError(
+          `${what}: the repo lists a file named ${JSON.stringify(e.path)}, which would land outside the cache folder; refusing to download`,
+        );
+      remote.push({
+        path: e.path,
+        size: e.size,
+        etag: e.lfs?.oid ?? e.oid ?? '',
+        sha256: e.lfs?.oid,
+        gitOid: e.lfs ? undefined : e.oid,
+      });
     }
   } catch (e) {
     const cached = cache.commitOf(revision);
@@ -141,7 +171,8 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
   /** Links a blob already in the cache (another snapshot had it), else fetches it. */
   const ensure = async (f: RemoteFile, onBytes: (delta: number) => void = () => {}) => {
     if (await isCached(cache.snapshot(commit), f)) return false;
-    if (((await fsp.stat(cache.blob(f.etag)).catch(() => null))?.size ?? -1) === f.size) await cache.link(commit, f.path, f.etag);
+    if (((await fsp.stat(cache.blob(f.etag)).catch(() => null))?.size ?? -1) === f.size)
+      await cache.link(commit, f.path, f.etag);
     else await fetchOne(f, onBytes);
     return true;
   };
@@ -159,7 +190,10 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
     const missing: RemoteFile[] = [];
     for (const f of selected) if (!(await isCached(cache.snapshot(commit), f))) missing.push(f);
     const total = missing.reduce((s, f) => s + f.size, 0);
-    if (missing.length > 0) log(`ft: downloading ${missing.length} file(s), ${total} bytes, of ${what} from ${repoUrl(ctx)} into ${cache.dir}`);
+    if (missing.length > 0)
+      log(
+        `ft: downloading ${missing.length} file(s), ${total} bytes, of ${what} from ${repoUrl(ctx)} into ${cache.dir}`,
+      );
     const totalBar = missing.length > 1 ? bars.bar(`${req.repo} total`, total, 'B') : null;
     let done = 0;
     await pool(missing, req.concurrency ?? 4, async (f) => {
@@ -178,7 +212,13 @@ export async function downloadSnapshot(req: SnapshotRequest): Promise<Snapshot> 
 }
 
 /** A snapshot already in the cache, the selection made over what it holds. */
-async function fromCache(cache: RepoCache, commit: string, select: FileSelector, localDir: string | undefined, what: string): Promise<Snapshot> {
+async function fromCache(
+  cache: RepoCache,
+  commit: string,
+  select: FileSelector,
+  localDir: string | undefined,
+  what: string,
+): Promise<Snapshot> {
   const snap = cache.snapshot(commit);
   const held: RemoteFile[] = [];
   for (const p of await cache.snapshotFiles(commit)) {
@@ -187,7 +227,8 @@ async function fromCache(cache: RepoCache, commit: string, select: FileSelector,
     held.push({ path: p, size: (await fsp.stat(full)).size, etag: link ? path.basename(link) : '' });
   }
   const readText = async (file: string) => {
-    if (!held.some((f) => f.path === file)) throw new FtError(`${what}: '${file}' is not in the cached snapshot ${snap}`);
+    if (!held.some((f) => f.path === file))
+      throw new FtError(`${what}: '${file}' is not in the cached snapshot ${snap}`);
     return fsp.readFile(path.join(snap, file), 'utf8');
   };
   const files = (await select(held, readText)).map((f) => f.path).sort();

@@ -23,7 +23,9 @@ describe('fetchWithRetry', () => {
   it('gives up on a server that never answers after the deadline of each of 1 + timeoutRetries attempts', async () => {
     hub.pushFaults.push({ kind: 'hang', route: /whoami/ });
     const t0 = performance.now();
-    const err = await fetchWithRetry(whoami(), auth, { ...fast, retries: 4, timeoutRetries: 2 }).catch((e: unknown) => e);
+    const err = await fetchWithRetry(whoami(), auth, { ...fast, retries: 4, timeoutRetries: 2 }).catch(
+      (e: unknown) => e,
+    );
     const ms = performance.now() - t0;
     expect(err).toBeInstanceOf(RetriesExhaustedError);
     expect((err as RetriesExhaustedError).attempts).toBe(3);
@@ -41,7 +43,10 @@ describe('fetchWithRetry', () => {
     hub.pushFaults.push({ kind: 'status', status: 503, retryAfterS: 1, route: /whoami/, times: 1 });
     const retries: string[] = [];
     const t0 = performance.now();
-    const res = await fetchWithRetry(whoami(), auth, { ...fast, onRetry: (r) => retries.push(`${r.attempt} ${r.delayMs} ${r.reason}`) });
+    const res = await fetchWithRetry(whoami(), auth, {
+      ...fast,
+      onRetry: (r) => retries.push(`${r.attempt} ${r.delayMs} ${r.reason}`),
+    });
     expect(performance.now() - t0).toBeGreaterThanOrEqual(1000);
     expect(res.status).toBe(200);
     expect((await res.json()).name).toBe('dora');

@@ -85,7 +85,11 @@ export const sleep = (ms: number, signal?: AbortSignal | null) =>
  * The pause before retry `attempt` (1-based): the server's Retry-After (seconds or an HTTP date) when it sent one,
  * else exponential backoff; at most maxBackoffMs.
  */
-export function retryDelay(attempt: number, retryAfter: string | null | undefined, opts: Pick<RetryOptions, 'backoffMs' | 'maxBackoffMs'>): number {
+export function retryDelay(
+  attempt: number,
+  retryAfter: string | null | undefined,
+  opts: Pick<RetryOptions, 'backoffMs' | 'maxBackoffMs'>,
+): number {
   const max = opts.maxBackoffMs ?? 30_000;
   if (retryAfter) {
     const secs = /^\d+$/.test(retryAfter.trim()) ? Number(retryAfter) : (Date.parse(retryAfter) - Date.now()) / 1000;
@@ -136,7 +140,11 @@ async function attempt(url: string, init: RequestInit, opts: RetryOptions): Prom
  * fetch with deadlines and bounded retries (see the top of this file). Returns the last answer when retries run out
  * on a retryable status (the caller reports it); throws RetriesExhaustedError when they run out on errors.
  */
-export async function fetchWithRetry(input: string | URL, init: RequestInit = {}, opts: RetryOptions): Promise<Response> {
+export async function fetchWithRetry(
+  input: string | URL,
+  init: RequestInit = {},
+  opts: RetryOptions,
+): Promise<Response> {
   const url = String(input);
   const method = (init.method ?? 'GET').toUpperCase();
   const replayable = bodyBytes(init.body) !== null;
@@ -165,7 +173,13 @@ export async function fetchWithRetry(input: string | URL, init: RequestInit = {}
       throw tries > 1 ? new RetriesExhaustedError(url, tries, error) : error;
     }
     const delayMs = retryDelay(tries, res?.headers.get('retry-after'), opts);
-    opts.onRetry?.({ url, attempt: tries, delayMs, reason: res ? `HTTP ${res.status}` : ((error as Error)?.message ?? String(error)), status: res?.status });
+    opts.onRetry?.({
+      url,
+      attempt: tries,
+      delayMs,
+      reason: res ? `HTTP ${res.status}` : ((error as Error)?.message ?? String(error)),
+      status: res?.status,
+    });
     await res?.body?.cancel().catch(() => {});
     await sleep(delayMs, init.signal);
   }

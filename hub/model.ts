@@ -29,7 +29,8 @@ function modelFiles(repo: string): (files: RemoteFile[]) => RemoteFile[] {
           : `${repo}: holds no *.safetensors weights at the top level`,
       );
     }
-    if (!top.some((f) => f.path === 'config.json')) throw new FtError(`${repo}: has no config.json, so it is not a transformers model ft can load`);
+    if (!top.some((f) => f.path === 'config.json'))
+      throw new FtError(`${repo}: has no config.json, so it is not a transformers model ft can load`);
     return top.filter((f) => MODEL_FILES.has(f.path) || f.path.endsWith('.safetensors'));
   };
 }

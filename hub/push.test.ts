@@ -27,7 +27,9 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
     if (!ent.isFile()) continue;
     const abs = path.join(ent.parentPath ?? (ent as unknown as { path: string }).path, ent.name);
     const st = await fsp.stat(abs);
-    out[path.relative(dir, abs)] = `${createHash('sha256').update(await fsp.readFile(abs)).digest('hex')} ${st.size} ${st.mtimeMs}`;
+    out[path.relative(dir, abs)] = `${createHash('sha256')
+      .update(await fsp.readFile(abs))
+      .digest('hex')} ${st.size} ${st.mtimeMs}`;
   }
   return out;
 }
@@ -41,7 +43,10 @@ beforeAll(async () => {
   folder = path.join(tmp, 'adapter');
   await fsp.mkdir(path.join(folder, 'logs'), { recursive: true });
   await fsp.writeFile(path.join(folder, 'README.md'), '---\nlibrary_name: peft\n---\n# tiny adapter\n');
-  await fsp.writeFile(path.join(folder, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8 }));
+  await fsp.writeFile(
+    path.join(folder, 'adapter_config.json'),
+    JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8 }),
+  );
   await fsp.writeFile(path.join(folder, 'logs', 'train.jsonl'), '{"step":1,"loss":2.5}\n');
   // above the Hub's 10 MB threshold, so the client must go through the LFS batch + PUT path
   const big = new Uint32Array(Math.ceil((LFS_SIZE_THRESHOLD + 512 * 1024) / 4));
@@ -58,9 +63,19 @@ afterAll(async () => {
 describe('pushToHub against a local Hub server', () => {
   it('creates the repo, uploads small files inline and the >10 MB file through LFS, and every file downloads back byte-identical', async () => {
     const before = await snapshot(folder);
-    const res = await pushToHub({ dir: folder, repo: 'alice/tiny-lora', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url }, commitMessage: 'first push' });
+    const res = await pushToHub({
+      dir: folder,
+      repo: 'alice/tiny-lora',
+      env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url },
+      commitMessage: 'first push',
+    });
     expect(res.created).toBe(true);
-    expect(res.files.map((f) => f.path)).toEqual(['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'logs/train.jsonl']);
+    expect(res.files.map((f) => f.path)).toEqual([
+      'README.md',
+      'adapter_config.json',
+      'adapter_model.safetensors',
+      'logs/train.jsonl',
+    ]);
     expect(res.commitOid).toMatch(/^[0-9a-f]{40}$/);
 
     const stored = hub.repos.get('alice/tiny-lora')!;
@@ -71,7 +86,8 @@ describe('pushToHub against a local Hub server', () => {
     expect(hub.requests.filter((r) => r.startsWith('PUT /lfs-storage/'))).toHaveLength(1);
 
     const listed = [];
-    for await (const f of listFiles({ repo: 'alice/tiny-lora', recursive: true, hubUrl: hub.url, accessToken: ALICE })) listed.push(f);
+    for await (const f of listFiles({ repo: 'alice/tiny-lora', recursive: true, hubUrl: hub.url, accessToken: ALICE }))
+      listed.push(f);
     const listedFiles = listed.filter((f) => f.type === 'file');
     expect(listedFiles.map((f) => f.path).sort()).toEqual(res.files.map((f) => f.path));
     expect(listedFiles.find((f) => f.path === 'adapter_model.safetensors')!.lfs?.size).toBe(res.files[2].size);
@@ -84,7 +100,12 @@ describe('pushToHub against a local Hub server', () => {
   });
 
   it('pushes again to the existing repo (409 on create is tolerated) and onto a new branch', async () => {
-    const res = await pushToHub({ dir: folder, repo: 'alice/tiny-lora', revision: 'dev', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } });
+    const res = await pushToHub({
+      dir: folder,
+      repo: 'alice/tiny-lora',
+      revision: 'dev',
+      env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url },
+    });
     expect(res.created).toBe(false);
     expect(res.revision).toBe('dev');
     const stored = hub.repos.get('alice/tiny-lora')!;
@@ -95,7 +116,11 @@ describe('pushToHub against a local Hub server', () => {
 
   it('serves HEAD on resolve with the LFS size headers, and hides a private repo from other users', async () => {
     // an LFS file: a 302 to the CDN host carrying X-Linked-Size, as huggingface.co answers
-    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, { method: 'HEAD', headers: { Authorization: `Bearer ${ALICE}` }, redirect: 'manual' });
+    const head = await fetch(`${hub.url}/alice/tiny-lora/resolve/main/adapter_model.safetensors`, {
+      method: 'HEAD',
+      headers: { Authorization: `Bearer ${ALICE}` },
+      redirect: 'manual',
+    });
     expect(head.status).toBe(302);
     const size = (await fsp.stat(path.join(folder, 'adapter_model.safetensors'))).size;
     expect(head.headers.get('x-linked-size')).toBe(String(size));
@@ -103,26 +128,60 @@ describe('pushToHub against a local Hub server', () => {
     expect(cdn.status).toBe(200);
     expect(cdn.headers.get('content-length')).toBe(String(size));
 
-    await pushToHub({ dir: folder, repo: 'alice/secret', private: true, env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } });
+    await pushToHub({
+      dir: folder,
+      repo: 'alice/secret',
+      private: true,
+      env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url },
+    });
     expect(hub.repos.get('alice/secret')!.private).toBe(true);
-    const asBob = await downloadFile({ repo: 'alice/secret', path: 'README.md', hubUrl: hub.url, accessToken: BOB }).catch((e: Error) => e);
+    const asBob = await downloadFile({
+      repo: 'alice/secret',
+      path: 'README.md',
+      hubUrl: hub.url,
+      accessToken: BOB,
+    }).catch((e: Error) => e);
     expect(String(asBob)).toMatch(/Repository not found/);
-    const asAlice = await downloadFile({ repo: 'alice/secret', path: 'README.md', hubUrl: hub.url, accessToken: ALICE });
+    const asAlice = await downloadFile({
+      repo: 'alice/secret',
+      path: 'README.md',
+      hubUrl: hub.url,
+      accessToken: ALICE,
+    });
     expect(await asAlice!.text()).toBe(await fsp.readFile(path.join(folder, 'README.md'), 'utf8'));
   });
 
   it('reads the token from the token file at HF_TOKEN_PATH', async () => {
     const tokenFile = path.join(tmp, 'token');
     await fsp.writeFile(tokenFile, `${BOB}\n`);
-    const res = await pushToHub({ dir: folder, repo: 'bob/from-file', env: { HF_TOKEN_PATH: tokenFile, HF_ENDPOINT: hub.url } });
+    const res = await pushToHub({
+      dir: folder,
+      repo: 'bob/from-file',
+      env: { HF_TOKEN_PATH: tokenFile, HF_ENDPOINT: hub.url },
+    });
     expect(res.created).toBe(true);
     expect(hub.repos.get('bob/from-file')!.owner).toBe('bob');
   });
 
   const failures: [string, () => Promise<Record<string, string | undefined>>, string, RegExp][] = [
-    ['no token anywhere', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN_PATH: path.join(tmp, 'missing-token') }), 'alice/x', /no Hugging Face token: set HF_TOKEN/],
-    ['a token the Hub rejects (401)', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_not_a_real_token' }), 'alice/x', /rejected the token from HF_TOKEN \(401/],
-    ['a repo in another user\'s namespace (403)', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: ALICE }), 'bob/from-file', /bob\/from-file: user alice has no write access on http:\/\/127\.0\.0\.1:\d+ \(403/],
+    [
+      'no token anywhere',
+      async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN_PATH: path.join(tmp, 'missing-token') }),
+      'alice/x',
+      /no Hugging Face token: set HF_TOKEN/,
+    ],
+    [
+      'a token the Hub rejects (401)',
+      async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_not_a_real_token' }),
+      'alice/x',
+      /rejected the token from HF_TOKEN \(401/,
+    ],
+    [
+      "a repo in another user's namespace (403)",
+      async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: ALICE }),
+      'bob/from-file',
+      /bob\/from-file: user alice has no write access on http:\/\/127\.0\.0\.1:\d+ \(403/,
+    ],
     [
       'a Hub that is not running (connection refused)',
       async () => {
@@ -133,7 +192,12 @@ describe('pushToHub against a local Hub server', () => {
       'alice/x',
       /cannot reach the Hub at http:\/\/127\.0\.0\.1:\d+ \(connection refused\)/,
     ],
-    ['a token that is not an hf_ token', async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: 'abc' }), 'alice/x', /token from HF_TOKEN is not a Hugging Face access token/],
+    [
+      'a token that is not an hf_ token',
+      async () => ({ HF_ENDPOINT: hub.url, HF_TOKEN: 'abc' }),
+      'alice/x',
+      /token from HF_TOKEN is not a Hugging Face access token/,
+    ],
   ];
   for (const [what, makeEnv, repo, message] of failures) {
     it(`fails with one clear line and leaves the folder untouched on ${what}`, async () => {
@@ -148,7 +212,9 @@ describe('pushToHub against a local Hub server', () => {
 
   it('rejects a malformed repo id before any request', async () => {
     const n = hub.requests.length;
-    await expect(pushToHub({ dir: folder, repo: 'just-a-name', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } })).rejects.toThrow(/expected "namespace\/name"/);
+    await expect(
+      pushToHub({ dir: folder, repo: 'just-a-name', env: { HF_TOKEN: ALICE, HF_ENDPOINT: hub.url } }),
+    ).rejects.toThrow(/expected "namespace\/name"/);
     expect(hub.requests.length).toBe(n);
   });
 });
@@ -157,7 +223,9 @@ describe('pushToHub against a Hub that misbehaves: bounded time, one line, the t
   const env = () => ({ HF_TOKEN: ALICE, HF_ENDPOINT: hub.url });
   const failure = async (opts: Partial<Parameters<typeof pushToHub>[0]> = {}) => {
     const t0 = performance.now();
-    const err = await pushToHub({ dir: folder, repo: 'alice/faulty', env: env(), http: FAST, ...opts }).catch((e: unknown) => e);
+    const err = await pushToHub({ dir: folder, repo: 'alice/faulty', env: env(), http: FAST, ...opts }).catch(
+      (e: unknown) => e,
+    );
     return { err: err as Error, ms: performance.now() - t0 };
   };
   beforeEach(() => {
@@ -169,7 +237,9 @@ describe('pushToHub against a Hub that misbehaves: bounded time, one line, the t
     const { err, ms } = await failure();
     hub.pushFaults.length = 0;
     expect(err).toBeInstanceOf(FtError);
-    expect(err.message).toBe(`the Hub at ${hub.url} did not answer /api/whoami-v2 within 0.3 s (2 attempts); check the network or HF_ENDPOINT`);
+    expect(err.message).toBe(
+      `the Hub at ${hub.url} did not answer /api/whoami-v2 within 0.3 s (2 attempts); check the network or HF_ENDPOINT`,
+    );
     expect(ms).toBeLessThan(3000);
   }, 10_000);
 
@@ -178,7 +248,9 @@ describe('pushToHub against a Hub that misbehaves: bounded time, one line, the t
     const { err } = await failure();
     hub.pushFaults.length = 0;
     expect(err).toBeInstanceOf(FtError);
-    expect(err.message).toBe(`the Hub at ${hub.url} answered /api/whoami-v2 with 200 text/html, not JSON; is HF_ENDPOINT a Hugging Face Hub (a proxy or login page in the way)?`);
+    expect(err.message).toBe(
+      `the Hub at ${hub.url} answered /api/whoami-v2 with 200 text/html, not JSON; is HF_ENDPOINT a Hugging Face Hub (a proxy or login page in the way)?`,
+    );
   }, 10_000);
 
   it('a server that echoes the Authorization header in its error: the token is redacted', async () => {
@@ -194,7 +266,12 @@ describe('pushToHub against a Hub that misbehaves: bounded time, one line, the t
   }, 20_000);
 
   it('an unexpected error keeps its stack but loses the token', async () => {
-    const e = toFtError(new RangeError(`bad header Bearer ${ALICE}`), { endpoint: hub.url, repo: 'alice/x', tokenSource: 'HF_TOKEN', token: ALICE });
+    const e = toFtError(new RangeError(`bad header Bearer ${ALICE}`), {
+      endpoint: hub.url,
+      repo: 'alice/x',
+      tokenSource: 'HF_TOKEN',
+      token: ALICE,
+    });
     expect(e).not.toBeInstanceOf(FtError);
     expect(`${e.message}\n${e.stack}`).not.toContain(ALICE);
     expect(e.message).toBe('bad header Bearer ***');
@@ -203,7 +280,13 @@ describe('pushToHub against a Hub that misbehaves: bounded time, one line, the t
   it('a commit answered 503 once is sent again and lands once', async () => {
     hub.pushFaults.push({ kind: 'status', status: 503, route: /\/commit\//, times: 1 });
     const lines: string[] = [];
-    const res = await pushToHub({ dir: folder, repo: 'alice/retried', env: env(), http: FAST, log: (l) => lines.push(l) });
+    const res = await pushToHub({
+      dir: folder,
+      repo: 'alice/retried',
+      env: env(),
+      http: FAST,
+      log: (l) => lines.push(l),
+    });
     expect(hub.repos.get('alice/retried')!.commits.map((c) => c.oid)).toEqual([res.commitOid]);
     expect(lines).toEqual(['ft: /api/models/alice/retried/commit/main: HTTP 503; retry 1 in 0.0 s']);
   });
@@ -218,6 +301,11 @@ describe('pushToHub against a Hub that misbehaves: bounded time, one line, the t
     await fsp.writeFile(path.join(dir, '.ft-output'), '{"tool":"ft","kind":"adapter"}');
     await fsp.writeFile(path.join(dir, '.ft-lock'), '{"pid":1}');
     const res = await pushToHub({ dir, repo: 'alice/clean', env: env(), http: FAST });
-    expect(res.files.map((f) => f.path)).toEqual(['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'logs/train.jsonl']);
+    expect(res.files.map((f) => f.path)).toEqual([
+      'README.md',
+      'adapter_config.json',
+      'adapter_model.safetensors',
+      'logs/train.jsonl',
+    ]);
   });
 });

@@ -84,25 +84,38 @@ export async function listFolder(dir: string): Promise<(PushedFile & { abs: stri
 /** Uploads `opts.dir` to `opts.repo` in one commit, creating the repo (and branch) when needed. */
 export async function pushToHub(opts: PushOptions): Promise<PushResult> {
   const env = opts.env ?? process.env;
-  if (!REPO_ID.test(opts.repo)) throw new FtError(`--repo: expected "namespace/name" (letters, digits, '-', '_', '.'), got ${JSON.stringify(opts.repo)}`);
+  if (!REPO_ID.test(opts.repo))
+    throw new FtError(
+      `--repo: expected "namespace/name" (letters, digits, '-', '_', '.'), got ${JSON.stringify(opts.repo)}`,
+    );
   const files = await listFolder(opts.dir);
   if (files.length === 0) throw new FtError(`${opts.dir}: folder is empty, nothing to push`);
   const endpoint = opts.endpoint ? opts.endpoint.replace(/\/+$/, '') : resolveEndpoint(env);
   const token = opts.token ?? (await resolveToken(env));
   if (!token) {
-    throw new FtError(`no Hugging Face token: set HF_TOKEN, or put one in ${tokenFilePath(env)} (huggingface-cli login writes it)`);
+    throw new FtError(
+      `no Hugging Face token: set HF_TOKEN, or put one in ${tokenFilePath(env)} (huggingface-cli login writes it)`,
+    );
   }
   const revision = opts.revision ?? 'main';
   const ctx: HubErrorContext = { endpoint, repo: opts.repo, tokenSource: token.source, token: token.token };
   const log = opts.log ?? (() => {});
-  const http = { ...(opts.http ?? HUB_RETRY), onRetry: (r: { url: string; attempt: number; delayMs: number; reason: string }) => log(`ft: ${new URL(r.url).pathname}: ${r.reason}; retry ${r.attempt} in ${(r.delayMs / 1000).toFixed(1)} s`) };
+  const http = {
+    ...(opts.http ?? HUB_RETRY),
+    onRetry: (r: { url: string; attempt: number; delayMs: number; reason: string }) =>
+      log(`ft: ${new URL(r.url).pathname}: ${r.reason}; retry ${r.attempt} in ${(r.delayMs / 1000).toFixed(1)} s`),
+  };
   const auth = { accessToken: token.token, hubUrl: endpoint, fetch: hubFetch(http) };
 
   try {
     ctx.user = (await whoAmI(auth)).name;
     let created = true;
     try {
-      await createRepo({ ...auth, repo: opts.repo, ...(opts.private !== undefined && { visibility: opts.private ? 'private' : 'public' }) });
+      await createRepo({
+        ...auth,
+        repo: opts.repo,
+        ...(opts.private !== undefined && { visibility: opts.private ? 'private' : 'public' }),
+      });
     } catch (e) {
       // 409: the repo exists and we may write to its namespace (else the Hub answers 403)
       if (!(e instanceof HubApiError && e.statusCode === 409)) throw e;
@@ -125,7 +138,11 @@ export async function pushToHub(opts: PushOptions): Promise<PushResult> {
         repo: opts.repo,
         branch: revision,
         title: opts.commitMessage ?? `Upload ${files.length} files with ft`,
-        operations: files.map((f) => ({ operation: 'addOrUpdate' as const, path: f.path, content: pathToFileURL(f.abs) })),
+        operations: files.map((f) => ({
+          operation: 'addOrUpdate' as const,
+          path: f.path,
+          content: pathToFileURL(f.abs),
+        })),
       });
       for (let r = await it.next(); ; r = await it.next()) {
         if (r.done) {

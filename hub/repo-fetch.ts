@@ -30,7 +30,13 @@ const MAX_RETRY_AFTER_MS = 60_000;
 
 /** The transport settings of a repo's requests. */
 export function retryOptionsOf(ctx: HubRequestContext) {
-  return { timeoutMs: ctx.timeoutMs ?? HUB_RETRY.timeoutMs, retries: ctx.retries, timeoutRetries: ctx.retries, backoffMs: ctx.retryBaseMs, maxBackoffMs: MAX_RETRY_AFTER_MS };
+  return {
+    timeoutMs: ctx.timeoutMs ?? HUB_RETRY.timeoutMs,
+    retries: ctx.retries,
+    timeoutRetries: ctx.retries,
+    backoffMs: ctx.retryBaseMs,
+    maxBackoffMs: MAX_RETRY_AFTER_MS,
+  };
 }
 
 /** The page of a repo on the Hub, where a gated repo's license is accepted. */
@@ -58,10 +64,13 @@ function httpErrorMessage(ctx: HubRequestContext, status: number, errorCode: str
   if (status === 401 || errorCode === 'RepoNotFound') {
     return `${what}: not found on ${ctx.endpoint}, or private and ${sent} gives no access (${status}); check the name, or set HF_TOKEN`;
   }
-  if (status === 403) return `${what}: ${sent} has no read access on ${ctx.endpoint} (403); use a token that can read this repo`;
-  if (errorCode === 'RevisionNotFound') return `${what}: no revision '${ctx.revision}' on ${ctx.endpoint} (404); check base_model_revision / revision`;
+  if (status === 403)
+    return `${what}: ${sent} has no read access on ${ctx.endpoint} (403); use a token that can read this repo`;
+  if (errorCode === 'RevisionNotFound')
+    return `${what}: no revision '${ctx.revision}' on ${ctx.endpoint} (404); check base_model_revision / revision`;
   const file = fileOf(url);
-  if (file || errorCode === 'EntryNotFound') return `${what}: no file '${file ?? url}' at revision '${ctx.revision}' on ${ctx.endpoint} (404)`;
+  if (file || errorCode === 'EntryNotFound')
+    return `${what}: no file '${file ?? url}' at revision '${ctx.revision}' on ${ctx.endpoint} (404)`;
   return `${what}: not found on ${ctx.endpoint} (404)`;
 }
 
@@ -74,21 +83,30 @@ export function repoFetch(ctx: HubRequestContext): typeof fetch {
     try {
       const retrying = hubFetch({
         ...retryOptionsOf(ctx),
-        onRetry: (r) => ctx.log(`ft: ${r.status ? `the Hub answered ${r.status}` : `no answer from the Hub (${r.reason})`} for ${path}; retrying in ${(r.delayMs / 1000).toFixed(1)} s (${r.attempt}/${ctx.retries})`),
+        onRetry: (r) =>
+          ctx.log(
+            `ft: ${r.status ? `the Hub answered ${r.status}` : `no answer from the Hub (${r.reason})`} for ${path}; retrying in ${(r.delayMs / 1000).toFixed(1)} s (${r.attempt}/${ctx.retries})`,
+          ),
       });
       res = await retrying(url, init);
     } catch (e) {
-      if (e instanceof NotJsonError) throw new FtError(`${ctx.repo}: ${e.message}: is ${ctx.endpoint} a Hugging Face Hub (HF_ENDPOINT)?`);
+      if (e instanceof NotJsonError)
+        throw new FtError(`${ctx.repo}: ${e.message}: is ${ctx.endpoint} a Hugging Face Hub (HF_ENDPOINT)?`);
       const attempts = e instanceof RetriesExhaustedError ? e.attempts : 1;
       const cause = e instanceof RetriesExhaustedError ? e.cause : e;
-      const code = cause instanceof HttpTimeoutError ? 'no answer within ' + cause.ms / 1000 + ' s' : networkCode(cause);
+      const code =
+        cause instanceof HttpTimeoutError ? 'no answer within ' + cause.ms / 1000 + ' s' : networkCode(cause);
       if (!code) throw e;
-      throw new HubUnreachableError(`cannot reach the Hub at ${new URL(url).origin} (${code === 'ECONNREFUSED' ? 'connection refused' : code}) after ${attempts} attempts; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache`);
+      throw new HubUnreachableError(
+        `cannot reach the Hub at ${new URL(url).origin} (${code === 'ECONNREFUSED' ? 'connection refused' : code}) after ${attempts} attempts; check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use the cache`,
+      );
     }
     if (res.status === 429 || res.status >= 500) {
       await res.body?.cancel();
       const why = res.status === 429 ? 'rate limited (429)' : `server error ${res.status}`;
-      throw new FtError(`${ctx.repo}: the Hub at ${ctx.endpoint} answered ${why} ${ctx.retries + 1} times for ${path}; try again later`);
+      throw new FtError(
+        `${ctx.repo}: the Hub at ${ctx.endpoint} answered ${why} ${ctx.retries + 1} times for ${path}; try again later`,
+      );
     }
     if (res.status === 401 || res.status === 403 || res.status === 404) {
       await res.body?.cancel();

@@ -83,7 +83,9 @@ async function transferOnce(file: RemoteFile, incomplete: string, opts: Transfer
   const linked = stripEtag(res.headers.get('X-Linked-Etag') ?? res.headers.get('ETag'));
   if (linked && linked !== file.etag) {
     await res.body?.cancel();
-    throw new FtError(`${opts.ctx.repo}: ${file.path}: the Hub serves etag ${linked}, but the tree listing says ${file.etag}; nothing was kept, try again`);
+    throw new FtError(
+      `${opts.ctx.repo}: ${file.path}: the Hub serves etag ${linked}, but the tree listing says ${file.etag}; nothing was kept, try again`,
+    );
   }
   for (let hops = 0; res.status >= 300 && res.status < 400 && hops < 5; hops++) {
     const next = new URL(res.headers.get('Location') ?? '', url);
@@ -100,13 +102,17 @@ async function transferOnce(file: RemoteFile, incomplete: string, opts: Transfer
   }
   if (res.status !== 200 && res.status !== 206) {
     await res.body?.cancel();
-    throw new FtError(`${opts.ctx.repo}: ${file.path}: the Hub answered ${res.status} ${res.statusText} for ${new URL(url).origin}${new URL(url).pathname}`);
+    throw new FtError(
+      `${opts.ctx.repo}: ${file.path}: the Hub answered ${res.status} ${res.statusText} for ${new URL(url).origin}${new URL(url).pathname}`,
+    );
   }
   if (res.status === 206) {
     const start = Number(/^bytes (\d+)-/.exec(res.headers.get('Content-Range') ?? '')?.[1]);
     if (start !== have) {
       await res.body?.cancel();
-      throw new FtError(`${opts.ctx.repo}: ${file.path}: asked to resume at byte ${have}, the server sent from ${res.headers.get('Content-Range')}`);
+      throw new FtError(
+        `${opts.ctx.repo}: ${file.path}: asked to resume at byte ${have}, the server sent from ${res.headers.get('Content-Range')}`,
+      );
     }
   } else have = 0; // the server ignored the Range header: the whole file comes again
 
@@ -152,6 +158,15 @@ async function hashFile(file: string, h: ReturnType<typeof createHash>): Promise
 function writeError(e: unknown, file: string): unknown {
   const code = (e as NodeJS.ErrnoException)?.code;
   if (e instanceof FtError || !code || !/^E[A-Z]+$/.test(code)) return e;
-  const why = code === 'ENOSPC' ? 'no space left on the device' : code === 'EDQUOT' ? 'disk quota exceeded' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code;
-  return new FtError(`${file}: cannot write the download (${why}); free space or fix the folder, then run again (a partial file resumes)`);
+  const why =
+    code === 'ENOSPC'
+      ? 'no space left on the device'
+      : code === 'EDQUOT'
+        ? 'disk quota exceeded'
+        : code === 'EACCES' || code === 'EPERM'
+          ? 'permission denied'
+          : code;
+  return new FtError(
+    `${file}: cannot write the download (${why}); free space or fix the folder, then run again (a partial file resumes)`,
+  );
 }

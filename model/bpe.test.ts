@@ -54,11 +54,25 @@ describe('the emitted tokenizer.json, run by @huggingface/tokenizers', () => {
   });
 
   it('round trips arbitrary text, unicode and emoji included', () => {
-    const samples = ['Hello, world!', 'naïve café — 東京 🦙🏳️‍🌈 ok', '  leading and trailing  ', 'a\r\n\tb\u0000c', "it's 100% 'quoted'", ''];
+    const samples = [
+      'Hello, world!',
+      'naïve café — 東京 🦙🏳️‍🌈 ok',
+      '  leading and trailing  ',
+      'a\r\n\tb\u0000c',
+      "it's 100% 'quoted'",
+      '',
+    ];
     const rng = new Rng(1);
     for (let k = 0; k < 50; k++) {
       // random code points across planes, skipping lone surrogates
-      samples.push(String.fromCodePoint(...Array.from({ length: 12 }, () => { const c = rng.int(0x1ffff); return c >= 0xd800 && c < 0xe000 ? 0x41 : c; })));
+      samples.push(
+        String.fromCodePoint(
+          ...Array.from({ length: 12 }, () => {
+            const c = rng.int(0x1ffff);
+            return c >= 0xd800 && c < 0xe000 ? 0x41 : c;
+          }),
+        ),
+      );
     }
     for (const s of samples) {
       const ids = tok.encode(s, { add_special_tokens: false }).ids;

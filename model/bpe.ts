@@ -32,7 +32,9 @@ const encoder = new TextEncoder();
 
 /** The byte-level symbols of each pre-token of `text`. */
 export function preTokenize(text: string): string[] {
-  return (text.match(GPT2_PATTERN) ?? []).map((piece) => Array.from(encoder.encode(piece), (b) => BYTE_TO_UNICODE[b]).join(''));
+  return (text.match(GPT2_PATTERN) ?? []).map((piece) =>
+    Array.from(encoder.encode(piece), (b) => BYTE_TO_UNICODE[b]).join(''),
+  );
 }
 
 /** SentencePiece's mark for a space. */
@@ -52,14 +54,23 @@ const pairKey = (a: number, b: number) => a * 2097152 + b;
  * Learns merges until the vocabulary (specials + 256 bytes + merges) reaches `vocabSize` or no adjacent pair is left.
  * Each step merges the most frequent adjacent pair, ties going to the smallest (left id, right id): deterministic.
  */
-export function trainBpe(texts: Iterable<string>, opts: { vocabSize: number; specialTokens: string[]; style?: BpeStyle }): BpeModel {
+export function trainBpe(
+  texts: Iterable<string>,
+  opts: { vocabSize: number; specialTokens: string[]; style?: BpeStyle },
+): BpeModel {
   const style = opts.style ?? 'byte-level';
   // Distinct pre-tokens with their counts
   const counts = new Map<string, number>();
-  for (const text of texts) for (const w of style === 'byte-level' ? preTokenize(text) : spmWords(text)) counts.set(w, (counts.get(w) ?? 0) + 1);
-  const chars = style === 'byte-level' ? BYTE_TO_UNICODE : [...BYTE_FALLBACK, ...[...new Set([...counts.keys()].flatMap((w) => Array.from(w)))].sort()];
+  for (const text of texts)
+    for (const w of style === 'byte-level' ? preTokenize(text) : spmWords(text))
+      counts.set(w, (counts.get(w) ?? 0) + 1);
+  const chars =
+    style === 'byte-level'
+      ? BYTE_TO_UNICODE
+      : [...BYTE_FALLBACK, ...[...new Set([...counts.keys()].flatMap((w) => Array.from(w)))].sort()];
   const vocab = [...opts.specialTokens, ...chars];
-  if (opts.vocabSize < vocab.length) throw new RangeError(`vocab size ${opts.vocabSize} is below the ${vocab.length} special and base tokens`);
+  if (opts.vocabSize < vocab.length)
+    throw new RangeError(`vocab size ${opts.vocabSize} is below the ${vocab.length} special and base tokens`);
   const idOf = new Map(vocab.map((t, i) => [t, i]));
 
   // as symbol id sequences
@@ -136,7 +147,13 @@ export function tokenizerJson(model: BpeModel, opts: { bos?: string } = {}): Rec
       special: true,
     })),
     normalizer: spm
-      ? { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: SPM_SPACE }, { type: 'Replace', pattern: { String: ' ' }, content: SPM_SPACE }] }
+      ? {
+          type: 'Sequence',
+          normalizers: [
+            { type: 'Prepend', prepend: SPM_SPACE },
+            { type: 'Replace', pattern: { String: ' ' }, content: SPM_SPACE },
+          ],
+        }
       : null,
     pre_tokenizer: spm ? null : byteLevel,
     post_processor: opts.bos

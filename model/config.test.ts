@@ -18,7 +18,13 @@ const llama32 = {
   num_hidden_layers: 16,
   num_key_value_heads: 8,
   rms_norm_eps: 1e-5,
-  rope_scaling: { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: 'llama3' },
+  rope_scaling: {
+    factor: 32.0,
+    high_freq_factor: 4.0,
+    low_freq_factor: 1.0,
+    original_max_position_embeddings: 8192,
+    rope_type: 'llama3',
+  },
   rope_theta: 500000.0,
   tie_word_embeddings: true,
   torch_dtype: 'bfloat16',
@@ -79,7 +85,13 @@ describe('parseConfig', () => {
       numKeyValueHeads: 8,
       headDim: 64,
       ropeTheta: 500000,
-      ropeScaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 },
+      ropeScaling: {
+        type: 'llama3',
+        factor: 32,
+        lowFreqFactor: 1,
+        highFreqFactor: 4,
+        originalMaxPositionEmbeddings: 8192,
+      },
       tieWordEmbeddings: true,
       attentionBias: false,
       bosTokenId: 128000,
@@ -90,23 +102,40 @@ describe('parseConfig', () => {
 
   it('applies Llama defaults: kv heads = heads, head_dim = hidden/heads, rope_theta 10000, untied', () => {
     const c = parseConfig({ ...llama2, num_key_value_heads: undefined }, 'config.json');
-    expect(c).toMatchObject({ numKeyValueHeads: 32, headDim: 64, ropeTheta: 10000, ropeScaling: null, tieWordEmbeddings: false });
+    expect(c).toMatchObject({
+      numKeyValueHeads: 32,
+      headDim: 64,
+      ropeTheta: 10000,
+      ropeScaling: null,
+      tieWordEmbeddings: false,
+    });
   });
 
   it('gives Qwen2 q/k/v biases and Llama attention_bias when set', () => {
     expect(parseConfig(qwen2, 'config.json').attentionBias).toBe(true);
     expect(parseConfig({ ...llama2, attention_bias: true }, 'config.json').attentionBias).toBe(true);
-    expect(parseConfig({ ...llama2, architectures: ['MistralForCausalLM'] }, 'config.json').architecture).toBe('MistralForCausalLM');
+    expect(parseConfig({ ...llama2, architectures: ['MistralForCausalLM'] }, 'config.json').architecture).toBe(
+      'MistralForCausalLM',
+    );
   });
 
   it('accepts eos as a list and rope scaling under the older key "type"', () => {
-    const c = parseConfig({ ...llama32, eos_token_id: [128001, 128008, 128009], rope_scaling: { ...llama32.rope_scaling, rope_type: undefined, type: 'llama3' } }, 'config.json');
+    const c = parseConfig(
+      {
+        ...llama32,
+        eos_token_id: [128001, 128008, 128009],
+        rope_scaling: { ...llama32.rope_scaling, rope_type: undefined, type: 'llama3' },
+      },
+      'config.json',
+    );
     expect(c.eosTokenIds).toEqual([128001, 128008, 128009]);
     expect(c.ropeScaling?.factor).toBe(32);
   });
 
   it('falls back to model_type when architectures is absent', () => {
-    expect(parseConfig({ ...llama2, architectures: undefined, model_type: 'llama' }, 'config.json').architecture).toBe('LlamaForCausalLM');
+    expect(parseConfig({ ...llama2, architectures: undefined, model_type: 'llama' }, 'config.json').architecture).toBe(
+      'LlamaForCausalLM',
+    );
   });
 
   it('round trips through configJson', () => {
@@ -123,9 +152,15 @@ describe('parseConfig errors name the field and what was expected', () => {
   });
 
   it('a wrongly typed field', () => {
-    expect(errorOf({ ...llama2, num_hidden_layers: '22' })).toBe(`config.json: field 'num_hidden_layers' is "22" (expected a positive integer)`);
-    expect(errorOf({ ...llama2, rms_norm_eps: -1 })).toBe("config.json: field 'rms_norm_eps' is -1 (expected a positive number)");
-    expect(errorOf({ ...llama2, eos_token_id: 'x' })).toBe(`config.json: field 'eos_token_id' is "x" (expected a token id or a list of token ids)`);
+    expect(errorOf({ ...llama2, num_hidden_layers: '22' })).toBe(
+      `config.json: field 'num_hidden_layers' is "22" (expected a positive integer)`,
+    );
+    expect(errorOf({ ...llama2, rms_norm_eps: -1 })).toBe(
+      "config.json: field 'rms_norm_eps' is -1 (expected a positive number)",
+    );
+    expect(errorOf({ ...llama2, eos_token_id: 'x' })).toBe(
+      `config.json: field 'eos_token_id' is "x" (expected a token id or a list of token ids)`,
+    );
   });
 
   it('an unsupported architecture', () => {
@@ -139,12 +174,18 @@ describe('parseConfig errors name the field and what was expected', () => {
       `config.json: rope_scaling type "yarn" is not supported (expected 'llama3', 'default' or null)`,
     );
     const { factor: _f, ...noFactor } = llama32.rope_scaling;
-    expect(errorOf({ ...llama32, rope_scaling: noFactor })).toBe("config.json: missing field 'rope_scaling.factor' (expected a positive number)");
+    expect(errorOf({ ...llama32, rope_scaling: noFactor })).toBe(
+      "config.json: missing field 'rope_scaling.factor' (expected a positive number)",
+    );
   });
 
   it('inconsistent head counts', () => {
-    expect(errorOf({ ...llama2, num_key_value_heads: 5 })).toBe('config.json: num_key_value_heads 5 does not divide num_attention_heads 32');
-    expect(errorOf({ ...llama2, hidden_size: 2050 })).toMatch(/hidden_size 2050 is not a multiple of num_attention_heads 32/);
+    expect(errorOf({ ...llama2, num_key_value_heads: 5 })).toBe(
+      'config.json: num_key_value_heads 5 does not divide num_attention_heads 32',
+    );
+    expect(errorOf({ ...llama2, hidden_size: 2050 })).toMatch(
+      /hidden_size 2050 is not a multiple of num_attention_heads 32/,
+    );
   });
 
   it('not an object', () => {

@@ -30,7 +30,11 @@ const ConfigJson = z.object({
   tie_word_embeddings: z.boolean().optional().describe('true or false'),
   attention_bias: z.boolean().optional().describe('true or false'),
   bos_token_id: tokenId().nullable().optional().describe('a token id or null'),
-  eos_token_id: z.union([tokenId(), z.array(tokenId())]).nullable().optional().describe('a token id or a list of token ids'),
+  eos_token_id: z
+    .union([tokenId(), z.array(tokenId())])
+    .nullable()
+    .optional()
+    .describe('a token id or a list of token ids'),
 });
 
 const Llama3RopeJson = z.object({
@@ -41,7 +45,12 @@ const Llama3RopeJson = z.object({
 });
 
 /** Parses with `schema`, turning the first issue into `file: missing field 'x' (expected ...)` or `file: field 'x' is V (expected ...)`. */
-function parseFields<S extends z.ZodObject>(schema: S, json: Record<string, unknown>, file: string, prefix = ''): z.infer<S> {
+function parseFields<S extends z.ZodObject>(
+  schema: S,
+  json: Record<string, unknown>,
+  file: string,
+  prefix = '',
+): z.infer<S> {
   const r = schema.safeParse(json);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
@@ -69,13 +78,18 @@ function architectureOf(json: Record<string, unknown>, file: string): Architectu
       throw new FtError(`${file}: field 'architectures' is ${short(archs)} (expected a non-empty list of names)`);
     }
     const found = archs.find((a): a is Architecture => supported.includes(a as Architecture));
-    if (!found) throw new FtError(`${file}: architecture '${archs.join("', '")}' is not supported (expected one of ${supported.join(', ')})`);
+    if (!found)
+      throw new FtError(
+        `${file}: architecture '${archs.join("', '")}' is not supported (expected one of ${supported.join(', ')})`,
+      );
     return found;
   }
   // Some configs name only model_type
   const byType = supported.find((a) => ARCHITECTURES[a] === json.model_type);
   if (!byType) {
-    throw new FtError(`${file}: neither 'architectures' nor a supported 'model_type' (got ${short(json.model_type)}; expected one of ${supported.join(', ')})`);
+    throw new FtError(
+      `${file}: neither 'architectures' nor a supported 'model_type' (got ${short(json.model_type)}; expected one of ${supported.join(', ')})`,
+    );
   }
   return byType;
 }
@@ -84,7 +98,10 @@ function ropeScalingOf(raw: Record<string, unknown> | null | undefined, file: st
   if (!raw) return null;
   const type = raw.rope_type ?? raw.type;
   if (type === 'default') return null;
-  if (type !== 'llama3') throw new FtError(`${file}: rope_scaling type ${short(type)} is not supported (expected 'llama3', 'default' or null)`);
+  if (type !== 'llama3')
+    throw new FtError(
+      `${file}: rope_scaling type ${short(type)} is not supported (expected 'llama3', 'default' or null)`,
+    );
   const r = parseFields(Llama3RopeJson, raw, file, 'rope_scaling.');
   return {
     type: 'llama3',
@@ -102,11 +119,15 @@ export function parseConfig(json: unknown, file: string): LlamaConfig {
   const c = parseFields(ConfigJson, json, file);
   const numKeyValueHeads = c.num_key_value_heads ?? c.num_attention_heads;
   if (c.num_attention_heads % numKeyValueHeads !== 0) {
-    throw new FtError(`${file}: num_key_value_heads ${numKeyValueHeads} does not divide num_attention_heads ${c.num_attention_heads}`);
+    throw new FtError(
+      `${file}: num_key_value_heads ${numKeyValueHeads} does not divide num_attention_heads ${c.num_attention_heads}`,
+    );
   }
   const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
   if (!Number.isInteger(headDim)) {
-    throw new FtError(`${file}: hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads} (give head_dim)`);
+    throw new FtError(
+      `${file}: hidden_size ${c.hidden_size} is not a multiple of num_attention_heads ${c.num_attention_heads} (give head_dim)`,
+    );
   }
   if (headDim % 2 !== 0) throw new FtError(`${file}: head dimension ${headDim} must be even for rotary embeddings`);
   const eos = c.eos_token_id;
@@ -138,7 +159,9 @@ export async function readConfig(dir: string): Promise<LlamaConfig> {
   try {
     text = await fsp.readFile(file, 'utf8');
   } catch (e) {
-    throw new FtError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); expected a Hugging Face model folder`);
+    throw new FtError(
+      `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); expected a Hugging Face model folder`,
+    );
   }
   let json: unknown;
   try {
@@ -166,7 +189,8 @@ export async function generationEosIds(dir: string): Promise<number[]> {
     throw new FtError(`${file}: not valid JSON (${(e as Error).message})`);
   }
   const ids = eos == null ? [] : Array.isArray(eos) ? eos : [eos];
-  if (!ids.every((id) => Number.isInteger(id) && id >= 0)) throw new FtError(`${file}: eos_token_id: expected a token id or a list of token ids, got ${JSON.stringify(eos)}`);
+  if (!ids.every((id) => Number.isInteger(id) && id >= 0))
+    throw new FtError(`${file}: eos_token_id: expected a token id or a list of token ids, got ${JSON.stringify(eos)}`);
   return ids as number[];
 }
 

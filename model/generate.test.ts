@@ -26,7 +26,13 @@ describe('KVCache', () => {
     const full = forward(w, rowsBatch([seq]));
     const cache = new KVCache(1, w.layers.length);
     const pre = forward(w, rowsBatch([seq.slice(0, 4)]), cache);
-    const steps = [4, 5].map((t) => forward(w, { B: 1, T: 1, ids: Int32Array.of(seq[t]), segments: Int32Array.of(1), positions: Int32Array.of(t) }, cache));
+    const steps = [4, 5].map((t) =>
+      forward(
+        w,
+        { B: 1, T: 1, ids: Int32Array.of(seq[t]), segments: Int32Array.of(1), positions: Int32Array.of(t) },
+        cache,
+      ),
+    );
     const incremental = tf.concat([pre, ...steps], 1);
     expect(cache.length).toBe(6);
     expect(tf.tidy(() => tf.max(tf.abs(tf.sub(full, incremental))).dataSync()[0])).toBeLessThan(1e-4);
@@ -36,7 +42,11 @@ describe('KVCache', () => {
 });
 
 describe('generate', () => {
-  const prompts = [[1, 5, 9], [1, 30, 31, 32, 33, 34, 35], [1, 12]];
+  const prompts = [
+    [1, 5, 9],
+    [1, 30, 31, 32, 33, 34, 35],
+    [1, 12],
+  ];
 
   it('greedy generation with the KV cache equals recomputing the full sequence', async () => {
     for (const p of prompts) {
@@ -71,7 +81,11 @@ describe('generate', () => {
     const greedy = await generate(w, prompts, { maxNewTokens: 8 });
     const eos = greedy[0][3];
     const streamed: number[][] = prompts.map(() => []);
-    const got = await generate(w, prompts, { maxNewTokens: 8, eosIds: [eos], onToken: (row, id) => streamed[row].push(id) });
+    const got = await generate(w, prompts, {
+      maxNewTokens: 8,
+      eosIds: [eos],
+      onToken: (row, id) => streamed[row].push(id),
+    });
     expect(got[0]).toEqual(greedy[0].slice(0, greedy[0].indexOf(eos)));
     expect(streamed).toEqual(got);
     for (const [b, row] of got.entries()) expect(row).toEqual(greedy[b].slice(0, row.length));

@@ -81,7 +81,10 @@ export async function generate(w: LlamaWeights, prompts: number[][], opts: Gener
   const context = w.config.maxPositionEmbeddings;
   prompts.forEach((p, b) => {
     if (p.length === 0) throw new FtError(`generate: prompt ${b} is empty; it needs at least one token (e.g. BOS)`);
-    if (p.length >= context) throw new FtError(`generate: prompt ${b} has ${p.length} tokens, no room left in the model's context of ${context} (max_position_embeddings)`);
+    if (p.length >= context)
+      throw new FtError(
+        `generate: prompt ${b} has ${p.length} tokens, no room left in the model's context of ${context} (max_position_embeddings)`,
+      );
   });
   const sampling: SamplingOptions = { temperature: opts.temperature ?? 0, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
   const eos = new Set(opts.eosIds ?? []);
@@ -98,7 +101,13 @@ export async function generate(w: LlamaWeights, prompts: number[][], opts: Gener
       const logits = forward(w, batch, cache, { logits: 'last' }); // [B, 1, V]
       const rows = (await logits.data()) as Float32Array;
       logits.dispose();
-      const next: TokenBatch = { B, T: 1, ids: new Int32Array(B), segments: new Int32Array(B), positions: new Int32Array(B) };
+      const next: TokenBatch = {
+        B,
+        T: 1,
+        ids: new Int32Array(B),
+        segments: new Int32Array(B),
+        positions: new Int32Array(B),
+      };
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
         const id = sampleToken(rows.subarray(b * V, (b + 1) * V), sampling, rngs[b]);

@@ -12,7 +12,14 @@ import { loadLlama } from './load.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { loadTokenizer } from './tokenizer.ts';
 
-const FILES = ['.ft-output', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+const FILES = [
+  '.ft-output',
+  'config.json',
+  'generation_config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+];
 
 // ft's default tokenizer corpus: its synth tasks in the Alpaca template (what ft init-model and base_model_init use)
 const corpus = synthCorpus();
@@ -31,7 +38,21 @@ describe('initModel (tiny preset)', () => {
   it('writes a Hugging Face model folder with the tiny shape', async () => {
     expect((await fsp.readdir(path.join(tmp, 'a'))).sort()).toEqual(FILES);
     const c = await readConfig(path.join(tmp, 'a'));
-    expect(c).toMatchObject({ architecture: 'LlamaForCausalLM', hiddenSize: 64, numHiddenLayers: 4, numAttentionHeads: 4, numKeyValueHeads: 2, intermediateSize: 176, vocabSize: vocab, maxPositionEmbeddings: 1024, tieWordEmbeddings: false, ropeTheta: 10000, rmsNormEps: 1e-5, bosTokenId: 1, eosTokenIds: [2] });
+    expect(c).toMatchObject({
+      architecture: 'LlamaForCausalLM',
+      hiddenSize: 64,
+      numHiddenLayers: 4,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      intermediateSize: 176,
+      vocabSize: vocab,
+      maxPositionEmbeddings: 1024,
+      tieWordEmbeddings: false,
+      ropeTheta: 10000,
+      rmsNormEps: 1e-5,
+      bosTokenId: 1,
+      eosTokenIds: [2],
+    });
     expect(c.raw).toMatchObject({ model_type: 'llama', torch_dtype: 'float32' });
     expect(vocab).toBeGreaterThan(600); // the synth text runs out of merges before the preset's 1024
     expect(vocab).toBeLessThanOrEqual(1024);
@@ -66,7 +87,14 @@ describe('initModel (tiny preset)', () => {
     expect(m.layers.length).toBe(4);
     expect(m.lmHead?.outFeatures).toBe(vocab);
     const tok = await loadTokenizer(path.join(tmp, 'a'));
-    expect([tok.vocabSize, tok.bosId, tok.eosId, tok.padId, tok.addBos, tok.addEos]).toEqual([vocab, 1, 2, 3, true, false]);
+    expect([tok.vocabSize, tok.bosId, tok.eosId, tok.padId, tok.addBos, tok.addEos]).toEqual([
+      vocab,
+      1,
+      2,
+      3,
+      true,
+      false,
+    ]);
     const text = 'Below is an instruction that describes a task. Reverse the order of the words.';
     const ids = tok.encode(text);
     expect(ids[0]).toBe(1);
@@ -82,16 +110,20 @@ describe('initModel (tiny preset)', () => {
     const c = await initModel(path.join(tmp, 'v'), { vocabSize: 512, corpus });
     expect(c.vocabSize).toBe(512);
     expect((await loadTokenizer(path.join(tmp, 'v'))).vocabSize).toBe(512);
-    await expect(initModel(path.join(tmp, 'w'), { vocabSize: 100, corpus })).rejects.toThrow('--vocab-size 100 is too small (expected an integer >= 260: 4 specials + 256 bytes)');
+    await expect(initModel(path.join(tmp, 'w'), { vocabSize: 100, corpus })).rejects.toThrow(
+      '--vocab-size 100 is too small (expected an integer >= 260: 4 specials + 256 bytes)',
+    );
   });
 
-  it('replaces an earlier model folder it wrote but refuses any other non-empty folder, a real model\'s included', async () => {
+  it("replaces an earlier model folder it wrote but refuses any other non-empty folder, a real model's included", async () => {
     await initModel(path.join(tmp, 'again'), { seed: 0, corpus });
     await initModel(path.join(tmp, 'again'), { seed: 1, corpus });
     const other = path.join(tmp, 'other');
     await fsp.mkdir(other);
     await fsp.writeFile(path.join(other, 'notes.txt'), 'keep me');
-    await expect(initModel(other, { corpus })).rejects.toThrow(`${other}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`);
+    await expect(initModel(other, { corpus })).rejects.toThrow(
+      `${other}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`,
+    );
     expect(await fsp.readFile(path.join(other, 'notes.txt'), 'utf8')).toBe('keep me');
     // a model folder from elsewhere (config.json and weights) is someone's model, not ft's to replace
     const real = path.join(tmp, 'real');
@@ -107,8 +139,20 @@ describe('initModel (tiny preset)', () => {
 describe('ft init-model', () => {
   it('writes the folder from the command line', async () => {
     const out = path.join(tmp, 'cli');
-    const { stdout } = await promisify(execFile)(process.execPath, [path.join(import.meta.dirname, '../cli/ft.js'), 'init-model', '--out', out, '--seed', '0']);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      path.join(import.meta.dirname, '../cli/ft.js'),
+      'init-model',
+      '--out',
+      out,
+      '--seed',
+      '0',
+    ]);
     expect(stdout).toContain(`wrote ${out}: LlamaForCausalLM, 4 layers, hidden 64`);
-    expect(Buffer.compare(await fsp.readFile(path.join(out, 'model.safetensors')), await fsp.readFile(path.join(tmp, 'a', 'model.safetensors')))).toBe(0);
+    expect(
+      Buffer.compare(
+        await fsp.readFile(path.join(out, 'model.safetensors')),
+        await fsp.readFile(path.join(tmp, 'a', 'model.safetensors')),
+      ),
+    ).toBe(0);
   });
 });

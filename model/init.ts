@@ -101,7 +101,9 @@ export async function initModel(out: string, opts: InitOptions): Promise<LlamaCo
   if (!preset) throw new FtError(`unknown preset '${presetName}' (expected one of ${Object.keys(PRESETS).join(', ')})`);
   let vocabSize = opts.vocabSize ?? preset.vocabSize;
   if (!Number.isInteger(vocabSize) || vocabSize < 256 + SPECIAL_LIST.length) {
-    throw new FtError(`--vocab-size ${vocabSize} is too small (expected an integer >= ${256 + SPECIAL_LIST.length}: ${SPECIAL_LIST.length} specials + 256 bytes)`);
+    throw new FtError(
+      `--vocab-size ${vocabSize} is too small (expected an integer >= ${256 + SPECIAL_LIST.length}: ${SPECIAL_LIST.length} specials + 256 bytes)`,
+    );
   }
   const seed = opts.seed ?? 0;
   const std = opts.initStd ?? INITIALIZER_RANGE;
@@ -116,7 +118,13 @@ export async function initModel(out: string, opts: InitOptions): Promise<LlamaCo
     { ...preset, vocabSize, bosTokenId: id(SPECIAL_TOKENS.bos), eosTokenIds: [id(SPECIAL_TOKENS.eos)] },
     { pad_token_id: id(SPECIAL_TOKENS.pad), initializer_range: std, torch_dtype: 'float32', use_cache: true },
   );
-  const config: LlamaConfig = { ...preset, vocabSize, bosTokenId: id(SPECIAL_TOKENS.bos), eosTokenIds: [id(SPECIAL_TOKENS.eos)], raw };
+  const config: LlamaConfig = {
+    ...preset,
+    vocabSize,
+    bosTokenId: id(SPECIAL_TOKENS.bos),
+    eosTokenIds: [id(SPECIAL_TOKENS.eos)],
+    raw,
+  };
   const tokenizerConfig = {
     tokenizer_class: 'PreTrainedTokenizerFast',
     add_bos_token: true,
@@ -128,20 +136,31 @@ export async function initModel(out: string, opts: InitOptions): Promise<LlamaCo
     model_max_length: preset.maxPositionEmbeddings,
     clean_up_tokenization_spaces: false,
     added_tokens_decoder: Object.fromEntries(
-      SPECIAL_LIST.map((t) => [String(id(t)), { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true }]),
+      SPECIAL_LIST.map((t) => [
+        String(id(t)),
+        { content: t, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true },
+      ]),
     ),
     chat_template: CHAT_TEMPLATE,
   };
-  const generationConfig = { bos_token_id: id(SPECIAL_TOKENS.bos), eos_token_id: id(SPECIAL_TOKENS.eos), pad_token_id: id(SPECIAL_TOKENS.pad) };
+  const generationConfig = {
+    bos_token_id: id(SPECIAL_TOKENS.bos),
+    eos_token_id: id(SPECIAL_TOKENS.eos),
+    pad_token_id: id(SPECIAL_TOKENS.pad),
+  };
   const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
 
-  await writeDirAtomic(out, async (dir) => {
-    await fsp.writeFile(path.join(dir, 'config.json'), json(raw));
-    await fsp.writeFile(path.join(dir, 'generation_config.json'), json(generationConfig));
-    await fsp.writeFile(path.join(dir, 'tokenizer.json'), json(tokenizerJson(bpe, { bos: SPECIAL_TOKENS.bos })));
-    await fsp.writeFile(path.join(dir, 'tokenizer_config.json'), json(tokenizerConfig));
-    await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(config, seed, std));
-  }, { kind: 'model', overwrite: opts.overwrite });
+  await writeDirAtomic(
+    out,
+    async (dir) => {
+      await fsp.writeFile(path.join(dir, 'config.json'), json(raw));
+      await fsp.writeFile(path.join(dir, 'generation_config.json'), json(generationConfig));
+      await fsp.writeFile(path.join(dir, 'tokenizer.json'), json(tokenizerJson(bpe, { bos: SPECIAL_TOKENS.bos })));
+      await fsp.writeFile(path.join(dir, 'tokenizer_config.json'), json(tokenizerConfig));
+      await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(config, seed, std));
+    },
+    { kind: 'model', overwrite: opts.overwrite },
+  );
   return config;
 }
 

@@ -20,7 +20,13 @@ export interface Linear {
 }
 
 /** Builds the frozen layer for one projection while a model loads; `weight` is [out, in] float32. */
-export type LinearFactory = (name: string, weight: Float32Array, outFeatures: number, inFeatures: number, bias: Float32Array | null) => Linear;
+export type LinearFactory = (
+  name: string,
+  weight: Float32Array,
+  outFeatures: number,
+  inFeatures: number,
+  bias: Float32Array | null,
+) => Linear;
 
 /** A frozen float32 projection held as a tfjs tensor, transposed once so the product is a plain matMul (engine/matmul.ts). */
 export class DenseLinear implements Linear {

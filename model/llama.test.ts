@@ -35,7 +35,13 @@ describe('ropeInvFreq', () => {
     expect(maxAbsDiff(Array.from(f), [1, 0.1, 0.01, 0.001])).toBeLessThan(1e-7);
   });
   it('llama3 scaling divides low frequencies by the factor and keeps high ones', () => {
-    const scaling = { type: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 };
+    const scaling = {
+      type: 'llama3' as const,
+      factor: 8,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: 64,
+    };
     const base = ropeInvFreq(tinyConfig({ headDim: 8, ropeTheta: 10000 }));
     const f = ropeInvFreq(tinyConfig({ headDim: 8, ropeTheta: 10000, ropeScaling: scaling }));
     // wavelengths 2pi, 62.8, 628, 6283 vs thresholds 16 (high) and 64 (low)
@@ -101,7 +107,8 @@ describe('forward', () => {
       const src = lin.denseWeight(); // [2*d, hidden]: heads 0,1 -> query heads (0,1), (2,3)
       const rows = lin.inFeatures * d;
       const out = new Float32Array(4 * rows);
-      for (let h = 0; h < 4; h++) out.set(src.subarray(Math.floor(h / 2) * rows, (Math.floor(h / 2) + 1) * rows), h * rows);
+      for (let h = 0; h < 4; h++)
+        out.set(src.subarray(Math.floor(h / 2) * rows, (Math.floor(h / 2) + 1) * rows), h * rows);
       return new DenseLinear(out, 4 * d, lin.inFeatures);
     };
     // same weights everywhere, except mha's k/v hold gqa's heads repeated per group
@@ -137,7 +144,11 @@ describe('forward', () => {
   it('a tied head (lmHead null) equals an untied head holding the embedding matrix', () => {
     const tied = randomLlama(tinyConfig({ tieWordEmbeddings: true }), 3);
     const a = logitsOf(tied, rowsBatch([seq]))[0];
-    const head = new DenseLinear(tied.embedTokens.dataSync() as Float32Array, tied.config.vocabSize, tied.config.hiddenSize);
+    const head = new DenseLinear(
+      tied.embedTokens.dataSync() as Float32Array,
+      tied.config.vocabSize,
+      tied.config.hiddenSize,
+    );
     const b = logitsOf({ ...tied, lmHead: head }, rowsBatch([seq]))[0];
     for (let t = 0; t < seq.length; t++) expect(maxAbsDiff(a[t], b[t])).toBeLessThan(1e-5);
     head.dispose();
@@ -226,7 +237,11 @@ describe('causalLmLoss', () => {
 class VariableLinear implements Linear {
   readonly bias = null;
   readonly w: tf.Variable<tf.Rank.R2>;
-  constructor(weight: Float32Array, readonly outFeatures: number, readonly inFeatures: number) {
+  constructor(
+    weight: Float32Array,
+    readonly outFeatures: number,
+    readonly inFeatures: number,
+  ) {
     this.w = tf.variable(tf.tensor2d(weight, [outFeatures, inFeatures]));
   }
   apply(x: tf.Tensor2D): tf.Tensor2D {
@@ -245,7 +260,10 @@ class VariableLinear implements Linear {
 
 describe('tensor hygiene', () => {
   // 9 tokens x 2 query heads per KV head = 18 rows: the explicitly transposed a b^T path (decode steps test the other)
-  const rows = [[1, 5, 9, 13, 2, 40, 41, 42, 43], [3, 4, 5, 6, 7, 8, 9, 10, 11]];
+  const rows = [
+    [1, 5, 9, 13, 2, 40, 41, 42, 43],
+    [3, 4, 5, 6, 7, 8, 9, 10, 11],
+  ];
   const batch = rowsBatch(rows);
   const labels = Int32Array.from(rows.flatMap((r) => [...r.slice(1), -100]));
 

@@ -9,7 +9,15 @@ import { recompute, type Replay } from '../engine/recompute.ts';
 import { applyRotary, RotaryTable, type RotaryInputs } from '../engine/rope.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './kv-cache.ts';
-import { IGNORE_INDEX, LOSS_CHUNK_ROWS, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch, type TrainBatch } from './types.ts';
+import {
+  IGNORE_INDEX,
+  LOSS_CHUNK_ROWS,
+  type LlamaConfig,
+  type LlamaLayer,
+  type LlamaWeights,
+  type TokenBatch,
+  type TrainBatch,
+} from './types.ts';
 
 /** Added to attention scores a query may not see; finite so a fully masked row stays NaN-free. */
 const MASKED = -1e9;
@@ -39,7 +47,8 @@ export function ropeInvFreq(config: LlamaConfig): Float64Array {
     if (wavelen > lowFreqWavelen) {
       invFreq[i] = invFreq[i] / s.factor;
     } else if (wavelen >= highFreqWavelen) {
-      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      const smooth =
+        (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
       invFreq[i] = (1 - smooth) * (invFreq[i] / s.factor) + smooth * invFreq[i];
     }
     invFreq[i] = Math.fround(invFreq[i]);
@@ -62,7 +71,14 @@ function rope(config: LlamaConfig, batch: TokenBatch): RotaryInputs {
  * Query t of row b (absolute index past + t) sees key s when s <= past + t and both carry the same
  * non-zero segment. A padding query (segment 0) sees only itself, so its (ignored) output stays finite.
  */
-export function attentionMasks(querySegments: Int32Array, keySegments: Int32Array, B: number, T: number, S: number, G = 1): tf.Tensor2D[] {
+export function attentionMasks(
+  querySegments: Int32Array,
+  keySegments: Int32Array,
+  B: number,
+  T: number,
+  S: number,
+  G = 1,
+): tf.Tensor2D[] {
   const past = S - T;
   const masks: tf.Tensor2D[] = [];
   for (let b = 0; b < B; b++) {
@@ -125,7 +141,8 @@ function mlp(layer: LlamaLayer, x: tf.Tensor2D): tf.Tensor2D {
 function checkBatch(w: LlamaWeights, batch: TokenBatch): void {
   const n = batch.B * batch.T;
   for (const key of ['ids', 'segments', 'positions'] as const) {
-    if (batch[key].length !== n) throw new FtError(`token batch: ${key} has ${batch[key].length} entries, expected B*T = ${n}`);
+    if (batch[key].length !== n)
+      throw new FtError(`token batch: ${key} has ${batch[key].length} entries, expected B*T = ${n}`);
   }
   const V = w.config.vocabSize;
   for (let i = 0; i < n; i++) {
@@ -180,7 +197,12 @@ function layerContext(config: LlamaConfig, batch: TokenBatch, cache?: KVCache): 
 }
 
 /** The decoder's output after the final RMSNorm, [B*T, hidden] ([B, hidden] with logits 'last'): what lm_head reads. */
-export function finalHidden(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opts: ForwardOptions = {}): tf.Tensor2D {
+export function finalHidden(
+  w: LlamaWeights,
+  batch: TokenBatch,
+  cache?: KVCache,
+  opts: ForwardOptions = {},
+): tf.Tensor2D {
   checkBatch(w, batch);
   const { config } = w;
   const { B, T } = batch;
@@ -221,7 +243,10 @@ function scoredTargets(labels: Int32Array, N: number, V: number): ScoredTargets 
   const targets = new Int32Array(N);
   let count = 0;
   labels.forEach((y, n) => {
-    if (y !== IGNORE_INDEX && (y < 0 || y >= V)) throw new FtError(`labels: label ${y} at index ${n} is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`);
+    if (y !== IGNORE_INDEX && (y < 0 || y >= V))
+      throw new FtError(
+        `labels: label ${y} at index ${n} is outside the vocabulary [0, ${V}) and is not ${IGNORE_INDEX}`,
+      );
     targets[n] = y === IGNORE_INDEX ? -1 : y;
     if (y !== IGNORE_INDEX) count++;
   });
@@ -243,9 +268,20 @@ export function causalLmLoss(logits: tf.Tensor3D, labels: Int32Array): { loss: t
  * The loss a training step differentiates: causalLmLoss of the batch's logits; under recompute (gradient
  * checkpointing) the head and the loss go `lossChunkRows` rows at a time. Same value and gradients either way.
  */
-export function trainingLoss(w: LlamaWeights, batch: TrainBatch, opts: ForwardOptions = {}): { loss: tf.Scalar; count: number } {
+export function trainingLoss(
+  w: LlamaWeights,
+  batch: TrainBatch,
+  opts: ForwardOptions = {},
+): { loss: tf.Scalar; count: number } {
   if (!opts.recompute) return causalLmLoss(forward(w, batch, undefined, opts), batch.labels);
   const scored = scoredTargets(batch.labels, batch.B * batch.T, w.config.vocabSize);
-  const loss = tf.tidy(() => chunkedCrossEntropy(finalHidden(w, batch, undefined, opts), (x) => lmHead(w, x), scored, opts.recompute!.lossChunkRows ?? LOSS_CHUNK_ROWS));
+  const loss = tf.tidy(() =>
+    chunkedCrossEntropy(
+      finalHidden(w, batch, undefined, opts),
+      (x) => lmHead(w, x),
+      scored,
+      opts.recompute!.lossChunkRows ?? LOSS_CHUNK_ROWS,
+    ),
+  );
   return { loss, count: scored.count };
 }

@@ -9,7 +9,14 @@ import { progress } from '../util/progress.ts';
 import { readConfig } from './config.ts';
 import { denseLinear, headLinear, type Linear, type LinearFactory } from './linear.ts';
 import { SafetensorsFile, type RawTensor, type TensorData } from './safetensors.ts';
-import { LINEAR_NAMES, hfModuleName, type LinearName, type LlamaConfig, type LlamaLayer, type LlamaWeights } from './types.ts';
+import {
+  LINEAR_NAMES,
+  hfModuleName,
+  type LinearName,
+  type LlamaConfig,
+  type LlamaLayer,
+  type LlamaWeights,
+} from './types.ts';
 
 export const SINGLE_FILE = 'model.safetensors';
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -66,16 +73,24 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
         let f = shards.get(shard);
         if (!f) {
           const file = path.join(dir, shard);
-          if (!(await exists(file))) throw new FtError(`${path.join(dir, INDEX_FILE)} places '${tensor}' in shard '${shard}', but ${file} is absent`);
+          if (!(await exists(file)))
+            throw new FtError(
+              `${path.join(dir, INDEX_FILE)} places '${tensor}' in shard '${shard}', but ${file} is absent`,
+            );
           f = await SafetensorsFile.open(file);
           shards.set(shard, f);
           files.push(f);
         }
-        if (!f.tensors.has(tensor)) throw new FtError(`${path.join(dir, INDEX_FILE)} places '${tensor}' in shard '${shard}', but that shard has no such tensor`);
+        if (!f.tensors.has(tensor))
+          throw new FtError(
+            `${path.join(dir, INDEX_FILE)} places '${tensor}' in shard '${shard}', but that shard has no such tensor`,
+          );
         where.set(tensor, f);
       }
     } else {
-      throw new FtError(`${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} (expected safetensors weights; .bin/.pth checkpoints are not supported)`);
+      throw new FtError(
+        `${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} (expected safetensors weights; .bin/.pth checkpoints are not supported)`,
+      );
     }
   } catch (e) {
     await Promise.all(files.map((f) => f.close()));
@@ -84,7 +99,8 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
 
   const fileOf = (name: string) => {
     const f = where.get(name);
-    if (!f) throw new FtError(`${dir}: missing tensor '${name}' (not in ${files.length > 1 ? INDEX_FILE : SINGLE_FILE})`);
+    if (!f)
+      throw new FtError(`${dir}: missing tensor '${name}' (not in ${files.length > 1 ? INDEX_FILE : SINGLE_FILE})`);
     return f;
   };
   return {
@@ -104,15 +120,32 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
 export function expectedTensors(c: LlamaConfig): { name: string; shape: number[] }[] {
   const q = c.numAttentionHeads * c.headDim;
   const kv = c.numKeyValueHeads * c.headDim;
-  const out: Record<LinearName, number> = { q_proj: q, k_proj: kv, v_proj: kv, o_proj: c.hiddenSize, gate_proj: c.intermediateSize, up_proj: c.intermediateSize, down_proj: c.hiddenSize };
-  const inp: Record<LinearName, number> = { q_proj: c.hiddenSize, k_proj: c.hiddenSize, v_proj: c.hiddenSize, o_proj: q, gate_proj: c.hiddenSize, up_proj: c.hiddenSize, down_proj: c.intermediateSize };
+  const out: Record<LinearName, number> = {
+    q_proj: q,
+    k_proj: kv,
+    v_proj: kv,
+    o_proj: c.hiddenSize,
+    gate_proj: c.intermediateSize,
+    up_proj: c.intermediateSize,
+    down_proj: c.hiddenSize,
+  };
+  const inp: Record<LinearName, number> = {
+    q_proj: c.hiddenSize,
+    k_proj: c.hiddenSize,
+    v_proj: c.hiddenSize,
+    o_proj: q,
+    gate_proj: c.hiddenSize,
+    up_proj: c.hiddenSize,
+    down_proj: c.intermediateSize,
+  };
   const list = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] }];
   for (let i = 0; i < c.numHiddenLayers; i++) {
     list.push({ name: `model.layers.${i}.input_layernorm.weight`, shape: [c.hiddenSize] });
     list.push({ name: `model.layers.${i}.post_attention_layernorm.weight`, shape: [c.hiddenSize] });
     for (const p of LINEAR_NAMES) {
       list.push({ name: `${hfModuleName(i, p)}.weight`, shape: [out[p], inp[p]] });
-      if (c.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj')) list.push({ name: `${hfModuleName(i, p)}.bias`, shape: [out[p]] });
+      if (c.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj'))
+        list.push({ name: `${hfModuleName(i, p)}.bias`, shape: [out[p]] });
     }
   }
   list.push({ name: 'model.norm.weight', shape: [c.hiddenSize] });
@@ -131,7 +164,7 @@ export async function weightsFromTensors(
   config: LlamaConfig,
   get: TensorSource,
   linear: LinearFactory = denseLinear,
-  opts: { onTensor?: (done: number, total: number) => void; /** names the source in errors */ source?: string } = {},
+  opts: { onTensor?: (done: number, total: number) => void /** names the source in errors */; source?: string } = {},
 ): Promise<LlamaWeights> {
   const plan = expectedTensors(config);
   const shapes = new Map(plan.map((t) => [t.name, t.shape]));
@@ -141,7 +174,9 @@ export async function weightsFromTensors(
     const t = await get(name);
     const want = shapes.get(name)!;
     if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
-      throw new FtError(`${opts.source ? opts.source + ': ' : ''}tensor '${name}' has shape [${t.shape.join(', ')}], but the config needs [${want.join(', ')}]`);
+      throw new FtError(
+        `${opts.source ? opts.source + ': ' : ''}tensor '${name}' has shape [${t.shape.join(', ')}], but the config needs [${want.join(', ')}]`,
+      );
     }
     opts.onTensor?.(++done, plan.length);
     return t.data;
@@ -156,7 +191,9 @@ export async function weightsFromTensors(
   };
 
   try {
-    const embedTokens = keep(tf.tensor2d(await fetch('model.embed_tokens.weight'), [config.vocabSize, config.hiddenSize]));
+    const embedTokens = keep(
+      tf.tensor2d(await fetch('model.embed_tokens.weight'), [config.vocabSize, config.hiddenSize]),
+    );
     const layers: LlamaLayer[] = [];
     for (let i = 0; i < config.numHiddenLayers; i++) {
       const inputLayernorm = await vector(`model.layers.${i}.input_layernorm.weight`);
@@ -164,7 +201,11 @@ export async function weightsFromTensors(
       const proj = {} as Record<LinearName, Linear>;
       for (const p of LINEAR_NAMES) {
         const prefix = hfModuleName(i, p);
-        proj[p] = await project(prefix, prefix, config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj'));
+        proj[p] = await project(
+          prefix,
+          prefix,
+          config.attentionBias && (p === 'q_proj' || p === 'k_proj' || p === 'v_proj'),
+        );
       }
       layers.push({ inputLayernorm, postAttentionLayernorm, proj });
     }

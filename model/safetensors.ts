@@ -84,8 +84,12 @@ export class SafetensorsFile {
       const lenBuf = Buffer.alloc(8);
       await readExactly(fh, lenBuf, 0);
       const n = lenBuf.readBigUInt64LE(0);
-      if (n > BigInt(size - 8)) throw new FtError(`${name}: header length ${n} is larger than the file's remaining ${size - 8} bytes (truncated or not safetensors)`);
-      if (n > BigInt(MAX_HEADER_BYTES)) throw new FtError(`${name}: header length ${n} exceeds the format's ${MAX_HEADER_BYTES}-byte limit`);
+      if (n > BigInt(size - 8))
+        throw new FtError(
+          `${name}: header length ${n} is larger than the file's remaining ${size - 8} bytes (truncated or not safetensors)`,
+        );
+      if (n > BigInt(MAX_HEADER_BYTES))
+        throw new FtError(`${name}: header length ${n} exceeds the format's ${MAX_HEADER_BYTES}-byte limit`);
       const headerLen = Number(n);
       const headerBuf = Buffer.alloc(headerLen);
       await readExactly(fh, headerBuf, 8);
@@ -120,7 +124,9 @@ export class SafetensorsFile {
   async read(name: string): Promise<TensorData> {
     const t = this.info(name);
     if (!(t.dtype in TO_F32)) {
-      throw new FtError(`${this.file}: tensor '${name}' is ${t.dtype}, which has no float32 conversion (expected F32, F16, BF16 or F64)`);
+      throw new FtError(
+        `${this.file}: tensor '${name}' is ${t.dtype}, which has no float32 conversion (expected F32, F16, BF16 or F64)`,
+      );
     }
     const raw = await this.readRaw(name);
     return { shape: raw.shape, data: TO_F32[t.dtype as keyof typeof TO_F32](raw.bytes) };
@@ -141,19 +147,29 @@ async function readExactly(fh: FileHandle, into: Uint8Array, position: number): 
 }
 
 /** Validates the JSON header against the format: known dtypes, integer shapes, offsets matching dtype×shape, inside the data, non-overlapping. */
-function parseHeader(buf: Buffer, name: string, dataBytes: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+function parseHeader(
+  buf: Buffer,
+  name: string,
+  dataBytes: number,
+): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
   let json: unknown;
   try {
     json = JSON.parse(buf.toString('utf8'));
   } catch (e) {
     throw new FtError(`${name}: header is not valid JSON (${(e as Error).message})`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new FtError(`${name}: header must be a JSON object`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new FtError(`${name}: header must be a JSON object`);
   const tensors = new Map<string, TensorInfo>();
   let metadata: Record<string, string> = {};
   for (const [key, value] of Object.entries(json)) {
     if (key === '__metadata__') {
-      if (typeof value !== 'object' || value === null || Array.isArray(value) || Object.values(value).some((v) => typeof v !== 'string')) {
+      if (
+        typeof value !== 'object' ||
+        value === null ||
+        Array.isArray(value) ||
+        Object.values(value).some((v) => typeof v !== 'string')
+      ) {
         throw new FtError(`${name}: __metadata__ must be an object of strings`);
       }
       metadata = value as Record<string, string>;
@@ -161,39 +177,60 @@ function parseHeader(buf: Buffer, name: string, dataBytes: number): { tensors: M
     }
     const where = `${name}: tensor '${key}'`;
     const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof v !== 'object' || v === null) throw new FtError(`${where} must be an object with dtype, shape, data_offsets`);
+    if (typeof v !== 'object' || v === null)
+      throw new FtError(`${where} must be an object with dtype, shape, data_offsets`);
     if (typeof v.dtype !== 'string' || !(v.dtype in DTYPE_BYTES)) {
-      throw new FtError(`${where} has unknown dtype ${JSON.stringify(v.dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`);
+      throw new FtError(
+        `${where} has unknown dtype ${JSON.stringify(v.dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      );
     }
     const dtype = v.dtype as Dtype;
     if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new FtError(`${where} has shape ${JSON.stringify(v.shape)} (expected a list of non-negative integers)`);
     }
     const off = v.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0) || off[0] > off[1]) {
-      throw new FtError(`${where} has data_offsets ${JSON.stringify(off)} (expected [begin, end] with 0 <= begin <= end)`);
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      off[0] > off[1]
+    ) {
+      throw new FtError(
+        `${where} has data_offsets ${JSON.stringify(off)} (expected [begin, end] with 0 <= begin <= end)`,
+      );
     }
     const shape = v.shape as number[];
     const [begin, end] = off as [number, number];
     const need = numel(shape) * DTYPE_BYTES[dtype];
     if (end - begin !== need) {
-      throw new FtError(`${where} data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ${dtype} ${fmtShape(shape)} needs ${need}`);
+      throw new FtError(
+        `${where} data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ${dtype} ${fmtShape(shape)} needs ${need}`,
+      );
     }
     if (end > dataBytes) {
-      throw new FtError(`${where} data_offsets [${begin}, ${end}] end past the file's ${dataBytes} data bytes (file truncated?)`);
+      throw new FtError(
+        `${where} data_offsets [${begin}, ${end}] end past the file's ${dataBytes} data bytes (file truncated?)`,
+      );
     }
     tensors.set(key, { dtype, shape, dataOffsets: [begin, end] });
   }
-  const sorted = [...tensors.entries()].filter(([, t]) => t.dataOffsets[1] > t.dataOffsets[0]).sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+  const sorted = [...tensors.entries()]
+    .filter(([, t]) => t.dataOffsets[1] > t.dataOffsets[0])
+    .sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
   for (let i = 1; i < sorted.length; i++) {
     const [prevName, prev] = sorted[i - 1];
     const [curName, cur] = sorted[i];
     if (cur.dataOffsets[0] < prev.dataOffsets[1]) {
-      throw new FtError(`${name}: tensors '${prevName}' [${prev.dataOffsets}] and '${curName}' [${cur.dataOffsets}] overlap`);
+      throw new FtError(
+        `${name}: tensors '${prevName}' [${prev.dataOffsets}] and '${curName}' [${cur.dataOffsets}] overlap`,
+      );
     }
   }
   const dataEnd = sorted.length ? sorted[sorted.length - 1][1].dataOffsets[1] : 0;
-  if (dataBytes > dataEnd) throw new FtError(`${name}: ${dataBytes - dataEnd} bytes after the last tensor's data (${dataEnd} bytes): not one complete safetensors file`);
+  if (dataBytes > dataEnd)
+    throw new FtError(
+      `${name}: ${dataBytes - dataEnd} bytes after the last tensor's data (${dataEnd} bytes): not one complete safetensors file`,
+    );
   return { tensors, metadata };
 }
 
@@ -316,12 +353,17 @@ async function entryBytes(e: SafetensorsEntry | RawEntry, file: string): Promise
   if ('bytes' in e) {
     const bytes = typeof e.bytes === 'function' ? await e.bytes() : e.bytes;
     const need = numel(e.shape) * DTYPE_BYTES[e.dtype];
-    if (bytes.length !== need) throw new FtError(`${file}: tensor '${e.name}' has ${bytes.length} bytes, but ${e.dtype} ${fmtShape(e.shape)} needs ${need}`);
+    if (bytes.length !== need)
+      throw new FtError(
+        `${file}: tensor '${e.name}' has ${bytes.length} bytes, but ${e.dtype} ${fmtShape(e.shape)} needs ${need}`,
+      );
     return bytes;
   }
   const data = typeof e.data === 'function' ? await e.data() : e.data;
   if (data.length !== numel(e.shape)) {
-    throw new FtError(`${file}: tensor '${e.name}' has ${data.length} values, but shape ${fmtShape(e.shape)} needs ${numel(e.shape)}`);
+    throw new FtError(
+      `${file}: tensor '${e.name}' has ${data.length} values, but shape ${fmtShape(e.shape)} needs ${numel(e.shape)}`,
+    );
   }
   return encodeFloats(data, e.dtype);
 }
@@ -331,12 +373,17 @@ async function entryBytes(e: SafetensorsEntry | RawEntry, file: string): Promise
  * then each tensor in order, float32 values converted to their dtype with round-to-nearest-even, raw bytes as given.
  * Same input -> same bytes.
  */
-export async function writeSafetensors(file: string, entries: (SafetensorsEntry | RawEntry)[], metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
+export async function writeSafetensors(
+  file: string,
+  entries: (SafetensorsEntry | RawEntry)[],
+  metadata: Record<string, string> = { format: 'pt' },
+): Promise<void> {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   const seen = new Set<string>();
   for (const e of entries) {
-    if (e.name === '__metadata__' || seen.has(e.name)) throw new FtError(`${file}: duplicate or reserved tensor name '${e.name}'`);
+    if (e.name === '__metadata__' || seen.has(e.name))
+      throw new FtError(`${file}: duplicate or reserved tensor name '${e.name}'`);
     seen.add(e.name);
     const bytes = numel(e.shape) * DTYPE_BYTES[e.dtype];
     header[e.name] = { dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + bytes] };

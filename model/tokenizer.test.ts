@@ -8,7 +8,11 @@ import { FtError } from '../util/errors.ts';
 import { tokenizerJson, trainBpe } from './bpe.ts';
 import { DecodeStream, loadTokenizer, MAX_PIECE_PART, pieceParts, tokenizerFromJson } from './tokenizer.ts';
 
-const corpus = ['The quick brown fox jumps over the lazy dog.', 'Below is an instruction that describes a task.', '### Response: the answer is 42.'];
+const corpus = [
+  'The quick brown fox jumps over the lazy dog.',
+  'Below is an instruction that describes a task.',
+  '### Response: the answer is 42.',
+];
 const model = trainBpe(corpus, { vocabSize: 330, specialTokens: ['<unk>', '<s>', '</s>'] });
 const withBos = tokenizerJson(model, { bos: '<s>' }); // Llama-3 style: the post-processor adds BOS
 const plain = tokenizerJson(model); // Llama-2 style files rely on add_bos_token
@@ -23,8 +27,27 @@ afterAll(async () => {
 
 describe('special tokens and flags', () => {
   it('follows add_bos_token / add_eos_token from tokenizer_config.json, and pads with EOS when there is no pad token', () => {
-    const tok = tokenizerFromJson(plain, { bos_token: '<s>', eos_token: { content: '</s>', special: true }, add_bos_token: true, add_eos_token: true, chat_template: '{{ x }}' }, null, 'm');
-    expect([tok.bosId, tok.eosId, tok.padId, tok.addBos, tok.addEos, tok.vocabSize, tok.chatTemplate]).toEqual([1, 2, 2, true, true, 330, '{{ x }}']);
+    const tok = tokenizerFromJson(
+      plain,
+      {
+        bos_token: '<s>',
+        eos_token: { content: '</s>', special: true },
+        add_bos_token: true,
+        add_eos_token: true,
+        chat_template: '{{ x }}',
+      },
+      null,
+      'm',
+    );
+    expect([tok.bosId, tok.eosId, tok.padId, tok.addBos, tok.addEos, tok.vocabSize, tok.chatTemplate]).toEqual([
+      1,
+      2,
+      2,
+      true,
+      true,
+      330,
+      '{{ x }}',
+    ]);
     const ids = tok.encode('the dog');
     expect(ids[0]).toBe(1);
     expect(ids.at(-1)).toBe(2);
@@ -48,7 +71,12 @@ describe('special tokens and flags', () => {
   });
 
   it('has no BOS when tokenizer_config.json sets bos_token to null, as Qwen2 does', () => {
-    const tok = tokenizerFromJson(plain, { bos_token: null, eos_token: '</s>' }, { bos_token_id: 1, eos_token_id: 2 }, 'm');
+    const tok = tokenizerFromJson(
+      plain,
+      { bos_token: null, eos_token: '</s>' },
+      { bos_token_id: 1, eos_token_id: 2 },
+      'm',
+    );
     expect([tok.bosId, tok.addBos]).toEqual([null, false]);
   });
 
@@ -62,7 +90,10 @@ describe('loadTokenizer', () => {
     const dir = path.join(tmp, 'ok');
     await fsp.mkdir(dir);
     await fsp.writeFile(path.join(dir, 'tokenizer.json'), JSON.stringify(withBos));
-    await fsp.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>' }));
+    await fsp.writeFile(
+      path.join(dir, 'tokenizer_config.json'),
+      JSON.stringify({ bos_token: '<s>', eos_token: '</s>' }),
+    );
     await fsp.writeFile(path.join(dir, 'chat_template.jinja'), '{% for m in messages %}{{ m.content }}{% endfor %}');
     const tok = await loadTokenizer(dir);
     expect(tok.decode(tok.encode('The lazy fox.'), { skipSpecialTokens: true })).toBe('The lazy fox.');
@@ -79,9 +110,15 @@ describe('loadTokenizer', () => {
       }
       throw new Error('expected an error');
     };
-    expect(await err(() => loadTokenizer(path.join(tmp, 'absent')))).toMatch(/absent\/tokenizer\.json: cannot read \(ENOENT\)/);
-    expect(await err(() => tokenizerFromJson(plain, {}, null, 'm'))).toBe('m: no EOS token (expected eos_token in tokenizer_config.json or eos_token_id in config.json)');
-    expect(await err(() => tokenizerFromJson(plain, { eos_token: '<|eot|>' }, null, 'm'))).toBe("m: tokenizer_config.json eos_token '<|eot|>' is not in the vocabulary");
+    expect(await err(() => loadTokenizer(path.join(tmp, 'absent')))).toMatch(
+      /absent\/tokenizer\.json: cannot read \(ENOENT\)/,
+    );
+    expect(await err(() => tokenizerFromJson(plain, {}, null, 'm'))).toBe(
+      'm: no EOS token (expected eos_token in tokenizer_config.json or eos_token_id in config.json)',
+    );
+    expect(await err(() => tokenizerFromJson(plain, { eos_token: '<|eot|>' }, null, 'm'))).toBe(
+      "m: tokenizer_config.json eos_token '<|eot|>' is not in the vocabulary",
+    );
     const tok = tokenizerFromJson(plain, { eos_token: '</s>' }, null, 'm');
     expect(await err(() => tok.decode([5, 330]))).toBe('token id 330 is outside the vocabulary [0, 330)');
     expect(tok.decode([])).toBe('');
@@ -122,18 +159,35 @@ describe('encode through the per-piece cache', () => {
     .filter((l) => l.trim())
     .flatMap((l) => {
       const t = JSON.parse(l) as { instruction: string; instances: { input: string; output: string }[] };
-      return [t.instruction, ...t.instances.flatMap((i) => [i.input, i.output, `${t.instruction}\n\n${i.input}\n${i.output}`])];
+      return [
+        t.instruction,
+        ...t.instances.flatMap((i) => [i.input, i.output, `${t.instruction}\n\n${i.input}\n${i.output}`]),
+      ];
     });
   const rng = new Rng(11);
-  const alphabet = [...'ab Zé中😀 \n\t\r  \'s\'t\'re\'ll 0123 .,!?-_#()<>/s\u2581', '<s>', '</s>', "'", '  ', '\n\n', ' the', 'e '];
-  const fuzz = Array.from({ length: 400 }, () => Array.from({ length: 1 + rng.int(40) }, () => alphabet[rng.int(alphabet.length)]).join(''));
+  const alphabet = [
+    ..."ab Zé中😀 \n\t\r  's't're'll 0123 .,!?-_#()<>/s\u2581",
+    '<s>',
+    '</s>',
+    "'",
+    '  ',
+    '\n\n',
+    ' the',
+    'e ',
+  ];
+  const fuzz = Array.from({ length: 400 }, () =>
+    Array.from({ length: 1 + rng.int(40) }, () => alphabet[rng.int(alphabet.length)]).join(''),
+  );
   const texts = [...seed, ...fuzz, ...seed, '', ' ', '  x', 'x  ', '\u2581x', ' \u2581 '];
 
   /** Every text encodes to exactly the ids @huggingface/tokenizers gives (the second pass over seed hits the cache). */
   function expectLibraryIds(json: Record<string, unknown>): void {
     const reference = new HfTokenizer(json, {});
     const tok = tokenizerFromJson(json, { eos_token: '</s>' }, null, 'test');
-    for (const text of texts) expect(tok.encode(text, { addSpecialTokens: false }), JSON.stringify(text)).toEqual(reference.encode(text, { add_special_tokens: false }).ids);
+    for (const text of texts)
+      expect(tok.encode(text, { addSpecialTokens: false }), JSON.stringify(text)).toEqual(
+        reference.encode(text, { add_special_tokens: false }).ids,
+      );
   }
   const spm = trainBpe(seed, { vocabSize: 700, specialTokens: ['<unk>', '<s>', '</s>'], style: 'sentencepiece' });
 
@@ -146,7 +200,11 @@ describe('encode through the per-piece cache', () => {
     expect(llama2.pre_tokenizer).toBeNull();
     expectLibraryIds(llama2);
     for (const prepend_scheme of ['first', 'always']) {
-      expectLibraryIds({ ...llama2, normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme, split: false } });
+      expectLibraryIds({
+        ...llama2,
+        normalizer: null,
+        pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme, split: false },
+      });
     }
   });
 
@@ -154,7 +212,10 @@ describe('encode through the per-piece cache', () => {
     const json = tokenizerJson(spm);
     const m = json.model as { vocab: Record<string, number>; merges: string[] };
     // a merge of 'e' with the next word's mark, ranked first: pieces would split "the end" where this token sits
-    const joined = { ...json, model: { ...m, vocab: { ...m.vocab, 'e\u2581': spm.vocab.length }, merges: ['e \u2581', ...m.merges] } };
+    const joined = {
+      ...json,
+      model: { ...m, vocab: { ...m.vocab, 'e\u2581': spm.vocab.length }, merges: ['e \u2581', ...m.merges] },
+    };
     expect(new HfTokenizer(joined, {}).encode('the end', { add_special_tokens: false }).tokens).toContain('e\u2581');
     expectLibraryIds(joined);
   });

@@ -53,7 +53,8 @@ async function readJson(file: string, required: boolean): Promise<Json | null> {
 /** tokenizer_config.json names a special token as a string or as an AddedToken object {content, ...}. */
 function tokenContent(v: unknown): string | null {
   if (typeof v === 'string') return v;
-  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string') return (v as Json).content as string;
+  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string')
+    return (v as Json).content as string;
   return null;
 }
 
@@ -76,7 +77,12 @@ function firstId(v: unknown): number | null {
  * A Tokenizer from parsed files. `modelConfig` (config.json) supplies bos/eos ids the tokenizer config lacks.
  * `source` names the folder in errors.
  */
-export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | null, modelConfig: Json | null, source: string): Tokenizer {
+export function tokenizerFromJson(
+  tokenizerJson: Json,
+  tokenizerConfig: Json | null,
+  modelConfig: Json | null,
+  source: string,
+): Tokenizer {
   const tc = tokenizerConfig ?? {};
   let hf: HfTokenizer;
   try {
@@ -90,13 +96,17 @@ export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | n
     const content = tokenContent(tc[field]);
     if (content === null) return null;
     const id = hf.token_to_id(content);
-    if (id === undefined) throw new FtError(`${source}: tokenizer_config.json ${field} '${content}' is not in the vocabulary`);
+    if (id === undefined)
+      throw new FtError(`${source}: tokenizer_config.json ${field} '${content}' is not in the vocabulary`);
     return id;
   };
   // An explicit `bos_token: null` (Qwen2) means no BOS, whatever config.json says
   const bosId = tc.bos_token === null ? null : (idOf('bos_token') ?? firstId(modelConfig?.bos_token_id));
   const eosId = idOf('eos_token') ?? firstId(modelConfig?.eos_token_id);
-  if (eosId === null) throw new FtError(`${source}: no EOS token (expected eos_token in tokenizer_config.json or eos_token_id in config.json)`);
+  if (eosId === null)
+    throw new FtError(
+      `${source}: no EOS token (expected eos_token in tokenizer_config.json or eos_token_id in config.json)`,
+    );
   const padId = idOf('pad_token') ?? firstId(modelConfig?.pad_token_id) ?? eosId;
   const cleanUp = tc.clean_up_tokenization_spaces === true;
 
@@ -113,7 +123,8 @@ export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | n
     addEos = probe.at(-1) === eosId;
   }
 
-  const encodeText = pieceCachedEncoder(tokenizerJson, hf) ?? ((text: string) => hf.encode(text, { add_special_tokens: false }).ids);
+  const encodeText =
+    pieceCachedEncoder(tokenizerJson, hf) ?? ((text: string) => hf.encode(text, { add_special_tokens: false }).ids);
 
   return {
     bosId,
@@ -135,9 +146,13 @@ export function tokenizerFromJson(tokenizerJson: Json, tokenizerConfig: Json | n
     decode(ids, opts = {}) {
       if (ids.length === 0) return '';
       for (const id of ids) {
-        if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new FtError(`token id ${id} is outside the vocabulary [0, ${vocabSize})`);
+        if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+          throw new FtError(`token id ${id} is outside the vocabulary [0, ${vocabSize})`);
       }
-      return hf.decode(ids, { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp });
+      return hf.decode(ids, {
+        skip_special_tokens: opts.skipSpecialTokens ?? false,
+        clean_up_tokenization_spaces: cleanUp,
+      });
     },
     tokenToId(tok) {
       return hf.token_to_id(tok) ?? null;
@@ -187,7 +202,13 @@ interface PieceSplit {
 /** GPT-2-style byte-level BPE (Llama 3, Qwen2): the pre-tokenizer's regex pieces, when nothing normalizes first. */
 function byteLevelSplit(tokenizerJson: Json): PieceSplit | null {
   const pre = tokenizerJson.pre_tokenizer as Json | null | undefined;
-  if (tokenizerJson.normalizer != null || pre?.type !== 'ByteLevel' || pre.add_prefix_space === true || pre.use_regex === false) return null;
+  if (
+    tokenizerJson.normalizer != null ||
+    pre?.type !== 'ByteLevel' ||
+    pre.add_prefix_space === true ||
+    pre.use_regex === false
+  )
+    return null;
   return { pieces: (text) => text.match(GPT2_PIECES) ?? [], asText: (piece) => piece, parts: pieceParts };
 }
 
@@ -209,7 +230,12 @@ function sentencePieceSplit(tokenizerJson: Json): PieceSplit | null {
     steps[1].type === 'Replace' &&
     (steps[1].pattern as Json | undefined)?.String === ' ' &&
     steps[1].content === SPM_SPACE;
-  const metaspace = norm == null && pre?.type === 'Metaspace' && (pre.replacement ?? SPM_SPACE) === SPM_SPACE && pre.split === false && ['always', 'first'].includes(pre.prepend_scheme as string);
+  const metaspace =
+    norm == null &&
+    pre?.type === 'Metaspace' &&
+    (pre.replacement ?? SPM_SPACE) === SPM_SPACE &&
+    pre.split === false &&
+    ['always', 'first'].includes(pre.prepend_scheme as string);
   const model = tokenizerJson.model as Json;
   // ignore_merges looks a whole BPE word (here the whole text) up in the vocabulary first
   if ((!prependNormalizer && !metaspace) || model.ignore_merges === true) return null;
@@ -242,15 +268,20 @@ function pieceCachedEncoder(tokenizerJson: Json, hf: HfTokenizer): ((text: strin
   if (model?.type !== 'BPE' || model.dropout != null) return null;
   const split = byteLevelSplit(tokenizerJson) ?? sentencePieceSplit(tokenizerJson);
   if (!split) return null;
-  const addedContents = ((tokenizerJson.added_tokens ?? []) as Json[]).map((t) => String(t.content)).filter((c) => c.length > 0);
-  const added = addedContents.length ? new RegExp(addedContents.map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')) : null;
+  const addedContents = ((tokenizerJson.added_tokens ?? []) as Json[])
+    .map((t) => String(t.content))
+    .filter((c) => c.length > 0);
+  const added = addedContents.length
+    ? new RegExp(addedContents.map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'))
+    : null;
   const cache = new Map<string, number[]>();
   return (text) => {
     if (text === '' || added?.test(text)) return hf.encode(text, { add_special_tokens: false }).ids;
     const ids: number[] = [];
     for (const piece of split.pieces(text)) {
       if (piece.length > MAX_CACHED_PIECE) {
-        for (const part of split.parts(piece)) for (const id of hf.encode(split.asText(part), { add_special_tokens: false }).ids) ids.push(id);
+        for (const part of split.parts(piece))
+          for (const id of hf.encode(split.asText(part), { add_special_tokens: false }).ids) ids.push(id);
         continue;
       }
       let pieceIds = cache.get(piece);

@@ -31,7 +31,9 @@ const FP4_MAGNITUDE = [0, 0.0625 / 12, 8 / 12, 1, 4 / 12, 6 / 12, 2 / 12, 3 / 12
 export const FP4_CODE = new Float32Array(16).map((_, i) => (i & 8 ? -FP4_MAGNITUDE[i & 7] : FP4_MAGNITUDE[i & 7]) + 0); // code 8 is +0 as in get_4bit_type
 
 /** dQuantizeFP4's thresholds on |x| (as written in the kernel), ascending, and the 3-bit code of each magnitude rank. */
-const FP4_THRESHOLDS = new Float32Array([0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333, 0.8333333]);
+const FP4_THRESHOLDS = new Float32Array([
+  0.00260417, 0.0859375, 0.20833333, 0.29166667, 0.4166667, 0.583333, 0.8333333,
+]);
 const FP4_RANK_BITS = [0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011];
 
 /** 4-bit code of a value already scaled to [-1, 1] (x = w / absmax as float32); NaN gives 0 as in the kernel. */

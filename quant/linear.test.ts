@@ -44,13 +44,18 @@ describe('QuantizedLinear', () => {
 
   test('one row (decoding) goes through matvec4bit on the packed codes and still equals the dense layer, gradient too', () => {
     // in = 128: whole blocks per row, which the packed matvec needs; in = 40 (blocks spanning rows) takes the dequantized path
-    for (const [out, inp, kind] of [[48, 128, 'nf4'], [24, 128, 'fp4'], [OUT, IN, 'nf4']] as const) {
+    for (const [out, inp, kind] of [
+      [48, 128, 'nf4'],
+      [24, 128, 'fp4'],
+      [OUT, IN, 'nf4'],
+    ] as const) {
       const w = normal(out * inp, 4, 0.1);
       const q = quantizedLinear(kind)('w', w, out, inp, normal(out, 5, 0.5)) as QuantizedLinear;
       const dense = new DenseLinear(dequantize(q.q), out, inp, q.bias);
       const x = tf.tensor2d(normal(inp, 6), [1, inp]);
       const dy = tf.tensor2d(normal(out, 7), [1, out]);
-      const run = (l: QuantizedLinear | DenseLinear) => tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
+      const run = (l: QuantizedLinear | DenseLinear) =>
+        tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
       const [a, b] = [run(q), run(dense)];
       expect(maxAbsDiff(a.value.dataSync(), b.value.dataSync()), `${kind} [${out}, ${inp}]`).toBeLessThan(1e-5);
       expect(maxAbsDiff(a.grads[0].dataSync(), b.grads[0].dataSync())).toBeLessThan(1e-5);
@@ -64,7 +69,8 @@ describe('QuantizedLinear', () => {
     const { nf4, dense } = layers(true);
     const x = tf.tensor2d(normal(N * IN, 4), [N, IN]);
     const r = tf.tensor2d(normal(N * OUT, 5), [N, OUT]); // loss = sum(r * y): a dy that is not all ones
-    const loss = (l: { apply(x: tf.Tensor2D): tf.Tensor2D }) => (xx: tf.Tensor) => tf.sum(tf.mul(r, l.apply(xx as tf.Tensor2D)));
+    const loss = (l: { apply(x: tf.Tensor2D): tf.Tensor2D }) => (xx: tf.Tensor) =>
+      tf.sum(tf.mul(r, l.apply(xx as tf.Tensor2D)));
     const dx = tf.grad(loss(nf4))(x);
     const dxDense = tf.grad(loss(dense))(x);
     expect(maxAbsDiff(dx.dataSync(), dxDense.dataSync())).toBeLessThan(1e-4);
@@ -105,7 +111,9 @@ describe('QuantizedLinear', () => {
       tf.variableGrads(() => tf.sum(tf.square(l.apply(tf.matMul(A, z)))) as tf.Scalar, [A]);
     const g1 = grads(nf4);
     const g2 = grads(dense);
-    expect(maxAbsDiff(g1.grads[A.name].dataSync(), g2.grads[A.name].dataSync())).toBeLessThan(1e-4 * Math.max(1, g1.value.dataSync()[0]));
+    expect(maxAbsDiff(g1.grads[A.name].dataSync(), g2.grads[A.name].dataSync())).toBeLessThan(
+      1e-4 * Math.max(1, g1.value.dataSync()[0]),
+    );
     expect(Math.abs(g1.value.dataSync()[0] - g2.value.dataSync()[0])).toBeLessThan(1e-3);
     tf.dispose([A, z, g1.value, g2.value, ...Object.values(g1.grads), ...Object.values(g2.grads)]);
     nf4.dispose();
@@ -135,11 +143,17 @@ describe('QuantizedLinear', () => {
   test('holds only packed codes: bytes, denseWeight and the factory options', () => {
     const w = normal(64 * 128, 9, 0.05);
     const l = quantizedLinear('nf4')('up_proj', w, 64, 128, null);
-    expect(l.bytes()).toBe(64 * 128 / 2 + 128 + 4 + 4); // codes + 8-bit absmax + one nested absmax + offset
+    expect(l.bytes()).toBe((64 * 128) / 2 + 128 + 4 + 4); // codes + 8-bit absmax + one nested absmax + offset
     expect(Array.from(l.denseWeight())).toEqual(Array.from(dequantize(quantize(w, [64, 128]))));
-    const plain = quantizedLinear('fp4', { doubleQuant: false, blockSize: 128 })('up_proj', w, 64, 128, null) as QuantizedLinear;
+    const plain = quantizedLinear('fp4', { doubleQuant: false, blockSize: 128 })(
+      'up_proj',
+      w,
+      64,
+      128,
+      null,
+    ) as QuantizedLinear;
     expect(plain.q.kind).toBe('fp4');
-    expect(plain.bytes()).toBe(64 * 128 / 2 + 4 * 64);
+    expect(plain.bytes()).toBe((64 * 128) / 2 + 4 * 64);
     l.dispose();
     plain.dispose();
   });

@@ -6,7 +6,16 @@ import * as tf from '@tensorflow/tfjs';
 import { filledTensor2d } from '../engine/filled.ts';
 import { matMulTransientT } from '../engine/matmul.ts';
 import type { Linear, LinearFactory } from '../model/linear.ts';
-import { dequantize, dequantizeRows, matvec4bit, quantize, quantizedBytes, type QuantizeOptions, type QuantizedTensor, type QuantKind } from './nf4.ts';
+import {
+  dequantize,
+  dequantizeRows,
+  matvec4bit,
+  quantize,
+  quantizedBytes,
+  type QuantizeOptions,
+  type QuantizedTensor,
+  type QuantKind,
+} from './nf4.ts';
 
 /** A frozen projection stored block-quantized: NF4, FP4 or int8 codes with their absmax (quant/nf4.ts). */
 export class QuantizedLinear implements Linear {
@@ -69,7 +78,10 @@ export class QuantizedLinear implements Linear {
  * A LinearFactory that quantizes each projection as the model loads (`loadLlama(dir, { linear: quantizedLinear('nf4') })`).
  * The float32 weight handed in is not kept: once this returns, only the packed form refers to its values.
  */
-export function quantizedLinear(kind: QuantKind = 'nf4', opts: Omit<QuantizeOptions, 'kind' | 'name'> = {}): LinearFactory {
+export function quantizedLinear(
+  kind: QuantKind = 'nf4',
+  opts: Omit<QuantizeOptions, 'kind' | 'name'> = {},
+): LinearFactory {
   return (name, weight, outFeatures, inFeatures, bias) =>
     new QuantizedLinear(quantize(weight, [outFeatures, inFeatures], { ...opts, kind, name }), bias);
 }

@@ -7,12 +7,27 @@ import { estimateMemory, humanBytes, projectionShapes } from './memory.ts';
 // Llama-2-7B's config.json
 const llama7b = parseConfig(
   {
-    architectures: ['LlamaForCausalLM'], hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32,
-    num_attention_heads: 32, num_key_value_heads: 32, rms_norm_eps: 1e-5, vocab_size: 32000, max_position_embeddings: 4096,
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: 4096,
+    intermediate_size: 11008,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 32,
+    rms_norm_eps: 1e-5,
+    vocab_size: 32000,
+    max_position_embeddings: 4096,
   },
   'config.json',
 );
-const opts = { quant: 'nf4', doubleQuant: true, loraR: 8, targetModules: LINEAR_NAMES, microBatchSize: 1, sequenceLen: 512, optimizer: 'adamw' } as const;
+const opts = {
+  quant: 'nf4',
+  doubleQuant: true,
+  loraR: 8,
+  targetModules: LINEAR_NAMES,
+  microBatchSize: 1,
+  sequenceLen: 512,
+  optimizer: 'adamw',
+} as const;
 
 describe('estimateMemory', () => {
   test('Llama-2-7B: 6.48e9 projection weights at 4.127 bits plus float32 embeddings, head and norms', () => {
@@ -32,13 +47,16 @@ describe('estimateMemory', () => {
     expect(e.adapterBytes).toBe(4 * params);
     expect(e.gradBytes).toBe(e.adapterBytes);
     expect(e.optimizerBytes).toBe(2 * e.adapterBytes);
-    expect(e.totalBytes).toBe(e.baseBytes + e.adapterBytes + e.gradBytes + e.optimizerBytes + e.activationBytes + e.dequantBytes);
+    expect(e.totalBytes).toBe(
+      e.baseBytes + e.adapterBytes + e.gradBytes + e.optimizerBytes + e.activationBytes + e.dequantBytes,
+    );
     expect(e.dequantBytes).toBe(2 * 4 * 4096 * 11008); // the MLP projections, twice
     expect(estimateMemory(llama7b, { ...opts, quant: 'none' }).dequantBytes).toBe(0);
   });
 
   test('activations grow linearly with batch and faster than linearly with sequence length (attention scores)', () => {
-    const a = (b: number, t: number) => estimateMemory(llama7b, { ...opts, microBatchSize: b, sequenceLen: t }).activationBytes;
+    const a = (b: number, t: number) =>
+      estimateMemory(llama7b, { ...opts, microBatchSize: b, sequenceLen: t }).activationBytes;
     // each row adds the same; the backward pass's attention temporaries are one pair at a time, whatever the batch
     expect(a(4, 256) - a(3, 256)).toBe(a(2, 256) - a(1, 256));
     expect(a(4, 256)).toBeLessThan(4 * a(1, 256));
@@ -47,7 +65,17 @@ describe('estimateMemory', () => {
 
   test('a tiny model at 8 x 256 tokens: twice its forward tensors (what tfjs holds until the backward pass ends)', () => {
     const tiny = parseConfig(
-      { architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 176, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 1024, rms_norm_eps: 1e-5, max_position_embeddings: 1024 },
+      {
+        architectures: ['LlamaForCausalLM'],
+        hidden_size: 64,
+        intermediate_size: 176,
+        num_hidden_layers: 4,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        vocab_size: 1024,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 1024,
+      },
       'config.json',
     );
     const e = estimateMemory(tiny, { ...opts, quant: 'none', microBatchSize: 8, sequenceLen: 256 });
@@ -84,7 +112,9 @@ describe('estimateMemory', () => {
   });
 
   test('bad sizes are clear errors', () => {
-    expect(() => estimateMemory(llama7b, { ...opts, sequenceLen: 0 })).toThrow(/sequenceLen must be a positive integer, got 0/);
+    expect(() => estimateMemory(llama7b, { ...opts, sequenceLen: 0 })).toThrow(
+      /sequenceLen must be a positive integer, got 0/,
+    );
   });
 
   test('humanBytes', () => {
@@ -102,12 +132,27 @@ describe('ft memory', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'ft-mem-'));
     const file = path.join(dir, 'config.json');
     await writeFile(file, JSON.stringify(llama7b.raw));
-    const args: MemoryArgs = { backend: 'auto', quiet: true, config: file, loadIn4bit: true, doubleQuant: true, loraR: 8, targetModules: [...LINEAR_NAMES], microBatchSize: 1, sequenceLen: 512, gradientCheckpointing: false };
+    const args: MemoryArgs = {
+      backend: 'auto',
+      quiet: true,
+      config: file,
+      loadIn4bit: true,
+      doubleQuant: true,
+      loraR: 8,
+      targetModules: [...LINEAR_NAMES],
+      microBatchSize: 1,
+      sequenceLen: 512,
+      gradientCheckpointing: false,
+    };
     const out = await memoryTable(args);
     expect(out).toMatch(/base weights \(nf4 \+ double quant\)\s+4\.09 GiB/);
     expect(out).toMatch(/LoRA adapters \(r=8, 7 modules\)\s+76\.3 MiB/);
-    expect(await memoryTable({ ...args, gradientCheckpointing: true })).toMatch(/activations \(batch 1 x 512 tokens, checkpointed\)/);
-    await expect(memoryTable({ ...args, targetModules: ['qkv'] })).rejects.toThrow(/--target-modules: unknown module qkv/);
+    expect(await memoryTable({ ...args, gradientCheckpointing: true })).toMatch(
+      /activations \(batch 1 x 512 tokens, checkpointed\)/,
+    );
+    await expect(memoryTable({ ...args, targetModules: ['qkv'] })).rejects.toThrow(
+      /--target-modules: unknown module qkv/,
+    );
     await expect(memoryTable({ ...args, model: dir })).rejects.toThrow(/exactly one of --model DIR or --config/);
   });
 });

@@ -56,8 +56,13 @@ export function projectionShapes(c: LlamaConfig): Record<LinearName, [number, nu
 }
 
 export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate {
-  for (const [k, v] of [['loraR', o.loraR], ['microBatchSize', o.microBatchSize], ['sequenceLen', o.sequenceLen]] as const) {
-    if (!Number.isInteger(v) || v < (k === 'loraR' ? 0 : 1)) throw new FtError(`memory estimate: ${k} must be a positive integer, got ${v}`);
+  for (const [k, v] of [
+    ['loraR', o.loraR],
+    ['microBatchSize', o.microBatchSize],
+    ['sequenceLen', o.sequenceLen],
+  ] as const) {
+    if (!Number.isInteger(v) || v < (k === 'loraR' ? 0 : 1))
+      throw new FtError(`memory estimate: ${k} must be a positive integer, got ${v}`);
   }
   const shapes = projectionShapes(c);
   const L = c.numHiddenLayers;
@@ -110,16 +115,28 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const attention = batchedAttention ? 4 * o.microBatchSize * c.numAttentionHeads * T * T * L : 5 * G * T * T;
   // With gradient checkpointing only each layer's input [tokens, h] is kept through the forward pass; the backward
   // pass recomputes one layer at a time, holding that layer's tensors and their gradients.
-  const layersHeld = o.gradientCheckpointing ? tokens * L * h + 2 * tokens * perTokenLayer : 2 * tokens * L * perTokenLayer;
+  const layersHeld = o.gradientCheckpointing
+    ? tokens * L * h + 2 * tokens * perTokenLayer
+    : 2 * tokens * L * perTokenLayer;
   const attentionHeld = o.gradientCheckpointing && batchedAttention ? attention / L : attention;
   // The head: final norm (4h per token), logits and probabilities (2V); checkpointed, one loss chunk's logits at a time.
   const logitRows = o.gradientCheckpointing ? Math.min(tokens, LOSS_CHUNK_ROWS) : tokens;
   const activationBytes = 4 * (layersHeld + 2 * tokens * 4 * h + 2 * logitRows * 2 * V + attentionHeld);
 
-  const dequantBytes = o.quant === 'none' ? 0 : 2 * 4 * Math.max(...LINEAR_NAMES.map((n) => shapes[n][0] * shapes[n][1]));
+  const dequantBytes =
+    o.quant === 'none' ? 0 : 2 * 4 * Math.max(...LINEAR_NAMES.map((n) => shapes[n][0] * shapes[n][1]));
   const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes + dequantBytes;
   const xnnpackCopies = 4 * (V * h + (o.quant === 'none' ? L * projParams : 0));
-  return { baseBytes, adapterBytes, gradBytes, optimizerBytes, activationBytes, dequantBytes, totalBytes, heapBytes: totalBytes - packedBytes + xnnpackCopies };
+  return {
+    baseBytes,
+    adapterBytes,
+    gradBytes,
+    optimizerBytes,
+    activationBytes,
+    dequantBytes,
+    totalBytes,
+    heapBytes: totalBytes - packedBytes + xnnpackCopies,
+  };
 }
 
 /** 1536 -> "1.5 KiB". */

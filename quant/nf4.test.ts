@@ -148,7 +148,10 @@ describe('error bounds', () => {
   });
 
   test('codebook values round-trip exactly: w = absmax * code', () => {
-    for (const [kind, code] of [['nf4', NF4_CODE], ['fp4', FP4_CODE]] as const) {
+    for (const [kind, code] of [
+      ['nf4', NF4_CODE],
+      ['fp4', FP4_CODE],
+    ] as const) {
       const w = new Float32Array(64 * 3);
       const absmax = [0.5, 0.0390625, 3];
       for (let i = 0; i < w.length; i++) w[i] = code[(i * 7) % 16] * absmax[(i / 64) | 0];
@@ -201,7 +204,9 @@ describe('layout and size', () => {
 describe('bad input', () => {
   test('an unknown kind, an unsupported block size, a shape mismatch and non-finite weights are clear errors', () => {
     const w = new Float32Array(8);
-    expect(() => quantize(w, [2, 4], { kind: 'nf3' as QuantKind })).toThrow(/unknown quantization kind 'nf3': expected one of nf4, fp4, int8/);
+    expect(() => quantize(w, [2, 4], { kind: 'nf3' as QuantKind })).toThrow(
+      /unknown quantization kind 'nf3': expected one of nf4, fp4, int8/,
+    );
     expect(() => quantize(w, [2, 4], { blockSize: 48, name: 'model.layers.0.mlp.up_proj.weight' })).toThrow(
       /model\.layers\.0\.mlp\.up_proj\.weight: block size 48 is not supported/,
     );

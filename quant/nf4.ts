@@ -73,7 +73,9 @@ export function quantize(w: Float32Array, shape: [number, number], opts: Quantiz
   }
   const bad = w.findIndex((v) => !Number.isFinite(v));
   if (bad >= 0) {
-    throw new FtError(`${what}: non-finite value ${w[bad]} at [${Math.floor(bad / cols)}, ${bad % cols}]: cannot quantize`);
+    throw new FtError(
+      `${what}: non-finite value ${w[bad]} at [${Math.floor(bad / cols)}, ${bad % cols}]: cannot quantize`,
+    );
   }
   const { codes, absmax } = kind === 'int8' ? quantizeBlockwise8(w, blockSize) : quantizeBlockwise4(w, blockSize, kind);
   const doubleQuant = opts.doubleQuant ?? kind !== 'int8';
@@ -91,7 +93,11 @@ function blockAbsmaxOf(x: Float32Array, start: number, end: number): number {
 }
 
 /** kQuantizeBlockwise for FP4/NF4: scaled value x * (1/absmax) in float32; an all-zero block gives NaNs, hence code 0, as in bnb. */
-function quantizeBlockwise4(w: Float32Array, blockSize: number, kind: 'nf4' | 'fp4'): { codes: Uint8Array; absmax: Float32Array } {
+function quantizeBlockwise4(
+  w: Float32Array,
+  blockSize: number,
+  kind: 'nf4' | 'fp4',
+): { codes: Uint8Array; absmax: Float32Array } {
   const n = w.length;
   const nBlocks = Math.ceil(n / blockSize);
   const absmax = new Float32Array(nBlocks);
@@ -226,7 +232,8 @@ function dequantize4bit(q: QuantizedTensor, start: number, end: number, out: Flo
 export function matvec4bit(q: QuantizedTensor, x: Float32Array): Float32Array {
   const [outF, inF] = q.shape;
   const { blockSize, codes } = q;
-  if (q.kind === 'int8' || inF % blockSize !== 0 || x.length !== inF) throw new Error(`matvec4bit: a 4-bit [${q.shape}] with in_features a multiple of ${blockSize}, and x of ${inF}`);
+  if (q.kind === 'int8' || inF % blockSize !== 0 || x.length !== inF)
+    throw new Error(`matvec4bit: a 4-bit [${q.shape}] with in_features a multiple of ${blockSize}, and x of ${inF}`);
   const pairs = PAIRS[q.kind];
   const y = new Float32Array(outF);
   let byte = 0;
@@ -254,7 +261,11 @@ export function quantizedBytes(q: QuantizedTensor): number {
 }
 
 /** Storage bits per weight of a kind, in the large-tensor limit: 4 + 32/64 = 4.5, or 4 + 8/64 + 32/(64*256) ≈ 4.127 with double quant. */
-export function bitsPerWeight(kind: QuantKind, blockSize = DEFAULT_BLOCK_SIZE[kind], doubleQuant = kind !== 'int8'): number {
+export function bitsPerWeight(
+  kind: QuantKind,
+  blockSize = DEFAULT_BLOCK_SIZE[kind],
+  doubleQuant = kind !== 'int8',
+): number {
   checkKind(kind);
   const codeBits = kind === 'int8' ? 8 : 4;
   return codeBits + (doubleQuant ? 8 / blockSize + 32 / (blockSize * NESTED_BLOCK_SIZE) : 32 / blockSize);

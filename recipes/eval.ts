@@ -37,18 +37,33 @@ export async function evaluateRecipe(recipe: Recipe, adapterDir: string, opts: R
   let overlap;
   if (section.data) {
     data = { entries: [entryFor(section.data, section.data_type)], baseDir, maxSamples: section.max_samples };
-    overlap = { hashes: await trainingHashes(recipe, tok, baseDir, preparedPathOf(recipe)), trainedOn: opts.recipeFile, allow: true };
+    overlap = {
+      hashes: await trainingHashes(recipe, tok, baseDir, preparedPathOf(recipe)),
+      trainedOn: opts.recipeFile,
+      allow: true,
+    };
   } else {
-    if (recipe.val_set_size === 0) throw new FtError(`${opts.recipeFile}: eval needs eval.data or a validation split (val_set_size > 0)`);
+    if (recipe.val_set_size === 0)
+      throw new FtError(`${opts.recipeFile}: eval needs eval.data or a validation split (val_set_size > 0)`);
     const ds = await prepareDataset(recipe, tok, baseDir, { dir: preparedPathOf(recipe), build: false, log });
-    data = { entries: recipe.datasets, baseDir, keep: (h) => ds.split.isValidation(h), maxSamples: section.max_samples };
+    data = {
+      entries: recipe.datasets,
+      baseDir,
+      keep: (h) => ds.split.isValidation(h),
+      maxSamples: section.max_samples,
+    };
   }
   return runEval({
     model: modelDir,
     adapters: [adapterDir],
     data,
     outDir: opts.outDir ?? path.join(path.dirname(path.resolve(adapterDir)), 'eval'),
-    generation: { maxNewTokens: section.max_new_tokens, temperature: section.temperature, topP: section.top_p, seed: recipe.seed },
+    generation: {
+      maxNewTokens: section.max_new_tokens,
+      temperature: section.temperature,
+      topP: section.top_p,
+      seed: recipe.seed,
+    },
     sequenceLen: recipe.sequence_len,
     trainOnInputs: recipe.train_on_inputs,
     lossBatchSize: recipe.micro_batch_size,

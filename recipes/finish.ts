@@ -43,14 +43,22 @@ function evaluationRows(result: EvalResult): CardInput['evaluation'] {
  * Runs the recipe's eval section, writes the card, pushes. The adapter is saved before this runs, so a failing
  * eval (bad eval data, say) is reported and skipped rather than failing the run; a failing push fails it.
  */
-export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: string, run: RunFigures, log: (line: string) => void): Promise<Finished> {
+export async function finishRun(
+  recipe: Recipe,
+  recipeFile: string,
+  adapterDir: string,
+  run: RunFigures,
+  log: (line: string) => void,
+): Promise<Finished> {
   let evalResult: EvalResult | null = null;
   if (recipe.eval) {
     try {
       evalResult = await evaluateRecipe(recipe, adapterDir, { recipeFile, log });
     } catch (e) {
       if (!(e instanceof FtError)) throw e;
-      log(`ft: warning: the recipe's eval section did not run: ${e.message} (the adapter is saved; rerun it with ft eval)`);
+      log(
+        `ft: warning: the recipe's eval section did not run: ${e.message} (the adapter is saved; rerun it with ft eval)`,
+      );
     }
   }
 
@@ -83,7 +91,12 @@ export async function finishRun(recipe: Recipe, recipeFile: string, adapterDir: 
   let pushed: PushResult | null = null;
   if (recipe.hub_model_id) {
     log(`ft: pushing ${adapterDir} to ${recipe.hub_model_id}`);
-    pushed = await pushToHub({ dir: adapterDir, repo: recipe.hub_model_id, commitMessage: `ft train ${path.basename(recipeFile)}: ${run.steps} steps`, log });
+    pushed = await pushToHub({
+      dir: adapterDir,
+      repo: recipe.hub_model_id,
+      commitMessage: `ft train ${path.basename(recipeFile)}: ${run.steps} steps`,
+      log,
+    });
     log(`ft: pushed ${pushed.files.length} files to ${pushed.url} (${pushed.commitUrl})`);
   }
   return { eval: evalResult, card, pushed };
@@ -101,9 +114,13 @@ export function summaryLines(run: RunFigures, outputDir: string, adapterDir: str
     const cols = Object.keys(tuned.metrics)
       .map((k) => `${k} ${base.metrics[k].toFixed(3)} -> ${tuned.metrics[k].toFixed(3)}`)
       .join(', ');
-    lines.push(`ft: eval base -> adapter on ${finished.eval.items.length} held-out prompts: ${cols}; ${finished.eval.files.markdown}`);
+    lines.push(
+      `ft: eval base -> adapter on ${finished.eval.items.length} held-out prompts: ${cols}; ${finished.eval.files.markdown}`,
+    );
   }
-  lines.push(`ft: adapter ${adapterDir} (PEFT, with README.md); ${path.join(outputDir, 'metrics.jsonl')}; ${path.join(outputDir, 'loss.svg')}`);
+  lines.push(
+    `ft: adapter ${adapterDir} (PEFT, with README.md); ${path.join(outputDir, 'metrics.jsonl')}; ${path.join(outputDir, 'loss.svg')}`,
+  );
   if (finished.pushed) lines.push(`ft: on the Hub: ${finished.pushed.url}`);
   return lines;
 }

@@ -13,7 +13,15 @@ export interface Source {
 
 /** "expected ..." for fields that set no message of their own (zod's defaults read "Invalid input: ..."). */
 export function plainMessage(iss: z.core.$ZodRawIssue): string | undefined {
-  const a = (n: string) => ({ int: 'an integer', number: 'a number', string: 'a string', boolean: 'true or false', array: 'a list', object: 'a mapping' })[n] ?? n;
+  const a = (n: string) =>
+    ({
+      int: 'an integer',
+      number: 'a number',
+      string: 'a string',
+      boolean: 'true or false',
+      array: 'a list',
+      object: 'a mapping',
+    })[n] ?? n;
   switch (iss.code) {
     case 'invalid_type':
       return `expected ${a(String(iss.expected))}`;
@@ -21,8 +29,10 @@ export function plainMessage(iss: z.core.$ZodRawIssue): string | undefined {
     case 'too_big': {
       const bound = iss.code === 'too_small' ? iss.minimum : iss.maximum;
       const op = iss.code === 'too_small' ? (iss.inclusive ? '>=' : '>') : iss.inclusive ? '<=' : '<';
-      if (iss.origin === 'array') return `expected ${iss.code === 'too_small' ? 'at least' : 'at most'} ${bound} item(s)`;
-      if (iss.origin === 'string') return iss.code === 'too_small' ? 'expected a non-empty string' : `expected at most ${bound} characters`;
+      if (iss.origin === 'array')
+        return `expected ${iss.code === 'too_small' ? 'at least' : 'at most'} ${bound} item(s)`;
+      if (iss.origin === 'string')
+        return iss.code === 'too_small' ? 'expected a non-empty string' : `expected at most ${bound} characters`;
       return `expected a number ${op} ${bound}`;
     }
     case 'invalid_value':
@@ -45,7 +55,13 @@ export function describeIssue(issue: z.core.$ZodIssue, raw: unknown, src: Source
   const name = keys.join('.');
   // a field's own check shows the value it got; a rule about several fields, or a missing one, speaks for itself
   const crossField = issue.code === 'custom' && issue.params?.crossField === true;
-  const got = crossField ? '' : value !== undefined ? `, got ${show(value)}` : issue.code === 'custom' ? '' : ' (missing)';
+  const got = crossField
+    ? ''
+    : value !== undefined
+      ? `, got ${show(value)}`
+      : issue.code === 'custom'
+        ? ''
+        : ' (missing)';
   const where = locate(src, keys, false);
   return where === `--${name}` ? `${where}: ${issue.message}${got}` : `${where}: ${name}: ${issue.message}${got}`;
 }
@@ -83,7 +99,8 @@ function valueAt(raw: unknown, keys: Key[]): unknown {
 }
 
 function show(v: unknown): string {
-  if (typeof v === 'number' && !Number.isFinite(v)) return Number.isNaN(v) ? '.nan (not a number)' : `${v < 0 ? '-' : ''}.inf (infinite)`;
+  if (typeof v === 'number' && !Number.isFinite(v))
+    return Number.isNaN(v) ? '.nan (not a number)' : `${v < 0 ? '-' : ''}.inf (infinite)`;
   if (Array.isArray(v)) return `a list [${v.map(show).join(', ')}]`;
   if (v !== null && typeof v === 'object') return 'a mapping';
   return JSON.stringify(v);

@@ -44,7 +44,11 @@ export function parseRecipe(text: string, file: string, overrides: Overrides = {
     // report the first problem in file order (command-line ones first)
     const src = { file, doc, lines, overridden };
     const order = (i: z.core.$ZodIssue) => {
-      const where = locate(src, i.code === 'unrecognized_keys' ? [...(i.path as Key[]), i.keys[0]] : (i.path as Key[]), true);
+      const where = locate(
+        src,
+        i.code === 'unrecognized_keys' ? [...(i.path as Key[]), i.keys[0]] : (i.path as Key[]),
+        true,
+      );
       return where.startsWith('--') ? -1 : Number(where.slice(file.length + 1)) || Infinity;
     };
     const issues = [...parsed.error.issues].sort((a, b) => order(a) - order(b));
@@ -56,7 +60,14 @@ export function parseRecipe(text: string, file: string, overrides: Overrides = {
 
 /** The adapter a recipe asks for, as adapters/lora.ts takes it. */
 export function loraConfigOf(r: Recipe): LoraConfig {
-  return { r: r.lora_r, alpha: r.lora_alpha, dropout: r.lora_dropout, targetModules: r.lora_target_modules, layersToTransform: r.layers_to_transform, useRslora: r.peft_use_rslora };
+  return {
+    r: r.lora_r,
+    alpha: r.lora_alpha,
+    dropout: r.lora_dropout,
+    targetModules: r.lora_target_modules,
+    layersToTransform: r.layers_to_transform,
+    useRslora: r.peft_use_rslora,
+  };
 }
 
 export function adamWConfigOf(r: Recipe): AdamWConfig {
@@ -96,11 +107,13 @@ function resolvePaths(r: Recipe, dir: string, file: string): Recipe {
     ...r,
     base_model,
     // a Hub dataset id stays an id (a data file's extension marks a local path)
-    datasets: r.datasets.map((d) => ({ ...d, path: /\.(arrow|json|jsonl|parquet)$/.test(d.path) ? at(d.path) : resolveModelRef(d.path, dir) })),
+    datasets: r.datasets.map((d) => ({
+      ...d,
+      path: /\.(arrow|json|jsonl|parquet)$/.test(d.path) ? at(d.path) : resolveModelRef(d.path, dir),
+    })),
     output_dir: at(r.output_dir),
     dataset_prepared_path: r.dataset_prepared_path === undefined ? undefined : at(r.dataset_prepared_path),
     resume_from_checkpoint: r.resume_from_checkpoint === undefined ? undefined : at(r.resume_from_checkpoint),
     eval: r.eval && { ...r.eval, data: r.eval.data === undefined ? undefined : at(r.eval.data) },
   };
 }
-

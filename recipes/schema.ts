@@ -8,15 +8,28 @@ import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
 import { LR_SCHEDULERS } from '../train/schedule.ts';
 
 // ---- field types, each with the message a user sees after `key: ` ----
-const posInt = (what = 'a positive integer') => z.int({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
-const nonNegInt = (what = 'a non-negative integer') => z.int({ error: `expected ${what}` }).min(0, { error: `expected ${what}` });
-const posNum = (what = 'a positive number') => z.number({ error: `expected ${what}` }).positive({ error: `expected ${what}` });
-const nonNegNum = (what = 'a number >= 0') => z.number({ error: `expected ${what}` }).min(0, { error: `expected ${what}` });
-const unit = (what: string) => z.number({ error: `expected ${what}` }).min(0, { error: `expected ${what}` }).max(1, { error: `expected ${what}` });
-const below1 = () => z.number({ error: 'expected a number in [0, 1)' }).min(0, { error: 'expected a number in [0, 1)' }).lt(1, { error: 'expected a number in [0, 1)' });
+const posInt = (what = 'a positive integer') =>
+  z.int({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
+const nonNegInt = (what = 'a non-negative integer') =>
+  z.int({ error: `expected ${what}` }).min(0, { error: `expected ${what}` });
+const posNum = (what = 'a positive number') =>
+  z.number({ error: `expected ${what}` }).positive({ error: `expected ${what}` });
+const nonNegNum = (what = 'a number >= 0') =>
+  z.number({ error: `expected ${what}` }).min(0, { error: `expected ${what}` });
+const unit = (what: string) =>
+  z
+    .number({ error: `expected ${what}` })
+    .min(0, { error: `expected ${what}` })
+    .max(1, { error: `expected ${what}` });
+const below1 = () =>
+  z
+    .number({ error: 'expected a number in [0, 1)' })
+    .min(0, { error: 'expected a number in [0, 1)' })
+    .lt(1, { error: 'expected a number in [0, 1)' });
 const bool = () => z.boolean({ error: 'expected true or false' });
 const str = (what = 'a string') => z.string({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
-const oneOf = <const T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { error: `expected one of ${values.join(', ')}` });
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: `expected one of ${values.join(', ')}` });
 
 /** End-of-training generation eval. */
 export const EvalSectionSchema = z.strictObject({
@@ -40,7 +53,13 @@ export const RecipeFields = z.strictObject({
   // model
   base_model: str('a model folder or a Hugging Face id'),
   base_model_revision: str('a branch, tag or commit of the Hub repo').optional(), // default main
-  base_model_init: z.strictObject({ preset: oneOf(Object.keys(PRESETS) as [PresetName]), seed: nonNegInt().default(0), init_std: posNum().optional() }).optional(),
+  base_model_init: z
+    .strictObject({
+      preset: oneOf(Object.keys(PRESETS) as [PresetName]),
+      seed: nonNegInt().default(0),
+      init_std: posNum().optional(),
+    })
+    .optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
   allow_longer_sequence_len: bool().default(false), // sequence_len past the model's max_position_embeddings (recipes/context.ts)
@@ -52,7 +71,9 @@ export const RecipeFields = z.strictObject({
   lora_target_modules: targetModules.default(['q_proj', 'v_proj']),
   lora_target_linear: bool().default(false),
   peft_use_rslora: bool().default(false),
-  layers_to_transform: z.union([nonNegInt(), z.array(nonNegInt()).min(1)], { error: 'expected a layer index or a list of layer indices' }).optional(),
+  layers_to_transform: z
+    .union([nonNegInt(), z.array(nonNegInt()).min(1)], { error: 'expected a layer index or a list of layer indices' })
+    .optional(),
   // data: datasets, sequence_len, sample_packing, train_on_inputs, micro_batch_size, seed, val_set_size, ... (owned by data/)
   ...dataRecipeShape,
   // batches and length of training
@@ -84,16 +105,22 @@ export const RecipeFields = z.strictObject({
 
 /** Cross-field rules, reported at the key that has to change. */
 export const RecipeSchema = RecipeFields.superRefine((r, ctx) => {
-  const issue = (key: string, message: string) => ctx.addIssue({ code: 'custom', path: [key], message, params: { crossField: true } });
+  const issue = (key: string, message: string) =>
+    ctx.addIssue({ code: 'custom', path: [key], message, params: { crossField: true } });
   if (r.num_epochs === undefined && r.max_steps === undefined) issue('num_epochs', 'set num_epochs or max_steps');
-  if (r.warmup_steps !== undefined && r.warmup_ratio !== undefined) issue('warmup_ratio', 'set warmup_steps or warmup_ratio, not both');
-  if (r.adapter === 'qlora' && r.load_in_4bit === false) issue('load_in_4bit', 'adapter qlora needs load_in_4bit true (or use adapter lora)');
-  if (r.val_set_size >= 1 && !Number.isInteger(r.val_set_size)) issue('val_set_size', 'expected a fraction in [0, 1) or a whole number of examples');
+  if (r.warmup_steps !== undefined && r.warmup_ratio !== undefined)
+    issue('warmup_ratio', 'set warmup_steps or warmup_ratio, not both');
+  if (r.adapter === 'qlora' && r.load_in_4bit === false)
+    issue('load_in_4bit', 'adapter qlora needs load_in_4bit true (or use adapter lora)');
+  if (r.val_set_size >= 1 && !Number.isInteger(r.val_set_size))
+    issue('val_set_size', 'expected a fraction in [0, 1) or a whole number of examples');
 }).transform((r) => ({
   ...r,
   load_in_4bit: r.load_in_4bit ?? r.adapter === 'qlora',
   /** resolved: lora_target_linear or all-linear expand to every projection */
-  lora_target_modules: (r.lora_target_linear || r.lora_target_modules === 'all-linear' ? [...LINEAR_NAMES] : r.lora_target_modules) as LinearName[],
+  lora_target_modules: (r.lora_target_linear || r.lora_target_modules === 'all-linear'
+    ? [...LINEAR_NAMES]
+    : r.lora_target_modules) as LinearName[],
   layers_to_transform: typeof r.layers_to_transform === 'number' ? [r.layers_to_transform] : r.layers_to_transform,
 }));
 

@@ -26,10 +26,16 @@ import type { Recipe } from './schema.ts';
  */
 export async function resolveBaseModel(recipe: Recipe, log: (line: string) => void): Promise<string> {
   await createSynthDatasets(recipe.datasets, log); // the embedded default's data, generated on first use like its base
-  if (!path.isAbsolute(recipe.base_model)) return (await downloadModel(recipe.base_model, recipe.base_model_revision, { log })).dir;
+  if (!path.isAbsolute(recipe.base_model))
+    return (await downloadModel(recipe.base_model, recipe.base_model_revision, { log })).dir;
   if (!existsSync(recipe.base_model)) {
-    if (!recipe.base_model_init) throw new FtError(`base_model '${recipe.base_model}': no such folder (set base_model_init to create a random model there)`);
-    log(`ft: creating base model ${recipe.base_model} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`);
+    if (!recipe.base_model_init)
+      throw new FtError(
+        `base_model '${recipe.base_model}': no such folder (set base_model_init to create a random model there)`,
+      );
+    log(
+      `ft: creating base model ${recipe.base_model} (preset ${recipe.base_model_init.preset}, seed ${recipe.base_model_init.seed})`,
+    );
     const { preset, seed, init_std: initStd } = recipe.base_model_init;
     await initModel(recipe.base_model, { preset, seed, initStd, corpus: synthCorpus() }); // its tokenizer trained on ft's synth text
   }
@@ -42,7 +48,11 @@ export async function withHubDatasets(recipe: Recipe, log: (line: string) => voi
 }
 
 /** Loads the frozen base from `modelDir` (NF4 when load_in_4bit, quantized one tensor at a time as it loads) and attaches a fresh, seeded LoRA. */
-export async function loadTrainableModel(recipe: Recipe, modelDir: string, recipeFile: string): Promise<TrainableModel> {
+export async function loadTrainableModel(
+  recipe: Recipe,
+  modelDir: string,
+  recipeFile: string,
+): Promise<TrainableModel> {
   const weights = await loadLlama(modelDir, { linear: recipe.load_in_4bit ? quantizedLinear('nf4') : denseLinear });
   const adapter = attachLora(weights, loraConfigOf(recipe), recipe.seed, recipeFile);
   return { weights, adapter };
@@ -77,8 +87,10 @@ export function wasmHeapWarning(recipe: Recipe, config: LlamaConfig): string | n
   if (need <= HEAP_HEADROOM * WASM_HEAP_LIMIT) return null;
   const help = [];
   const smallR = estimate(recipe.gradient_checkpointing, DEFAULT_LORA_R).heapBytes;
-  if (lora.r > DEFAULT_LORA_R && smallR <= HEAP_HEADROOM * WASM_HEAP_LIMIT) help.push(`a smaller lora_r (about ${humanBytes(smallR)} with lora_r ${DEFAULT_LORA_R})`);
-  if (!recipe.gradient_checkpointing) help.push(`gradient_checkpointing: true (about ${humanBytes(estimate(true).heapBytes)})`);
+  if (lora.r > DEFAULT_LORA_R && smallR <= HEAP_HEADROOM * WASM_HEAP_LIMIT)
+    help.push(`a smaller lora_r (about ${humanBytes(smallR)} with lora_r ${DEFAULT_LORA_R})`);
+  if (!recipe.gradient_checkpointing)
+    help.push(`gradient_checkpointing: true (about ${humanBytes(estimate(true).heapBytes)})`);
   help.push('a smaller micro_batch_size or sequence_len', recipe.load_in_4bit ? '' : 'load_in_4bit: true');
   const needs = `this run needs about ${humanBytes(need)} of wasm heap, which holds ${humanBytes(WASM_HEAP_LIMIT)}`;
   const tryThis = `try ${help.filter(Boolean).join(', or ')}`;

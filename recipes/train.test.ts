@@ -42,13 +42,19 @@ const base = {
   seed: 5,
 };
 
-async function run(name: string, over: Record<string, unknown> = {}, opts: Partial<Parameters<typeof train>[1]> = {}): Promise<TrainResult> {
+async function run(
+  name: string,
+  over: Record<string, unknown> = {},
+  opts: Partial<Parameters<typeof train>[1]> = {},
+): Promise<TrainResult> {
   const { file, recipe } = writeRecipe(tmp, { ...base, output_dir: `./${name}`, ...over }, `${name}.yaml`);
   return train(recipe, { recipeFile: file, ...opts });
 }
 
-const lossCurve = (h: MetricsRecord[]) => h.map(({ step, epoch, loss, lr, grad_norm, eval_loss }) => ({ step, epoch, loss, lr, grad_norm, eval_loss }));
-const adapterTensors = async (dir: string) => new Map([...(await readPeftAdapter(dir)).tensors].map(([k, t]) => [k, t.data]));
+const lossCurve = (h: MetricsRecord[]) =>
+  h.map(({ step, epoch, loss, lr, grad_norm, eval_loss }) => ({ step, epoch, loss, lr, grad_norm, eval_loss }));
+const adapterTensors = async (dir: string) =>
+  new Map([...(await readPeftAdapter(dir)).tensors].map(([k, t]) => [k, t.data]));
 
 let first: TrainResult;
 const tensorsAfterStep: number[] = [];
@@ -74,7 +80,9 @@ describe('train()', () => {
     expect(first.history.filter((r) => r.eval_loss !== undefined).map((r) => r.step)).toEqual([4, 8]);
     // each line's lr is the one its step used: warmup over steps 0-1, then cosine over steps 2..8 (0-based)
     const cosine = (k: number) => (1e-2 * (1 + Math.cos((Math.PI * (k - 2)) / 6))) / 2;
-    expect(first.history.map((r) => r.lr)).toEqual([1e-2 / 2, cosine(3), cosine(5), cosine(7)].map((x) => expect.closeTo(x, 12)));
+    expect(first.history.map((r) => r.lr)).toEqual(
+      [1e-2 / 2, cosine(3), cosine(5), cosine(7)].map((x) => expect.closeTo(x, 12)),
+    );
     expect(first.finalLoss).toBe(first.history[3].loss);
     expect(first.finalEvalLoss).toBe(first.history[3].eval_loss);
   });
@@ -118,20 +126,31 @@ describe('train()', () => {
 
   it('on resume says what the recipe changed, and refuses a change that breaks the continuation unless forced', async () => {
     await run('changed', {}, { stopAfterSteps: 2 });
-    const refused = await run('changed', { learning_rate: 2e-2, micro_batch_size: 1 }, { resume: true }).catch((e: Error) => e);
+    const refused = await run('changed', { learning_rate: 2e-2, micro_batch_size: 1 }, { resume: true }).catch(
+      (e: Error) => e,
+    );
     expect(refused).toBeInstanceOf(Error);
-    expect((refused as Error).message).toMatch(/^resume from .*checkpoint-2: the recipe changed micro_batch_size 2 -> 1, learning_rate 0\.01 -> 0\.02 since the checkpoint; .*--resume-force/);
+    expect((refused as Error).message).toMatch(
+      /^resume from .*checkpoint-2: the recipe changed micro_batch_size 2 -> 1, learning_rate 0\.01 -> 0\.02 since the checkpoint; .*--resume-force/,
+    );
     const lines: string[] = [];
-    const forced = await run('changed', { learning_rate: 2e-2, logging_steps: 1, max_steps: 3 }, { resume: true, resumeForce: true, log: (l) => lines.push(l) });
+    const forced = await run(
+      'changed',
+      { learning_rate: 2e-2, logging_steps: 1, max_steps: 3 },
+      { resume: true, resumeForce: true, log: (l) => lines.push(l) },
+    );
     expect(forced).toMatchObject({ interrupted: false, steps: 3 });
-    expect(lines, lines.join('\n')).toContain('ft: warning: resuming with changed max_steps 8 -> 3, learning_rate 0.01 -> 0.02, logging_steps 2 -> 1');
+    expect(lines, lines.join('\n')).toContain(
+      'ft: warning: resuming with changed max_steps 8 -> 3, learning_rate 0.01 -> 0.02, logging_steps 2 -> 1',
+    );
   });
 
   it('with gradient_checkpointing, follows the same loss curve to the same adapter (dropout masks replayed)', async () => {
     const ckpt = await run('checkpointed', { gradient_checkpointing: true });
     const [a, b] = [lossCurve(ckpt.history), lossCurve(first.history)];
     expect(a.length).toBe(b.length);
-    for (let i = 0; i < a.length; i++) for (const k of ['loss', 'grad_norm'] as const) expect(a[i][k]).toBeCloseTo(b[i][k]!, 4);
+    for (let i = 0; i < a.length; i++)
+      for (const k of ['loss', 'grad_norm'] as const) expect(a[i][k]).toBeCloseTo(b[i][k]!, 4);
     const [wa, wb] = [await adapterTensors(ckpt.adapterDir), await adapterTensors(first.adapterDir)];
     for (const [k, v] of wb) {
       const maxDiff = v.reduce((m, x, i) => Math.max(m, Math.abs(x - wa.get(k)![i])), 0);
@@ -143,13 +162,15 @@ describe('train()', () => {
     expect((await listCheckpoints(first.outputDir)).map((c) => c.step)).toEqual([6, 8]);
   });
 
-  it('a fresh run in an earlier run\'s output_dir replaces its checkpoints', async () => {
+  it("a fresh run in an earlier run's output_dir replaces its checkpoints", async () => {
     await run('rerun', { max_steps: 4 });
     renameSync(path.join(tmp, 'rerun', 'checkpoint-4'), path.join(tmp, 'rerun', 'checkpoint-100'));
     const lines: string[] = [];
     await run('rerun', { max_steps: 4 }, { log: (l) => lines.push(l) });
     expect((await listCheckpoints(path.join(tmp, 'rerun'))).map((c) => c.step)).toEqual([2, 4]);
-    expect(lines).toContain(`ft: fresh run in ${path.join(tmp, 'rerun')}: removed checkpoint-2, checkpoint-100 of an earlier run (--resume continues one instead)`);
+    expect(lines).toContain(
+      `ft: fresh run in ${path.join(tmp, 'rerun')}: removed checkpoint-2, checkpoint-100 of an earlier run (--resume continues one instead)`,
+    );
   });
 
   it('leaves metrics.jsonl, the resolved recipe, a loss curve and a model card beside the adapter', () => {
@@ -176,8 +197,9 @@ describe('train() with hub_model_id', () => {
     Object.assign(process.env, { HF_ENDPOINT: hub.url, HF_TOKEN: 'hf_carol' });
   });
   afterAll(async () => {
-    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
+    for (const [k, v] of Object.entries(saved))
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
     await hub?.close();
   });
 

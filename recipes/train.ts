@@ -12,7 +12,13 @@ import type { PushResult } from '../hub/push.ts';
 import { readConfig } from '../model/config.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer.ts';
-import { loadCheckpoint, removeCheckpoints, resumeCheckpoint, TRAINER_STATE, type TrainerState } from '../train/checkpoint.ts';
+import {
+  loadCheckpoint,
+  removeCheckpoints,
+  resumeCheckpoint,
+  TRAINER_STATE,
+  type TrainerState,
+} from '../train/checkpoint.ts';
 import { claimOutputDir, OUTPUT_DIR_HINT } from '../train/output-dir.ts';
 import { freshState, trainLoop, type BatchSource, type LoopConfig, type LoopResult } from '../train/loop.ts';
 import { AdamW } from '../train/optimizer.ts';
@@ -90,7 +96,12 @@ async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<Tr
   // Data and the checkpoint to resume are checked before the weights load: a bad dataset fails in seconds.
   const data = await trainData(recipe, await loadTokenizer(modelDir), opts.recipeFile, log);
   const G = recipe.gradient_accumulation_steps;
-  const totalSteps = totalTrainingSteps({ maxSteps: recipe.max_steps, numEpochs: recipe.num_epochs, microBatchesPerEpoch: data.perEpoch, gradAccum: G });
+  const totalSteps = totalTrainingSteps({
+    maxSteps: recipe.max_steps,
+    numEpochs: recipe.num_epochs,
+    microBatchesPerEpoch: data.perEpoch,
+    gradAccum: G,
+  });
   const resumeFrom = await resumeCheckpoint(recipe.output_dir, opts.resume || recipe.resume_from_checkpoint);
   if (resumeFrom) await checkResumeSettings(recipe, resumeFrom, opts.resumeForce ?? false, log);
 
@@ -124,12 +135,29 @@ async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<Tr
       start = freshState(cfg, model.adapter);
       // a fresh run owns output_dir: an earlier run's checkpoints would be pruned in its place and picked by --resume
       const stale = await removeCheckpoints(recipe.output_dir);
-      if (stale.length > 0) log(`ft: fresh run in ${recipe.output_dir}: removed checkpoint-${stale.join(', checkpoint-')} of an earlier run (--resume continues one instead)`);
+      if (stale.length > 0)
+        log(
+          `ft: fresh run in ${recipe.output_dir}: removed checkpoint-${stale.join(', checkpoint-')} of an earlier run (--resume continues one instead)`,
+        );
     }
-    await writeFileAtomic(path.join(recipe.output_dir, 'recipe.yaml'), recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`));
-    const evaluate = recipe.val_set_size > 0 ? async () => (await meanLoss(model.weights, data.ds.batches({ part: 'validation' }))).loss : undefined;
-    loop = await trainLoop(model, data.source, optimizer, cfg, start, { evaluate, stopRequested: () => stop?.signal ?? null, onStep: opts.onStep, stopAfterSteps: opts.stopAfterSteps });
-    if (!loop.interrupted) await savePeftAdapter(path.join(recipe.output_dir, 'adapter'), model.adapter, recipe.base_model, { hint: OUTPUT_DIR_HINT });
+    await writeFileAtomic(
+      path.join(recipe.output_dir, 'recipe.yaml'),
+      recipeToYaml(recipe, `resolved recipe of ${opts.recipeFile}`),
+    );
+    const evaluate =
+      recipe.val_set_size > 0
+        ? async () => (await meanLoss(model.weights, data.ds.batches({ part: 'validation' }))).loss
+        : undefined;
+    loop = await trainLoop(model, data.source, optimizer, cfg, start, {
+      evaluate,
+      stopRequested: () => stop?.signal ?? null,
+      onStep: opts.onStep,
+      stopAfterSteps: opts.stopAfterSteps,
+    });
+    if (!loop.interrupted)
+      await savePeftAdapter(path.join(recipe.output_dir, 'adapter'), model.adapter, recipe.base_model, {
+        hint: OUTPUT_DIR_HINT,
+      });
   } finally {
     stop?.dispose();
     optimizer.dispose();
@@ -156,8 +184,18 @@ async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<Tr
     return result;
   }
   const adapterDir = path.join(outputDir, 'adapter');
-  await writeLossCurve(path.join(outputDir, 'loss.svg'), loop.history, { title: `ft: ${path.basename(opts.recipeFile)} (${path.basename(modelDir)})` });
-  const figures: RunFigures = { steps: loop.steps, epochs: loop.epochs, tokens: loop.tokens, seconds: loop.seconds, finalLoss: loop.finalLoss, finalEvalLoss: loop.finalEvalLoss, dataSummary: data.summary };
+  await writeLossCurve(path.join(outputDir, 'loss.svg'), loop.history, {
+    title: `ft: ${path.basename(opts.recipeFile)} (${path.basename(modelDir)})`,
+  });
+  const figures: RunFigures = {
+    steps: loop.steps,
+    epochs: loop.epochs,
+    tokens: loop.tokens,
+    seconds: loop.seconds,
+    finalLoss: loop.finalLoss,
+    finalEvalLoss: loop.finalEvalLoss,
+    dataSummary: data.summary,
+  };
   const finished = await finishRun(recipe, opts.recipeFile, adapterDir, figures, log);
   for (const line of summaryLines(figures, outputDir, adapterDir, finished)) log(line);
   return { ...result, adapterDir, eval: finished.eval, pushed: finished.pushed };
@@ -174,13 +212,24 @@ interface TrainData {
 }
 
 /** Opens the recipe's datasets, prepared once (data/prepared.ts), and counts an epoch's micro-batches from the index. */
-async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: string, log: (line: string) => void): Promise<TrainData> {
-  const ds = await prepareDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)), { dir: preparedPathOf(recipe), log });
+async function trainData(
+  recipe: Recipe,
+  tokenizer: Tokenizer,
+  recipeFile: string,
+  log: (line: string) => void,
+): Promise<TrainData> {
+  const ds = await prepareDataset(recipe, tokenizer, path.dirname(path.resolve(recipeFile)), {
+    dir: preparedPathOf(recipe),
+    log,
+  });
   const stats = newStats();
   const perEpoch = await ds.batchCount('train', stats);
   const summary = formatStats(stats, recipe.sequence_len);
   log(`ft: train data: ${summary}; ${perEpoch} micro-batches per epoch`);
-  const source: BatchSource = { perEpoch, batches: (epoch, startBatch) => ds.batches({ part: 'train', epoch, startBatch }) };
+  const source: BatchSource = {
+    perEpoch,
+    batches: (epoch, startBatch) => ds.batches({ part: 'train', epoch, startBatch }),
+  };
   return { ds, source, perEpoch, summary };
 }
 
@@ -188,7 +237,12 @@ async function trainData(recipe: Recipe, tokenizer: Tokenizer, recipeFile: strin
  * Says what the recipe changed since the checkpoint's run; refuses changes that break an exact continuation
  * (learning rate, batch size, data, sequence length, LoRA, ...) unless forced.
  */
-async function checkResumeSettings(recipe: Recipe, checkpoint: string, force: boolean, log: (line: string) => void): Promise<void> {
+async function checkResumeSettings(
+  recipe: Recipe,
+  checkpoint: string,
+  force: boolean,
+  log: (line: string) => void,
+): Promise<void> {
   const stateFile = path.join(checkpoint, TRAINER_STATE);
   const saved = (JSON.parse(await readFile(stateFile, 'utf8')) as TrainerState).settings;
   if (!saved) {
@@ -198,9 +252,12 @@ async function checkResumeSettings(recipe: Recipe, checkpoint: string, force: bo
   const changes = settingsChanges(saved, trainingSettings(recipe));
   const breaking = changes.filter((c) => c.breaking);
   if (breaking.length > 0 && !force) {
-    throw new FtError(`resume from ${checkpoint}: the recipe changed ${describeChanges(breaking)} since the checkpoint; the run would not continue as it started (--resume-force resumes anyway)`);
+    throw new FtError(
+      `resume from ${checkpoint}: the recipe changed ${describeChanges(breaking)} since the checkpoint; the run would not continue as it started (--resume-force resumes anyway)`,
+    );
   }
-  if (changes.length > 0) log(`ft: ${breaking.length > 0 ? 'warning: ' : ''}resuming with changed ${describeChanges(changes)}`);
+  if (changes.length > 0)
+    log(`ft: ${breaking.length > 0 ? 'warning: ' : ''}resuming with changed ${describeChanges(changes)}`);
 }
 
 /**
@@ -216,7 +273,9 @@ function watchSignals(log: (line: string) => void): { readonly signal: Signal | 
   const onSignal = (s: Signal) => {
     signal = s;
     dispose();
-    log(`\nft: ${s}: saving a checkpoint after this step, then stopping (${s === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'} again stops at once)`);
+    log(
+      `\nft: ${s}: saving a checkpoint after this step, then stopping (${s === 'SIGINT' ? 'Ctrl-C' : 'SIGTERM'} again stops at once)`,
+    );
   };
   for (const [s, h] of Object.entries(handlers)) process.on(s, h);
   return {

@@ -23,15 +23,26 @@ export function folderFiles(dir: string, rel = ''): Record<string, Buffer> {
  * vocabulary of 300, which a few rows fill (a larger one would leave model token ids the tokenizer cannot decode).
  */
 export async function tinyModelRepo(dir: string, rows: AlpacaRow[], seed = 0): Promise<Record<string, Buffer>> {
-  await initModel(dir, { seed, initStd: 0.15, vocabSize: 300, corpus: rows.flatMap((r) => [r.instruction, r.input, r.output]) });
+  await initModel(dir, {
+    seed,
+    initStd: 0.15,
+    vocabSize: 300,
+    corpus: rows.flatMap((r) => [r.instruction, r.input, r.output]),
+  });
   return folderFiles(dir);
 }
 
 /** Alpaca rows as a Parquet file with tatsu-lab/alpaca's columns (instruction, input, output, text). */
 export function alpacaParquet(rows: AlpacaRow[]): Buffer {
-  const text = rows.map((r) => `### Instruction:\n${r.instruction}\n\n### Input:\n${r.input}\n\n### Response:\n${r.output}`);
+  const text = rows.map(
+    (r) => `### Instruction:\n${r.instruction}\n\n### Input:\n${r.input}\n\n### Response:\n${r.output}`,
+  );
   const columnData = [
-    ...(['instruction', 'input', 'output'] as const).map((name) => ({ name, data: rows.map((r) => r[name]), type: 'STRING' as const })),
+    ...(['instruction', 'input', 'output'] as const).map((name) => ({
+      name,
+      data: rows.map((r) => r[name]),
+      type: 'STRING' as const,
+    })),
     { name: 'text', data: text, type: 'STRING' as const },
   ];
   return Buffer.from(parquetWriteBuffer({ columnData }));
@@ -43,7 +54,9 @@ export function alpacaRows(n: number): AlpacaRow[] {
   return Array.from({ length: n }, (_, i) => {
     const a = words[i % words.length];
     const b = words[Math.floor(i / words.length) % words.length];
-    return i % 3 === 0 ? { instruction: `Name a colour like ${a}.`, input: '', output: b } : { instruction: 'Join the two colours.', input: `${a} ${b}`, output: `${a}-${b}` };
+    return i % 3 === 0
+      ? { instruction: `Name a colour like ${a}.`, input: '', output: b }
+      : { instruction: 'Join the two colours.', input: `${a} ${b}`, output: `${a}-${b}` };
   });
 }
 
@@ -56,9 +69,13 @@ export const DEMO_DATASET = 'tatsu-lab/alpaca';
  */
 export async function seedAlpacaDemo(hub: HubServer, workDir: string, rows = alpacaRows(64)): Promise<void> {
   const model = await tinyModelRepo(path.join(workDir, 'tiny-llama'), rows);
-  hub.seed('model', DEMO_MODEL, { ...model, 'README.md': '---\nlicense: apache-2.0\n---\n# a tiny stand-in for TinyLlama\n' });
+  hub.seed('model', DEMO_MODEL, {
+    ...model,
+    'README.md': '---\nlicense: apache-2.0\n---\n# a tiny stand-in for TinyLlama\n',
+  });
   hub.seed('dataset', DEMO_DATASET, {
-    'README.md': '---\nlicense: cc-by-nc-4.0\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n---\n# a few Alpaca-style rows\n',
+    'README.md':
+      '---\nlicense: cc-by-nc-4.0\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n---\n# a few Alpaca-style rows\n',
     'data/train-00000-of-00001-a09b74b3ef9c3b56.parquet': alpacaParquet(rows),
   });
 }

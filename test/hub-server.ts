@@ -78,7 +78,12 @@ export interface HubServer {
   /** the most CDN downloads that were in progress at once */
   maxInFlight: number;
   /** Adds a repo with `files` on `branch` (default main) as one commit; returns the commit id. Binary or large files go through LFS. */
-  seed(type: 'model' | 'dataset', id: string, files: Record<string, string | Uint8Array>, opts?: { branch?: string; private?: boolean; gatedFor?: string[] }): string;
+  seed(
+    type: 'model' | 'dataset',
+    id: string,
+    files: Record<string, string | Uint8Array>,
+    opts?: { branch?: string; private?: boolean; gatedFor?: string[] },
+  ): string;
   close(): Promise<void>;
 }
 
@@ -104,9 +109,23 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
   const faults: Fault[] = [];
   let url = '';
   let cdnUrl = '';
-  const newRepo = (owner: string, priv: boolean): StoredRepo => ({ owner, private: priv, branches: new Map([['main', new Map()]]), lfs: new Map(), commits: [], heads: new Map(), trees: new Map() });
+  const newRepo = (owner: string, priv: boolean): StoredRepo => ({
+    owner,
+    private: priv,
+    branches: new Map([['main', new Map()]]),
+    lfs: new Map(),
+    commits: [],
+    heads: new Map(),
+    trees: new Map(),
+  });
   /** Records a commit on `branch` of `repo`: its id becomes the branch head and names the tree. */
-  const commitTo = (id: string, repo: StoredRepo, branch: string, files: Map<string, StoredFile>, summary: string): string => {
+  const commitTo = (
+    id: string,
+    repo: StoredRepo,
+    branch: string,
+    files: Map<string, StoredFile>,
+    summary: string,
+  ): string => {
     const oid = sha1(`${id}\n${branch}\n${repo.commits.length}\n${summary}`);
     repo.branches.set(branch, files);
     repo.commits.push({ oid, branch, summary });
@@ -116,7 +135,9 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
   };
   /** The first fault matching `p` (counting it down). */
   const faultFor = (p: string, kinds: Fault['kind'][]): Fault | null => {
-    const f = faults.find((x) => kinds.includes(x.kind) && p.includes(x.match) && (x.times === undefined || x.times > 0));
+    const f = faults.find(
+      (x) => kinds.includes(x.kind) && p.includes(x.match) && (x.times === undefined || x.times > 0),
+    );
     if (f && f.times !== undefined) f.times--;
     return f ?? null;
   };
@@ -142,7 +163,8 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       // the Hub answers 401 to an anonymous request for a missing (or private) repo, 404 to an authenticated one
       throw new HttpError(u ? 404 : 401, 'Repository not found', 'RepoNotFound');
     }
-    if (write && !(u && canWrite(u, id.split('/')[0]))) throw new HttpError(403, `You don't have the rights to write to ${id}`);
+    if (write && !(u && canWrite(u, id.split('/')[0])))
+      throw new HttpError(403, `You don't have the rights to write to ${id}`);
     return repo;
   };
   const branchOf = (repo: StoredRepo, rev: string) => {
@@ -157,13 +179,22 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
     const method = req.method ?? 'GET';
     requests.push(`${method} ${p}`);
     if (playPushFault(pushFaults, `${method} ${p}`, req, res)) return;
-    log.push({ host: 'hub', method, path: p, ...(req.headers.range && { range: req.headers.range }), authorized: !!req.headers.authorization });
+    log.push({
+      host: 'hub',
+      method,
+      path: p,
+      ...(req.headers.range && { range: req.headers.range }),
+      authorized: !!req.headers.authorization,
+    });
     let m: RegExpExecArray | null;
     const statusFault = faultFor(decodeURIComponent(p), ['status']);
     if (statusFault) {
       const status = statusFault.status ?? 500;
       return json(res, status, { error: `injected ${status}` }, 'application/json', {
-        ...(statusFault.errorCode && { 'X-Error-Code': statusFault.errorCode, 'X-Error-Message': `injected ${statusFault.errorCode}` }),
+        ...(statusFault.errorCode && {
+          'X-Error-Code': statusFault.errorCode,
+          'X-Error-Message': `injected ${statusFault.errorCode}`,
+        }),
         ...(statusFault.retryAfter !== undefined && { 'Retry-After': statusFault.retryAfter }),
       });
     }
@@ -182,17 +213,31 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
         avatarUrl: '',
         periodEnd: null,
         billingMode: 'prepaid',
-        orgs: (user.orgs ?? []).map((o) => ({ type: 'org', id: sha1(o).slice(0, 24), name: o, fullname: o, email: null, canPay: false, avatarUrl: '', periodEnd: null })),
-        auth: { type: 'access_token', accessToken: { displayName: 'test', role: 'write', createdAt: new Date(0).toISOString() } },
+        orgs: (user.orgs ?? []).map((o) => ({
+          type: 'org',
+          id: sha1(o).slice(0, 24),
+          name: o,
+          fullname: o,
+          email: null,
+          canPay: false,
+          avatarUrl: '',
+          periodEnd: null,
+        })),
+        auth: {
+          type: 'access_token',
+          accessToken: { displayName: 'test', role: 'write', createdAt: new Date(0).toISOString() },
+        },
       });
     }
 
     if (method === 'POST' && p === '/api/repos/create') {
       const user = requireUser(req);
       const body = JSON.parse((await readBody(req)).toString('utf8'));
-      if ((body.type ?? 'model') !== 'model') throw new HttpError(400, `repo type ${body.type} is not supported by this test server`);
+      if ((body.type ?? 'model') !== 'model')
+        throw new HttpError(400, `repo type ${body.type} is not supported by this test server`);
       const ns = body.organization ?? user.name;
-      if (!canWrite(user, ns)) throw new HttpError(403, `You don't have the rights to create a model under the namespace "${ns}"`);
+      if (!canWrite(user, ns))
+        throw new HttpError(403, `You don't have the rights to create a model under the namespace "${ns}"`);
       const id = `${ns}/${body.name}`;
       if (repos.has(id)) return json(res, 409, { error: 'You already created this model repo', url: `${url}/${id}` });
       repos.set(id, newRepo(ns, body.visibility === 'private' || body.private === true));
@@ -204,7 +249,9 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       const branch = decodeURIComponent(m[2]);
       const body = JSON.parse((await readBody(req)).toString('utf8') || '{}');
       if (repo.branches.has(branch) && !body.overwrite) return json(res, 409, { error: 'Reference already exists' });
-      const from = body.emptyBranch ? new Map<string, StoredFile>() : new Map(branchOf(repo, body.startingPoint ?? 'main'));
+      const from = body.emptyBranch
+        ? new Map<string, StoredFile>()
+        : new Map(branchOf(repo, body.startingPoint ?? 'main'));
       repo.branches.set(branch, from);
       const head = repo.heads.get(body.startingPoint ?? 'main');
       if (head && !body.emptyBranch) repo.heads.set(branch, head);
@@ -214,7 +261,9 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
     if ((m = /^\/api\/models\/([^/]+\/[^/]+)\/preupload\/([^/]+)$/.exec(p)) && method === 'POST') {
       const repo = repoFor(m[1], requireUser(req), true);
       branchOf(repo, decodeURIComponent(m[2]));
-      const body = JSON.parse((await readBody(req)).toString('utf8')) as { files: { path: string; size: number; sample: string }[] };
+      const body = JSON.parse((await readBody(req)).toString('utf8')) as {
+        files: { path: string; size: number; sample: string }[];
+      };
       return json(res, 200, {
         files: body.files.map((f) => ({
           path: f.path,
@@ -226,17 +275,30 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
     if ((m = /^\/([^/]+\/[^/]+)\.git\/info\/lfs\/objects\/batch$/.exec(p)) && method === 'POST') {
       const id = m[1];
       const repo = repoFor(id, requireUser(req), true);
-      const body = JSON.parse((await readBody(req)).toString('utf8')) as { operation: string; objects: { oid: string; size: number }[] };
+      const body = JSON.parse((await readBody(req)).toString('utf8')) as {
+        operation: string;
+        objects: { oid: string; size: number }[];
+      };
       if (body.operation !== 'upload') throw new HttpError(400, 'only upload is supported');
-      return json(res, 200, {
-        transfer: 'basic',
-        objects: body.objects.map((o) => {
-          if (repo.lfs.has(o.oid)) return { oid: o.oid, size: o.size };
-          const key = randomBytes(12).toString('hex');
-          uploadKeys.set(key, { repo: id, oid: o.oid, size: o.size });
-          return { oid: o.oid, size: o.size, authenticated: true, actions: { upload: { href: `${url}/lfs-storage/${key}`, expires_in: 3600 } } };
-        }),
-      }, 'application/vnd.git-lfs+json');
+      return json(
+        res,
+        200,
+        {
+          transfer: 'basic',
+          objects: body.objects.map((o) => {
+            if (repo.lfs.has(o.oid)) return { oid: o.oid, size: o.size };
+            const key = randomBytes(12).toString('hex');
+            uploadKeys.set(key, { repo: id, oid: o.oid, size: o.size });
+            return {
+              oid: o.oid,
+              size: o.size,
+              authenticated: true,
+              actions: { upload: { href: `${url}/lfs-storage/${key}`, expires_in: 3600 } },
+            };
+          }),
+        },
+        'application/vnd.git-lfs+json',
+      );
     }
 
     // the presigned storage URL the LFS batch answer points to (no Authorization, like S3)
@@ -244,7 +306,8 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       const up = uploadKeys.get(m[1]);
       if (!up) throw new HttpError(403, 'upload URL expired or unknown');
       const body = await readBody(req);
-      if (body.length !== up.size || sha256(body) !== up.oid) throw new HttpError(400, `uploaded content does not match oid ${up.oid} / size ${up.size}`);
+      if (body.length !== up.size || sha256(body) !== up.oid)
+        throw new HttpError(400, `uploaded content does not match oid ${up.oid} / size ${up.size}`);
       repos.get(up.repo)!.lfs.set(up.oid, body);
       uploadKeys.delete(m[1]);
       res.writeHead(200, { ETag: `"${up.oid}"` }).end();
@@ -256,15 +319,20 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       const repo = repoFor(id, requireUser(req), true);
       const branchName = decodeURIComponent(m[2]);
       const next = new Map(branchOf(repo, branchName));
-      const lines = (await readBody(req)).toString('utf8').split('\n').filter((l) => l.trim());
+      const lines = (await readBody(req))
+        .toString('utf8')
+        .split('\n')
+        .filter((l) => l.trim());
       let summary = '';
       for (const line of lines) {
         const { key, value } = JSON.parse(line);
         if (key === 'header') summary = value.summary;
-        else if (key === 'file') next.set(value.path, { bytes: Buffer.from(value.content, value.encoding === 'base64' ? 'base64' : 'utf8') });
+        else if (key === 'file')
+          next.set(value.path, { bytes: Buffer.from(value.content, value.encoding === 'base64' ? 'base64' : 'utf8') });
         else if (key === 'lfsFile') {
           const bytes = repo.lfs.get(value.oid);
-          if (!bytes || bytes.length !== value.size) throw new HttpError(422, `LFS object ${value.oid} for ${value.path} was not uploaded`);
+          if (!bytes || bytes.length !== value.size)
+            throw new HttpError(422, `LFS object ${value.oid} for ${value.path} was not uploaded`);
           next.set(value.path, { bytes, lfsOid: value.oid });
         } else if (key === 'deletedFile') next.delete(value.path);
         else throw new HttpError(400, `unknown commit operation ${key}`);
@@ -299,7 +367,10 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
     }
 
     if ((m = /^\/api\/(models|datasets)\/([^/]+\/[^/]+)\/tree\/([^/]+)(\/.*)?$/.exec(p)) && method === 'GET') {
-      const files = branchOf(repoFor(m[1] === 'datasets' ? `datasets/${m[2]}` : m[2], userOf(req), false), decodeURIComponent(m[3]));
+      const files = branchOf(
+        repoFor(m[1] === 'datasets' ? `datasets/${m[2]}` : m[2], userOf(req), false),
+        decodeURIComponent(m[3]),
+      );
       const prefix = m[4] ? decodeURIComponent(m[4].slice(1)).replace(/\/$/, '') + '/' : '';
       const recursive = u.searchParams.get('recursive') === 'true';
       const entries: unknown[] = [];
@@ -318,7 +389,10 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       return json(res, 200, entries);
     }
 
-    if ((m = /^\/(datasets\/)?([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(p)) && (method === 'GET' || method === 'HEAD')) {
+    if (
+      (m = /^\/(datasets\/)?([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(p)) &&
+      (method === 'GET' || method === 'HEAD')
+    ) {
       const key = m[1] ? `datasets/${m[2]}` : m[2];
       const user = userOf(req);
       const repo = repoFor(key, user, false);
@@ -330,8 +404,16 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       if (repo.gatedFor && !(user && repo.gatedFor.includes(user.name))) {
         const what = `${m[1] ? 'dataset' : 'model'} ${m[2]}`;
         throw user
-          ? new HttpError(403, `Access to ${what} is restricted and you are not in the authorized list. Visit ${url}/${m[1] ?? ''}${m[2]} to ask for access.`, 'GatedRepo')
-          : new HttpError(401, `Access to ${what} is restricted. You must have access to it and be authenticated to access it. Please log in.`, 'GatedRepo');
+          ? new HttpError(
+              403,
+              `Access to ${what} is restricted and you are not in the authorized list. Visit ${url}/${m[1] ?? ''}${m[2]} to ask for access.`,
+              'GatedRepo',
+            )
+          : new HttpError(
+              401,
+              `Access to ${what} is restricted. You must have access to it and be authenticated to access it. Please log in.`,
+              'GatedRepo',
+            );
       }
       const wrongEtag = faultFor(`/${file}`, ['etag']);
       const etag = `"${wrongEtag ? sha256(Buffer.from('not this file')) : (f.lfsOid ?? gitOid(f.bytes))}"`;
@@ -350,14 +432,26 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
         res.end();
         return;
       }
-      return sendBody(req, res, f.bytes, { 'Content-Type': 'application/octet-stream', ETag: etag, 'X-Repo-Commit': commit }, file);
+      return sendBody(
+        req,
+        res,
+        f.bytes,
+        { 'Content-Type': 'application/octet-stream', ETag: etag, 'X-Repo-Commit': commit },
+        file,
+      );
     }
 
     throw new HttpError(404, `no route for ${method} ${p}`);
   }
 
   /** A body with Range support and the injected body faults for `file`. */
-  function sendBody(req: IncomingMessage, res: ServerResponse, bytes: Buffer, headers: Record<string, string>, file: string): void {
+  function sendBody(
+    req: IncomingMessage,
+    res: ServerResponse,
+    bytes: Buffer,
+    headers: Record<string, string>,
+    file: string,
+  ): void {
     Object.assign(headers, { 'Accept-Ranges': 'bytes' });
     let body = bytes;
     let status = 200;
@@ -373,7 +467,8 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       headers['Content-Range'] = `bytes ${start}-${end}/${bytes.length}`;
       status = 206;
     }
-    const fault = req.method === 'GET' && body.length > 1 ? faultFor(`/${file}`, ['drop', 'truncate', 'corrupt']) : null;
+    const fault =
+      req.method === 'GET' && body.length > 1 ? faultFor(`/${file}`, ['drop', 'truncate', 'corrupt']) : null;
     if (fault?.kind === 'corrupt') {
       body = Buffer.from(body);
       body[body.length >> 1] ^= 0xff;
@@ -385,13 +480,17 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       res.end();
     } else if (fault?.kind === 'drop') {
       // the bytes sent arrive, then the connection stalls and drops
-      res.write(body.subarray(0, fault.afterBytes ?? body.length >> 1), () => setTimeout(() => res.socket?.destroy(), 50));
+      res.write(body.subarray(0, fault.afterBytes ?? body.length >> 1), () =>
+        setTimeout(() => res.socket?.destroy(), 50),
+      );
     } else res.end(body);
   }
 
   const onError = (res: ServerResponse) => (e: unknown) => {
     const err = e instanceof HttpError ? e : new HttpError(500, String((e as Error)?.message ?? e));
-    const headers: Record<string, string> = err.errorCode ? { 'X-Error-Code': err.errorCode, 'X-Error-Message': err.message } : {};
+    const headers: Record<string, string> = err.errorCode
+      ? { 'X-Error-Code': err.errorCode, 'X-Error-Message': err.message }
+      : {};
     if (!res.headersSent) json(res, err.status, { error: err.message }, 'application/json', headers);
     else res.destroy();
   };
@@ -403,7 +502,13 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
   let maxInFlight = 0;
   const cdn = createServer((req, res) => {
     const u = new URL(req.url ?? '/', cdnUrl);
-    log.push({ host: 'cdn', method: req.method ?? 'GET', path: u.pathname, ...(req.headers.range && { range: req.headers.range }), authorized: !!req.headers.authorization });
+    log.push({
+      host: 'cdn',
+      method: req.method ?? 'GET',
+      path: u.pathname,
+      ...(req.headers.range && { range: req.headers.range }),
+      authorized: !!req.headers.authorization,
+    });
     maxInFlight = Math.max(maxInFlight, ++inFlight);
     res.on('close', () => inFlight--);
     (async () => {
@@ -411,10 +516,23 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       if (slow) await new Promise((r) => setTimeout(r, slow.delayMs ?? 100));
       const m = /^\/lfs\/([0-9a-f]{64})$/.exec(u.pathname);
       if (!m || !u.searchParams.get('X-Amz-Signature')) throw new HttpError(403, 'AccessDenied');
-      if (req.headers.authorization) throw new HttpError(400, 'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified');
-      const bytes = [...repos.values()].flatMap((r) => [...r.trees.values(), ...r.branches.values()]).flatMap((t) => [...t.values()]).find((f) => f.lfsOid === m[1])?.bytes;
+      if (req.headers.authorization)
+        throw new HttpError(
+          400,
+          'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified',
+        );
+      const bytes = [...repos.values()]
+        .flatMap((r) => [...r.trees.values(), ...r.branches.values()])
+        .flatMap((t) => [...t.values()])
+        .find((f) => f.lfsOid === m[1])?.bytes;
       if (!bytes) throw new HttpError(404, 'NoSuchKey');
-      sendBody(req, res, bytes, { 'Content-Type': 'application/octet-stream', ETag: `"${m[1]}"` }, u.searchParams.get('file') ?? '');
+      sendBody(
+        req,
+        res,
+        bytes,
+        { 'Content-Type': 'application/octet-stream', ETag: `"${m[1]}"` },
+        u.searchParams.get('file') ?? '',
+      );
     })().catch(onError(res));
   });
   const listen = (s: ReturnType<typeof createServer>, port = 0) =>
@@ -448,7 +566,10 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
       const tree = new Map<string, StoredFile>();
       for (const [p, content] of Object.entries(files)) {
         const bytes = Buffer.from(content);
-        const lfs = bytes.length > LFS_SIZE_THRESHOLD || bytes.subarray(0, 512).includes(0) || /\.(safetensors|parquet|arrow|bin)$/.test(p);
+        const lfs =
+          bytes.length > LFS_SIZE_THRESHOLD ||
+          bytes.subarray(0, 512).includes(0) ||
+          /\.(safetensors|parquet|arrow|bin)$/.test(p);
         tree.set(p, lfs ? { bytes, lfsOid: sha256(bytes) } : { bytes });
       }
       return commitTo(key, repo, opts.branch ?? 'main', tree, `seed ${Object.keys(files).length} files`);
@@ -462,11 +583,25 @@ export async function startHubServer(users: HubUser[], opts: { port?: number } =
 
 function treeEntry(path: string, f: StoredFile) {
   if (!f.lfsOid) return { type: 'file', path, size: f.bytes.length, oid: gitOid(f.bytes) };
-  const pointer = Buffer.from(`version https://git-lfs.github.com/spec/v1\noid sha256:${f.lfsOid}\nsize ${f.bytes.length}\n`);
-  return { type: 'file', path, size: f.bytes.length, oid: gitOid(pointer), lfs: { oid: f.lfsOid, size: f.bytes.length, pointerSize: pointer.length } };
+  const pointer = Buffer.from(
+    `version https://git-lfs.github.com/spec/v1\noid sha256:${f.lfsOid}\nsize ${f.bytes.length}\n`,
+  );
+  return {
+    type: 'file',
+    path,
+    size: f.bytes.length,
+    oid: gitOid(pointer),
+    lfs: { oid: f.lfsOid, size: f.bytes.length, pointerSize: pointer.length },
+  };
 }
 
-function json(res: ServerResponse, status: number, body: unknown, type = 'application/json', extra: Record<string, string> = {}): void {
+function json(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  type = 'application/json',
+  extra: Record<string, string> = {},
+): void {
   const data = Buffer.from(JSON.stringify(body));
   res.writeHead(status, { 'Content-Type': type, 'Content-Length': String(data.length), ...extra });
   res.end(data);
@@ -486,8 +621,11 @@ const gitOid = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).up
 // ---- Faults for ft push (timeouts, retries, bad answers; hub/http.ts, hub/errors.ts) ----
 // Each fault matches "METHOD /path" by `route` and plays `times` times (default: every time), before any route runs.
 
-export type PushFault = { route: RegExp; times?: number } & (
-  /** accept the request and never answer (a dead proxy, a hung server) */
+export type PushFault = {
+  route: RegExp;
+  times?: number;
+} & /** accept the request and never answer (a dead proxy, a hung server) */
+(
   | { kind: 'hang' }
   /** send the headers, then stop sending the body */
   | { kind: 'stall-body' }
@@ -514,16 +652,26 @@ function playPushFault(faults: PushFault[], route: string, req: IncomingMessage,
       res.write('{"name":');
       return true;
     case 'status':
-      json(res, f.status, { error: `fault: ${f.status}` }, 'application/json', f.retryAfterS !== undefined ? { 'Retry-After': String(f.retryAfterS) } : {});
+      json(
+        res,
+        f.status,
+        { error: `fault: ${f.status}` },
+        'application/json',
+        f.retryAfterS !== undefined ? { 'Retry-After': String(f.retryAfterS) } : {},
+      );
       return true;
     case 'html': {
-      const page = Buffer.from('<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body><form>...</form></body></html>\n');
+      const page = Buffer.from(
+        '<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head><body><form>...</form></body></html>\n',
+      );
       res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': String(page.length) });
       res.end(page);
       return true;
     }
     case 'echo-auth':
-      json(res, f.status, { error: `bad request: header Authorization: ${req.headers.authorization ?? '(none)'} is not accepted here` });
+      json(res, f.status, {
+        error: `bad request: header Authorization: ${req.headers.authorization ?? '(none)'} is not accepted here`,
+      });
       return true;
   }
 }

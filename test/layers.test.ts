@@ -5,7 +5,20 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 /** Each folder's layer; a folder imports only folders of a lower layer. */
-const LAYER: Record<string, number> = { util: 0, engine: 1, hub: 1, model: 2, data: 3, adapters: 3, quant: 3, train: 4, eval: 4, export: 4, recipes: 5, cli: 6 };
+const LAYER: Record<string, number> = {
+  util: 0,
+  engine: 1,
+  hub: 1,
+  model: 2,
+  data: 3,
+  adapters: 3,
+  quant: 3,
+  train: 4,
+  eval: 4,
+  export: 4,
+  recipes: 5,
+  cli: 6,
+};
 const ROOT = path.resolve(import.meta.dirname, '..');
 
 function sources(): string[] {
@@ -19,7 +32,9 @@ function sources(): string[] {
 /** Relative imports of a file (static `import`/`export ... from` and dynamic `import('...')`), as root-relative paths. */
 function importsOf(file: string): string[] {
   const text = readFileSync(path.join(ROOT, file), 'utf8');
-  const specs = [...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'|import\('(\.[^']+)'\)/g)].map((m) => m[1] ?? m[2]);
+  const specs = [
+    ...text.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'|import\('(\.[^']+)'\)/g),
+  ].map((m) => m[1] ?? m[2]);
   return specs.map((s) => path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, file)), s)));
 }
 

@@ -40,7 +40,13 @@ export interface Greedy {
 }
 
 /** `n` greedy tokens after `prompt` (ids, BOS included by the caller), optionally with a GGUF LoRA adapter applied. */
-export async function greedy(model: LlamaModel, prompt: number[], n: number, vocabSize: number, lora?: string): Promise<Greedy> {
+export async function greedy(
+  model: LlamaModel,
+  prompt: number[],
+  n: number,
+  vocabSize: number,
+  lora?: string,
+): Promise<Greedy> {
   const ctx = await model.createContext({
     contextSize: 64,
     batchSize: 64,
@@ -56,7 +62,11 @@ export async function greedy(model: LlamaModel, prompt: number[], n: number, voc
     const logprobs: Float64Array[] = [];
     let input: number[] = prompt;
     for (let step = 0; step < n; step++) {
-      const items = input.map((t, i) => (i === input.length - 1 ? ([t as Token, { generateNext: { probabilities: true, token: true, options: { temperature: 0 } } }] as const) : (t as Token)));
+      const items = input.map((t, i) =>
+        i === input.length - 1
+          ? ([t as Token, { generateNext: { probabilities: true, token: true, options: { temperature: 0 } } }] as const)
+          : (t as Token),
+      );
       const res = await seq.controlledEvaluate(items as never);
       const next = res[input.length - 1]!.next;
       const lp = new Float64Array(vocabSize).fill(-Infinity);

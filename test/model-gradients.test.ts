@@ -12,7 +12,8 @@ const w = randomLlama(tinyConfig({ numHiddenLayers: 2 }), 3);
 const adapter = attachLora(w, { r: 4, alpha: 8, dropout: 0, targetModules: 'all-linear', useRslora: false }, 0);
 const rng = new Rng(9);
 // B starts at zero in PEFT's init, which would leave A without gradient: give it values
-for (const [key, v] of adapter.variables) if (key.includes('lora_B')) v.assign(tf.tensor(randn(rng, v.size, 0.1), v.shape));
+for (const [key, v] of adapter.variables)
+  if (key.includes('lora_B')) v.assign(tf.tensor(randn(rng, v.size, 0.1), v.shape));
 afterAll(() => disposeLlama(w));
 
 /** Two rows of T tokens; the second row packs two segments (positions restart, attention stays inside each). */

@@ -6,7 +6,15 @@ import { configJson } from '../model/config.ts';
 import { randomTensors } from '../model/init.ts';
 import { denseLinear, headLinear, type Linear, type LinearFactory } from '../model/linear.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
-import { hfModuleName, LINEAR_NAMES, type LinearName, type LlamaConfig, type LlamaLayer, type LlamaWeights, type TokenBatch } from '../model/types.ts';
+import {
+  hfModuleName,
+  LINEAR_NAMES,
+  type LinearName,
+  type LlamaConfig,
+  type LlamaLayer,
+  type LlamaWeights,
+  type TokenBatch,
+} from '../model/types.ts';
 import { projectionShapes } from '../quant/memory.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -35,7 +43,13 @@ export function tinyConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
 }
 
 /** An even smaller shape (hidden 16, heads of 4, vocab 32) for adapter-file and export tests. */
-export const SMALL = tinyConfig({ hiddenSize: 16, intermediateSize: 24, headDim: 4, vocabSize: 32, maxPositionEmbeddings: 64 });
+export const SMALL = tinyConfig({
+  hiddenSize: 16,
+  intermediateSize: 24,
+  headDim: 4,
+  vocabSize: 32,
+  maxPositionEmbeddings: 64,
+});
 
 /** Gaussian values: mean + std · N(0, 1). */
 export function randn(rng: Rng, n: number, std: number, mean = 0): Float32Array {
@@ -89,6 +103,9 @@ export function rowsBatch(rows: number[][]): TokenBatch {
 export async function writeRandomModel(dir: string, c: LlamaConfig = SMALL, seed = 1, std = 0.2): Promise<void> {
   const { raw: _raw, ...rest } = c;
   await fsp.mkdir(dir, { recursive: true });
-  await fsp.writeFile(path.join(dir, 'config.json'), JSON.stringify(configJson(rest, { torch_dtype: 'float32' }), null, 2));
+  await fsp.writeFile(
+    path.join(dir, 'config.json'),
+    JSON.stringify(configJson(rest, { torch_dtype: 'float32' }), null, 2),
+  );
   await writeSafetensors(path.join(dir, 'model.safetensors'), randomTensors(c, seed, std));
 }

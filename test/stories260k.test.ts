@@ -71,10 +71,22 @@ async function textLoss(model: LlamaWeights, texts: string[]): Promise<number> {
 
 describe('stories260K: a real llama2.c checkpoint in Hugging Face layout', () => {
   it('loads with its published shape and the sha256 its README lists', () => {
-    expect(w.config).toMatchObject({ hiddenSize: 64, numHiddenLayers: 5, numAttentionHeads: 8, numKeyValueHeads: 4, headDim: 8, intermediateSize: 172, vocabSize: 512, maxPositionEmbeddings: 512, tieWordEmbeddings: true });
+    expect(w.config).toMatchObject({
+      hiddenSize: 64,
+      numHiddenLayers: 5,
+      numAttentionHeads: 8,
+      numKeyValueHeads: 4,
+      headDim: 8,
+      intermediateSize: 172,
+      vocabSize: 512,
+      maxPositionEmbeddings: 512,
+      tieWordEmbeddings: true,
+    });
     expect(parameterCount(w.config)).toBe(260_032);
     const readme = readFileSync(path.join(DIR, 'README.md'), 'utf8');
-    const sha = createHash('sha256').update(readFileSync(path.join(DIR, 'model.safetensors'))).digest('hex');
+    const sha = createHash('sha256')
+      .update(readFileSync(path.join(DIR, 'model.safetensors')))
+      .digest('hex');
     expect(readme).toContain(`| model.safetensors | 1044992 | ${sha} |`);
   });
 

@@ -1,7 +1,16 @@
 // `ft train` as a user runs it: the real bin in a child process. Bad recipes fail before any model exists;
 // Ctrl-C leaves a checkpoint that loads and that --resume finishes; the embedded default recipe runs end to end.
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,9 +31,14 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 /** Runs the real `ft` bin (async, so the test process stays responsive). */
 function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [FT, ...args],
+      { env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -36,7 +50,16 @@ beforeAll(async () => {
 describe('ft train: bad recipes fail before any model is loaded or created', () => {
   it('an unknown key is named with its line, and base_model_init creates nothing', async () => {
     const file = path.join(tmp, 'bad-key.yaml');
-    writeFileSync(file, ['base_model: ./never-created', 'base_model_init: {preset: tiny}', 'datasets: [{path: copy.jsonl}]', 'lora_rr: 8', 'max_steps: 2'].join('\n'));
+    writeFileSync(
+      file,
+      [
+        'base_model: ./never-created',
+        'base_model_init: {preset: tiny}',
+        'datasets: [{path: copy.jsonl}]',
+        'lora_rr: 8',
+        'max_steps: 2',
+      ].join('\n'),
+    );
     const r = await ft(['train', file, '--quiet']);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`ft: ${file}:4: unknown key 'lora_rr' (did you mean 'lora_r'?)\n`);
@@ -44,7 +67,16 @@ describe('ft train: bad recipes fail before any model is loaded or created', () 
   });
 
   it('a bad command-line override is named as the flag', async () => {
-    const { file } = writeRecipe(tmp, { base_model: './never-created', base_model_init: { preset: 'tiny' }, datasets: [{ path: 'copy.jsonl' }], max_steps: 2 }, 'ok.yaml');
+    const { file } = writeRecipe(
+      tmp,
+      {
+        base_model: './never-created',
+        base_model_init: { preset: 'tiny' },
+        datasets: [{ path: 'copy.jsonl' }],
+        max_steps: 2,
+      },
+      'ok.yaml',
+    );
     const r = await ft(['train', file, '--max_steps', 'many', '--quiet']);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`ft: --max_steps: expected a positive integer, got "many"\n`);
@@ -52,7 +84,16 @@ describe('ft train: bad recipes fail before any model is loaded or created', () 
   });
 
   it('--resume with no checkpoint in output_dir says so', async () => {
-    const { file } = writeRecipe(tmp, { base_model: './tiny', datasets: [{ path: 'copy.jsonl', ...COPY_DATASET }], max_steps: 2, output_dir: './nothing-yet' }, 'noresume.yaml');
+    const { file } = writeRecipe(
+      tmp,
+      {
+        base_model: './tiny',
+        datasets: [{ path: 'copy.jsonl', ...COPY_DATASET }],
+        max_steps: 2,
+        output_dir: './nothing-yet',
+      },
+      'noresume.yaml',
+    );
     const r = await ft(['train', file, '--resume', '--quiet']);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`ft: ${path.join(tmp, 'nothing-yet')}: no checkpoint-N folder to resume from\n`);
@@ -78,7 +119,9 @@ describe('ft train: SIGINT', () => {
       'sigint.yaml',
     );
     const metricsFile = path.join(recipe.output_dir, 'metrics.jsonl');
-    const child = spawn(process.execPath, [FT, 'train', file, '--quiet'], { env: { PATH: process.env.PATH, HOME: tmp } });
+    const child = spawn(process.execPath, [FT, 'train', file, '--quiet'], {
+      env: { PATH: process.env.PATH, HOME: tmp },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -92,7 +135,11 @@ describe('ft train: SIGINT', () => {
     // a second run on the same output_dir is refused while the first holds it
     const second = await ft(['train', file, '--quiet']);
     expect(second.code).toBe(1);
-    expect(second.stderr).toMatch(new RegExp(`^ft: ${recipe.output_dir}: in use by another ft train \\(pid ${child.pid}, since [-0-9T:.Z]+\\); wait for it to end or stop it\n$`));
+    expect(second.stderr).toMatch(
+      new RegExp(
+        `^ft: ${recipe.output_dir}: in use by another ft train \\(pid ${child.pid}, since [-0-9T:.Z]+\\); wait for it to end or stop it\n$`,
+      ),
+    );
     const stepAtSignal = readMetrics(metricsFile).at(-1)!.step;
     child.kill('SIGINT');
     expect(await exited, `${stdout}\n${stderr}`).toBe(130);
@@ -135,9 +182,28 @@ describe('ft train: the embedded default recipe', () => {
     cpSync(repo, clone, { recursive: true, filter: (src) => !skip.test(path.relative(repo, src)) });
     symlinkSync(path.join(repo, 'node_modules'), path.join(clone, 'node_modules'));
     const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      const args = ['train', 'recipes/alpaca-tiny.yaml', '--max_steps', '2', '--datasets.0.synth.rows', '300', '--datasets.0.synth.held_out', '12', '--val_set_size', '8', '--eval.max_samples', '2', '--eval.max_new_tokens', '4', '--quiet'];
-      execFile(process.execPath, [path.join(clone, 'cli/ft.js'), ...args], { cwd: clone, env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      const args = [
+        'train',
+        'recipes/alpaca-tiny.yaml',
+        '--max_steps',
+        '2',
+        '--datasets.0.synth.rows',
+        '300',
+        '--datasets.0.synth.held_out',
+        '12',
+        '--val_set_size',
+        '8',
+        '--eval.max_samples',
+        '2',
+        '--eval.max_new_tokens',
+        '4',
+        '--quiet',
+      ];
+      execFile(
+        process.execPath,
+        [path.join(clone, 'cli/ft.js'), ...args],
+        { cwd: clone, env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 },
+        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       );
     });
     expect(r.stderr).toBe('');
@@ -145,8 +211,20 @@ describe('ft train: the embedded default recipe', () => {
     const out = path.join(clone, 'runs/alpaca-tiny');
     expect(r.stdout).toBe(`${path.join(out, 'adapter')}\n`);
     expect(existsSync(path.join(clone, 'models/tiny-synth/model.safetensors'))).toBe(true);
-    for (const split of ['train', 'test']) expect(existsSync(path.join(clone, 'datasets/synth-tasks', split, 'data-00000-of-00001.arrow')), split).toBe(true);
-    for (const f of ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'adapter/README.md', 'metrics.jsonl', 'loss.svg', 'recipe.yaml', 'eval/summary.json', 'eval/report.html']) {
+    for (const split of ['train', 'test'])
+      expect(existsSync(path.join(clone, 'datasets/synth-tasks', split, 'data-00000-of-00001.arrow')), split).toBe(
+        true,
+      );
+    for (const f of [
+      'adapter/adapter_config.json',
+      'adapter/adapter_model.safetensors',
+      'adapter/README.md',
+      'metrics.jsonl',
+      'loss.svg',
+      'recipe.yaml',
+      'eval/summary.json',
+      'eval/report.html',
+    ]) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
     expect(loadRecipe(path.join(out, 'recipe.yaml')).max_steps).toBe(2);

@@ -46,7 +46,11 @@ export function writeJsonl(file: string, rows: object[]): void {
 }
 
 /** Writes `fields` as recipe.yaml (or `name`) in `dir` and loads it; paths in it are relative to `dir`. */
-export function writeRecipe(dir: string, fields: Record<string, unknown>, name = 'recipe.yaml'): { file: string; recipe: Recipe } {
+export function writeRecipe(
+  dir: string,
+  fields: Record<string, unknown>,
+  name = 'recipe.yaml',
+): { file: string; recipe: Recipe } {
   const file = path.join(dir, name);
   writeFileSync(file, stringify(fields));
   return { file, recipe: loadRecipe(file) };

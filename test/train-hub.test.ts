@@ -22,15 +22,27 @@ let hub: HubServer;
 
 function ft(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { env: { PATH: process.env.PATH, HOME: tmp, HF_HOME: hfHome, ...env }, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [FT, ...args],
+      { env: { PATH: process.env.PATH, HOME: tmp, HF_HOME: hfHome, ...env }, timeout: 120_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 // the shipped recipe, one step, kept small and quick for a test (its eval section is covered elsewhere)
 const QUICK = { max_steps: '1', gradient_accumulation_steps: '1', sequence_len: '256', eval: 'null' };
 const train = (out: string, env: Record<string, string>) =>
-  ft(['train', RECIPE, ...Object.entries({ ...QUICK, output_dir: path.join(tmp, out) }).flatMap(([k, v]) => [`--${k}`, v])], env);
+  ft(
+    [
+      'train',
+      RECIPE,
+      ...Object.entries({ ...QUICK, output_dir: path.join(tmp, out) }).flatMap(([k, v]) => [`--${k}`, v]),
+    ],
+    env,
+  );
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 beforeAll(async () => {
@@ -45,15 +57,21 @@ afterAll(async () => {
 });
 
 describe('ft train on Hub ids (recipes/alpaca.yaml against the local Hub)', () => {
-  it('downloads model and dataset, trains one step; then trains from the cache, then with HF_HUB_OFFLINE=1', { timeout: 120_000 }, async () => {
+  it('downloads model and dataset, trains one step; then trains from the cache, then with HF_HUB_OFFLINE=1', {
+    timeout: 120_000,
+  }, async () => {
     const first = await train('run1', { HF_ENDPOINT: hub.url });
     expect(first.stderr).toContain(`ft: downloading 5 file(s)`);
     expect(first.code, first.stderr).toBe(0);
     const adapter = first.stdout.trim();
     expect(adapter).toBe(path.join(tmp, 'run1', 'adapter'));
     expect(existsSync(path.join(adapter, 'adapter_model.safetensors'))).toBe(true);
-    expect(JSON.parse(readFileSync(path.join(adapter, 'adapter_config.json'), 'utf8')).base_model_name_or_path).toBe(DEMO_MODEL);
-    expect(readFileSync(path.join(adapter, 'README.md'), 'utf8')).toMatch(/base_model: TinyLlama\/TinyLlama-1\.1B-Chat-v1\.0\n[\s\S]*datasets:\n {2}- tatsu-lab\/alpaca\n/);
+    expect(JSON.parse(readFileSync(path.join(adapter, 'adapter_config.json'), 'utf8')).base_model_name_or_path).toBe(
+      DEMO_MODEL,
+    );
+    expect(readFileSync(path.join(adapter, 'README.md'), 'utf8')).toMatch(
+      /base_model: TinyLlama\/TinyLlama-1\.1B-Chat-v1\.0\n[\s\S]*datasets:\n {2}- tatsu-lab\/alpaca\n/,
+    );
     const model = path.join(hfHome, 'hub', 'models--TinyLlama--TinyLlama-1.1B-Chat-v1.0');
     expect(readFileSync(path.join(model, 'refs', 'main'), 'utf8')).toBe(hub.repos.get(DEMO_MODEL)!.heads.get('main'));
     expect(existsSync(path.join(hfHome, 'hub', 'datasets--tatsu-lab--alpaca', 'refs', 'main'))).toBe(true);
@@ -78,6 +96,8 @@ describe('ft train on Hub ids (recipes/alpaca.yaml against the local Hub)', () =
     expect(offline.steps).toBe(1);
     expect(hub.log).toEqual([]);
     // the same seed, data and one step: the same adapter as the first run
-    expect(sha256(readFileSync(path.join(offline.adapterDir, 'adapter_model.safetensors')))).toBe(sha256(readFileSync(path.join(adapter, 'adapter_model.safetensors'))));
+    expect(sha256(readFileSync(path.join(offline.adapterDir, 'adapter_model.safetensors')))).toBe(
+      sha256(readFileSync(path.join(adapter, 'adapter_model.safetensors'))),
+    );
   });
 });

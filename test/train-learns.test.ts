@@ -32,7 +32,11 @@ beforeAll(async () => {
 });
 
 it('a LoRA learns to copy held-out strings: greedy exact match 0 before, >= 0.8 after (fixed seed)', async () => {
-  const { file, recipe: r } = writeRecipe(tmp, { ...recipe, adapter: 'lora', max_steps: 70, output_dir: './lora', eval: { max_new_tokens: 12 } }, 'lora.yaml');
+  const { file, recipe: r } = writeRecipe(
+    tmp,
+    { ...recipe, adapter: 'lora', max_steps: 70, output_dir: './lora', eval: { max_new_tokens: 12 } },
+    'lora.yaml',
+  );
   const out = await train(r, { recipeFile: file });
   const [base, tuned] = out.eval!.models;
   expect(out.eval!.items).toHaveLength(40);
@@ -45,7 +49,11 @@ it('a LoRA learns to copy held-out strings: greedy exact match 0 before, >= 0.8 
 }, 240_000);
 
 it('QLoRA (NF4 base) lowers the loss on the same task over 20 steps', async () => {
-  const { file, recipe: r } = writeRecipe(tmp, { ...recipe, adapter: 'qlora', max_steps: 20, output_dir: './qlora' }, 'qlora.yaml');
+  const { file, recipe: r } = writeRecipe(
+    tmp,
+    { ...recipe, adapter: 'qlora', max_steps: 20, output_dir: './qlora' },
+    'qlora.yaml',
+  );
   expect(r.load_in_4bit).toBe(true);
   const out = await train(r, { recipeFile: file });
   const losses = out.history.map((h) => h.loss!);

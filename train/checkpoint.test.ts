@@ -6,7 +6,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { attachLora, type Adapter, type LoraConfig } from '../adapters/lora.ts';
 import { readPeftAdapter } from '../adapters/peft.ts';
 import { randomLlama, tinyConfig } from '../test/random-llama.ts';
-import { checkpointDir, latestCheckpoint, listCheckpoints, loadCheckpoint, OPTIMIZER_FILE, saveCheckpoint, TRAINER_STATE, type TrainerState } from './checkpoint.ts';
+import {
+  checkpointDir,
+  latestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  OPTIMIZER_FILE,
+  saveCheckpoint,
+  TRAINER_STATE,
+  type TrainerState,
+} from './checkpoint.ts';
 import { SafetensorsFile, writeSafetensors } from '../model/safetensors.ts';
 import { FtError } from '../util/errors.ts';
 import { promises as fsp } from 'node:fs';
@@ -24,7 +33,12 @@ function trained(seed: number, r = lora.r): { adapter: Adapter; optimizer: AdamW
   const params = Object.fromEntries(adapter.variables);
   const optimizer = new AdamW(params, adam);
   for (let i = 0; i < 2; i++) {
-    const grads = Object.fromEntries(Object.entries(params).map(([k, v], j) => [k, tf.randomNormal(v.shape, 0, 1, 'float32', seed * 100 + i * 10 + j)]));
+    const grads = Object.fromEntries(
+      Object.entries(params).map(([k, v], j) => [
+        k,
+        tf.randomNormal(v.shape, 0, 1, 'float32', seed * 100 + i * 10 + j),
+      ]),
+    );
     optimizer.step(grads, 1e-2);
     tf.dispose(Object.values(grads));
   }
@@ -90,7 +104,9 @@ describe('checkpoints', () => {
   });
 
   it('say so when there is nothing to resume', async () => {
-    await expect(latestCheckpoint(path.join(tmp, 'none'))).rejects.toThrow(/none: no checkpoint-N folder to resume from/);
+    await expect(latestCheckpoint(path.join(tmp, 'none'))).rejects.toThrow(
+      /none: no checkpoint-N folder to resume from/,
+    );
   });
 
   it('refuse a trainer state with a bad field, naming the file and field', async () => {
@@ -99,7 +115,9 @@ describe('checkpoints', () => {
     const file = path.join(dir, TRAINER_STATE);
     const good = JSON.parse(readFileSync(file, 'utf8'));
     writeFileSync(file, JSON.stringify({ ...good, batchInEpoch: -1 }));
-    await expect(loadCheckpoint(dir, src.adapter, src.optimizer)).rejects.toThrow(`${file}: field 'batchInEpoch' must be a non-negative integer`);
+    await expect(loadCheckpoint(dir, src.adapter, src.optimizer)).rejects.toThrow(
+      `${file}: field 'batchInEpoch' must be a non-negative integer`,
+    );
     writeFileSync(file, JSON.stringify({ ...good, logWindow: undefined }));
     await expect(loadCheckpoint(dir, src.adapter, src.optimizer)).rejects.toThrow(`${file}: field 'logWindow'`);
   });
@@ -108,7 +126,9 @@ describe('checkpoints', () => {
     const src = trained(7, 2);
     const dir = await saveCheckpoint(path.join(tmp, 'rank'), stateAt(1), src.adapter, src.optimizer, null);
     const dst = trained(8, 4);
-    await expect(loadCheckpoint(dir, dst.adapter, dst.optimizer)).rejects.toThrow(/adapter tensor '.*lora_A.weight' is missing or has another shape than the recipe's LoRA \(r=4\)/);
+    await expect(loadCheckpoint(dir, dst.adapter, dst.optimizer)).rejects.toThrow(
+      /adapter tensor '.*lora_A.weight' is missing or has another shape than the recipe's LoRA \(r=4\)/,
+    );
   });
 
   it('refuses a corrupt optimizer state with one line naming optimizer.safetensors', async () => {
@@ -117,7 +137,9 @@ describe('checkpoints', () => {
     const dir = await saveCheckpoint(out, stateAt(2), src.adapter, src.optimizer, null);
     const optFile = path.join(dir, OPTIMIZER_FILE);
     const good = await SafetensorsFile.open(optFile);
-    const entries = await Promise.all(good.names().map(async (name) => ({ name, dtype: 'F32' as const, ...(await good.read(name)) })));
+    const entries = await Promise.all(
+      good.names().map(async (name) => ({ name, dtype: 'F32' as const, ...(await good.read(name)) })),
+    );
     const metadata = good.metadata;
     await good.close();
     const dst = trained(4);
@@ -132,11 +154,21 @@ describe('checkpoints', () => {
     await writeSafetensors(optFile, entries, { ...metadata, steps: '[1, 2]' });
     await expectRefused(/optimizer\.safetensors: metadata 'steps' is not a JSON object of step counts/);
     const [first] = Object.keys(JSON.parse(metadata.steps));
-    await writeSafetensors(optFile, entries.filter((e) => e.name !== `${first}.exp_avg_sq`), metadata);
+    await writeSafetensors(
+      optFile,
+      entries.filter((e) => e.name !== `${first}.exp_avg_sq`),
+      metadata,
+    );
     await expectRefused(new RegExp(`optimizer\\.safetensors: no tensor '${first.replace(/\./g, '\\.')}\\.exp_avg_sq'`));
-    const nan = entries.map((e) => (e.name === `${first}.exp_avg_sq` ? { ...e, data: Float32Array.from(e.data, (x, i) => (i === 3 ? -1 : x)) } : e));
+    const nan = entries.map((e) =>
+      e.name === `${first}.exp_avg_sq` ? { ...e, data: Float32Array.from(e.data, (x, i) => (i === 3 ? -1 : x)) } : e,
+    );
     await writeSafetensors(optFile, nan, metadata);
-    await expectRefused(new RegExp(`optimizer\\.safetensors: '${first.replace(/\./g, '\\.')}\\.exp_avg_sq' holds -1 at index 3; AdamW moments must be finite and the second ones >= 0`));
+    await expectRefused(
+      new RegExp(
+        `optimizer\\.safetensors: '${first.replace(/\./g, '\\.')}\\.exp_avg_sq' holds -1 at index 3; AdamW moments must be finite and the second ones >= 0`,
+      ),
+    );
     await fsp.writeFile(optFile, 'not safetensors at all');
     await expectRefused(/optimizer\.safetensors: /);
   });

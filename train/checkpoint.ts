@@ -53,21 +53,33 @@ export function checkpointDir(outputDir: string, step: number): string {
 }
 
 /** Saves adapter, optimizer and trainer state to checkpoint-{step}, then prunes to the newest `keep` checkpoints. */
-export async function saveCheckpoint(outputDir: string, state: TrainerState, adapter: Adapter, optimizer: AdamW, baseModel: string | null, keep?: number): Promise<string> {
+export async function saveCheckpoint(
+  outputDir: string,
+  state: TrainerState,
+  adapter: Adapter,
+  optimizer: AdamW,
+  baseModel: string | null,
+  keep?: number,
+): Promise<string> {
   const dir = checkpointDir(outputDir, state.globalStep);
   const opt = optimizer.exportState();
-  await writeDirAtomic(dir, async (tmp) => {
-    await savePeftAdapter(path.join(tmp, 'adapter'), adapter, baseModel);
-    for (const f of await fsp.readdir(path.join(tmp, 'adapter'))) await fsp.rename(path.join(tmp, 'adapter', f), path.join(tmp, f));
-    await fsp.rmdir(path.join(tmp, 'adapter'));
-    const entries = Object.entries(opt).flatMap(([name, s]) => [
-      { name: `${name}.exp_avg`, dtype: 'F32' as const, shape: [s.m.length], data: s.m },
-      { name: `${name}.exp_avg_sq`, dtype: 'F32' as const, shape: [s.v.length], data: s.v },
-    ]);
-    const steps = Object.fromEntries(Object.entries(opt).map(([name, s]) => [name, s.step]));
-    await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), entries, { format: 'pt', steps: JSON.stringify(steps) });
-    await writeFileAtomic(path.join(tmp, TRAINER_STATE), JSON.stringify(state, null, 2) + '\n');
-  }, { kind: 'checkpoint', hint: OUTPUT_DIR_HINT });
+  await writeDirAtomic(
+    dir,
+    async (tmp) => {
+      await savePeftAdapter(path.join(tmp, 'adapter'), adapter, baseModel);
+      for (const f of await fsp.readdir(path.join(tmp, 'adapter')))
+        await fsp.rename(path.join(tmp, 'adapter', f), path.join(tmp, f));
+      await fsp.rmdir(path.join(tmp, 'adapter'));
+      const entries = Object.entries(opt).flatMap(([name, s]) => [
+        { name: `${name}.exp_avg`, dtype: 'F32' as const, shape: [s.m.length], data: s.m },
+        { name: `${name}.exp_avg_sq`, dtype: 'F32' as const, shape: [s.v.length], data: s.v },
+      ]);
+      const steps = Object.fromEntries(Object.entries(opt).map(([name, s]) => [name, s.step]));
+      await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), entries, { format: 'pt', steps: JSON.stringify(steps) });
+      await writeFileAtomic(path.join(tmp, TRAINER_STATE), JSON.stringify(state, null, 2) + '\n');
+    },
+    { kind: 'checkpoint', hint: OUTPUT_DIR_HINT },
+  );
   if (keep !== undefined) await pruneCheckpoints(outputDir, keep);
   return dir;
 }
@@ -82,7 +94,12 @@ export async function isFtCheckpoint(dir: string): Promise<boolean> {
   if ((await outputKind(dir)) === 'checkpoint') return true;
   try {
     const s = JSON.parse(await fsp.readFile(path.join(dir, TRAINER_STATE), 'utf8')) as Partial<TrainerState>;
-    return Number.isInteger(s.globalStep) && Array.isArray(s.dropoutRng) && typeof s.logWindow === 'object' && !('global_step' in s);
+    return (
+      Number.isInteger(s.globalStep) &&
+      Array.isArray(s.dropoutRng) &&
+      typeof s.logWindow === 'object' &&
+      !('global_step' in s)
+    );
   } catch {
     return false;
   }
@@ -91,9 +108,13 @@ export async function isFtCheckpoint(dir: string): Promise<boolean> {
 /** ft's checkpoint folders in `outputDir`, oldest first (another tool's checkpoint-N folders are not listed). */
 export async function listCheckpoints(outputDir: string): Promise<{ step: number; dir: string }[]> {
   if (!existsSync(outputDir)) return [];
-  const names = (await fsp.readdir(outputDir)).filter((n) => n.startsWith(PREFIX) && /^\d+$/.test(n.slice(PREFIX.length)));
+  const names = (await fsp.readdir(outputDir)).filter(
+    (n) => n.startsWith(PREFIX) && /^\d+$/.test(n.slice(PREFIX.length)),
+  );
   const ours = [];
-  for (const n of names) if (await isFtCheckpoint(path.join(outputDir, n))) ours.push({ step: Number(n.slice(PREFIX.length)), dir: path.join(outputDir, n) });
+  for (const n of names)
+    if (await isFtCheckpoint(path.join(outputDir, n)))
+      ours.push({ step: Number(n.slice(PREFIX.length)), dir: path.join(outputDir, n) });
   return ours.sort((a, b) => a.step - b.step);
 }
 
@@ -120,11 +141,18 @@ export async function latestCheckpoint(outputDir: string): Promise<string> {
  * The checkpoint a run resumes from: `true` = the newest in `outputDir`, a string = that folder, else none.
  * Checked before any model loads, so a wrong path fails at once.
  */
-export async function resumeCheckpoint(outputDir: string, resume: boolean | string | undefined): Promise<string | null> {
+export async function resumeCheckpoint(
+  outputDir: string,
+  resume: boolean | string | undefined,
+): Promise<string | null> {
   if (resume === true) return latestCheckpoint(outputDir);
   if (!resume) return null;
-  if (!existsSync(path.join(resume, TRAINER_STATE))) throw new FtError(`${resume}: not a checkpoint folder (no ${TRAINER_STATE}) to resume from`);
-  if (!(await isFtCheckpoint(resume))) throw new FtError(`${resume}: not an ft checkpoint (its ${TRAINER_STATE} is another trainer's); ft resumes only from checkpoints it wrote`);
+  if (!existsSync(path.join(resume, TRAINER_STATE)))
+    throw new FtError(`${resume}: not a checkpoint folder (no ${TRAINER_STATE}) to resume from`);
+  if (!(await isFtCheckpoint(resume)))
+    throw new FtError(
+      `${resume}: not an ft checkpoint (its ${TRAINER_STATE} is another trainer's); ft resumes only from checkpoints it wrote`,
+    );
   return resume;
 }
 
@@ -135,21 +163,32 @@ export async function loadCheckpoint(dir: string, adapter: Adapter, optimizer: A
   try {
     state = JSON.parse(await fsp.readFile(stateFile, 'utf8')) as TrainerState;
   } catch (e) {
-    throw new FtError(`${stateFile}: cannot read trainer state (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new FtError(
+      `${stateFile}: cannot read trainer state (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   for (const k of ['globalStep', 'totalSteps', 'epoch', 'batchInEpoch', 'seed'] as const) {
-    if (!Number.isInteger(state[k]) || state[k] < 0) throw new FtError(`${stateFile}: field '${k}' must be a non-negative integer`);
+    if (!Number.isInteger(state[k]) || state[k] < 0)
+      throw new FtError(`${stateFile}: field '${k}' must be a non-negative integer`);
   }
-  if (!Array.isArray(state.dropoutRng) || state.dropoutRng.length !== 4) throw new FtError(`${stateFile}: field 'dropoutRng' must be 4 integers`);
+  if (!Array.isArray(state.dropoutRng) || state.dropoutRng.length !== 4)
+    throw new FtError(`${stateFile}: field 'dropoutRng' must be 4 integers`);
   const w = state.logWindow;
-  if (typeof w !== 'object' || w === null || ![w.lossSum, w.microBatches, w.tokens, w.trainedTokens].every(Number.isFinite)) {
+  if (
+    typeof w !== 'object' ||
+    w === null ||
+    ![w.lossSum, w.microBatches, w.tokens, w.trainedTokens].every(Number.isFinite)
+  ) {
     throw new FtError(`${stateFile}: field 'logWindow' must hold numbers lossSum, microBatches, tokens, trainedTokens`);
   }
 
   const files = await readPeftAdapter(dir);
   for (const [key, v] of adapter.variables) {
     const t = files.tensors.get(key);
-    if (!t || t.data.length !== v.size) throw new FtError(`${dir}: adapter tensor '${key}' is missing or has another shape than the recipe's LoRA (r=${adapter.config.r})`);
+    if (!t || t.data.length !== v.size)
+      throw new FtError(
+        `${dir}: adapter tensor '${key}' is missing or has another shape than the recipe's LoRA (r=${adapter.config.r})`,
+      );
     tf.tidy(() => v.assign(tf.tensor(t.data, v.shape)));
   }
   adapter.setDropoutState(state.dropoutRng);

@@ -35,7 +35,13 @@ const EXAMPLES = [example(rng, 30, 26), example(rng, 12, 2), example(rng, 22, 11
 /** The examples as micro-batches of `rows` (each padded to its longest row), one epoch. */
 function source(rows: number): BatchSource {
   const batches: TrainBatch[] = [];
-  for (let i = 0; i < EXAMPLES.length; i += rows) batches.push(collate(EXAMPLES.slice(i, i + rows).map((e) => [e]), 0));
+  for (let i = 0; i < EXAMPLES.length; i += rows)
+    batches.push(
+      collate(
+        EXAMPLES.slice(i, i + rows).map((e) => [e]),
+        0,
+      ),
+    );
   return {
     perEpoch: batches.length,
     async *batches(_epoch, startBatch) {
@@ -44,10 +50,20 @@ function source(rows: number): BatchSource {
   };
 }
 
-async function run(microBatch: number, gradAccum: number, overrides: Partial<LoopConfig> = {}, steps = 1): Promise<LoopResult> {
+async function run(
+  microBatch: number,
+  gradAccum: number,
+  overrides: Partial<LoopConfig> = {},
+  steps = 1,
+): Promise<LoopResult> {
   const weights = randomLlama(config, 1);
   const adapter = attachLora(weights, { r: 4, alpha: 8, dropout: 0, targetModules: 'all-linear', useRslora: false }, 0);
-  const optimizer = new AdamW(Object.fromEntries(adapter.variables), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+  const optimizer = new AdamW(Object.fromEntries(adapter.variables), {
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    weightDecay: 0,
+  });
   const cfg: LoopConfig = {
     outputDir: mkdtempSync(path.join(tmp, 'run-')),
     totalSteps: steps,
@@ -108,17 +124,36 @@ describe('trainLoop', () => {
     // checkpoints before the failing step are kept, and every saved weight is finite
     const saved = await listCheckpoints(outputDir);
     expect(saved.map((c) => c.step)).toEqual(Array.from({ length: step - 1 }, (_, i) => i + 1));
-    for (const c of saved) for (const t of (await readPeftAdapter(c.dir)).tensors.values()) expect(t.data.every(Number.isFinite)).toBe(true);
+    for (const c of saved)
+      for (const t of (await readPeftAdapter(c.dir)).tensors.values()) expect(t.data.every(Number.isFinite)).toBe(true);
     expect(existsSync(path.join(outputDir, `checkpoint-${step}`))).toBe(false);
   });
 
   it('stops after the step in progress when asked, with a checkpoint of that step', async () => {
     const weights = randomLlama(config, 1);
     const adapter = attachLora(weights, { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj'], useRslora: false }, 0);
-    const optimizer = new AdamW(Object.fromEntries(adapter.variables), { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
-    const cfg: LoopConfig = { outputDir: mkdtempSync(path.join(tmp, 'stop-')), totalSteps: 50, gradAccumSteps: 1, learningRate: () => 1e-3, maxGradNorm: 1, loggingSteps: 1, seed: 0, gradientCheckpointing: false, baseModel: null };
+    const optimizer = new AdamW(Object.fromEntries(adapter.variables), {
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      weightDecay: 0,
+    });
+    const cfg: LoopConfig = {
+      outputDir: mkdtempSync(path.join(tmp, 'stop-')),
+      totalSteps: 50,
+      gradAccumSteps: 1,
+      learningRate: () => 1e-3,
+      maxGradNorm: 1,
+      loggingSteps: 1,
+      seed: 0,
+      gradientCheckpointing: false,
+      baseModel: null,
+    };
     let steps = 0;
-    const r = await trainLoop({ weights, adapter }, source(1), optimizer, cfg, freshState(cfg, adapter), { onStep: (s) => (steps = s), stopRequested: () => (steps >= 2 ? 'SIGINT' : null) });
+    const r = await trainLoop({ weights, adapter }, source(1), optimizer, cfg, freshState(cfg, adapter), {
+      onStep: (s) => (steps = s),
+      stopRequested: () => (steps >= 2 ? 'SIGINT' : null),
+    });
     optimizer.dispose();
     disposeLlama(weights);
     expect(r).toMatchObject({ steps: 2, interrupted: true, checkpoint: path.join(cfg.outputDir, 'checkpoint-2') });

@@ -87,11 +87,23 @@ const emptyWindow = (): LogWindow => ({ lossSum: 0, microBatches: 0, tokens: 0, 
 
 /** The state of a run that starts at step 0. */
 export function freshState(cfg: LoopConfig, adapter: Adapter): TrainerState {
-  return { globalStep: 0, totalSteps: cfg.totalSteps, epoch: 0, batchInEpoch: 0, dropoutRng: adapter.dropoutState(), seed: cfg.seed, logWindow: emptyWindow(), settings: cfg.settings };
+  return {
+    globalStep: 0,
+    totalSteps: cfg.totalSteps,
+    epoch: 0,
+    batchInEpoch: 0,
+    dropoutRng: adapter.dropoutState(),
+    seed: cfg.seed,
+    logWindow: emptyWindow(),
+    settings: cfg.settings,
+  };
 }
 
 /** Micro-batches from `pos` on, epoch after epoch; `pos` tracks what was consumed, for checkpoints. */
-async function* microBatches(data: BatchSource, pos: { epoch: number; batchInEpoch: number }): AsyncGenerator<TrainBatch> {
+async function* microBatches(
+  data: BatchSource,
+  pos: { epoch: number; batchInEpoch: number },
+): AsyncGenerator<TrainBatch> {
   for (;;) {
     for await (const b of data.batches(pos.epoch, pos.batchInEpoch)) {
       pos.batchInEpoch++;
@@ -139,16 +151,29 @@ function nonFiniteVariable(adapter: Adapter): string | null {
  * writes metrics.jsonl and the checkpoints; the last checkpoint is written whichever way it ends. A non-finite loss,
  * gradient norm or LoRA weight stops it with an FtError before anything of it is applied or saved.
  */
-export async function trainLoop(model: TrainableModel, data: BatchSource, optimizer: AdamW, cfg: LoopConfig, start: TrainerState, hooks: LoopHooks = {}): Promise<LoopResult> {
+export async function trainLoop(
+  model: TrainableModel,
+  data: BatchSource,
+  optimizer: AdamW,
+  cfg: LoopConfig,
+  start: TrainerState,
+  hooks: LoopHooks = {},
+): Promise<LoopResult> {
   const { weights, adapter } = model;
   const G = cfg.gradAccumSteps;
-  if (start.globalStep > cfg.totalSteps) throw new FtError(`checkpoint at step ${start.globalStep} is past the run's ${cfg.totalSteps} steps`);
+  if (start.globalStep > cfg.totalSteps)
+    throw new FtError(`checkpoint at step ${start.globalStep} is past the run's ${cfg.totalSteps} steps`);
   if (start.batchInEpoch > data.perEpoch) {
-    throw new FtError(`checkpoint at micro-batch ${start.batchInEpoch} of epoch ${start.epoch}, but an epoch of the data has ${data.perEpoch}: the data changed since it was written`);
+    throw new FtError(
+      `checkpoint at micro-batch ${start.batchInEpoch} of epoch ${start.epoch}, but an epoch of the data has ${data.perEpoch}: the data changed since it was written`,
+    );
   }
   const params = Object.fromEntries(adapter.variables); // PEFT key -> variable
   let state: TrainerState = { ...start, totalSteps: cfg.totalSteps, settings: cfg.settings };
-  const metrics = await MetricsLog.open(path.join(cfg.outputDir, 'metrics.jsonl'), start.globalStep > 0 ? start.globalStep : undefined);
+  const metrics = await MetricsLog.open(
+    path.join(cfg.outputDir, 'metrics.jsonl'),
+    start.globalStep > 0 ? start.globalStep : undefined,
+  );
 
   const pos = { epoch: state.epoch, batchInEpoch: state.batchInEpoch };
   const batches = microBatches(data, pos);
@@ -166,19 +191,34 @@ export async function trainLoop(model: TrainableModel, data: BatchSource, optimi
 
   const save = async () => {
     const bad = nonFiniteVariable(adapter);
-    if (bad) throw new FtError(`step ${state.globalStep}: LoRA weight ${bad} is not finite: training diverged (lower learning_rate); nothing of it was saved${lastSaved ? `, the last good checkpoint is ${lastSaved}` : ''}`);
-    state = { ...state, epoch: pos.epoch, batchInEpoch: pos.batchInEpoch, dropoutRng: adapter.dropoutState(), logWindow: { ...window } };
+    if (bad)
+      throw new FtError(
+        `step ${state.globalStep}: LoRA weight ${bad} is not finite: training diverged (lower learning_rate); nothing of it was saved${lastSaved ? `, the last good checkpoint is ${lastSaved}` : ''}`,
+      );
+    state = {
+      ...state,
+      epoch: pos.epoch,
+      batchInEpoch: pos.batchInEpoch,
+      dropoutRng: adapter.dropoutState(),
+      logWindow: { ...window },
+    };
     lastSaved = await saveCheckpoint(cfg.outputDir, state, adapter, optimizer, cfg.baseModel, cfg.saveTotalLimit);
     return lastSaved;
   };
 
   // gradient checkpointing recomputes layers in the backward pass: LoRA dropout is rewound so its masks repeat
-  const replay = { save: () => adapter.dropoutState(), restore: (s: unknown) => adapter.setDropoutState(s as RngState) };
+  const replay = {
+    save: () => adapter.dropoutState(),
+    restore: (s: unknown) => adapter.setDropoutState(s as RngState),
+  };
   const forwardOpts: ForwardOptions = cfg.gradientCheckpointing ? { recompute: { replay } } : {};
   adapter.setTraining(true);
   bar.update(state.globalStep);
   try {
-    while (state.globalStep < cfg.totalSteps && (hooks.stopAfterSteps === undefined || stepsHere < hooks.stopAfterSteps)) {
+    while (
+      state.globalStep < cfg.totalSteps &&
+      (hooks.stopAfterSteps === undefined || stepsHere < hooks.stopAfterSteps)
+    ) {
       const lr = cfg.learningRate(state.globalStep);
       // The window's micro-batches first, so each loss can be weighted by its share of the window's trained tokens:
       // the step's gradient is that of the mean loss over every trained token of the window (transformers >= 4.46).
@@ -189,7 +229,10 @@ export async function trainLoop(model: TrainableModel, data: BatchSource, optimi
       let acc: NamedGrads | null = null;
       for (let g = 0; g < G; g++) {
         const weight = trainedInWindow > 0 ? counts[g].trained / trainedInWindow : 0;
-        const { value, grads } = tf.variableGrads(() => tf.mul(trainingLoss(weights, micro[g], forwardOpts).loss, weight) as tf.Scalar, adapter.trainableVariables());
+        const { value, grads } = tf.variableGrads(
+          () => tf.mul(trainingLoss(weights, micro[g], forwardOpts).loss, weight) as tf.Scalar,
+          adapter.trainableVariables(),
+        );
         acc = accumulate(acc, namedGrads(params, grads));
         // the micro-batch's summed token loss: its mean times its trained tokens = the weighted mean times the window's
         window.lossSum += (await value.data())[0] * trainedInWindow;
@@ -205,8 +248,12 @@ export async function trainLoop(model: TrainableModel, data: BatchSource, optimi
       const stepLoss = window.lossSum;
       if (!Number.isFinite(stepLoss) || !Number.isFinite(clipped.totalNorm)) {
         tf.dispose(Object.values(clipped.grads));
-        const what = !Number.isFinite(stepLoss) ? `the loss is ${stepLoss}` : `the gradient norm is ${clipped.totalNorm}`;
-        throw new FtError(`step ${state.globalStep + 1}: ${what}: training diverged (learning rate ${lr}; lower learning_rate); the step was not applied and nothing was saved${lastSaved ? `; the last good checkpoint is ${lastSaved}` : ''}`);
+        const what = !Number.isFinite(stepLoss)
+          ? `the loss is ${stepLoss}`
+          : `the gradient norm is ${clipped.totalNorm}`;
+        throw new FtError(
+          `step ${state.globalStep + 1}: ${what}: training diverged (learning rate ${lr}; lower learning_rate); the step was not applied and nothing was saved${lastSaved ? `; the last good checkpoint is ${lastSaved}` : ''}`,
+        );
       }
       optimizer.step(clipped.grads, lr);
       tf.dispose(Object.values(clipped.grads));
@@ -218,7 +265,12 @@ export async function trainLoop(model: TrainableModel, data: BatchSource, optimi
       if (step % cfg.loggingSteps === 0 || step === cfg.totalSteps) {
         lastLoss = window.trainedTokens > 0 ? window.lossSum / window.trainedTokens : 0;
         const secs = (performance.now() - windowSince) / 1000;
-        Object.assign(record, { loss: finite(lastLoss), lr, grad_norm: finite(clipped.totalNorm), tokens_per_s: round(windowTokensHere / secs, 1) });
+        Object.assign(record, {
+          loss: finite(lastLoss),
+          lr,
+          grad_norm: finite(clipped.totalNorm),
+          tokens_per_s: round(windowTokensHere / secs, 1),
+        });
         window = emptyWindow();
         windowSince = performance.now();
         windowTokensHere = 0;
@@ -233,7 +285,11 @@ export async function trainLoop(model: TrainableModel, data: BatchSource, optimi
         record.elapsed_s = round((performance.now() - started) / 1000, 2);
         metrics.append(record);
       }
-      bar.update(step, { loss: lastLoss?.toFixed(4) ?? '-', lr: lr.toExponential(2), tok_s: record.tokens_per_s ?? '-' });
+      bar.update(step, {
+        loss: lastLoss?.toFixed(4) ?? '-',
+        lr: lr.toExponential(2),
+        tok_s: record.tokens_per_s ?? '-',
+      });
       if (cfg.saveSteps !== undefined && step % cfg.saveSteps === 0 && step !== cfg.totalSteps) await save();
       hooks.onStep?.(step);
       // a signal is delivered by the event loop: let it run, so a stop asked for during this step is seen now

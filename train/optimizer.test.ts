@@ -49,7 +49,9 @@ describe('AdamW matches torch.optim.AdamW', () => {
     const savedParams = Object.fromEntries(names.map((n) => [n, params[n].dataSync().slice()]));
     first.dispose();
 
-    const resumedParams = Object.fromEntries(names.map((n) => [n, tf.variable(tf.tensor(savedParams[n], golden.shapes[n]))]));
+    const resumedParams = Object.fromEntries(
+      names.map((n) => [n, tf.variable(tf.tensor(savedParams[n], golden.shapes[n]))]),
+    );
     const resumed = new AdamW(resumedParams, config);
     resumed.importState(saved);
     for (let i = 3; i < golden.lrs.length; i++) stepWith(resumed, i);

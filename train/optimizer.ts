@@ -101,9 +101,12 @@ export class AdamW {
       const st = state[name];
       if (!st) throw new FtError(`${source}: no state for parameter '${name}'`);
       if (st.m.length !== s.param.size || st.v.length !== s.param.size) {
-        throw new FtError(`${source}: '${name}' has ${st.m.length}/${st.v.length} moment values, expected ${s.param.size}`);
+        throw new FtError(
+          `${source}: '${name}' has ${st.m.length}/${st.v.length} moment values, expected ${s.param.size}`,
+        );
       }
-      if (!Number.isInteger(st.step) || st.step < 0) throw new FtError(`${source}: '${name}' step must be a non-negative integer`);
+      if (!Number.isInteger(st.step) || st.step < 0)
+        throw new FtError(`${source}: '${name}' step must be a non-negative integer`);
       s.step = st.step;
       tf.tidy(() => {
         s.m.assign(tf.tensor(st.m, s.param.shape));

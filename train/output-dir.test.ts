@@ -18,14 +18,29 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 /** An HF Trainer checkpoint as transformers writes one: trainer_state.json with global_step and log_history. */
 function hfCheckpoint(dir: string, step: number): void {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(path.join(dir, 'trainer_state.json'), JSON.stringify({ best_metric: null, epoch: 1.0, global_step: step, log_history: [{ loss: 2.1, step }], max_steps: 1000, train_batch_size: 8 }));
+  writeFileSync(
+    path.join(dir, 'trainer_state.json'),
+    JSON.stringify({
+      best_metric: null,
+      epoch: 1.0,
+      global_step: step,
+      log_history: [{ loss: 2.1, step }],
+      max_steps: 1000,
+      train_batch_size: 8,
+    }),
+  );
   writeFileSync(path.join(dir, 'adapter_model.safetensors'), 'their weights');
 }
 
 /** Every file under `dir` with its bytes. */
 function contents(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const ent of readdirSync(dir, { recursive: true, withFileTypes: true })) if (ent.isFile()) out[path.relative(dir, path.join(ent.parentPath, ent.name))] = readFileSync(path.join(ent.parentPath, ent.name), 'base64');
+  for (const ent of readdirSync(dir, { recursive: true, withFileTypes: true }))
+    if (ent.isFile())
+      out[path.relative(dir, path.join(ent.parentPath, ent.name))] = readFileSync(
+        path.join(ent.parentPath, ent.name),
+        'base64',
+      );
   return out;
 }
 
@@ -38,7 +53,9 @@ describe('the output_dir lock', () => {
     expect(Number.isNaN(Date.parse(holder.started))).toBe(false);
     const err = await claimOutputDir(dir, () => {}).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FtError);
-    expect((err as Error).message).toBe(`${dir}: in use by another ft train (pid ${process.pid}, since ${holder.started}); wait for it to end or stop it`);
+    expect((err as Error).message).toBe(
+      `${dir}: in use by another ft train (pid ${process.pid}, since ${holder.started}); wait for it to end or stop it`,
+    );
     await first.release();
     expect(existsSync(path.join(dir, LOCK_FILE))).toBe(false);
     await (await claimOutputDir(dir, () => {})).release();
@@ -48,7 +65,17 @@ describe('the output_dir lock', () => {
     const dir = path.join(tmp, 'stale');
     mkdirSync(dir);
     // a real process takes the lock and is killed, so nothing of it runs to remove the file
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `import { lockDir } from ${JSON.stringify(path.resolve('util/lock.ts'))}; await lockDir(${JSON.stringify(dir)}, 'ft train'); console.log('locked'); setInterval(() => {}, 1000);`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `import { lockDir } from ${JSON.stringify(path.resolve('util/lock.ts'))}; await lockDir(${JSON.stringify(dir)}, 'ft train'); console.log('locked'); setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
     const pid = child.pid!;
     child.kill('SIGKILL');
@@ -63,7 +90,10 @@ describe('the output_dir lock', () => {
   it('refuses a lock held on another host, saying which lock file to delete if that run is gone', async () => {
     const dir = path.join(tmp, 'remote');
     mkdirSync(dir);
-    writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: 4242, hostname: 'gpu-node-7', started: '2026-01-01T00:00:00.000Z' }));
+    writeFileSync(
+      path.join(dir, LOCK_FILE),
+      JSON.stringify({ pid: 4242, hostname: 'gpu-node-7', started: '2026-01-01T00:00:00.000Z' }),
+    );
     await expect(claimOutputDir(dir, () => {})).rejects.toThrow(
       `${dir}: in use by another ft train (pid 4242 on gpu-node-7; if that run is gone, delete ${path.join(dir, LOCK_FILE)}, since 2026-01-01T00:00:00.000Z); wait for it to end or stop it`,
     );
@@ -73,7 +103,11 @@ describe('the output_dir lock', () => {
 describe('claiming a reused output_dir', () => {
   it('releases the lock when the run fails', async () => {
     mkdirSync(path.join(tmp, 'fails'));
-    const { file, recipe } = writeRecipe(tmp, { base_model: './no-model-here', datasets: [{ path: 'copy.jsonl' }], max_steps: 1, output_dir: './fails' }, 'fails.yaml');
+    const { file, recipe } = writeRecipe(
+      tmp,
+      { base_model: './no-model-here', datasets: [{ path: 'copy.jsonl' }], max_steps: 1, output_dir: './fails' },
+      'fails.yaml',
+    );
     await expect(train(recipe, { recipeFile: file })).rejects.toThrow(/no such folder/);
     expect(existsSync(path.join(tmp, 'fails', LOCK_FILE))).toBe(false);
     await (await claimOutputDir(recipe.output_dir, () => {})).release();
@@ -85,7 +119,10 @@ describe('claiming a reused output_dir', () => {
     writeFileSync(path.join(dir, '.checkpoint-4.old-999999-1-abcdef', 'trainer_state.json'), '{}');
     mkdirSync(path.join(dir, '.checkpoint-6.tmp-999999-1-abcdef'), { recursive: true });
     mkdirSync(path.join(dir, '.adapter.old-999999-1-abcdef'));
-    writeFileSync(path.join(dir, '.adapter.old-999999-1-abcdef', '.ft-output'), JSON.stringify({ tool: 'ft', kind: 'adapter' }));
+    writeFileSync(
+      path.join(dir, '.adapter.old-999999-1-abcdef', '.ft-output'),
+      JSON.stringify({ tool: 'ft', kind: 'adapter' }),
+    );
     writeFileSync(path.join(dir, '.adapter.old-999999-1-abcdef', 'adapter_model.safetensors'), 'trained');
     const lines: string[] = [];
     await (await claimOutputDir(dir, (l) => lines.push(l))).release();
@@ -105,7 +142,9 @@ describe('claiming a reused output_dir', () => {
     const dir = path.join(tmp, 'their-adapter');
     mkdirSync(path.join(dir, 'adapter'), { recursive: true });
     writeFileSync(path.join(dir, 'adapter', 'adapter_model.safetensors'), 'axolotl output');
-    await expect(claimOutputDir(dir, () => {})).rejects.toThrow(`${path.join(dir, 'adapter')}: is not empty and was not written by ft (no .ft-output); move it away or set another output_dir`);
+    await expect(claimOutputDir(dir, () => {})).rejects.toThrow(
+      `${path.join(dir, 'adapter')}: is not empty and was not written by ft (no .ft-output); move it away or set another output_dir`,
+    );
     expect(readFileSync(path.join(dir, 'adapter', 'adapter_model.safetensors'), 'utf8')).toBe('axolotl output');
     expect(existsSync(path.join(dir, LOCK_FILE))).toBe(false);
   });
@@ -113,14 +152,20 @@ describe('claiming a reused output_dir', () => {
   it('says in one line when output_dir is a file, or a folder it may not write', async () => {
     const file = path.join(tmp, 'a-file');
     writeFileSync(file, 'x');
-    await expect(claimOutputDir(file, () => {})).rejects.toThrow(new FtError(`${file}: output_dir is a file, not a folder`));
-    await expect(claimOutputDir(path.join(file, 'run'), () => {})).rejects.toThrow(new FtError(`${path.join(file, 'run')}: cannot write: a part of the path is a file, not a folder (ENOTDIR)`));
+    await expect(claimOutputDir(file, () => {})).rejects.toThrow(
+      new FtError(`${file}: output_dir is a file, not a folder`),
+    );
+    await expect(claimOutputDir(path.join(file, 'run'), () => {})).rejects.toThrow(
+      new FtError(`${path.join(file, 'run')}: cannot write: a part of the path is a file, not a folder (ENOTDIR)`),
+    );
     // /sys refuses new entries even to root (a chmod'ed folder would not stop root)
-    await expect(claimOutputDir('/sys/ft-run', () => {})).rejects.toThrow(/^\/sys\/ft-run: cannot write: (operation not permitted \(EPERM\)|permission denied \(EACCES\)|read-only file system \(EROFS\))$/);
+    await expect(claimOutputDir('/sys/ft-run', () => {})).rejects.toThrow(
+      /^\/sys\/ft-run: cannot write: (operation not permitted \(EPERM\)|permission denied \(EACCES\)|read-only file system \(EROFS\))$/,
+    );
   });
 });
 
-describe('ft train in an output_dir with another trainer\'s checkpoints', () => {
+describe("ft train in an output_dir with another trainer's checkpoints", () => {
   beforeAll(async () => {
     await tinyBase(path.join(tmp, 'tiny'));
     writeJsonl(path.join(tmp, 'copy.jsonl'), copyRows(40));
@@ -154,7 +199,11 @@ describe('ft train in an output_dir with another trainer\'s checkpoints', () => 
     );
     // a fresh run again: ft's own earlier checkpoints go, theirs stay
     await train(recipe, { recipeFile: file });
-    expect(readdirSync(out).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-1000', 'checkpoint-3', 'checkpoint-500']);
+    expect(
+      readdirSync(out)
+        .filter((n) => n.startsWith('checkpoint-'))
+        .sort(),
+    ).toEqual(['checkpoint-1000', 'checkpoint-3', 'checkpoint-500']);
     expect(existsSync(path.join(out, LOCK_FILE))).toBe(false);
   });
 });

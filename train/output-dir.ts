@@ -24,7 +24,8 @@ export async function claimOutputDir(outputDir: string, log: (line: string) => v
     throw ioError(e, outputDir);
   }
   try {
-    if (lock.replacedStale) log(`ft: ${outputDir}: took over the lock of pid ${lock.replacedStale.pid}, which is no longer running`);
+    if (lock.replacedStale)
+      log(`ft: ${outputDir}: took over the lock of pid ${lock.replacedStale.pid}, which is no longer running`);
     for (const repaired of await repairDirSwaps(outputDir)) log(`ft: ${repaired}`);
     const removed = await removeTempEntries(outputDir);
     if (removed.length > 0) log(`ft: ${outputDir}: removed ${removed.join(', ')}, left by a run that was killed`);

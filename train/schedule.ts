@@ -51,7 +51,12 @@ export function warmupSteps(totalSteps: number, steps: number | undefined, ratio
  * Optimizer steps in a run, as HF Trainer counts them: max_steps when set, else
  * ceil(num_epochs * max(1, floor(microBatchesPerEpoch / gradAccum))).
  */
-export function totalTrainingSteps(opts: { maxSteps?: number; numEpochs?: number; microBatchesPerEpoch: number; gradAccum: number }): number {
+export function totalTrainingSteps(opts: {
+  maxSteps?: number;
+  numEpochs?: number;
+  microBatchesPerEpoch: number;
+  gradAccum: number;
+}): number {
   if (opts.maxSteps !== undefined && opts.maxSteps > 0) return opts.maxSteps;
   const perEpoch = Math.max(1, Math.floor(opts.microBatchesPerEpoch / opts.gradAccum));
   return Math.ceil((opts.numEpochs ?? 1) * perEpoch);

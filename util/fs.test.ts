@@ -34,7 +34,9 @@ describe('writeDirAtomic only replaces what ft wrote', () => {
     writeFileSync(path.join(out, 'config.json'), '{"model_type":"llama"}');
     const err = await writeDirAtomic(out, fill('x'), { kind: 'model' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FtError);
-    expect((err as Error).message).toBe(`${out}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`);
+    expect((err as Error).message).toBe(
+      `${out}: is not empty and was not written by ft (no .ft-output); pass --overwrite to replace it`,
+    );
     expect(await fsp.readdir(out)).toEqual(['config.json']);
     await writeDirAtomic(out, fill('x'), { kind: 'model', overwrite: true });
     expect(readFileSync(path.join(out, 'weights.bin'), 'utf8')).toBe('x');
@@ -43,10 +45,14 @@ describe('writeDirAtomic only replaces what ft wrote', () => {
   it('refuses an ft folder of another kind, and a file in the way', async () => {
     const out = path.join(tmp, 'ckpt');
     await writeDirAtomic(out, fill('c'), { kind: 'checkpoint' });
-    await expect(writeDirAtomic(out, fill('m'), { kind: 'model' })).rejects.toThrow(`${out}: holds an ft checkpoint, not an ft model; pass --overwrite to replace it`);
+    await expect(writeDirAtomic(out, fill('m'), { kind: 'model' })).rejects.toThrow(
+      `${out}: holds an ft checkpoint, not an ft model; pass --overwrite to replace it`,
+    );
     const file = path.join(tmp, 'a-file');
     writeFileSync(file, 'keep');
-    await expect(writeDirAtomic(file, fill('m'), { kind: 'model', hint: 'pick another folder' })).rejects.toThrow(`${file}: is a file, not a folder ft may replace; pick another folder`);
+    await expect(writeDirAtomic(file, fill('m'), { kind: 'model', hint: 'pick another folder' })).rejects.toThrow(
+      `${file}: is a file, not a folder ft may replace; pick another folder`,
+    );
     expect(readFileSync(file, 'utf8')).toBe('keep');
   });
 
@@ -67,7 +73,9 @@ describe('a swap killed half-way is repaired', () => {
     const pid = deadPid();
     await fsp.rename(target, path.join(parent, `.adapter.old-${pid}-1-abc`));
     await fsp.mkdir(path.join(parent, `.adapter.tmp-${pid}-1-def`));
-    expect(await repairDirSwap(target)).toBe(`${target}: restored from .adapter.old-${pid}-1-abc, left by a write that was killed`);
+    expect(await repairDirSwap(target)).toBe(
+      `${target}: restored from .adapter.old-${pid}-1-abc, left by a write that was killed`,
+    );
     expect(readFileSync(path.join(target, 'weights.bin'), 'utf8')).toBe('good');
     expect((await fsp.readdir(parent)).sort()).toEqual(['adapter']);
   });
@@ -86,7 +94,10 @@ describe('a swap killed half-way is repaired', () => {
     await fsp.mkdir(path.join(dir, 'checkpoint-2'));
     writeFileSync(path.join(dir, '.metrics.jsonl.tmp-123-1-abc'), '');
     writeFileSync(path.join(dir, '.notes'), '');
-    expect((await removeTempEntries(dir)).sort()).toEqual(['.checkpoint-4.tmp-123-1-abc', '.metrics.jsonl.tmp-123-1-abc']);
+    expect((await removeTempEntries(dir)).sort()).toEqual([
+      '.checkpoint-4.tmp-123-1-abc',
+      '.metrics.jsonl.tmp-123-1-abc',
+    ]);
     expect((await fsp.readdir(dir)).sort()).toEqual(['.notes', 'checkpoint-2']);
   });
 });
@@ -109,8 +120,12 @@ describe('file system errors become one line naming the whole path', () => {
     const file = path.join(tmp, 'blocker');
     writeFileSync(file, '');
     const target = path.join(file, 'sub', 'recipe.yaml');
-    await expect(writeFileAtomic(target, 'x')).rejects.toThrow(new FtError(`${target}: cannot write: a part of the path is a file, not a folder (ENOTDIR)`));
-    await expect(writeDirAtomic(path.join(file, 'adapter'), fill('x'), { kind: 'adapter' })).rejects.toThrow(/blocker\/adapter: cannot write: a part of the path is a file, not a folder \((ENOTDIR|EEXIST)\)$/);
+    await expect(writeFileAtomic(target, 'x')).rejects.toThrow(
+      new FtError(`${target}: cannot write: a part of the path is a file, not a folder (ENOTDIR)`),
+    );
+    await expect(writeDirAtomic(path.join(file, 'adapter'), fill('x'), { kind: 'adapter' })).rejects.toThrow(
+      /blocker\/adapter: cannot write: a part of the path is a file, not a folder \((ENOTDIR|EEXIST)\)$/,
+    );
   });
 
   it('passes other errors through unchanged', () => {

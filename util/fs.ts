@@ -10,7 +10,10 @@ export const TEMP_NAME = /^\.(.+)\.(tmp|old)-(\d+)-\d+-[0-9a-z]+$/;
 /** A sibling temp path for `target`, unique per process and call; `old` names the previous content during a swap. */
 export function tempPathFor(target: string, role: 'tmp' | 'old' = 'tmp'): string {
   const dir = path.dirname(target);
-  return path.join(dir, `.${path.basename(target)}.${role}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`);
+  return path.join(
+    dir,
+    `.${path.basename(target)}.${role}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`,
+  );
 }
 
 /** Writes a file atomically: to a temp file beside it, then rename, so a reader never sees it half-written. */
@@ -41,7 +44,11 @@ export interface DirWriteOptions {
  * The previous content is renamed aside and removed only once the new folder is in place; a writer killed between
  * the two renames leaves it aside, and the next write (or `repairDirSwap`) puts it back.
  */
-export async function writeDirAtomic(target: string, fill: (tmpDir: string) => Promise<void>, opts: DirWriteOptions): Promise<void> {
+export async function writeDirAtomic(
+  target: string,
+  fill: (tmpDir: string) => Promise<void>,
+  opts: DirWriteOptions,
+): Promise<void> {
   const tmp = tempPathFor(target);
   try {
     await repairDirSwap(target);
@@ -90,7 +97,9 @@ export async function repairDirSwap(target: string): Promise<string | null> {
   const tmps = await staleSiblings(target, 'tmp');
   let restored: string | null = null;
   if (olds.length > 0 && !(await exists(target))) {
-    const newest = (await Promise.all(olds.map(async (p) => ({ p, t: (await fsp.stat(p)).mtimeMs })))).sort((a, b) => b.t - a.t)[0].p;
+    const newest = (await Promise.all(olds.map(async (p) => ({ p, t: (await fsp.stat(p)).mtimeMs })))).sort(
+      (a, b) => b.t - a.t,
+    )[0].p;
     await fsp.rename(newest, target);
     restored = newest;
   }
@@ -101,7 +110,12 @@ export async function repairDirSwap(target: string): Promise<string | null> {
 /** repairDirSwap for every folder of `dir` that has previous content aside (`.x.old-*`); what it did, for the log. */
 export async function repairDirSwaps(dir: string): Promise<string[]> {
   const names = await fsp.readdir(dir).catch(() => [] as string[]);
-  const targets = new Set(names.map((n) => TEMP_NAME.exec(n)).filter((m) => m !== null && m[2] === 'old').map((m) => m![1]));
+  const targets = new Set(
+    names
+      .map((n) => TEMP_NAME.exec(n))
+      .filter((m) => m !== null && m[2] === 'old')
+      .map((m) => m![1]),
+  );
   const done: string[] = [];
   for (const t of targets) {
     const r = await repairDirSwap(path.join(dir, t));
@@ -120,10 +134,12 @@ export async function removeTempEntries(dir: string): Promise<string[]> {
   return names;
 }
 
-const exists = (p: string) => fsp.stat(p).then(
-  () => true,
-  () => false,
-);
+const exists = (p: string) =>
+  fsp.stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** True for a plain file name: no folder part, not '.' or '..' (an index naming files in its own folder). */
-export const isBareFileName = (name: unknown): name is string => typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !/[\\/]/.test(name);
+export const isBareFileName = (name: unknown): name is string =>
+  typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !/[\\/]/.test(name);

@@ -13,7 +13,10 @@ function globBody(pattern: string, star: string): string {
     else if (c === '[') {
       const end = pattern.indexOf(']', i + 1);
       if (end < 0) throw new FtError(`glob '${pattern}': unclosed '['`);
-      re += `[${pattern.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
+      re += `[${pattern
+        .slice(i + 1, end)
+        .replace(/^!/, '^')
+        .replace(/\\/g, '\\\\')}]`;
       i = end;
     } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
   }
@@ -28,7 +31,13 @@ export function segmentRegex(seg: string): RegExp {
 /** A '/'-separated path glob: `*` stays inside a segment, `**` spans any number of folders (as `datasets` data_files). */
 export function pathGlobRegex(pattern: string): RegExp {
   const parts = pattern.split('/');
-  const re = parts.map((p, i) => (p === '**' ? (i === parts.length - 1 ? '.*' : '(?:[^/]+/)*') : globBody(p, '[^/]*') + (i < parts.length - 1 ? '/' : '')));
+  const re = parts.map((p, i) =>
+    p === '**'
+      ? i === parts.length - 1
+        ? '.*'
+        : '(?:[^/]+/)*'
+      : globBody(p, '[^/]*') + (i < parts.length - 1 ? '/' : ''),
+  );
   return new RegExp(`^${re.join('')}$`);
 }
 

@@ -34,9 +34,12 @@ function readHolder(file: string): LockHolder | null {
 }
 
 function busy(dir: string, what: string, holder: LockHolder | null, file: string): FtError {
-  if (!holder) return new FtError(`${dir}: locked by ${file}, which names no holder; delete it if no ${what} uses the folder`);
+  if (!holder)
+    return new FtError(`${dir}: locked by ${file}, which names no holder; delete it if no ${what} uses the folder`);
   const where = holder.hostname === os.hostname() ? '' : ` on ${holder.hostname}; if that run is gone, delete ${file}`;
-  return new FtError(`${dir}: in use by another ${what} (pid ${holder.pid}${where}, since ${holder.started}); wait for it to end or stop it`);
+  return new FtError(
+    `${dir}: in use by another ${what} (pid ${holder.pid}${where}, since ${holder.started}); wait for it to end or stop it`,
+  );
 }
 
 const isOurs = (file: string) => {
@@ -57,7 +60,8 @@ async function removeStale(file: string, holder: LockHolder | null): Promise<voi
     throw e;
   }
   const moved = readHolder(aside);
-  if (holder && moved && (moved.pid !== holder.pid || moved.started !== holder.started)) await fsp.link(aside, file).catch(() => {});
+  if (holder && moved && (moved.pid !== holder.pid || moved.started !== holder.started))
+    await fsp.link(aside, file).catch(() => {});
   await fsp.rm(aside, { force: true });
 }
 

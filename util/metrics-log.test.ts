@@ -29,7 +29,11 @@ describe('metrics.jsonl', () => {
     const log = await MetricsLog.open(file);
     for (const step of [5, 10, 15, 20]) log.append({ step, epoch: step / 20, loss: 1 });
     (await MetricsLog.open(file, 10)).append({ step: 15, epoch: 0.75, loss: 0.5 });
-    expect(readMetrics(file).map((r) => [r.step, r.loss])).toEqual([[5, 1], [10, 1], [15, 0.5]]);
+    expect(readMetrics(file).map((r) => [r.step, r.loss])).toEqual([
+      [5, 1],
+      [10, 1],
+      [15, 0.5],
+    ]);
     await MetricsLog.open(file);
     expect(readMetrics(file)).toEqual([]);
   });
@@ -58,6 +62,8 @@ describe('metrics.jsonl on a full disk', () => {
     const log = await MetricsLog.open(file);
     rmSync(file);
     symlinkSync('/dev/full', file);
-    expect(() => log.append({ step: 1, epoch: 0.1, loss: 2 })).toThrow(new FtError(`${file}: cannot write: no space left on the device (ENOSPC)`));
+    expect(() => log.append({ step: 1, epoch: 0.1, loss: 2 })).toThrow(
+      new FtError(`${file}: cannot write: no space left on the device (ENOSPC)`),
+    );
   });
 });

@@ -24,7 +24,8 @@ export class MetricsLog {
    * with step <= resumeStep (the ones the checkpoint saw) and drops the rest.
    */
   static async open(file: string, resumeStep?: number): Promise<MetricsLog> {
-    const kept = resumeStep === undefined || !existsSync(file) ? [] : readMetrics(file).filter((r) => r.step <= resumeStep);
+    const kept =
+      resumeStep === undefined || !existsSync(file) ? [] : readMetrics(file).filter((r) => r.step <= resumeStep);
     await writeFileAtomic(file, kept.map((r) => JSON.stringify(r) + '\n').join(''));
     return new MetricsLog(file);
   }

@@ -19,9 +19,16 @@ describe('assertOutsideInputs: an output never is, sits in, or holds a folder be
   ];
   const check = (out: string) => () => assertOutsideInputs({ flag: '--out', path: out }, inputs);
 
-  it('refuses --out equal to --model', () => expect(check(base)).toThrow(`--out ${base}: is the --model folder ${base} being read; write somewhere else`));
-  it('refuses --out inside --model', () => expect(check(path.join(base, 'merged'))).toThrow(`--out ${path.join(base, 'merged')}: is inside the --model folder ${base} being read`));
-  it('refuses --out holding the adapter (--out runs)', () => expect(check(runs)).toThrow(`--out ${runs}: holds the --adapter folder ${adapter} being read, and would replace it; write somewhere else`));
+  it('refuses --out equal to --model', () =>
+    expect(check(base)).toThrow(`--out ${base}: is the --model folder ${base} being read; write somewhere else`));
+  it('refuses --out inside --model', () =>
+    expect(check(path.join(base, 'merged'))).toThrow(
+      `--out ${path.join(base, 'merged')}: is inside the --model folder ${base} being read`,
+    ));
+  it('refuses --out holding the adapter (--out runs)', () =>
+    expect(check(runs)).toThrow(
+      `--out ${runs}: holds the --adapter folder ${adapter} being read, and would replace it; write somewhere else`,
+    ));
   it('sees through a symlink and a trailing slash', () => {
     const link = path.join(tmp, 'link-to-base');
     symlinkSync(base, link);

@@ -18,7 +18,10 @@ export async function writeOutputMarker(dir: string, kind: OutputKind): Promise<
 /** The kind in `dir`'s marker, or null when `dir` has no (readable) ft marker. */
 export async function outputKind(dir: string): Promise<OutputKind | null> {
   try {
-    const m = JSON.parse(await fsp.readFile(path.join(dir, OUTPUT_MARKER), 'utf8')) as { tool?: unknown; kind?: unknown };
+    const m = JSON.parse(await fsp.readFile(path.join(dir, OUTPUT_MARKER), 'utf8')) as {
+      tool?: unknown;
+      kind?: unknown;
+    };
     return m.tool === 'ft' && KINDS.includes(m.kind as OutputKind) ? (m.kind as OutputKind) : null;
   } catch {
     return null;
@@ -39,7 +42,9 @@ export async function assertReplaceable(target: string, kind: OutputKind, hint: 
   if ((await fsp.readdir(target)).length === 0) return;
   const found = await outputKind(target);
   if (found === kind) return;
-  const what = found ? `holds an ft ${found}, not an ft ${kind}` : `is not empty and was not written by ft (no ${OUTPUT_MARKER})`;
+  const what = found
+    ? `holds an ft ${found}, not an ft ${kind}`
+    : `is not empty and was not written by ft (no ${OUTPUT_MARKER})`;
   throw new FtError(`${target}: ${what}; ${hint}`);
 }
 
@@ -54,14 +59,24 @@ function realPath(p: string): string {
   }
 }
 
-const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer.endsWith(path.sep) ? outer : outer + path.sep);
+const within = (inner: string, outer: string) =>
+  inner === outer || inner.startsWith(outer.endsWith(path.sep) ? outer : outer + path.sep);
 
 /** Throws when the output folder `out` is, is inside, or holds one of the folders being read. */
-export function assertOutsideInputs(out: { flag: string; path: string }, inputs: { flag: string; path: string }[]): void {
+export function assertOutsideInputs(
+  out: { flag: string; path: string },
+  inputs: { flag: string; path: string }[],
+): void {
   const o = realPath(out.path);
   for (const input of inputs) {
     const i = realPath(input.path);
-    if (within(o, i)) throw new FtError(`${out.flag} ${out.path}: is ${o === i ? 'the' : 'inside the'} ${input.flag} folder ${input.path} being read; write somewhere else`);
-    if (within(i, o)) throw new FtError(`${out.flag} ${out.path}: holds the ${input.flag} folder ${input.path} being read, and would replace it; write somewhere else`);
+    if (within(o, i))
+      throw new FtError(
+        `${out.flag} ${out.path}: is ${o === i ? 'the' : 'inside the'} ${input.flag} folder ${input.path} being read; write somewhere else`,
+      );
+    if (within(i, o))
+      throw new FtError(
+        `${out.flag} ${out.path}: holds the ${input.flag} folder ${input.path} being read, and would replace it; write somewhere else`,
+      );
   }
 }

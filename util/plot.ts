@@ -24,7 +24,8 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
   const intervals = (s: number) => Math.abs((hi - lo) / s - count);
   const step = candidates.reduce((best, s) => (intervals(s) < intervals(best) ? s : best));
   const ticks: number[] = [];
-  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step)
+    ticks.push(Number(v.toPrecision(12)));
   return ticks;
 }
 
@@ -40,7 +41,9 @@ export function smooth(points: Point[], weight: number): Point[] {
 }
 
 function finitePoints(records: MetricsRecord[], key: 'loss' | 'eval_loss'): Point[] {
-  return records.flatMap((r) => (typeof r[key] === 'number' && Number.isFinite(r[key]) ? [[r.step, r[key] as number] as Point] : []));
+  return records.flatMap((r) =>
+    typeof r[key] === 'number' && Number.isFinite(r[key]) ? [[r.step, r[key] as number] as Point] : [],
+  );
 }
 
 const fmt = (v: number) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(3))));
@@ -62,7 +65,10 @@ export function lossCurveSvg(records: MetricsRecord[], opts: PlotOptions = {}): 
     `<text x="${W / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold" fill="${COLORS.text}">${esc(opts.title ?? 'Loss')}</text>`,
   ];
   if (all.length === 0) {
-    out.push(`<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#888">no loss values logged yet</text>`, '</svg>');
+    out.push(
+      `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#888">no loss values logged yet</text>`,
+      '</svg>',
+    );
     return out.join('\n') + '\n';
   }
 
@@ -81,13 +87,16 @@ export function lossCurveSvg(records: MetricsRecord[], opts: PlotOptions = {}): 
   const ph = H - m.top - m.bottom;
   const sx = (x: number) => m.left + ((x - x0) / (x1 - x0 || 1)) * pw;
   const sy = (y: number) => m.top + ph - ((y - y0) / (y1 - y0 || 1)) * ph;
-  const path = (pts: Point[]) => pts.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join('');
+  const path = (pts: Point[]) =>
+    pts.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join('');
 
   // grid and ticks
   for (const t of yTicks) {
     const y = sy(t).toFixed(1);
     out.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${y}" y2="${y}" stroke="${COLORS.grid}"/>`);
-    out.push(`<text x="${m.left - 8}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="${COLORS.text}">${fmt(t)}</text>`);
+    out.push(
+      `<text x="${m.left - 8}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="${COLORS.text}">${fmt(t)}</text>`,
+    );
   }
   for (const t of xTicks) {
     const x = sx(t).toFixed(1);
@@ -96,8 +105,12 @@ export function lossCurveSvg(records: MetricsRecord[], opts: PlotOptions = {}): 
   }
   // axes and labels
   out.push(`<path d="M${m.left},${m.top}V${m.top + ph}H${m.left + pw}" fill="none" stroke="${COLORS.axis}"/>`);
-  out.push(`<text x="${m.left + pw / 2}" y="${H - 12}" text-anchor="middle" fill="${COLORS.text}">optimizer step</text>`);
-  out.push(`<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle" fill="${COLORS.text}">loss</text>`);
+  out.push(
+    `<text x="${m.left + pw / 2}" y="${H - 12}" text-anchor="middle" fill="${COLORS.text}">optimizer step</text>`,
+  );
+  out.push(
+    `<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle" fill="${COLORS.text}">loss</text>`,
+  );
 
   // series
   const legend: [string, string, boolean][] = [];
@@ -107,12 +120,15 @@ export function lossCurveSvg(records: MetricsRecord[], opts: PlotOptions = {}): 
     legend.push(['train loss', color, false]);
   }
   if (smoothed.length) {
-    out.push(`<path d="${path(smoothed)}" fill="none" stroke="${COLORS.smooth}" stroke-width="2.2" stroke-linejoin="round"/>`);
+    out.push(
+      `<path d="${path(smoothed)}" fill="none" stroke="${COLORS.smooth}" stroke-width="2.2" stroke-linejoin="round"/>`,
+    );
     legend.push([`train loss (smoothed ${weight})`, COLORS.smooth, false]);
   }
   if (evals.length > 0) {
     out.push(`<path d="${path(evals)}" fill="none" stroke="${COLORS.eval}" stroke-width="2" stroke-linejoin="round"/>`);
-    for (const [x, y] of evals) out.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3.5" fill="${COLORS.eval}"/>`);
+    for (const [x, y] of evals)
+      out.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3.5" fill="${COLORS.eval}"/>`);
     legend.push(['eval loss', COLORS.eval, true]);
   }
 
@@ -120,7 +136,9 @@ export function lossCurveSvg(records: MetricsRecord[], opts: PlotOptions = {}): 
   const lw = 12 + Math.max(...legend.map(([label]) => label.length)) * 6.8 + 34;
   const lx = m.left + pw - lw - 8;
   const ly = m.top + 8;
-  out.push(`<rect x="${lx}" y="${ly}" width="${lw.toFixed(0)}" height="${legend.length * 20 + 10}" fill="#fff" fill-opacity="0.9" stroke="#ccc" rx="4"/>`);
+  out.push(
+    `<rect x="${lx}" y="${ly}" width="${lw.toFixed(0)}" height="${legend.length * 20 + 10}" fill="#fff" fill-opacity="0.9" stroke="#ccc" rx="4"/>`,
+  );
   legend.forEach(([label, color, dot], i) => {
     const y = ly + 15 + i * 20;
     out.push(`<line x1="${lx + 10}" x2="${lx + 34}" y1="${y}" y2="${y}" stroke="${color}" stroke-width="2.5"/>`);

@@ -39,9 +39,17 @@ const QUIET: Progress = { update() {}, setTotal() {}, stop() {} };
 
 export function progressGroup(): ProgressGroup {
   if (quietAll || !process.stderr.isTTY) return { bar: () => QUIET, stop() {} };
-  const multi = new cliProgress.MultiBar({ stream: process.stderr, hideCursor: true, etaBuffer: 20, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+  const multi = new cliProgress.MultiBar(
+    { stream: process.stderr, hideCursor: true, etaBuffer: 20, clearOnComplete: false },
+    cliProgress.Presets.shades_classic,
+  );
   return {
-    bar: (label, total, unit = 'it') => wrap((fmt, init) => multi.create(total, 0, init, { format: fmt }), `${label} [{bar}] {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`, []),
+    bar: (label, total, unit = 'it') =>
+      wrap(
+        (fmt, init) => multi.create(total, 0, init, { format: fmt }),
+        `${label} [{bar}] {value}/{total} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`,
+        [],
+      ),
     stop: () => multi.stop(),
   };
 }
@@ -50,7 +58,10 @@ function makeBar(format: string, total: number, extra: string[]): Progress {
   if (quietAll || !process.stderr.isTTY) return QUIET;
   return wrap(
     (fmt, init) => {
-      const single = new cliProgress.SingleBar({ format: fmt, stream: process.stderr, hideCursor: true, etaBuffer: 20, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+      const single = new cliProgress.SingleBar(
+        { format: fmt, stream: process.stderr, hideCursor: true, etaBuffer: 20, clearOnComplete: false },
+        cliProgress.Presets.shades_classic,
+      );
       single.start(total, 0, init);
       return single;
     },
@@ -60,7 +71,11 @@ function makeBar(format: string, total: number, extra: string[]): Progress {
 }
 
 /** A started bar behind the Progress interface, with the rate field computed from the start time. */
-function wrap(start: (format: string, init: Record<string, string | number>) => cliProgress.SingleBar, format: string, extra: string[]): Progress {
+function wrap(
+  start: (format: string, init: Record<string, string | number>) => cliProgress.SingleBar,
+  format: string,
+  extra: string[],
+): Progress {
   const fields = extra.map((f) => ` | ${f} {${f}}`).join('');
   const began = performance.now();
   const init: Record<string, string | number> = { rate: '0' };
