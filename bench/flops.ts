@@ -1,23 +1,8 @@
 // FLOP accounting for the training benchmark: model FLOPs per trained token of a LoRA step on a frozen base,
 // and this machine's fp32 peak from /proc/cpuinfo, so MFU = achieved model FLOP/s / peak.
 import { readFileSync } from 'node:fs';
-import type { LinearName, LlamaConfig } from '../model/types.ts';
-
-/** [out, in] of every projection of a decoder block. */
-export function projectionShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
-  const q = c.numAttentionHeads * c.headDim;
-  const kv = c.numKeyValueHeads * c.headDim;
-  const [h, m] = [c.hiddenSize, c.intermediateSize];
-  return {
-    q_proj: [q, h],
-    k_proj: [kv, h],
-    v_proj: [kv, h],
-    o_proj: [h, q],
-    gate_proj: [m, h],
-    up_proj: [m, h],
-    down_proj: [h, m],
-  };
-}
+import type { LlamaConfig } from '../model/types.ts';
+import { projectionShapes } from '../quant/memory.ts';
 
 export interface TrainFlops {
   /** weights a token is multiplied by: every projection of every block + lm_head (tied or not); the embedding lookup is no matmul */

@@ -13,7 +13,7 @@ import { randomLlama, tinyConfig } from '../test/random-llama.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { listCheckpoints } from './checkpoint.ts';
-import { freshState, trainLoop, type BatchSource, type LoopConfig, type LoopResult } from './loop.ts';
+import { freshState, trainLoop, type BatchSource, type LoopConfig, type LoopHooks, type LoopResult } from './loop.ts';
 import { AdamW } from './optimizer.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-loop-'));
@@ -55,6 +55,7 @@ async function run(
   gradAccum: number,
   overrides: Partial<LoopConfig> = {},
   steps = 1,
+  hooks: LoopHooks = {},
 ): Promise<LoopResult> {
   const weights = randomLlama(config, 1);
   const adapter = attachLora(weights, { r: 4, alpha: 8, dropout: 0, targetModules: 'all-linear', useRslora: false }, 0);
@@ -77,7 +78,7 @@ async function run(
     ...overrides,
   };
   try {
-    return await trainLoop({ weights, adapter }, source(microBatch), optimizer, cfg, freshState(cfg, adapter));
+    return await trainLoop({ weights, adapter }, source(microBatch), optimizer, cfg, freshState(cfg, adapter), hooks);
   } finally {
     optimizer.dispose();
     disposeLlama(weights);
@@ -130,32 +131,12 @@ describe('trainLoop', () => {
   });
 
   it('stops after the step in progress when asked, with a checkpoint of that step', async () => {
-    const weights = randomLlama(config, 1);
-    const adapter = attachLora(weights, { r: 4, alpha: 8, dropout: 0, targetModules: ['q_proj'], useRslora: false }, 0);
-    const optimizer = new AdamW(Object.fromEntries(adapter.variables), {
-      beta1: 0.9,
-      beta2: 0.999,
-      eps: 1e-8,
-      weightDecay: 0,
-    });
-    const cfg: LoopConfig = {
-      outputDir: mkdtempSync(path.join(tmp, 'stop-')),
-      totalSteps: 50,
-      gradAccumSteps: 1,
-      learningRate: () => 1e-3,
-      maxGradNorm: 1,
-      loggingSteps: 1,
-      seed: 0,
-      gradientCheckpointing: false,
-      baseModel: null,
-    };
+    const outputDir = mkdtempSync(path.join(tmp, 'stop-'));
     let steps = 0;
-    const r = await trainLoop({ weights, adapter }, source(1), optimizer, cfg, freshState(cfg, adapter), {
+    const r = await run(1, 1, { outputDir }, 50, {
       onStep: (s) => (steps = s),
       stopRequested: () => (steps >= 2 ? 'SIGINT' : null),
     });
-    optimizer.dispose();
-    disposeLlama(weights);
-    expect(r).toMatchObject({ steps: 2, interrupted: true, checkpoint: path.join(cfg.outputDir, 'checkpoint-2') });
+    expect(r).toMatchObject({ steps: 2, interrupted: true, checkpoint: path.join(outputDir, 'checkpoint-2') });
   });
 });
