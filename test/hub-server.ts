@@ -621,11 +621,9 @@ const gitOid = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).up
 // ---- Faults for ft push (timeouts, retries, bad answers; hub/http.ts, hub/errors.ts) ----
 // Each fault matches "METHOD /path" by `route` and plays `times` times (default: every time), before any route runs.
 
-export type PushFault = {
-  route: RegExp;
-  times?: number;
-} & /** accept the request and never answer (a dead proxy, a hung server) */
-(
+/** What a push fault does (one per kind). */
+type PushFaultKind =
+  /** accept the request and never answer (a dead proxy, a hung server) */
   | { kind: 'hang' }
   /** send the headers, then stop sending the body */
   | { kind: 'stall-body' }
@@ -634,8 +632,9 @@ export type PushFault = {
   /** answer 200 with an HTML page, as a captive portal or a proxy's login page does */
   | { kind: 'html' }
   /** answer with this status and an error message quoting the request's Authorization header */
-  | { kind: 'echo-auth'; status: number }
-);
+  | { kind: 'echo-auth'; status: number };
+
+export type PushFault = { route: RegExp; times?: number } & PushFaultKind;
 
 /** Plays the first fault matching `route` on this request; true when it took the request over. */
 function playPushFault(faults: PushFault[], route: string, req: IncomingMessage, res: ServerResponse): boolean {
