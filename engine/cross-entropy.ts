@@ -1,6 +1,7 @@
 // Token cross-entropy, the largest tensors of a training step ([tokens, vocab] logits, probabilities and their
 // gradient), computed the way each backend handles best; and the chunked form that never holds all of them at once.
 import * as tf from '@tensorflow/tfjs';
+import { customGrad } from './custom-grad.ts';
 import { recompute } from './recompute.ts';
 
 /** What causalLmLoss scores: targets per row of logits, -1 where the row is not scored. */
@@ -43,25 +44,25 @@ function plainCrossEntropy(z: tf.Tensor2D, targets: Int32Array, count: number): 
 }
 
 function fusedCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D) => tf.Scalar {
-  return tf.customGrad(((z: tf.Tensor2D, save: tf.GradSaveFunc) => {
+  const op = customGrad<[tf.Tensor2D], tf.Scalar>(([z], save) => {
     const [N, V] = z.shape;
     const { flatIndex, scored } = picks(targets, V);
     // log-sum-exp from the probabilities, stably: lse = max(z) - log(max(probs)), as max(probs) = 1 / sum(exp(z - max z)) >= 1/V
     const probs = tf.softmax(z) as tf.Tensor2D; // [N, V]
     const lse = tf.sub(tf.max(z, -1), tf.log(tf.max(probs, -1))); // [N]
     const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32')); // [count] target logits
-    const value = tf.div(tf.sub(tf.sum(tf.mul(lse, scored)), tf.sum(picked)), count);
+    const value = tf.div<tf.Scalar>(tf.sub(tf.sum(tf.mul(lse, scored)), tf.sum(picked)), count);
     save([probs]);
     return {
       value,
-      gradFunc: (dy: tf.Scalar, [p]: tf.Tensor[]) =>
-        tf.tidy(() => {
-          const rowScale = tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), tf.div(dy, count)); // [N, 1]: dy/count on scored rows, 0 elsewhere
-          // int32 one-hot then a cast: tfjs-wasm 4.22's OneHot with dtype float32 writes integer bit patterns
-          return tf.mul(tf.sub(p, tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32')), rowScale);
-        }),
+      gradFunc: (dy, [p]) => {
+        const rowScale = tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), tf.div(dy, count)); // [N, 1]: dy/count on scored rows, 0 elsewhere
+        // int32 one-hot then a cast: tfjs-wasm 4.22's OneHot with dtype float32 writes integer bit patterns
+        return tf.mul(tf.sub(p, tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32')), rowScale);
+      },
     };
-  }) as never) as unknown as (z: tf.Tensor2D) => tf.Scalar;
+  });
+  return op;
 }
 
 /**

@@ -2,39 +2,35 @@
 // Measured on tfjs-backend-wasm 4.22 (2 cores): matMul with transposeA or transposeB set runs 15-25x slower than
 // an explicit tf.transpose followed by a plain matMul (e.g. [2048,64]x[64,1024]: 0.3-0.6 vs 7-9 GFLOP/s), and
 // tf's built-in MatMul gradient uses those flags. These wrappers transpose explicitly, forward and backward.
-// Their gradients run in tf.tidy: tfjs calls a custom gradient outside any scope, so temporaries would otherwise
-// live until the whole backward pass ends.
+// Their gradients run in tf.tidy (engine/custom-grad.ts).
 import * as tf from '@tensorflow/tfjs';
-
-type Grad2 = (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+import { customGrad } from './custom-grad.ts';
 
 /** a @ b for a [n, k], b [k, m], differentiable in both; the gradients use explicit transposes. */
-export const mm: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
+export const mm = customGrad<[tf.Tensor2D, tf.Tensor2D], tf.Tensor2D>(([a, b], save) => {
   save([a, b]);
   return {
     value: tf.matMul(a, b),
-    gradFunc: (dy: tf.Tensor2D, [sa, sb]: tf.Tensor2D[]) =>
-      tf.tidy(() => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)]),
+    gradFunc: (dy, [sa, sb]) => [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)],
   };
-}) as never) as unknown as Grad2;
+});
 
 /**
  * x @ w^T for x [n, k] and a small trainable w [m, k] (LoRA's A [r, in] and B [out, r]), differentiable in both:
  * dx = dy @ w needs no transpose, and dw is dy^T @ x or (x^T @ dy)^T, whichever transposes the narrower of
  * dy [n, m] and x [n, k], never a full [n, k] activation when m is the small side.
  */
-export const mmT: Grad2 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, save: tf.GradSaveFunc) => {
+export const mmT = customGrad<[tf.Tensor2D, tf.Tensor2D], tf.Tensor2D>(([x, w], save) => {
   save([x, w]);
   return {
     value: tf.matMul(x, tf.transpose(w)),
-    gradFunc: (dy: tf.Tensor2D, [sx, sw]: tf.Tensor2D[]) =>
-      tf.tidy(() => {
-        const [m, k] = sw.shape;
-        const dw = m <= k ? tf.matMul(tf.transpose(dy), sx) : tf.transpose(tf.matMul(tf.transpose(sx), dy));
-        return [tf.matMul(dy, sw), dw];
-      }),
+    gradFunc: (dy, [sx, sw]) => {
+      const [m, k] = sw.shape;
+      const dw = m <= k ? tf.matMul(tf.transpose(dy), sx) : tf.transpose(tf.matMul(tf.transpose(sx), dy));
+      return [tf.matMul(dy, sw), dw];
+    },
   };
-}) as never) as unknown as Grad2;
+});
 
 /**
  * x @ w for a frozen (never differentiated) w [k, m]: the backward pass computes dx = dy @ w^T only,
@@ -42,13 +38,10 @@ export const mmT: Grad2 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, save: 
  * w is kept for the backward pass, so it may be a temporary of the caller's tidy scope.
  */
 export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const f = tf.customGrad(((xi: tf.Tensor2D, save: tf.GradSaveFunc) => {
+  const f = customGrad<[tf.Tensor2D], tf.Tensor2D>(([xi], save) => {
     save([w]);
-    return {
-      value: tf.matMul(xi, w),
-      gradFunc: (dy: tf.Tensor2D, [sw]: tf.Tensor2D[]) => tf.tidy(() => tf.matMul(dy, tf.transpose(sw))),
-    };
-  }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+    return { value: tf.matMul(xi, w), gradFunc: (dy, [sw]) => tf.matMul(dy, tf.transpose(sw as tf.Tensor2D)) };
+  });
   return f(x);
 }
 
@@ -57,13 +50,10 @@ export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
  * (w @ x^T)^T so that no product needs a transpose flag and w is never copied; dx = dy @ w.
  */
 export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const f = tf.customGrad(((xi: tf.Tensor2D, save: tf.GradSaveFunc) => {
+  const f = customGrad<[tf.Tensor2D], tf.Tensor2D>(([xi], save) => {
     save([]);
-    return {
-      value: tf.transpose(tf.matMul(w, tf.transpose(xi))),
-      gradFunc: (dy: tf.Tensor2D) => tf.tidy(() => tf.matMul(dy, w)),
-    };
-  }) as never) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+    return { value: tf.transpose(tf.matMul(w, tf.transpose(xi))), gradFunc: (dy) => tf.matMul(dy, w) };
+  });
   return f(x);
 }
 

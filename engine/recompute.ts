@@ -3,6 +3,7 @@
 // own to differentiate it. tfjs autodiff otherwise holds every intermediate tensor of the whole forward pass until
 // the backward pass ends; recomputing each decoder layer bounds that to one layer's worth (plus each layer's input).
 import * as tf from '@tensorflow/tfjs';
+import { customGrad } from './custom-grad.ts';
 
 /** A random stream the function draws from (dropout), rewound so the recomputation draws the same masks. */
 export interface Replay {
@@ -22,13 +23,11 @@ export function recompute(
   replay?: Replay,
 ): tf.Tensor2D {
   const before = replay?.save();
-  const op = tf.customGrad(((...args: unknown[]) => {
-    const save = args.pop() as tf.GradSaveFunc;
-    const input = args[0] as tf.Tensor2D;
+  const op = customGrad<tf.Tensor[], tf.Tensor2D>(([input], save) => {
     save([input]);
     return {
-      value: fn(input, false),
-      gradFunc: (dy: tf.Tensor2D, [saved]: tf.Tensor[]) => {
+      value: fn(input as tf.Tensor2D, false),
+      gradFunc: (dy, [saved]) => {
         const after = replay?.save();
         replay?.restore(before);
         const engine = tf.engine();
@@ -46,6 +45,6 @@ export function recompute(
         }
       },
     };
-  }) as never) as unknown as (...inputs: tf.Tensor[]) => tf.Tensor2D;
+  });
   return op(x, ...params);
 }

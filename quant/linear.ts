@@ -3,6 +3,7 @@
 // Backward gives the gradient with respect to x only (the base is frozen) and dequantizes the weight anew
 // rather than keeping the float copy alive between forward and backward.
 import * as tf from '@tensorflow/tfjs';
+import { customGrad } from '../engine/custom-grad.ts';
 import { filledTensor2d } from '../engine/filled.ts';
 import { matMulTransientT } from '../engine/matmul.ts';
 import type { Linear, LinearFactory } from '../model/linear.ts';
@@ -31,11 +32,10 @@ export class QuantizedLinear implements Linear {
     [this.outFeatures, this.inFeatures] = q.shape;
     this.b = bias ? tf.tensor1d(bias) : null;
     // y = x W^T (product below); dx = dy W, with W a temporary [out, in] tensor dequantized again.
-    const f = (x: tf.Tensor2D) => ({
+    this.matmul = customGrad<[tf.Tensor2D], tf.Tensor2D>(([x]) => ({
       value: this.product(x),
-      gradFunc: (dy: tf.Tensor2D) => tf.tidy(() => tf.matMul(dy, this.weightTensor())),
-    });
-    this.matmul = tf.customGrad(f as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor2D) => tf.Tensor2D;
+      gradFunc: (dy) => tf.matMul(dy, this.weightTensor()),
+    }));
   }
 
   /**
