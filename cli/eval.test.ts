@@ -98,7 +98,7 @@ describe('ft eval bad input, refused before generation', () => {
     writeFileSync(throws, "export default () => { throw new Error('boom'); };\n");
     const out = path.join(tmp, 'out-throws');
     await expect(runEvalCommand(args({ metric: throws, out }))).rejects.toThrow(
-      /^--metric .*throws-metric\.mjs: failed on .*eval\.jsonl row 0 \(boom\)$/,
+      /^--metric .*throws-metric\.mjs: failed on .*eval\.jsonl line 1 \(boom\)$/,
     );
     expect(existsSync(out)).toBe(false);
   });
@@ -112,7 +112,7 @@ describe('ft eval bad input, refused before generation', () => {
     const out = path.join(tmp, 'out-picky');
     await expect(runEvalCommand(args({ metric: picky, out }))).rejects.toThrow(
       new RegExp(
-        `^--metric .*picky-metric\\.mjs: failed on .*eval\\.jsonl row 0 \\(not the reference\\); the generations are kept in ${out}/results\\.jsonl$`,
+        `^--metric .*picky-metric\\.mjs: failed on .*eval\\.jsonl line 1 \\(not the reference\\); the generations are kept in ${out}/results\\.jsonl$`,
       ),
     );
     const lines = readFileSync(path.join(out, 'results.jsonl'), 'utf8')
