@@ -3,7 +3,7 @@
 // JSON) into one-line FtErrors that say what to do, with the token redacted from everything.
 import { HubApiError } from '@huggingface/hub';
 import { FtError } from '../util/errors.ts';
-import { HttpTimeoutError, NotJsonError, RetriesExhaustedError } from './http.ts';
+import { errorCode, HttpTimeoutError, NotJsonError, RetriesExhaustedError } from './http.ts';
 import { redact } from './redact.ts';
 
 export interface HubErrorContext {
@@ -44,14 +44,8 @@ function serverMessage(e: HubApiError): string {
   return msg.length > MAX_QUOTE ? `${msg.slice(0, MAX_QUOTE)}...` : msg;
 }
 
-/** The socket error code behind a failed fetch or body read, if any (undici nests it in `cause`, sometimes twice). */
-export function networkCode(e: unknown): string | undefined {
-  for (let c: unknown = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
-    const code = (c as { code?: unknown }).code;
-    if (typeof code === 'string' && NETWORK_CODES.has(code)) return code;
-  }
-  return undefined;
-}
+/** The socket error code behind a failed fetch or body read, if any (see errorCode). */
+export const networkCode = (e: unknown): string | undefined => errorCode(e, NETWORK_CODES);
 
 /** One line for any failure of a Hub request, the token redacted; an unexpected error keeps its stack, redacted too. */
 export function toFtError(e: unknown, ctx: HubErrorContext): Error {

@@ -58,10 +58,14 @@ const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'UND_E
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
 const NULL_BODY_STATUS = new Set([101, 204, 205, 304]);
 
-function errorCode(e: unknown): string | undefined {
+/**
+ * The error code behind a failed fetch or body read (undici nests it in `cause`, sometimes twice): the first one, or
+ * the first one in `codes` when given.
+ */
+export function errorCode(e: unknown, codes?: ReadonlySet<string>): string | undefined {
   for (let c: unknown = e, depth = 0; c && depth < 4; c = (c as { cause?: unknown }).cause, depth++) {
     const code = (c as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
+    if (typeof code === 'string' && (!codes || codes.has(code))) return code;
   }
   return undefined;
 }
