@@ -99,7 +99,7 @@ async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<Tr
   const totalSteps = totalTrainingSteps({
     maxSteps: recipe.max_steps,
     numEpochs: recipe.num_epochs,
-    microBatchesPerEpoch: data.perEpoch,
+    microBatchesPerEpoch: data.source.perEpoch,
     gradAccum: G,
   });
   const resumeFrom = await resumeCheckpoint(recipe.output_dir, opts.resume || recipe.resume_from_checkpoint);
@@ -203,10 +203,8 @@ async function trainInClaimedDir(recipe: Recipe, opts: TrainOptions): Promise<Tr
 
 interface TrainData {
   ds: Dataset;
-  /** the training split as the loop reads it */
+  /** the training split as the loop reads it (with its micro-batches per epoch) */
   source: BatchSource;
-  /** micro-batches in one epoch of the training split */
-  perEpoch: number;
   /** what the data pipeline kept and dropped, in one line */
   summary: string;
 }
@@ -230,7 +228,7 @@ async function trainData(
     perEpoch,
     batches: (epoch, startBatch) => ds.batches({ part: 'train', epoch, startBatch }),
   };
-  return { ds, source, perEpoch, summary };
+  return { ds, source, summary };
 }
 
 /**
