@@ -77,7 +77,6 @@ export async function prepareDataset(
   }
   log(`ft: data: preparing ${target} (${stale})`);
   const started = performance.now();
-  await removeAbandonedBuilds(opts.dir, path.basename(target));
   const streaming = await loadDataset(recipe, tok, baseDir, opts);
   let built: Awaited<ReturnType<typeof buildPrepared>> | undefined;
   try {
@@ -130,24 +129,6 @@ async function staleReason(
     }
   }
   return h;
-}
-
-/** Temp folders of builds whose process is gone (killed mid-build): never taken as prepared, removed here. */
-async function removeAbandonedBuilds(dir: string, name: string): Promise<void> {
-  const pattern = new RegExp(`^\\.${name}\\.tmp-(\\d+)-`);
-  for (const entry of await fsp.readdir(dir).catch(() => [] as string[])) {
-    const pid = Number(pattern.exec(entry)?.[1]);
-    if (pid && !processAlive(pid)) await fsp.rm(path.join(dir, entry), { recursive: true, force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** One part's examples, read by offset: the index (16 bytes per example) in memory, the tokens on disk. */
