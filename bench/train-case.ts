@@ -3,10 +3,8 @@
 // product's path (trainingLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
 // them with gradient accumulation 1), memory after every step, then KV-cache generation. Prints its figures as the
 // last stdout line `@result {json}` for bench/train.ts.
-// Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow]
-import { availableParallelism } from 'node:os';
+// Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow] [--threads N]
 import * as tf from '@tensorflow/tfjs';
-import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { attachLora } from '../adapters/lora.ts';
 import { initBackend, type BackendChoice } from '../engine/backend.ts';
 import { generate } from '../model/generate.ts';
@@ -72,14 +70,22 @@ async function matmulGflops(n: number, reps = 5): Promise<number> {
 
 const [configName, base] = process.argv.slice(2) as [string, BaseKind];
 if (!configName || (base !== 'float' && base !== 'nf4')) {
-  console.error('usage: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow]');
+  console.error(
+    'usage: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow] [--threads N]',
+  );
   process.exit(2);
 }
-const backendArg = process.argv.indexOf('--backend');
-const backend = await initBackend((backendArg > 0 ? process.argv[backendArg + 1] : 'auto') as BackendChoice);
+const flag = (name: string) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const threadsArg = flag('--threads');
+const backend = await initBackend(
+  (flag('--backend') ?? 'auto') as BackendChoice,
+  threadsArg ? Number(threadsArg) : undefined,
+);
 const cfg = benchConfig(configName);
-const threads =
-  backend.name === 'wasm' ? getThreadsCount() : backend.name === 'tensorflow' ? availableParallelism() : 1;
+const threads = backend.threads;
 const matmulGflops512 = await matmulGflops(512);
 
 /** Random ids, labels = the next id (the last position ignored), one unpacked example per row. */

@@ -7,6 +7,8 @@ import { setQuiet } from '../util/progress.ts';
 
 export interface GlobalArgs {
   backend: BackendChoice;
+  /** unset: the recipe's num_threads (train), else every core this process may use */
+  threads?: number;
   quiet: boolean;
 }
 
@@ -18,14 +20,24 @@ export function globalOptions<T>(y: Argv<T>) {
       describe: 'tfjs backend (auto: tensorflow, then wasm, then cpu)',
       global: true,
     })
+    .option('threads', {
+      type: 'number',
+      describe: 'threads the products run on (default: every core this process may use; 1 = one thread)',
+      global: true,
+    })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars or chatter', global: true });
 }
 
 /** Applies --quiet, starts the backend and says which one runs (on stderr, so stdout stays the command's output). */
 export async function startRun(args: GlobalArgs): Promise<BackendInfo> {
   setQuiet(args.quiet);
-  const info = await initBackend(args.backend);
-  if (!args.quiet) process.stderr.write(`ft: backend ${info.name} (${info.pkg})\n`);
+  if (args.threads !== undefined && !(Number.isInteger(args.threads) && args.threads >= 1))
+    throw new FtError(`--threads ${args.threads}: expected a whole number of at least 1`);
+  const info = await initBackend(args.backend, args.threads);
+  if (!args.quiet)
+    process.stderr.write(
+      `ft: backend ${info.name} (${info.pkg}), ${info.threads} thread${info.threads > 1 ? 's' : ''}\n`,
+    );
   return info;
 }
 

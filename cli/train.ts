@@ -35,7 +35,11 @@ export const trainCommand: CommandModule<GlobalArgs, TrainArgs> = {
     const file = tokens.length > 0 && !tokens[0].startsWith('--') ? tokens.shift()! : DEFAULT_RECIPE;
     // Recipe errors surface before the model loads.
     const recipe = loadRecipe(file, parseOverrideArgs(tokens));
-    await startRun({ ...argv, backend: argv.backend === 'auto' ? recipe.backend : argv.backend });
+    await startRun({
+      ...argv,
+      backend: argv.backend === 'auto' ? recipe.backend : argv.backend,
+      threads: argv.threads ?? recipe.num_threads,
+    });
     const log = (line: string) => argv.quiet || process.stderr.write(line + '\n');
     const resume = argv.resume === '' || argv.resume === true ? true : (argv.resume as string | undefined);
     const result = await train(recipe, {

@@ -18,6 +18,7 @@ const FREE_KEYS = new Set([
   'hub_model_id',
   'dataset_processes',
   'backend',
+  'num_threads',
   'resume_from_checkpoint',
   'base_model_init',
   'dataset_prepared_path',

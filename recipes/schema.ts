@@ -62,6 +62,7 @@ export const RecipeFields = z.strictObject({
     .optional(),
   load_in_4bit: bool().optional(), // default: true for qlora, false for lora
   backend: oneOf(['auto', ...BACKENDS]).default('auto'),
+  num_threads: posInt().optional(), // default: every core the process may use (engine/backend.ts)
   allow_longer_sequence_len: bool().default(false), // sequence_len past the model's max_position_embeddings (recipes/context.ts)
   // adapter (PEFT LoraConfig defaults)
   adapter: oneOf(['lora', 'qlora']).default('lora'),

@@ -1,0 +1,21 @@
+// The pthread worker of tfjs-backend-wasm's threaded build, as a file Node's worker_threads can start.
+// tfjs hands emscripten this script as a blob: URL, which worker_threads refuses (tensorflow/tfjs#3830); the package
+// ships the same script as a string, run here as a CommonJS script. Its string literals carry newlines that a template
+// literal unescaped, so they are escaped again first (as tfjs does before making its blob).
+// A pool thread that throws or exits says so on the process's pool channel (engine/wasm-threads.ts): the main thread
+// may be blocked waiting for it inside a product, and its watchdog ends the run with that line instead of a hang.
+'use strict';
+const { BroadcastChannel, threadId } = require('node:worker_threads');
+const {
+  wasmWorkerContents,
+} = require('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js');
+
+const failures = new BroadcastChannel(`ft-wasm-pool-${process.pid}`);
+failures.unref();
+const firstLine = (e) => String(e instanceof Error ? e.message : e).split('\n')[0];
+process.on('uncaughtExceptionMonitor', (e) =>
+  failures.postMessage(`wasm pool thread ${threadId} failed: ${firstLine(e)}`),
+);
+process.on('exit', (code) => failures.postMessage(`wasm pool thread ${threadId} exited (code ${code})`));
+
+new Function('require', '__filename', wasmWorkerContents.replace(/\n/g, '\\n'))(require, __filename);

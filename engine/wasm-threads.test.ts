@@ -1,0 +1,52 @@
+// The threaded wasm build in Node (engine/wasm-threads.ts): products on a pool of threads equal one thread's, and a
+// pool thread that fails ends the process with one line rather than leaving it waiting forever.
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Rng } from '../util/rng.ts';
+import { initBackend } from './backend.ts';
+
+const CHILD = fileURLToPath(new URL('../test/pool-failure-child.ts', import.meta.url));
+
+describe('wasm on a thread pool', () => {
+  afterAll(async () => {
+    await initBackend('wasm', 1); // the unit tier shares this worker's backend with other files
+  });
+
+  it('runs products, reductions and gradients on 2 threads to the same bits as on 1', async () => {
+    const run = () =>
+      tf.tidy(() => {
+        const r = new Rng(5);
+        const x = tf.tensor2d(
+          Float32Array.from({ length: 96 * 288 }, () => r.next() - 0.5),
+          [96, 288],
+        );
+        const w = tf.tensor2d(
+          Float32Array.from({ length: 288 * 768 }, () => r.next() - 0.5),
+          [288, 768],
+        );
+        const { value, grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) =>
+          tf.sum(tf.logSoftmax(tf.mul(tf.sigmoid(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D)), 3))),
+        )([x, w]);
+        return [value, ...grads].map((t) => t.dataSync() as Float32Array);
+      });
+    expect((await initBackend('wasm', 1)).threads).toBe(1);
+    const one = run();
+    expect((await initBackend('wasm', 2)).threads).toBe(2);
+    const two = run();
+    for (let i = 0; i < one.length; i++) expect(Buffer.from(two[i].buffer)).toEqual(Buffer.from(one[i].buffer));
+  });
+
+  it('a pool thread that throws while the main thread waits ends the process with one line', async () => {
+    const r = await new Promise<{ signal: string | null; stderr: string }>((resolve) =>
+      execFile(process.execPath, ['--import', 'tsx', CHILD], { timeout: 60_000 }, (err, _out, stderr) =>
+        resolve({ signal: (err as { signal?: string } | null)?.signal ?? null, stderr }),
+      ),
+    );
+    expect(r.signal).toBe('SIGKILL'); // not the timeout's SIGTERM: the watchdog ended it
+    expect(r.stderr).toMatch(
+      /^ft: wasm pool thread \d+ failed: ENOENT: no such file or directory, open '\/nonexistent\/tfjs-backend-wasm-threaded-simd\.js'; the run is stopped \(the last checkpoint is kept\)\n$/,
+    );
+  });
+});

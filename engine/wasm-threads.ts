@@ -1,0 +1,136 @@
+// tfjs-backend-wasm's pthread build (XNNPACK on a thread pool) started in Node, where the package itself only ever
+// starts the single-threaded build: its init makes emscripten's workers from blob: URLs, which worker_threads refuses
+// (tensorflow/tfjs#3830). Here emscripten gets real files instead: the worker script engine/wasm-pthread-worker.cjs
+// and the module's glue from the package's wasm-out/ folder, with the memory in a SharedArrayBuffer as usual.
+//
+// Three things of the build are set around it:
+// - its C++ side caps the pool at emscripten_num_logical_cores() / 2 (it assumes two hyper-threads per core), which is
+//   1 on a 2-core machine. The import is answered with twice the wanted count, so the cap is the count asked for.
+// - pthreads keep Node's event loop alive; the pool's workers are unref'd, so a command ends when its work does.
+// - a pool thread that dies leaves the main thread waiting for it forever inside a product, where no JS of its own runs.
+//   Pool threads report a throw or an exit on a BroadcastChannel; a watchdog thread writes that line and ends the
+//   process (SIGKILL: the main thread cannot run a handler). Checkpoints are written by rename, so the last one stays.
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+
+const require = createRequire(import.meta.url);
+const WASM_OUT = path.dirname(
+  require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js'),
+);
+const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'wasm-pthread-worker.cjs');
+
+/** tfjs-backend-wasm creates at most 8 pool threads (8 workers made ahead, max_num_threads = 8 in its backend.cc). */
+export const MAX_WASM_THREADS = 8;
+
+interface PThreadWorker {
+  unref(): void;
+  terminate(): void;
+}
+/** The emscripten module of the threaded build, as far as ft and BackendWasm use it. */
+interface ThreadedModule {
+  cwrap(name: string, ret: string | null, args: string[]): (...args: number[]) => number;
+  PThread: { runningWorkers: PThreadWorker[]; unusedWorkers: PThreadWorker[]; terminateAllThreads(): void };
+  tfjs?: Record<string, unknown>;
+}
+type Factory = (config: Record<string, unknown>) => Promise<ThreadedModule>;
+
+interface Imports {
+  env: Record<string, unknown>;
+}
+
+async function startThreadedModule(threads: number): Promise<ThreadedModule> {
+  const factory = require(path.join(WASM_OUT, 'tfjs-backend-wasm-threaded-simd.js')) as Factory;
+  const wasmFile = path.join(WASM_OUT, 'tfjs-backend-wasm-threaded-simd.wasm');
+  let fail!: (e: unknown) => void;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  // emscripten makes this object its Module: PThread is on it by the time the wasm is compiled
+  const config: Record<string, unknown> & Partial<ThreadedModule> = {
+    locateFile: (file: string) => (file.endsWith('.worker.js') ? WORKER : path.join(WASM_OUT, file)),
+    mainScriptUrlOrBlob: path.join(WASM_OUT, 'tfjs-backend-wasm-threaded-simd.js'),
+    instantiateWasm(imports: Imports, receive: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void) {
+      imports.env.emscripten_num_logical_cores = () => 2 * threads;
+      WebAssembly.instantiate(readFileSync(wasmFile), imports as unknown as WebAssembly.Imports).then(
+        ({ instance, module }) => {
+          // the build makes 8 workers ahead; the pool takes threads - 1, and the rest are stopped before they load
+          for (const worker of config.PThread!.unusedWorkers.splice(threads - 1)) worker.terminate();
+          receive(instance, module);
+        },
+        fail,
+      );
+      return {};
+    },
+  };
+  const module = await Promise.race([factory(config), failed]);
+  // the same bridge tfjs-backend-wasm's own init puts on the module
+  module.tfjs = {
+    init: module.cwrap('init', null, []),
+    initWithThreadsCount: module.cwrap('init_with_threads_count', null, ['number']),
+    getThreadsCount: module.cwrap('get_threads_count', 'number', []),
+    registerTensor: module.cwrap('register_tensor', null, ['number', 'number', 'number']),
+    disposeData: module.cwrap('dispose_data', null, ['number']),
+    dispose: module.cwrap('dispose', null, []),
+  };
+  return module;
+}
+
+/** tfjs-backend-wasm's own registration (the single-threaded SIMD build), kept to go back to for one thread. */
+const stockFactory = tf.findBackendFactory('wasm');
+const WASM_PRIORITY = 2; // tfjs-backend-wasm's
+let registered = 1;
+let watchdog: Worker | undefined;
+
+/** The name pool threads report failures on (engine/wasm-pthread-worker.cjs): one per process. */
+export const poolChannelName = () => `ft-wasm-pool-${process.pid}`;
+
+/** A thread that ends the process with the first failure a pool thread reports (started once, never holds it open). */
+function startWatchdog(): void {
+  if (watchdog) return;
+  const source = `
+    const { BroadcastChannel } = require('node:worker_threads');
+    const { writeSync } = require('node:fs');
+    new BroadcastChannel(${JSON.stringify(poolChannelName())}).onmessage = ({ data }) => {
+      writeSync(2, 'ft: ' + data + '; the run is stopped (the last checkpoint is kept)\\n');
+      process.kill(process.pid, 'SIGKILL');
+    };`;
+  watchdog = new Worker(source, { eval: true });
+  watchdog.unref();
+}
+let running: ThreadedModule | undefined;
+
+/**
+ * Registers the 'wasm' backend with `threads` threads: tfjs-backend-wasm's own single-threaded build for 1, else the
+ * threaded build with a pool of that many threads (the calling thread is one of them). tf.setBackend('wasm') then
+ * starts it; a backend already started with another count is removed first. Returns whether anything changed.
+ */
+export function registerWasm(threads: number): boolean {
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WASM_THREADS)
+    throw new Error(`wasm takes 1 to ${MAX_WASM_THREADS} threads, got ${threads}`);
+  if (threads === registered) return false;
+  tf.removeBackend('wasm');
+  running?.PThread.terminateAllThreads();
+  running = undefined;
+  registered = threads;
+  if (threads === 1) {
+    tf.registerBackend('wasm', stockFactory, WASM_PRIORITY);
+    return true;
+  }
+  tf.registerBackend(
+    'wasm',
+    async () => {
+      startWatchdog();
+      const module = await startThreadedModule(threads);
+      setThreadsCount(threads);
+      const backend = new BackendWasm(module as never);
+      for (const worker of module.PThread.runningWorkers) worker.unref();
+      running = module;
+      return backend;
+    },
+    WASM_PRIORITY,
+  );
+  return true;
+}
