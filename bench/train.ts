@@ -110,12 +110,24 @@ async function peerMissing(): Promise<string | null> {
 }
 
 /**
- * The peer on `threads` threads. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this command only, so OpenBLAS
- * detects this CPU itself; OpenBLAS's own pool gets the same thread count as torch. When libopenblas0-pthread is
- * installed its libblas.so.3 is put first on the library path, since Debian's default alternative may be the
- * unoptimized reference BLAS.
+ * The OpenBLAS kernel family for this CPU from its flags. OpenBLAS 0.3.21 (Debian 12) names cores by CPU model, and
+ * on a model it does not know (a newer Xeon, or a VM's generic "Intel Xeon Processor") it falls back to Prescott's
+ * SSE3 kernels: sgemm 18 GFLOP/s where SkylakeX reaches 66 on one core here. Unknown flags: OpenBLAS detects alone.
  */
-async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult> {
+function openblasCoretype(cpuinfo = readFileSync('/proc/cpuinfo', 'utf8')): string | undefined {
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1].trim().split(/\s+/));
+  if (flags.has('avx512f') && flags.has('avx512bw') && flags.has('avx512vl')) return 'SkylakeX';
+  if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
+  return undefined;
+}
+
+/**
+ * The peer on `threads` threads. OPENBLAS_CORETYPE is set from the CPU's flags (openblasCoretype) and the core
+ * OpenBLAS then runs is read back from its OPENBLAS_VERBOSE line; OpenBLAS's own pool gets the same thread count as
+ * torch, and torch's OpenMP threads sleep rather than spin between regions (OMP_WAIT_POLICY=PASSIVE). When libopenblas0-pthread is installed its libblas.so.3 is put first on the library path, since Debian's
+ * default alternative may be the unoptimized reference BLAS.
+ */
+async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult & { openblasCore?: string }> {
   const spec = {
     model: cfg.model,
     batch: cfg.batch,
@@ -126,16 +138,26 @@ async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult> {
     lora: { r: BENCH_LORA.r, alpha: BENCH_LORA.alpha },
     optim: BENCH_OPTIM,
   };
-  const env = ['-u', 'OPENBLAS_CORETYPE', '-u', 'OPENBLAS_L2_SIZE', `OPENBLAS_NUM_THREADS=${threads}`];
+  const coretype = openblasCoretype();
+  const env = [
+    ...['-u', 'OPENBLAS_L2_SIZE', '-u', 'OPENBLAS_CORETYPE'], // options first, then the assignments
+    ...(coretype ? [`OPENBLAS_CORETYPE=${coretype}`] : []),
+    'OPENBLAS_VERBOSE=2',
+    `OPENBLAS_NUM_THREADS=${threads}`,
+    // GNU OpenMP's threads spin after each parallel region and starve OpenBLAS's own pool on the same cores:
+    // stories15M on 2 threads ran 550-625 tokens/s spinning, 1138 passive (1 thread: 686)
+    'OMP_WAIT_POLICY=PASSIVE',
+  ];
   if (existsSync(path.join(OPENBLAS_DIR, 'libblas.so.3')))
     env.push(`LD_LIBRARY_PATH=${OPENBLAS_DIR}${process.env.LD_LIBRARY_PATH ? ':' + process.env.LD_LIBRARY_PATH : ''}`);
   const args = [...env, PYTHON, path.join(here, 'peer', 'torch_lora.py'), JSON.stringify(spec)];
   console.log(`  $ env ${args.slice(0, -1).join(' ')} '<spec>'`);
-  const { code, lines } = await run('env', args);
+  const { code, lines, errors } = await run('env', args);
   const line = lines.find((l) => l.startsWith('@result '));
   if (code !== 0 || !line)
     throw new Error(`bench/peer/torch_lora.py ${cfg.name} (${threads} thread(s)) failed (exit ${code})`);
-  return JSON.parse(line.slice('@result '.length));
+  const openblasCore = errors.map((l) => /^\s*Core: (\S+)/.exec(l)?.[1]).find(Boolean);
+  return { ...JSON.parse(line.slice('@result '.length)), openblasCore };
 }
 
 const median = (xs: number[]) => {
@@ -302,11 +324,12 @@ for (const cfg of configs) {
       [q + 'sgemm_gflops']: t.sgemmGflops1024,
       [q + 'blas']: t.blasLibrary.join(' ') || t.blasInfo,
       [q + 'blas_kind']: blas,
+      [q + 'openblas_core']: t.openblasCore ?? 'n/a',
     });
     if (t.trainableParams !== flops.loraParams)
       throw new Error(`peer trains ${t.trainableParams} LoRA parameters, ft ${flops.loraParams}: not the same model`);
     console.log(
-      `  torch ${t.torch}, ${t.threads} thread(s), BLAS ${blas}: ${t.blasLibrary.join(', ') || 'none mapped'} (BLAS_INFO=${t.blasInfo}; sgemm 1024³ ${t.sgemmGflops1024.toFixed(1)} GFLOP/s): ` +
+      `  torch ${t.torch}, ${t.threads} thread(s), BLAS ${blas}${t.openblasCore ? ` (OpenBLAS core ${t.openblasCore})` : ''}: ${t.blasLibrary.join(', ') || 'none mapped'} (BLAS_INFO=${t.blasInfo}; sgemm 1024³ ${t.sgemmGflops1024.toFixed(1)} GFLOP/s): ` +
         `${t.tokensPerSecond.toFixed(1)} tokens/s, ${((100 * gflops) / peak.gflops).toFixed(1)}% of ${peak.gflops.toFixed(1)} GFLOP/s; peak RSS ${MiB(t.maxRssBytes).toFixed(0)} MiB`,
     );
     rows.push([

@@ -43,7 +43,7 @@ describe('QuantizedLinear', () => {
   });
 
   test('one row (decoding) goes through matvec4bit on the packed codes and still equals the dense layer, gradient too', () => {
-    // in = 128: whole blocks per row, which the packed matvec needs; in = 40 (blocks spanning rows) takes the dequantized path
+    // in = 128: whole blocks per row; in = 40: blocks of 64 span rows
     for (const [out, inp, kind] of [
       [48, 128, 'nf4'],
       [24, 128, 'fp4'],

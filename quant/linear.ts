@@ -43,7 +43,7 @@ export class QuantizedLinear implements Linear {
    * otherwise the dequantized W in the product form engine/matmul.ts picks for the backend and row count.
    */
   private product(x: tf.Tensor2D): tf.Tensor2D {
-    if (x.shape[0] === 1 && this.q.kind !== 'int8' && this.inFeatures % this.q.blockSize === 0) {
+    if (x.shape[0] === 1 && this.q.kind !== 'int8' && this.inFeatures % 2 === 0) {
       return tf.tensor2d(matvec4bit(this.q, x.dataSync() as Float32Array), [1, this.outFeatures]);
     }
     return matMulTransientT(x, this.weightTensor());

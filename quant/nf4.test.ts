@@ -6,6 +6,7 @@ import {
   blockScales,
   dequantize,
   dequantizeRows,
+  matvec4bit,
   quantize,
   quantizedBytes,
   type DoubleQuantized,
@@ -186,6 +187,27 @@ describe('layout and size', () => {
       dequantizeRows(q, 1, 2, buf);
       expect(Array.from(buf.subarray(0, cols))).toEqual(Array.from(all.subarray(cols, 2 * cols)));
     }
+  });
+
+  test('matvec4bit equals W x of the dequantized W, also where blocks span rows (in = 288, 40 with blocks of 64)', () => {
+    for (const [rows, cols, kind, doubleQuant] of [
+      [12, 288, 'nf4', true], // llama2.c's dim: 4.5 blocks per row
+      [9, 40, 'fp4', false],
+      [6, 128, 'nf4', false], // whole blocks per row
+    ] as const) {
+      const q = quantize(normal(rows * cols, 8), [rows, cols], { kind, doubleQuant });
+      const x = normal(cols, 9);
+      const w = dequantize(q);
+      const y = matvec4bit(q, x);
+      for (let o = 0; o < rows; o++) {
+        let want = 0; // float64 dot of the dequantized row
+        for (let j = 0; j < cols; j++) want += w[o * cols + j] * x[j];
+        expect(Math.abs(y[o] - want), `${kind} [${rows}, ${cols}] row ${o}`).toBeLessThan(1e-5 * (1 + Math.abs(want)));
+      }
+    }
+    expect(() => matvec4bit(quantize(normal(15, 1), [3, 5], { kind: 'nf4' }), normal(5, 2))).toThrow(
+      /even in_features/,
+    );
   });
 
   test('a 4096x4096 nf4 weight with double quant packs into at most 0.52 bytes per parameter', () => {

@@ -226,31 +226,40 @@ function dequantize4bit(q: QuantizedTensor, start: number, end: number, out: Flo
 
 /**
  * W x for a 4-bit W [out, in] and one vector x [in], without the float W (one token of decoding): each byte's two
- * codes meet x directly and each block's dot product is scaled once. Sums run in another order than a matmul of the
- * dequantized W, so results agree to float32 rounding, not bit for bit.
+ * codes meet x directly and each block's part of a row is scaled once. Blocks run over the flattened W, so a block may
+ * span two rows (in = 288 with blocks of 64); in must be even, so every row starts on a whole byte. Sums run in
+ * another order than a matmul of the dequantized W, so results agree to float32 rounding, not bit for bit.
  */
 export function matvec4bit(q: QuantizedTensor, x: Float32Array): Float32Array {
   const [outF, inF] = q.shape;
   const { blockSize, codes } = q;
-  if (q.kind === 'int8' || inF % blockSize !== 0 || x.length !== inF)
-    throw new Error(`matvec4bit: a 4-bit [${q.shape}] with in_features a multiple of ${blockSize}, and x of ${inF}`);
+  if (q.kind === 'int8' || inF % 2 !== 0 || x.length !== inF)
+    throw new Error(`matvec4bit: a 4-bit [${q.shape}] with an even in_features, and x of ${inF}`);
   const pairs = PAIRS[q.kind];
   const y = new Float32Array(outF);
-  let byte = 0;
-  let block = 0;
+  let i = 0; // flattened index of the next weight, always even
   for (let o = 0; o < outF; o++) {
+    const rowEnd = i + inF;
     let acc = 0;
-    for (let i = 0; i < inF; i += blockSize, block++) {
-      let dot = 0;
-      for (let j = i; j < i + blockSize; j += 2, byte++) {
-        const p = codes[byte] << 1;
-        dot += pairs[p] * x[j] + pairs[p + 1] * x[j + 1];
-      }
-      acc += dot * scaleOf(q.absmax, block);
+    while (i < rowEnd) {
+      const block = (i / blockSize) | 0;
+      const stop = Math.min(rowEnd, (block + 1) * blockSize);
+      acc += blockDot(codes, pairs, x, i >> 1, i - o * inF, (stop - i) >> 1) * scaleOf(q.absmax, block);
+      i = stop;
     }
     y[o] = acc;
   }
   return y;
+}
+
+/** Σ over `bytes` bytes from codes[byte]: code_hi·x[j] + code_lo·x[j+1], j stepping by 2 from `j`. */
+function blockDot(codes: Uint8Array, pairs: Float32Array, x: Float32Array, byte: number, j: number, bytes: number) {
+  let dot = 0;
+  for (let k = 0; k < bytes; k++, j += 2) {
+    const p = codes[byte + k] << 1;
+    dot += pairs[p] * x[j] + pairs[p + 1] * x[j + 1];
+  }
+  return dot;
 }
 
 /** Bytes the quantized tensor occupies as stored (codes + absmax, nested absmax and offset). */
