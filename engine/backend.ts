@@ -71,8 +71,6 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
   if (choice !== 'auto' && !BACKENDS.includes(choice)) {
     throw new FtError(`unknown backend '${choice}': expected one of auto, ${BACKENDS.join(', ')}`);
   }
-  if (!Number.isInteger(threads) || threads < 1)
-    throw new FtError(`threads must be a whole number of at least 1, got ${threads}`);
   const order: BackendName[] = choice === 'auto' ? [...BACKENDS] : [choice];
   const failures: string[] = [];
   for (const name of order) {

@@ -97,6 +97,24 @@ describe('ft train: bad recipes fail before any model is loaded or created', () 
     expect(existsSync(path.join(tmp, 'never-created'))).toBe(false);
   });
 
+  it('a thread count that is not a whole number of at least 1 is named as the flag or the key', async () => {
+    const { file } = writeRecipe(
+      tmp,
+      {
+        base_model: './never-created',
+        base_model_init: { preset: 'tiny' },
+        datasets: [{ path: 'copy.jsonl' }],
+        max_steps: 2,
+      },
+      'threads.yaml',
+    );
+    expect(await trainStops([file], { threads: 0 })).toBe('ft: --threads 0: expected a whole number of at least 1\n');
+    expect(await trainStops([file, '--num_threads', '1.5'])).toBe(
+      'ft: --num_threads: expected a positive integer, got 1.5\n',
+    );
+    expect(existsSync(path.join(tmp, 'never-created'))).toBe(false);
+  });
+
   it('--resume with no checkpoint in output_dir says so', async () => {
     const { file } = writeRecipe(
       tmp,
