@@ -1,30 +1,17 @@
-// `ft download` as a user runs it (the real bin, a child process) against the local Hub.
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHubServer, type HubServer } from '../test/hub-server.ts';
+import { runFt } from '../test/run-ft.ts';
 
-const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 const TOKEN = 'hf_bob_0123456789abcdef';
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-download-cli-'));
 let hub: HubServer;
 let commit: string;
 
-function ft(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [FT, ...args],
-      { env: { PATH: process.env.PATH, HOME: tmp, ...env }, timeout: 60_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const ft = (args: string[], env: Record<string, string>) =>
+  runFt(args, { env: { PATH: process.env.PATH, HOME: tmp, ...env }, timeoutMs: 60_000 });
 
 beforeAll(async () => {
   hub = await startHubServer([{ name: 'bob', token: TOKEN }]);

@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,20 +12,14 @@ import { writeRandomAdapter } from '../test/random-adapter.ts';
 import { FtError } from '../util/errors.ts';
 import { writeOutputMarker } from '../util/owned-dir.ts';
 import { exportFormats } from './export.ts';
+import { runFt } from '../test/run-ft.ts';
 
-const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 const fixtures = new URL('../test/fixtures/gguf/', import.meta.url);
 const llama = await llamaCpp();
 /** The real pretrained llama2.c model (read-only shared data). */
 const STORIES = path.resolve(import.meta.dirname, '../../shared/data/stories260K');
 
-function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const ft = (args: string[]) => runFt(args, { timeoutMs: 60_000 });
 
 describe('ft export gguf', () => {
   it('converts a PEFT folder to the same bytes gguf-py writes', async () => {

@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from '../adapters/peft.ts';
 import { INDEX_FILE, loadLlama } from '../model/load.ts';
@@ -11,16 +9,9 @@ import { randn, SMALL, writeRandomModel } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
 import { writeOutputMarker } from '../util/owned-dir.ts';
 import { exportFormats, resolveAdapterDir } from './export.ts';
+import { runFt } from '../test/run-ft.ts';
 
-const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
-
-function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [FT, ...args], { timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const ft = (args: string[]) => runFt(args);
 
 let root: string;
 let base: string;

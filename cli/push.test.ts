@@ -1,28 +1,15 @@
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHubServer, type HubServer } from '../test/hub-server.ts';
+import { runFt } from '../test/run-ft.ts';
 
-const FT = fileURLToPath(new URL('./ft.js', import.meta.url));
 let hub: HubServer;
 let dir: string;
 
-/** Runs the real `ft` bin (async, so the in-process Hub server keeps serving). */
-function ft(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [FT, ...args],
-      { env: { PATH: process.env.PATH, HOME: dir, ...env }, timeout: 60_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const ft = (args: string[], env: Record<string, string>) =>
+  runFt(args, { env: { PATH: process.env.PATH, HOME: dir, ...env }, timeoutMs: 60_000 });
 
 beforeAll(async () => {
   hub = await startHubServer([{ name: 'carol', token: 'hf_carol' }]);

@@ -13,7 +13,6 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPeftAdapter } from '../adapters/peft.ts';
 import { disposeLlama } from '../model/llama.ts';
@@ -25,24 +24,12 @@ import { loadTrainableModel } from '../recipes/setup.ts';
 import { trainCommand } from '../cli/train.ts';
 import { FtError } from '../util/errors.ts';
 import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from './train-fixtures.ts';
+import { FT_BIN as FT, runFt } from './run-ft.ts';
 
-const FT = fileURLToPath(new URL('../cli/ft.js', import.meta.url));
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-train-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Runs the real `ft` bin (async, so the test process stays responsive). */
-function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [FT, ...args],
-      { env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const ft = (args: string[]) => runFt(args, { env: { PATH: process.env.PATH, HOME: tmp }, timeoutMs: 180_000 });
 
 beforeAll(async () => {
   await tinyBase(path.join(tmp, 'tiny'));

@@ -1,8 +1,3 @@
-// `ft train recipes/alpaca.yaml` as a user runs it against the local Hub: the base model and the dataset come by
-// their Hub ids into a fresh Hugging Face cache, one step trains, the adapter names the base by its id; a second run
-// asks for no model or data file again, and a third works with HF_HUB_OFFLINE=1 and no Hub at all.
-// (HF_HUB_OFFLINE=1 with an empty cache: hub/download.test.ts.)
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,25 +8,15 @@ import { loadRecipe } from '../recipes/recipe.ts';
 import { train as trainRecipe } from '../recipes/train.ts';
 import { DEMO_MODEL, seedAlpacaDemo } from './hub-fixtures.ts';
 import { startHubServer, type HubServer } from './hub-server.ts';
+import { runFt } from './run-ft.ts';
 
-const FT = fileURLToPath(new URL('../cli/ft.js', import.meta.url));
 const RECIPE = fileURLToPath(new URL('../recipes/alpaca.yaml', import.meta.url));
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-hub-train-'));
 const hfHome = path.join(tmp, 'hf');
 let hub: HubServer;
 
-function ft(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [FT, ...args],
-      { env: { PATH: process.env.PATH, HOME: tmp, HF_HOME: hfHome, ...env }, timeout: 120_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const ft = (args: string[], env: Record<string, string>) =>
+  runFt(args, { env: { PATH: process.env.PATH, HOME: tmp, HF_HOME: hfHome, ...env } });
 // the shipped recipe, one step, kept small and quick for a test (its eval section is covered elsewhere)
 const QUICK = { max_steps: '1', gradient_accumulation_steps: '1', sequence_len: '256', eval: 'null' };
 const train = (out: string, env: Record<string, string>) =>

@@ -1,30 +1,16 @@
-// `ft train` on every core against one thread: the threaded wasm build (engine/wasm-threads.ts) must leave training
-// as it was. The same recipe trained with --threads 1 and --threads 2 gives the same adapter and losses to 1e-5, and a
-// run checkpointed on 2 threads and resumed on 1 ends where the straight run does.
-import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPeftAdapter } from '../adapters/peft.ts';
 import { readMetrics } from '../util/metrics-log.ts';
 import { COPY_DATASET, copyRows, tinyBase, writeJsonl, writeRecipe } from './train-fixtures.ts';
+import { runFt } from './run-ft.ts';
 
-const FT = fileURLToPath(new URL('../cli/ft.js', import.meta.url));
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-train-threads-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function ft(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [FT, ...args],
-      { env: { PATH: process.env.PATH, HOME: tmp }, timeout: 180_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const ft = (args: string[]) => runFt(args, { env: { PATH: process.env.PATH, HOME: tmp }, timeoutMs: 180_000 });
 
 let recipeFile = '';
 beforeAll(async () => {
