@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parameterCount } from '../model/init.ts';
 import { cpuPeak, trainFlopsPerToken, type CpuPeak } from './flops.ts';
+import { blasKind, openblasCoreOf, openblasCoretype } from './peer-blas.ts';
 import { report, type Figures } from './report.ts';
 import type { CaseResult } from './train-case.ts';
 import { defaultThreads } from '../engine/backend.ts';
@@ -92,33 +93,12 @@ async function runCase(cfg: BenchConfig, base: BaseKind, threads: number): Promi
   return { error: `exit ${code}: ${cause.trim()}` };
 }
 
-/** Which BLAS torch's products ran on, from the libraries mapped into its process. */
-function blasKind(t: PeerResult): 'openblas' | 'mkl' | 'reference' | 'unknown' {
-  const libs = t.blasLibrary.join(' ');
-  if (libs.includes('openblas')) return 'openblas';
-  if (/mkl/i.test(libs) || /mkl/i.test(t.blasInfo)) return 'mkl';
-  if (libs.includes('/blas/libblas')) return 'reference'; // Debian's libblas3, the netlib reference
-  return 'unknown';
-}
-
 /** Why the peer cannot run here, or null when /usr/bin/python3 imports torch. */
 async function peerMissing(): Promise<string | null> {
   if (process.env.FT_BENCH_PEER === '0') return 'FT_BENCH_PEER=0';
   if (!existsSync(PYTHON)) return `${PYTHON} not found (apt-get install python3-torch)`;
   const { code } = await run(PYTHON, ['-c', 'import torch']);
   return code === 0 ? null : `${PYTHON} has no torch (apt-get install python3-torch)`;
-}
-
-/**
- * The OpenBLAS kernel family for this CPU from its flags. OpenBLAS 0.3.21 (Debian 12) names cores by CPU model, and
- * on a model it does not know (a newer Xeon, or a VM's generic "Intel Xeon Processor") it falls back to Prescott's
- * SSE3 kernels: sgemm 18 GFLOP/s where SkylakeX reaches 66 on one core here. Unknown flags: OpenBLAS detects alone.
- */
-function openblasCoretype(cpuinfo = readFileSync('/proc/cpuinfo', 'utf8')): string | undefined {
-  const flags = new Set(/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1].trim().split(/\s+/));
-  if (flags.has('avx512f') && flags.has('avx512bw') && flags.has('avx512vl')) return 'SkylakeX';
-  if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
-  return undefined;
 }
 
 /**
@@ -138,7 +118,7 @@ async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult & 
     lora: { r: BENCH_LORA.r, alpha: BENCH_LORA.alpha },
     optim: BENCH_OPTIM,
   };
-  const coretype = openblasCoretype();
+  const coretype = openblasCoretype(readFileSync('/proc/cpuinfo', 'utf8'));
   const env = [
     ...['-u', 'OPENBLAS_L2_SIZE', '-u', 'OPENBLAS_CORETYPE'], // options first, then the assignments
     ...(coretype ? [`OPENBLAS_CORETYPE=${coretype}`] : []),
@@ -156,7 +136,7 @@ async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult & 
   const line = lines.find((l) => l.startsWith('@result '));
   if (code !== 0 || !line)
     throw new Error(`bench/peer/torch_lora.py ${cfg.name} (${threads} thread(s)) failed (exit ${code})`);
-  const openblasCore = errors.map((l) => /^\s*Core: (\S+)/.exec(l)?.[1]).find(Boolean);
+  const openblasCore = openblasCoreOf(errors);
   return { ...JSON.parse(line.slice('@result '.length)), openblasCore };
 }
 
@@ -315,7 +295,7 @@ for (const cfg of configs) {
     const t = await runPeer(cfg, threads);
     const peak = peakOf(t.threads);
     const gflops = (t.tokensPerSecond * flops.train) / 1e9;
-    const blas = blasKind(t);
+    const blas = blasKind(t.blasLibrary, t.blasInfo);
     const q = `${p}torch_${threads}t.`;
     Object.assign(figures, {
       [q + 'train_tokens_per_s']: t.tokensPerSecond,

@@ -1,0 +1,31 @@
+// Which BLAS the PyTorch peer of bench/train.ts runs on, and which OpenBLAS kernels: a peer on the reference BLAS, or
+// on OpenBLAS kernels for a CPU generation older than this one, is not a peer, and its figures would flatter ft.
+
+export type BlasKind = 'openblas' | 'mkl' | 'reference' | 'unknown';
+
+/** The BLAS behind torch's products, from the libraries mapped into its process and torch's BLAS_INFO. */
+export function blasKind(libraries: string[], blasInfo: string): BlasKind {
+  const libs = libraries.join(' ');
+  if (libs.includes('openblas')) return 'openblas';
+  if (/mkl/i.test(libs) || /mkl/i.test(blasInfo)) return 'mkl';
+  if (libs.includes('/blas/libblas')) return 'reference'; // Debian's libblas3, the netlib reference
+  return 'unknown';
+}
+
+/**
+ * The OpenBLAS kernel family for a CPU from its /proc/cpuinfo flags. OpenBLAS 0.3.21 (Debian 12) names cores by CPU
+ * model, and on a model it does not know (a newer Xeon, or a VM's generic "Intel Xeon Processor") it falls back to
+ * Prescott's SSE3 kernels: sgemm 18 GFLOP/s where SkylakeX's reach 135 on one core here. Flags it has no family for:
+ * undefined, and OpenBLAS detects alone.
+ */
+export function openblasCoretype(cpuinfo: string): 'SkylakeX' | 'Haswell' | undefined {
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1].trim().split(/\s+/));
+  if (flags.has('avx512f') && flags.has('avx512bw') && flags.has('avx512vl')) return 'SkylakeX';
+  if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
+  return undefined;
+}
+
+/** The core OpenBLAS says it runs with OPENBLAS_VERBOSE=2 (its "Core: Haswell" line on stderr). */
+export function openblasCoreOf(stderrLines: string[]): string | undefined {
+  return stderrLines.map((l) => /^\s*Core: (\S+)/.exec(l)?.[1]).find(Boolean);
+}
