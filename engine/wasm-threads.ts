@@ -82,10 +82,11 @@ async function startThreadedModule(threads: number): Promise<ThreadedModule> {
 const stockFactory = tf.findBackendFactory('wasm');
 const WASM_PRIORITY = 2; // tfjs-backend-wasm's
 let registered = 1;
+let running: ThreadedModule | undefined;
 let watchdog: Worker | undefined;
 
-/** The name pool threads report failures on (engine/wasm-pthread-worker.cjs): one per process. */
-export const poolChannelName = () => `ft-wasm-pool-${process.pid}`;
+/** The channel pool threads report failures on, one per process (engine/wasm-pthread-worker.cjs names it alike). */
+const poolChannelName = () => `ft-wasm-pool-${process.pid}`;
 
 /** A thread that ends the process with the first failure a pool thread reports (started once, never holds it open). */
 function startWatchdog(): void {
@@ -100,24 +101,23 @@ function startWatchdog(): void {
   watchdog = new Worker(source, { eval: true });
   watchdog.unref();
 }
-let running: ThreadedModule | undefined;
 
 /**
  * Registers the 'wasm' backend with `threads` threads: tfjs-backend-wasm's own single-threaded build for 1, else the
  * threaded build with a pool of that many threads (the calling thread is one of them). tf.setBackend('wasm') then
- * starts it; a backend already started with another count is removed first. Returns whether anything changed.
+ * starts it; a backend already started with another count is removed first.
  */
-export function registerWasm(threads: number): boolean {
+export function registerWasm(threads: number): void {
   if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WASM_THREADS)
     throw new Error(`wasm takes 1 to ${MAX_WASM_THREADS} threads, got ${threads}`);
-  if (threads === registered) return false;
+  if (threads === registered) return;
   tf.removeBackend('wasm');
   running?.PThread.terminateAllThreads();
   running = undefined;
   registered = threads;
   if (threads === 1) {
     tf.registerBackend('wasm', stockFactory, WASM_PRIORITY);
-    return true;
+    return;
   }
   tf.registerBackend(
     'wasm',
@@ -132,5 +132,4 @@ export function registerWasm(threads: number): boolean {
     },
     WASM_PRIORITY,
   );
-  return true;
 }
