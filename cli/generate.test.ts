@@ -9,6 +9,7 @@ import { initModel } from '../model/init.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadLlama } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
+import { runFt } from '../test/run-ft.ts';
 import { promptIds, runGenerate, type GenerateArgs } from './generate.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-generate-'));
@@ -152,5 +153,14 @@ describe('ft generate', () => {
     ]);
     expect(stdout.endsWith('\n')).toBe(true);
     expect(stdout.trim().length).toBeGreaterThan(0);
+  });
+
+  it('decodes its one sequence on one thread unless --threads says more (the pool costs more than it saves there)', async () => {
+    const run = (...more: string[]) =>
+      runFt(['generate', '--model', model, '--prompt', 'Hello', '--max-new-tokens', '3', '--backend', 'wasm', ...more]);
+    const [plain, two] = await Promise.all([run(), run('--threads', '2')]);
+    expect(plain.stderr).toMatch(/^ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 1 thread\n/);
+    expect(two.stderr).toMatch(/^ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 2 threads\n/);
+    expect(two.stdout).toBe(plain.stdout); // the same tokens either way
   });
 });
