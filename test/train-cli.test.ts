@@ -51,6 +51,19 @@ async function trainStops(tokens: string[], flags: Record<string, unknown> = {})
 }
 
 describe('ft train: bad recipes fail before any model is loaded or created', () => {
+  /** A valid recipe whose base model would be created at ./never-created (which no check here may make). */
+  const recipeCreatingNothing = (name: string) =>
+    writeRecipe(
+      tmp,
+      {
+        base_model: './never-created',
+        base_model_init: { preset: 'tiny' },
+        datasets: [{ path: 'copy.jsonl' }],
+        max_steps: 2,
+      },
+      name,
+    ).file;
+
   it('an unknown key is named with its line, and base_model_init creates nothing', async () => {
     const file = path.join(tmp, 'bad-key.yaml');
     writeFileSync(
@@ -68,16 +81,7 @@ describe('ft train: bad recipes fail before any model is loaded or created', () 
   });
 
   it('a bad command-line override is named as the flag', async () => {
-    const { file } = writeRecipe(
-      tmp,
-      {
-        base_model: './never-created',
-        base_model_init: { preset: 'tiny' },
-        datasets: [{ path: 'copy.jsonl' }],
-        max_steps: 2,
-      },
-      'ok.yaml',
-    );
+    const file = recipeCreatingNothing('ok.yaml');
     expect(await trainStops([file, '--max_steps', 'many'])).toBe(
       `ft: --max_steps: expected a positive integer, got "many"\n`,
     );
@@ -85,16 +89,7 @@ describe('ft train: bad recipes fail before any model is loaded or created', () 
   });
 
   it('a thread count that is not a whole number of at least 1 is named as the flag or the key', async () => {
-    const { file } = writeRecipe(
-      tmp,
-      {
-        base_model: './never-created',
-        base_model_init: { preset: 'tiny' },
-        datasets: [{ path: 'copy.jsonl' }],
-        max_steps: 2,
-      },
-      'threads.yaml',
-    );
+    const file = recipeCreatingNothing('threads.yaml');
     expect(await trainStops([file], { threads: 0 })).toBe('ft: --threads 0: expected a whole number of at least 1\n');
     expect(await trainStops([file, '--num_threads', '1.5'])).toBe(
       'ft: --num_threads: expected a positive integer, got 1.5\n',
