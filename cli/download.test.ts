@@ -1,3 +1,4 @@
+// `ft download` as a user runs it (the real bin, a child process) against the local Hub.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';

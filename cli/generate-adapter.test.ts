@@ -1,9 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { attachLora } from '../adapters/lora.ts';
 import { loadPeftAdapter, savePeftAdapter } from '../adapters/peft.ts';
@@ -14,6 +12,7 @@ import { loadLlama } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { quantizedLinear } from '../quant/linear.ts';
 import { promptIds, runGenerate, type GenerateArgs } from './generate.ts';
+import { runFtOk } from '../test/run-ft.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-generate-adapter-'));
 const model = path.join(tmp, 'tiny');
@@ -87,8 +86,7 @@ it('ft generate --adapter --load-in-4bit generates as the NF4 base QLoRA trained
   expect(r.tokens.length).toBeGreaterThan(0);
   expect(r.tokens).toEqual(expected.slice(0, r.tokens.length));
   // and the command line takes the flag
-  const { stdout } = await promisify(execFile)(process.execPath, [
-    path.join(import.meta.dirname, 'ft.js'),
+  const { stdout } = await runFtOk([
     'generate',
     '--model',
     model,

@@ -1,15 +1,13 @@
-import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../model/generate.ts';
 import { initModel } from '../model/init.ts';
 import { disposeLlama } from '../model/llama.ts';
 import { loadLlama } from '../model/load.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
-import { runFt } from '../test/run-ft.ts';
+import { runFt, runFtOk } from '../test/run-ft.ts';
 import { promptIds, runGenerate, type GenerateArgs } from './generate.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-generate-'));
@@ -101,9 +99,7 @@ describe('ft generate', () => {
       /prompt 0 has \d+ tokens, no room left in the model's context of 16 \(max_position_embeddings\)/,
     );
     // the CLI prints the line on stderr
-    const ft = path.join(import.meta.dirname, 'ft.js');
-    const { stderr } = await promisify(execFile)(process.execPath, [
-      ft,
+    const { stderr } = await runFtOk([
       'generate',
       '--model',
       small,
@@ -137,9 +133,7 @@ describe('ft generate', () => {
   });
 
   it('runs as a command: `ft generate --model DIR --prompt ... --max-new-tokens 5` prints text and exits 0', async () => {
-    const ft = path.join(import.meta.dirname, 'ft.js');
-    const { stdout } = await promisify(execFile)(process.execPath, [
-      ft,
+    const { stdout } = await runFtOk([
       'generate',
       '--model',
       model,

@@ -1,10 +1,8 @@
 // A --model folder that is not there is reported as such by every command that reads one, not as a missing
 // tokenizer.json or config.json inside it.
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FtError } from '../util/errors.ts';
 import { requireModelDir } from './common.ts';
@@ -12,6 +10,7 @@ import { runEvalCommand, type EvalArgs } from './eval.ts';
 import { exportFormats } from './export.ts';
 import { loadGenerator, type GenerateArgs } from './generate.ts';
 import { memoryTable, type MemoryArgs } from './memory.ts';
+import { runFt } from '../test/run-ft.ts';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'ft-model-dir-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -92,12 +91,7 @@ describe('a missing --model folder is named as a missing folder', () => {
   it('ft data inspect, through the real CLI: exit 1 and that one line', async () => {
     const data = path.join(tmp, 'd.jsonl');
     writeFileSync(data, '{"instruction":"a","input":"","output":"b"}\n');
-    const ft = fileURLToPath(new URL('./ft.js', import.meta.url));
-    const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
-      execFile(process.execPath, [ft, 'data', 'inspect', data, '--model', missing], (err, _out, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
-      ),
-    );
-    expect(r).toEqual({ code: 1, stderr: `ft: ${said}\n` });
+    const r = await runFt(['data', 'inspect', data, '--model', missing]);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 1, stderr: `ft: ${said}\n` });
   });
 });

@@ -1,14 +1,13 @@
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import * as arrow from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readArrowRows } from './arrow.ts';
 import { resolveDataFiles } from './source.ts';
 import { SYNTH_TASKS, synthCorpus, synthSplits, type SynthRow } from './synth.ts';
 import { createSynthDatasets, writeSynthDataset } from './synth-write.ts';
+import { runFtOk } from '../test/run-ft.ts';
 
 let tmp: string;
 beforeAll(async () => {
@@ -160,9 +159,7 @@ describe('writeSynthDataset: a datasets DatasetDict.save_to_disk folder', () => 
 describe('ft data synth', () => {
   it('writes the folder from the command line, byte-identical for the same seed', async () => {
     const out = path.join(tmp, 'cli');
-    const run = promisify(execFile);
-    const { stdout } = await run(process.execPath, [
-      path.join(import.meta.dirname, '../cli/ft.js'),
+    const { stdout } = await runFtOk([
       'data',
       'synth',
       '--out',
@@ -183,16 +180,8 @@ describe('ft data synth', () => {
         f,
       ).toBe(0);
     }
-    await expect(
-      run(process.execPath, [
-        path.join(import.meta.dirname, '../cli/ft.js'),
-        'data',
-        'synth',
-        '--out',
-        out,
-        '--rows',
-        '0',
-      ]),
-    ).rejects.toThrow(/--rows must be an integer >= 1, got 0/);
+    await expect(runFtOk(['data', 'synth', '--out', out, '--rows', '0'])).rejects.toThrow(
+      /--rows must be an integer >= 1, got 0/,
+    );
   });
 });

@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { synthCorpus } from '../data/synth.ts';
 import { writeRandomModel } from '../test/random-llama.ts';
@@ -11,6 +9,7 @@ import { initModel, parameterCount } from './init.ts';
 import { loadLlama } from './load.ts';
 import { SafetensorsFile } from './safetensors.ts';
 import { loadTokenizer } from './tokenizer.ts';
+import { runFtOk } from '../test/run-ft.ts';
 
 const FILES = [
   '.ft-output',
@@ -139,14 +138,7 @@ describe('initModel (tiny preset)', () => {
 describe('ft init-model', () => {
   it('writes the folder from the command line', async () => {
     const out = path.join(tmp, 'cli');
-    const { stdout } = await promisify(execFile)(process.execPath, [
-      path.join(import.meta.dirname, '../cli/ft.js'),
-      'init-model',
-      '--out',
-      out,
-      '--seed',
-      '0',
-    ]);
+    const { stdout } = await runFtOk(['init-model', '--out', out, '--seed', '0']);
     expect(stdout).toContain(`wrote ${out}: LlamaForCausalLM, 4 layers, hidden 64`);
     expect(
       Buffer.compare(

@@ -255,7 +255,7 @@ export function matvec4bit(q: QuantizedTensor, x: Float32Array): Float32Array {
 
 /**
  * matvec4bit's rows four at a time when every row holds whole blocks: each pair of x values is loaded once for four
- * rows (0.50 -> 0.87 GMAC/s on a [2048, 768] weight here), and each row sums in the same order as one row alone, so
+ * rows (0.50 -> 0.69 GMAC/s on a [2048, 768] weight here), and each row sums in the same order as one row alone, so
  * the results are the same bits. Returns how many rows it did (outF rounded down to a multiple of 4).
  */
 function matvecFourRows(q: QuantizedTensor, pairs: Float32Array, x: Float32Array, y: Float32Array): number {

@@ -21,3 +21,13 @@ export function runFt(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs
     );
   });
 }
+
+/** runFt for a run that must succeed: resolves with its output on exit 0, rejects naming the exit code and stderr. */
+export async function runFtOk(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<FtRun> {
+  const r = await runFt(args, opts);
+  if (r.code !== 0) throw new Error(`ft ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r;
+}

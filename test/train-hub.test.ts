@@ -1,3 +1,7 @@
+// `ft train recipes/alpaca.yaml` as a user runs it against the local Hub: the base model and the dataset come by
+// their Hub ids into a fresh Hugging Face cache, one step trains, the adapter names the base by its id; a second run
+// asks for no model or data file again, and a third works with HF_HUB_OFFLINE=1 and no Hub at all.
+// (HF_HUB_OFFLINE=1 with an empty cache: hub/download.test.ts.)
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
