@@ -2,6 +2,7 @@
 // gradient), computed the way each backend handles best; and the chunked form that never holds all of them at once.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
+import { filledTensor2d } from './filled.ts';
 import { recompute } from './recompute.ts';
 
 /** What causalLmLoss scores: targets per row of logits, -1 where the row is not scored. */
@@ -14,9 +15,10 @@ export interface ScoredTargets {
 
 /**
  * Mean cross-entropy over the scored rows of `logits` [N, V]; 0 when none is scored (still differentiable).
- * On wasm the gradient is written out, (softmax - onehot) / count on scored rows, so the [N, V] tensors are walked a
- * few times instead of the ~15 of tf.logSoftmax's chain and its autodiff (tf.softmax is one vectorized wasm kernel,
- * tf.exp runs ~3x slower per element there). Other backends differentiate logSoftmax.
+ * On wasm the [N, V] tensors are walked twice instead of the ~15 times of tf.logSoftmax's chain and its autodiff:
+ * once by tf.softmax (one vectorized wasm kernel; tf.exp runs ~3x slower per element there), whose target entries give
+ * the loss, and once by the gradient, (softmax - onehot) / count on scored rows, written in one JS pass over the heap.
+ * Other backends differentiate logSoftmax.
  */
 export function crossEntropy(logits: tf.Tensor2D, { targets, count }: ScoredTargets): tf.Scalar {
   if (count === 0) return tf.tidy(() => tf.mul(tf.sum(logits), 0)) as tf.Scalar;
@@ -43,26 +45,51 @@ function plainCrossEntropy(z: tf.Tensor2D, targets: Int32Array, count: number): 
   return tf.div(tf.neg(tf.sum(tf.gather(logProbs, tf.tensor1d(flatIndex, 'int32')))), count) as tf.Scalar;
 }
 
+/** The smallest normal float32: a target probability below it has lost precision (or is 0), so its -log is not used. */
+const FLOAT32_MIN_NORMAL = 2 ** -126;
+
 function fusedCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D) => tf.Scalar {
   const op = customGrad<[tf.Tensor2D], tf.Scalar>(([z], save) => {
     const [N, V] = z.shape;
     const { flatIndex, scored } = picks(targets, V);
-    // log-sum-exp from the probabilities, stably: lse = max(z) - log(max(probs)), as max(probs) = 1 / sum(exp(z - max z)) >= 1/V
     const probs = tf.softmax(z) as tf.Tensor2D; // [N, V]
-    const lse = tf.sub(tf.max(z, -1), tf.log(tf.max(probs, -1))); // [N]
-    const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32')); // [count] target logits
-    const value = tf.div<tf.Scalar>(tf.sub(tf.sum(tf.mul(lse, scored)), tf.sum(picked)), count);
+    const picked = tf.gather(tf.reshape(probs, [-1]), tf.tensor1d(flatIndex, 'int32')); // [count] target probabilities
+    // -log p(target) needs no pass over [N, V] beyond the softmax; a target probability that underflowed is rare
+    // (its logit ~87 below the row's largest) and then the batch goes the stable way: lse = max(z) - log(max(probs))
+    const underflow = (picked.dataSync() as Float32Array).some((p) => !(p >= FLOAT32_MIN_NORMAL));
+    const value = underflow
+      ? tf.div<tf.Scalar>(
+          tf.sub(
+            tf.sum(tf.mul(tf.sub(tf.max(z, -1), tf.log(tf.max(probs, -1))), scored)),
+            tf.sum(tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32'))),
+          ),
+          count,
+        )
+      : tf.div<tf.Scalar>(tf.neg(tf.sum(tf.log(picked))), count);
     save([probs]);
     return {
       value,
       gradFunc: (dy, [p]) => {
-        const rowScale = tf.mul(tf.reshape(tf.tensor1d(scored), [N, 1]), tf.div(dy, count)); // [N, 1]: dy/count on scored rows, 0 elsewhere
-        // int32 one-hot then a cast: tfjs-wasm 4.22's OneHot with dtype float32 writes integer bit patterns
-        return tf.mul(tf.sub(p, tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32')), rowScale);
+        // as float32 tensor ops would round it: dy / count, then (p - onehot) * that on scored rows, 0 elsewhere
+        const scale = Math.fround((dy.dataSync() as Float32Array)[0] / count);
+        return filledTensor2d([N, V], (g, pv) => writeGradient(g, pv, targets, V, scale), [p]);
       },
     };
   });
   return op;
+}
+
+/** g = (p - onehot(target)) * scale on the rows with a target, 0 on the rest; one pass over [N, V] (N = targets). */
+function writeGradient(g: Float32Array, p: Float32Array, targets: Int32Array, V: number, scale: number): void {
+  for (let n = 0, row = 0; n < targets.length; n++, row += V) {
+    const y = targets[n];
+    if (y < 0) {
+      g.fill(0, row, row + V);
+      continue;
+    }
+    for (let v = row, end = row + V; v < end; v++) g[v] = p[v] * scale;
+    g[row + y] = Math.fround(p[row + y] - 1) * scale;
+  }
 }
 
 /**

@@ -15,4 +15,17 @@ describe('filledTensor2d', () => {
     t.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });
+
+  it('hands fill the values of its input tensors, in order', () => {
+    const [a, b] = [tf.tensor2d([1, 2, 3, 4], [2, 2]), tf.tensor1d([10, 20, 30, 40])];
+    const sum = filledTensor2d(
+      [2, 2],
+      (out, x, y) => {
+        for (let i = 0; i < out.length; i++) out[i] = x[i] + y[i];
+      },
+      [a, b],
+    );
+    expect(Array.from(sum.dataSync())).toEqual([11, 22, 33, 44]);
+    tf.dispose([a, b, sum]);
+  });
 });

@@ -210,6 +210,17 @@ describe('causalLmLoss', () => {
     tf.dispose([logits, g]);
   });
 
+  it('scales its gradient with the gradient it receives (a loss weighted by gradient accumulation)', () => {
+    const logits = tf.tensor3d([0.5, -1, 2, 0.25, 0, -0.75], [1, 2, 3]);
+    const labels = Int32Array.from([2, 0]);
+    const grad = (w: number) =>
+      tf.grad((z: tf.Tensor) => tf.mul(causalLmLoss(z as tf.Tensor3D, labels).loss, w))(logits);
+    const [once, thrice] = [grad(1), grad(3)];
+    const got = thrice.dataSync();
+    once.dataSync().forEach((g, i) => expect(got[i]).toBeCloseTo(3 * g, 6));
+    tf.dispose([logits, once, thrice]);
+  });
+
   it('stays exact when logits are hundreds apart (probabilities far below float32 range)', () => {
     const logits = tf.tensor3d([0, 300, -300, 5, 5, 5], [1, 2, 3]);
     const { loss } = causalLmLoss(logits, Int32Array.from([2, 1]));
