@@ -5,6 +5,7 @@
 // Their gradients run in tf.tidy (engine/custom-grad.ts).
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
+import { filledTensor2d } from './filled.ts';
 
 /** a @ b for a [n, k], b [k, m], differentiable in both; the gradients use explicit transposes. */
 export const mm = customGrad<[tf.Tensor2D, tf.Tensor2D], tf.Tensor2D>(([a, b], save) => {
@@ -60,13 +61,23 @@ export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
 /** Rows below which (w x^T)^T beats x (w^T) on wasm for a w that is new every call (measured on dequantized weights). */
 const FEW_ROWS = 16;
 
+/** A weight [m, k] made anew for each product (a dequantized 4-bit weight), which can write itself in either layout. */
+export interface TransientWeight {
+  shape: [number, number]; // [m, k]
+  /** writes w row-major [m, k] */
+  fill(values: Float32Array): void;
+  /** writes w^T row-major [k, m] */
+  fillTransposed(values: Float32Array): void;
+}
+
 /**
- * x [n, k] @ w^T for a weight w [m, k] made anew for this product (a dequantized 4-bit weight), not differentiated.
- * On wasm: (w x^T)^T for a few rows, which skips transposing w and XNNPACK's packing of it, else x (w^T) as a plain
- * product (the transpose flags run a slow generic loop there). Other backends take the flag.
+ * x [n, k] @ w^T for a transient weight w [m, k], not differentiated. On wasm: (w x^T)^T for a few rows, which skips
+ * XNNPACK's packing of a [k, m] operand, else x (w^T) with w^T written transposed (no Transpose kernel; the transpose
+ * flags run a slow generic loop there). Other backends take the flag.
  */
-export function matMulTransientT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  if (tf.getBackend() !== 'wasm') return tf.matMul(x, w, false, true);
-  if (x.shape[0] < FEW_ROWS) return tf.transpose(tf.matMul(w, tf.transpose(x)));
-  return tf.matMul(x, tf.transpose(w));
+export function matMulTransientT(x: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
+  const [m, k] = w.shape;
+  if (tf.getBackend() !== 'wasm') return tf.matMul(x, filledTensor2d([m, k], w.fill), false, true);
+  if (x.shape[0] < FEW_ROWS) return tf.transpose(tf.matMul(filledTensor2d([m, k], w.fill), tf.transpose(x)));
+  return tf.matMul(x, filledTensor2d([k, m], w.fillTransposed));
 }

@@ -5,11 +5,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from '../engine/custom-grad.ts';
 import { filledTensor2d } from '../engine/filled.ts';
-import { matMulTransientT } from '../engine/matmul.ts';
+import { matMulTransientT, type TransientWeight } from '../engine/matmul.ts';
 import type { Linear, LinearFactory } from '../model/linear.ts';
 import {
   dequantize,
   dequantizeRows,
+  dequantizeTransposed,
   matvec4bit,
   quantize,
   quantizedBytes,
@@ -24,6 +25,8 @@ export class QuantizedLinear implements Linear {
   readonly inFeatures: number;
   private readonly b: tf.Tensor1D | null;
   private readonly matmul: (x: tf.Tensor2D) => tf.Tensor2D;
+  /** W dequantized anew for each product, in the layout the product wants */
+  private readonly transient: TransientWeight;
 
   constructor(
     readonly q: QuantizedTensor,
@@ -31,10 +34,15 @@ export class QuantizedLinear implements Linear {
   ) {
     [this.outFeatures, this.inFeatures] = q.shape;
     this.b = bias ? tf.tensor1d(bias) : null;
+    this.transient = {
+      shape: q.shape,
+      fill: (w) => dequantizeRows(q, 0, this.outFeatures, w),
+      fillTransposed: (wT) => dequantizeTransposed(q, wT),
+    };
     // y = x W^T (product below); dx = dy W, with W a temporary [out, in] tensor dequantized again.
     this.matmul = customGrad<[tf.Tensor2D], tf.Tensor2D>(([x]) => ({
       value: this.product(x),
-      gradFunc: (dy) => tf.matMul(dy, this.weightTensor()),
+      gradFunc: (dy) => tf.matMul(dy, filledTensor2d(q.shape, this.transient.fill)),
     }));
   }
 
@@ -46,12 +54,7 @@ export class QuantizedLinear implements Linear {
     if (x.shape[0] === 1 && this.q.kind !== 'int8' && this.inFeatures % 2 === 0) {
       return tf.tensor2d(matvec4bit(this.q, x.dataSync() as Float32Array), [1, this.outFeatures]);
     }
-    return matMulTransientT(x, this.weightTensor());
-  }
-
-  /** The dequantized weight as a tensor [out, in]; the caller's tidy scope disposes it. */
-  private weightTensor(): tf.Tensor2D {
-    return filledTensor2d([this.outFeatures, this.inFeatures], (w) => dequantizeRows(this.q, 0, this.outFeatures, w));
+    return matMulTransientT(x, this.transient);
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
