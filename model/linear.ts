@@ -75,7 +75,8 @@ export const denseLinear: LinearFactory = (_name, w, out, inp, b) => new DenseLi
  * would transpose [vocab, hidden] every step.
  */
 export class HeadLinear implements Linear {
-  private readonly w: tf.Tensor2D; // [out, in]
+  /** The frozen weight as a tensor [out, in], for products other than apply's (decoding's head) */
+  readonly w: tf.Tensor2D;
   readonly bias = null;
 
   constructor(
