@@ -42,6 +42,23 @@ describe('QuantizedLinear', () => {
     dense.dispose();
   });
 
+  test('every product form (engine/matmul.ts picks by rows against the weight size) equals the dense layer', () => {
+    const { nf4, dense } = layers(false);
+    // [24, 40]: forward (W x^T)^T below 15 rows, backward (W^T dy^T)^T below 7.5 rows; x W^T and dy W from there on
+    for (const rows of [2, 10, 40]) {
+      const x = tf.tensor2d(normal(rows * IN, 9), [rows, IN]);
+      const dy = tf.tensor2d(normal(rows * OUT, 10), [rows, OUT]);
+      const run = (l: QuantizedLinear | DenseLinear) =>
+        tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
+      const [a, b] = [run(nf4), run(dense)];
+      expect(maxAbsDiff(a.value.dataSync(), b.value.dataSync()), `${rows} rows`).toBeLessThan(1e-5);
+      expect(maxAbsDiff(a.grads[0].dataSync(), b.grads[0].dataSync()), `${rows} rows`).toBeLessThan(1e-5);
+      tf.dispose([x, dy, a.value, b.value, ...a.grads, ...b.grads]);
+    }
+    nf4.dispose();
+    dense.dispose();
+  });
+
   test('one row (decoding) goes through matvec4bit on the packed codes and still equals the dense layer, gradient too', () => {
     // in = 128: whole blocks per row; in = 40: blocks of 64 span rows
     for (const [out, inp, kind] of [

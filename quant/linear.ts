@@ -4,8 +4,7 @@
 // rather than keeping the float copy alive between forward and backward.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from '../engine/custom-grad.ts';
-import { filledTensor2d } from '../engine/filled.ts';
-import { matMulTransientT, type TransientWeight } from '../engine/matmul.ts';
+import { matMulTransient, matMulTransientT, type TransientWeight } from '../engine/matmul.ts';
 import type { Linear, LinearFactory } from '../model/linear.ts';
 import {
   dequantize,
@@ -39,10 +38,10 @@ export class QuantizedLinear implements Linear {
       fill: (w) => dequantizeRows(q, 0, this.outFeatures, w),
       fillTransposed: (wT) => dequantizeTransposed(q, wT),
     };
-    // y = x W^T (product below); dx = dy W, with W a temporary [out, in] tensor dequantized again.
+    // y = x W^T (product below); dx = dy W, with W dequantized again, each in the form engine/matmul.ts picks.
     this.matmul = customGrad<[tf.Tensor2D], tf.Tensor2D>(([x]) => ({
       value: this.product(x),
-      gradFunc: (dy) => tf.matMul(dy, filledTensor2d(q.shape, this.transient.fill)),
+      gradFunc: (dy) => matMulTransient(dy, this.transient),
     }));
   }
 
