@@ -46,6 +46,17 @@ describe('matmul wrappers', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
+  test('mmFrozen with few rows against a large w (the backward as (w dy^T)^T on wasm) matches tf.matMul', () => {
+    const rng = new Rng(6);
+    const x = rand(rng, [2, 16]);
+    const w = rand(rng, [16, 12]);
+    const up = rand(rng, [2, 12]);
+    const g = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(mmFrozen(xi as tf.Tensor2D, w), up)))(x);
+    const ref = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(tf.matMul(xi as tf.Tensor2D, w), up)))(x);
+    expect(maxDiff(g, ref)).toBeLessThan(1e-5);
+    tf.dispose([x, w, up, g, ref]);
+  });
+
   test('mmFrozenT is x @ w^T for a frozen w kept untransposed, with the input gradient dy @ w', () => {
     const rng = new Rng(3);
     const x = rand(rng, [5, 4]);

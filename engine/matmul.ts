@@ -35,13 +35,22 @@ export const mmT = customGrad<[tf.Tensor2D, tf.Tensor2D], tf.Tensor2D>(([x, w], 
 
 /**
  * x @ w for a frozen (never differentiated) w [k, m]: the backward pass computes dx = dy @ w^T only,
- * skipping the weight gradient that `mm` would spend as much time on as the forward product.
+ * skipping the weight gradient that `mm` would spend as much time on as the forward product; with few rows against
+ * w's size it is (w dy^T)^T on wasm (see fewRowsAgainst: [768, 2048] at 256 rows 62 -> 40 ms on one thread).
  * w is kept for the backward pass, so it may be a temporary of the caller's tidy scope.
  */
 export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const f = customGrad<[tf.Tensor2D], tf.Tensor2D>(([xi], save) => {
     save([w]);
-    return { value: tf.matMul(xi, w), gradFunc: (dy, [sw]) => tf.matMul(dy, tf.transpose(sw as tf.Tensor2D)) };
+    return {
+      value: tf.matMul(xi, w),
+      gradFunc: (dy, [sw]) => {
+        const [k, m] = sw.shape;
+        return fewRowsAgainst(dy.shape[0], m, k, 1)
+          ? tf.transpose(tf.matMul(sw as tf.Tensor2D, tf.transpose(dy)))
+          : tf.matMul(dy, tf.transpose(sw as tf.Tensor2D));
+      },
+    };
   });
   return f(x);
 }
@@ -89,25 +98,36 @@ export interface TransientWeight {
 }
 
 // On wasm XNNPACK packs a product's right operand anew whenever it is a new tensor (~7 ns per value, one thread, no
-// pool), while the left operand streams. A transient weight on the right is packed whole for every product; put on
-// the left, the product packs the activation instead, at the cost of transposing the activation and the result.
-// That pays when the rows are few against the weight's size: n (m + k) < m k forward, 2 n (m + k) < m k backward.
-// Measured (one thread, NF4 weights): forward [2048, 768] at 256 rows 80 -> 54 ms, [5632, 2048] 947 -> 401 ms;
-// backward 71 -> 65 ms and 877 -> 509 ms; [768, 288] at 1024 rows is faster as before (x w^T: 26 against 32 ms).
-// Other backends have no such cost and take the transpose flag.
+// pool), while the left operand streams. A weight that is new on the right (dequantized, or transposed for this
+// product) is packed whole every time; put on the left, the product packs the activation instead, at the cost of
+// transposing the activation and the result. That pays when the rows are few against the weight's size.
+// Measured (one thread, 256 rows; .prof/nf4forms.ts, .prof/denseback.ts): NF4 forward [2048, 768] 80 -> 54 ms,
+// [5632, 2048] 947 -> 401 ms, NF4 backward 71 -> 65 and 877 -> 509 ms, float backward [2048, 768] 83 -> 56 ms;
+// stories15M's [768, 288] at 1024 rows is faster the plain way (26 against 32 ms). Other backends have no such cost.
+
+/**
+ * Whether a product of n rows against a new weight [m, k] goes faster with the weight on the left, on this backend:
+ * wasm, and factor * n (m + k) < m k, the values transposed and packed against the weight's values packed (factor 2
+ * where putting the weight on the left also costs its transposed dequantization).
+ */
+function fewRowsAgainst(n: number, m: number, k: number, factor: 1 | 2): boolean {
+  return tf.getBackend() === 'wasm' && factor * n * (m + k) < m * k;
+}
 
 /** x [n, k] @ w^T for a transient weight w [m, k], not differentiated (see above for the form on wasm). */
 export function matMulTransientT(x: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
   const [m, k] = w.shape;
   if (tf.getBackend() !== 'wasm') return tf.matMul(x, filledTensor2d([m, k], w.fill), false, true);
-  if (x.shape[0] * (m + k) < m * k) return tf.transpose(tf.matMul(filledTensor2d([m, k], w.fill), tf.transpose(x)));
+  if (fewRowsAgainst(x.shape[0], m, k, 1)) {
+    return tf.transpose(tf.matMul(filledTensor2d([m, k], w.fill), tf.transpose(x)));
+  }
   return tf.matMul(x, filledTensor2d([k, m], w.fillTransposed));
 }
 
 /** dy [n, m] @ w for a transient weight w [m, k] (the input gradient of matMulTransientT), not differentiated. */
 export function matMulTransient(dy: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
   const [m, k] = w.shape;
-  if (tf.getBackend() === 'wasm' && 2 * dy.shape[0] * (m + k) < m * k) {
+  if (fewRowsAgainst(dy.shape[0], m, k, 2)) {
     return tf.transpose(tf.matMul(filledTensor2d([k, m], w.fillTransposed), tf.transpose(dy)));
   }
   return tf.matMul(dy, filledTensor2d([m, k], w.fill));
