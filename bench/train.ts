@@ -6,13 +6,15 @@
 // GFLOP/s) it would flatter ft several times over.
 // Run: npm run bench -- train            (all configs; or npx tsx bench/train.ts)
 //      FT_BENCH_CONFIGS=tiny,stories15M    pick configs (tinyllama, ~10 minutes, only when named);  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parameterCount } from '../model/init.ts';
 import { cpuPeak, trainFlopsPerToken, type CpuPeak } from './flops.ts';
-import { blasKind, openblasCoreOf, openblasCoretype } from './peer-blas.ts';
+import { run } from './child.ts';
+import { describeCeiling, parallelCeilings } from './parallel-ceiling.ts';
+import { PYTHON, peerEnv, peerMissing } from './peer-env.ts';
+import { blasKind, openblasCoreOf } from './peer-blas.ts';
 import { report, type Figures } from './report.ts';
 import type { CaseResult } from './train-case.ts';
 import { defaultThreads } from '../engine/backend.ts';
@@ -26,8 +28,6 @@ import {
 } from './train-configs.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const PYTHON = '/usr/bin/python3'; // Debian's python3-torch lives only here (the python3 on PATH has no torch)
-const OPENBLAS_DIR = '/usr/lib/x86_64-linux-gnu/openblas-pthread'; // libopenblas0-pthread's libblas.so.3
 
 interface PeerResult {
   torch: string;
@@ -39,37 +39,6 @@ interface PeerResult {
   stepSeconds: number[];
   tokensPerSecond: number;
   maxRssBytes: number;
-}
-
-/**
- * Runs a command, echoing its output but its `@result {json}` line (stderr lines cut to 300 characters: a wasm abort
- * prints the whole minified module); resolves with its stdout lines, the stderr lines and the exit code.
- */
-function run(
-  cmd: string,
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<{ code: number; lines: string[]; errors: string[] }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      const text = chunk.toString('utf8');
-      out += text;
-      for (const line of text.split('\n')) if (line && !line.startsWith('@result ')) console.log(`  ${line}`);
-    });
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const errors = err
-        .split('\n')
-        .filter((l) => l.trim())
-        .map((l) => (l.length > 300 ? l.slice(0, 300) + ' …' : l));
-      for (const line of errors) console.error(`  ${line}`);
-      resolve({ code: code ?? 1, lines: out.split('\n'), errors });
-    });
-  });
 }
 
 /** The case's figures, or why it failed (the first telling stderr line, e.g. the wasm heap running out). */
@@ -93,19 +62,9 @@ async function runCase(cfg: BenchConfig, base: BaseKind, threads: number): Promi
   return { error: `exit ${code}: ${cause.trim()}` };
 }
 
-/** Why the peer cannot run here, or null when /usr/bin/python3 imports torch. */
-async function peerMissing(): Promise<string | null> {
-  if (process.env.FT_BENCH_PEER === '0') return 'FT_BENCH_PEER=0';
-  if (!existsSync(PYTHON)) return `${PYTHON} not found (apt-get install python3-torch)`;
-  const { code } = await run(PYTHON, ['-c', 'import torch']);
-  return code === 0 ? null : `${PYTHON} has no torch (apt-get install python3-torch)`;
-}
-
 /**
- * The peer on `threads` threads. OPENBLAS_CORETYPE is set from the CPU's flags (openblasCoretype) and the core
- * OpenBLAS then runs is read back from its OPENBLAS_VERBOSE line; OpenBLAS's own pool gets the same thread count as
- * torch, and torch's OpenMP threads sleep rather than spin between regions (OMP_WAIT_POLICY=PASSIVE). When libopenblas0-pthread is installed its libblas.so.3 is put first on the library path, since Debian's
- * default alternative may be the unoptimized reference BLAS.
+ * The peer on `threads` threads, started as bench/peer-env.ts says; the core OpenBLAS ran is read back from its
+ * OPENBLAS_VERBOSE line.
  */
 async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult & { openblasCore?: string }> {
   const spec = {
@@ -118,18 +77,7 @@ async function runPeer(cfg: BenchConfig, threads: number): Promise<PeerResult & 
     lora: { r: BENCH_LORA.r, alpha: BENCH_LORA.alpha },
     optim: BENCH_OPTIM,
   };
-  const coretype = openblasCoretype(readFileSync('/proc/cpuinfo', 'utf8'));
-  const env = [
-    ...['-u', 'OPENBLAS_L2_SIZE', '-u', 'OPENBLAS_CORETYPE'], // options first, then the assignments
-    ...(coretype ? [`OPENBLAS_CORETYPE=${coretype}`] : []),
-    'OPENBLAS_VERBOSE=2',
-    `OPENBLAS_NUM_THREADS=${threads}`,
-    // GNU OpenMP's threads spin after each parallel region and starve OpenBLAS's own pool on the same cores:
-    // stories15M on 2 threads ran 550-625 tokens/s spinning, 1138 passive (1 thread: 686)
-    'OMP_WAIT_POLICY=PASSIVE',
-  ];
-  if (existsSync(path.join(OPENBLAS_DIR, 'libblas.so.3')))
-    env.push(`LD_LIBRARY_PATH=${OPENBLAS_DIR}${process.env.LD_LIBRARY_PATH ? ':' + process.env.LD_LIBRARY_PATH : ''}`);
+  const env = peerEnv(threads);
   const args = [...env, PYTHON, path.join(here, 'peer', 'torch_lora.py'), JSON.stringify(spec)];
   console.log(`  $ env ${args.slice(0, -1).join(' ')} '<spec>'`);
   const { code, lines, errors } = await run('env', args);
@@ -171,6 +119,21 @@ const figures: Figures = {
   fp32_peak_formula: peakOf(1).formula,
   threads_all: ALL,
 };
+// what the cores give independent one-thread jobs: the most an ALL-thread speedup can reach here
+const ceilings = ALL > 1 ? await parallelCeilings(ALL) : null;
+if (ceilings) {
+  figures.parallel_ceiling_ft_kernel = ceilings.ft.ratio;
+  console.log(
+    `parallel ceiling, ${describeCeiling(`ft's kernel (tfjs-wasm XNNPACK 512³, 1 thread each)`, ALL, ceilings.ft)}`,
+  );
+  if (ceilings.torch) {
+    figures.parallel_ceiling_torch_kernel = ceilings.torch.ratio;
+    console.log(`parallel ceiling, ${describeCeiling(`torch's kernel (512³, 1 thread each)`, ALL, ceilings.torch)}`);
+  }
+}
+const ceilingNote = ceilings
+  ? `; ${ALL} one-thread copies of ft's matMul reach ${ceilings.ft.ratio.toFixed(2)}x here`
+  : '';
 const rows: string[][] = [];
 const targets: string[] = [];
 const target = (met: boolean, text: string) => targets.push(`${met ? 'met   ' : 'MISSED'} ${text}`);
@@ -262,7 +225,7 @@ for (const cfg of configs) {
       if (cfg.name !== 'tiny')
         target(
           speedup >= 1.7,
-          `${cfg.name} ${base}: ${ALL} threads train ${speedup.toFixed(2)}x 1 thread (target >= 1.7x)`,
+          `${cfg.name} ${base}: ${ALL} threads train ${speedup.toFixed(2)}x 1 thread (target >= 1.7x${ceilingNote})`,
         );
       if (cfg.name === 'stories15M') {
         const decode = all.decodeTokensPerSecond / one.decodeTokensPerSecond;
