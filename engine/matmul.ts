@@ -69,6 +69,11 @@ export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
 
 /** Rows of x below which a transposed copy of w pays on wasm for x @ w^T (measured crossover ~8 on [32000, 288]). */
 const FEW_ROWS_COPY = 8;
+/**
+ * Largest w (values) copied so: the copy and XNNPACK's packing of it hold twice its size in the wasm heap, 256 MiB
+ * here (stories110M's head is 24.6M values; TinyLlama's 65.5M would cost 0.5 GiB for ~4% of its decoding time).
+ */
+const MAX_COPY_VALUES = 32 * 2 ** 20;
 
 /** x @ w^T for one frozen weight, over many products; holds what it made until disposed. */
 export interface RepeatedProductT {
@@ -78,12 +83,13 @@ export interface RepeatedProductT {
 
 /**
  * x @ w^T for a frozen w [m, k] stored untransposed and many x of `rows` rows each (decoding's head). On wasm with
- * fewer than 8 rows, against w^T [k, m] copied once here: mmFrozenT's (w x^T)^T gives XNNPACK a product one column
- * wide, ~3x slower ([32000, 288] with one row: 15 -> 5 ms on one thread, 8 -> 3.4 ms on two). The copy holds m x k
- * floats until disposed. Otherwise mmFrozenT.
+ * fewer than 8 rows and w of at most 32M values, against w^T [k, m] copied once here: mmFrozenT's (w x^T)^T gives
+ * XNNPACK a product one column wide, ~3x slower ([32000, 288] with one row: 15 -> 5 ms on one thread, 8 -> 3.4 ms
+ * on two). The copy is held until disposed. Otherwise mmFrozenT.
  */
 export function repeatedProductT(w: tf.Tensor2D, rows: number): RepeatedProductT {
-  if (tf.getBackend() !== 'wasm' || rows >= FEW_ROWS_COPY) return { apply: (x) => mmFrozenT(x, w), dispose() {} };
+  if (tf.getBackend() !== 'wasm' || rows >= FEW_ROWS_COPY || w.size > MAX_COPY_VALUES)
+    return { apply: (x) => mmFrozenT(x, w), dispose() {} };
   const wT = tf.transpose(w);
   return { apply: (x) => tf.matMul(x, wT), dispose: () => wT.dispose() };
 }
