@@ -4,7 +4,6 @@
 // down together, the copies' sum falls short of N times one.
 // Run: npx tsx bench/parallel-ceiling.ts [copies]   (bench/train.ts runs it with every core)
 // A copy itself is `npx tsx bench/parallel-ceiling.ts --copy`.
-import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from './child.ts';
 import { PYTHON, peerEnv, peerMissing } from './peer-env.ts';

@@ -4,6 +4,7 @@
 // here. Each measurement runs in its own process (bench/train-case.ts) so its peak RSS is its own.
 // An ft/PyTorch ratio is printed only when torch ran on an optimized BLAS: against the reference BLAS (sgemm a few
 // GFLOP/s) it would flatter ft several times over.
+// Each ft case runs FT_BENCH_ROUNDS times (default 2), its thread counts in alternation, against the VM's drift.
 // Run: npm run bench -- train            (all configs; or npx tsx bench/train.ts)
 //      FT_BENCH_CONFIGS=tiny,stories15M    pick configs (tinyllama, ~10 minutes, only when named);  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
 import { readFileSync } from 'node:fs';
@@ -93,6 +94,31 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 const MiB = (bytes: number) => bytes / 2 ** 20;
+
+/** Runs of each ft case, thread counts alternating (FT_BENCH_ROUNDS). */
+const ROUNDS = Number(process.env.FT_BENCH_ROUNDS ?? 2);
+
+/**
+ * One result from several runs of a case: all their timed steps (tokens/s from the median of them), the largest
+ * memory figures, the median decode rate; the rest (losses, memory after each step) from the first run.
+ */
+function mergeRuns(runs: CaseResult[]): CaseResult {
+  const [first] = runs;
+  const tokensPerStep = first.tokensPerSecond * median(first.stepSeconds);
+  const stepSeconds = runs.flatMap((r) => r.stepSeconds);
+  const most = (key: 'maxRssBytes' | 'wasmHeapBytes' | 'stepPeakTfBytes') => Math.max(...runs.map((r) => r[key]));
+  return {
+    ...first,
+    stepSeconds,
+    tokensPerSecond: tokensPerStep / median(stepSeconds),
+    maxRssBytes: most('maxRssBytes'),
+    wasmHeapBytes: most('wasmHeapBytes'),
+    stepPeakTfBytes: most('stepPeakTfBytes'),
+    decodeTokensPerSecond: median(runs.map((r) => r.decodeTokensPerSecond)),
+    matmulGflops512: median(runs.map((r) => r.matmulGflops512)),
+  };
+}
+
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 const configs = process.env.FT_BENCH_CONFIGS
@@ -142,7 +168,7 @@ for (const cfg of configs) {
   const params = parameterCount(cfg.model);
   console.log(
     `\n== ${cfg.name}: ${cfg.note}; ${(params / 1e6).toFixed(1)}M parameters (${(flops.matmulParams / 1e6).toFixed(1)}M in matmuls, LoRA ${flops.loraParams.toLocaleString('en-US')}); ` +
-      `batch ${cfg.batch} × seq ${cfg.seq}; ${cfg.warmupSteps} warm-up + ${cfg.timedSteps} timed steps (median); ${(flops.train / 1e6).toFixed(1)} MFLOP/token`,
+      `batch ${cfg.batch} × seq ${cfg.seq}; ${cfg.warmupSteps} warm-up + ${cfg.timedSteps} timed steps per run, ${ROUNDS} runs per case with the thread counts alternating (median of all timed steps); ${(flops.train / 1e6).toFixed(1)} MFLOP/token`,
   );
   const p = `${cfg.name}.`;
   Object.assign(figures, {
@@ -153,24 +179,46 @@ for (const cfg of configs) {
   /** ft's results by base and thread count */
   const ft = new Map<string, CaseResult>();
   for (const base of cfg.bases ?? (['float', 'nf4'] as const)) {
+    // the thread counts in alternation, ROUNDS times: the VM's speed drifts over minutes, and a speedup should
+    // compare runs made at the same time
+    const runs = new Map<number, CaseResult[]>(threadCounts.map((t) => [t, []]));
+    const failures = new Map<number, string>();
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const threads of threadCounts) {
+        if (failures.has(threads)) continue;
+        const r = await runCase(cfg, base, threads);
+        if ('error' in r) failures.set(threads, r.error);
+        else runs.get(threads)!.push(r);
+      }
+    }
     for (const threads of threadCounts) {
       const label = `ft ${base} ${threads}t`;
-      const r = await runCase(cfg, base, threads);
       const q = `${p}${base}_${threads}t.`;
-      if ('error' in r) {
-        console.log(`  ${label}: FAILED (${r.error})`);
-        figures[q + 'error'] = r.error;
+      const failure = failures.get(threads);
+      if (failure) {
+        console.log(`  ${label}: FAILED (${failure})`);
+        figures[q + 'error'] = failure;
         rows.push([cfg.name, label, 'failed', '-', '-', '-']);
-        target(false, `${cfg.name} ${base} ${threads} thread(s): the run failed (${r.error})`);
+        target(false, `${cfg.name} ${base} ${threads} thread(s): the run failed (${failure})`);
         continue;
       }
+      const r = mergeRuns(runs.get(threads)!);
       ft.set(`${base}_${threads}`, r);
       const peak = peakOf(r.threads);
       const gflops = (r.tokensPerSecond * flops.train) / 1e9;
-      const timed = r.memory.slice(r.memory.length - r.stepSeconds.length - 1); // from the last warm-up step on
-      const tensorGrowth = timed.at(-1)!.numTensors - timed[0].numTensors;
-      const byteGrowth = timed.at(-1)!.numBytes - timed[0].numBytes;
-      const rssGrowth = timed.at(-1)!.rssBytes - timed[0].rssBytes;
+      // growth over each run's timed steps, from its last warm-up step on; the largest of the runs
+      const growth = runs.get(threads)!.map((run) => {
+        const timed = run.memory.slice(run.memory.length - run.stepSeconds.length - 1);
+        return {
+          tensors: timed.at(-1)!.numTensors - timed[0].numTensors,
+          bytes: timed.at(-1)!.numBytes - timed[0].numBytes,
+          rss: timed.at(-1)!.rssBytes - timed[0].rssBytes,
+        };
+      });
+      const largest = (key: 'tensors' | 'bytes' | 'rss') =>
+        growth.map((g) => g[key]).reduce((a, b) => (Math.abs(b) > Math.abs(a) ? b : a));
+      const [tensorGrowth, byteGrowth, rssGrowth] = [largest('tensors'), largest('bytes'), largest('rss')];
+      const resident = r.memory.at(-1)!.numBytes;
       Object.assign(figures, {
         [q + 'train_tokens_per_s']: r.tokensPerSecond,
         [q + 'step_s_median']: median(r.stepSeconds),
@@ -180,7 +228,7 @@ for (const cfg of configs) {
         [q + 'threads']: r.threads,
         [q + 'peak_rss_mib']: MiB(r.maxRssBytes),
         [q + 'wasm_heap_mib']: MiB(r.wasmHeapBytes),
-        [q + 'tfjs_resident_mib']: MiB(timed.at(-1)!.numBytes),
+        [q + 'tfjs_resident_mib']: MiB(resident),
         [q + 'tfjs_step_peak_mib']: MiB(r.stepPeakTfBytes),
         [q + 'tensor_growth_per_run']: tensorGrowth,
         [q + 'tfjs_byte_growth_per_run']: byteGrowth,
@@ -189,9 +237,9 @@ for (const cfg of configs) {
         [q + 'generate_prefill_ms']: r.prefillSeconds * 1000,
       });
       console.log(
-        `  ${label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${median(r.stepSeconds).toFixed(2)} s/step), ${gflops.toFixed(2)} model GFLOP/s = ` +
+        `  ${label}: ${r.tokensPerSecond.toFixed(1)} tokens/s (${median(r.stepSeconds).toFixed(2)} s/step over ${r.stepSeconds.length} steps of ${ROUNDS} runs), ${gflops.toFixed(2)} model GFLOP/s = ` +
           `${((100 * gflops) / peak.gflops).toFixed(1)}% of ${peak.gflops.toFixed(1)} GFLOP/s (${r.threads} thread(s); ${r.backend} matMul 512³ reaches ${r.matmulGflops512.toFixed(1)}); ` +
-          `peak RSS ${MiB(r.maxRssBytes).toFixed(0)} MiB, wasm heap ${MiB(r.wasmHeapBytes).toFixed(0)} MiB, tfjs ${MiB(timed.at(-1)!.numBytes).toFixed(1)} MiB resident / ${MiB(r.stepPeakTfBytes).toFixed(0)} MiB step peak; ` +
+          `peak RSS ${MiB(r.maxRssBytes).toFixed(0)} MiB, wasm heap ${MiB(r.wasmHeapBytes).toFixed(0)} MiB, tfjs ${MiB(resident).toFixed(1)} MiB resident / ${MiB(r.stepPeakTfBytes).toFixed(0)} MiB step peak; ` +
           `growth over the timed steps: ${tensorGrowth} tensors, ${byteGrowth} bytes, RSS ${MiB(rssGrowth).toFixed(1)} MiB; decode ${r.decodeTokensPerSecond.toFixed(1)} tokens/s`,
       );
       rows.push([
