@@ -2,7 +2,7 @@
 // streams what it prints, and writes bench/results/<module>.json with its figures (from bench/report.ts)
 // or, for modules that only print, its output lines. Add a module by adding its file name here.
 // Run: npm run bench [-- name ...]   (names pick a subset, e.g. `npm run bench -- quant`)
-// bench/train.ts (training/generation tokens/s, MFU, memory, PyTorch peer) takes ~10 minutes of the run; its configs are
+// bench/train.ts (training/generation tokens/s, MFU, memory, PyTorch peer) takes ~15 minutes of the run; its configs are
 // picked with FT_BENCH_CONFIGS=tiny,stories15M. Standalone, not run here (minutes each): bench/data.ts, bench/prepared.ts, bench/lora.ts, bench/optimizer.ts.
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';

@@ -6,7 +6,7 @@
 // GFLOP/s) it would flatter ft several times over.
 // Each ft case runs FT_BENCH_ROUNDS times (default 2), its thread counts in alternation, against the VM's drift.
 // Run: npm run bench -- train            (all configs; or npx tsx bench/train.ts)
-//      FT_BENCH_CONFIGS=tiny,stories15M    pick configs (tinyllama, ~10 minutes, only when named);  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
+//      FT_BENCH_CONFIGS=tiny,stories15M    pick configs (tinyllama, ~20 minutes, only when named);  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
