@@ -53,7 +53,8 @@ function fusedCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D)
     const [N, V] = z.shape;
     const { flatIndex, scored } = picks(targets, V);
     const probs = tf.softmax(z) as tf.Tensor2D; // [N, V]
-    const picked = tf.gather(tf.reshape(probs, [-1]), tf.tensor1d(flatIndex, 'int32')); // [count] target probabilities
+    const index = tf.tensor1d(flatIndex, 'int32');
+    const picked = tf.gather(tf.reshape(probs, [-1]), index); // [count] target probabilities
     // -log p(target) needs no pass over [N, V] beyond the softmax; a target probability that underflowed is rare
     // (its logit ~87 below the row's largest) and then the batch goes the stable way: lse = max(z) - log(max(probs))
     const underflow = (picked.dataSync() as Float32Array).some((p) => !(p >= FLOAT32_MIN_NORMAL));
@@ -61,7 +62,7 @@ function fusedCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D)
       ? tf.div<tf.Scalar>(
           tf.sub(
             tf.sum(tf.mul(tf.sub(tf.max(z, -1), tf.log(tf.max(probs, -1))), scored)),
-            tf.sum(tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flatIndex, 'int32'))),
+            tf.sum(tf.gather(tf.reshape(z, [-1]), index)),
           ),
           count,
         )

@@ -7,6 +7,9 @@ import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
 import { filledTensor2d } from './filled.ts';
 
+/** a [n, k] @ w^T for w [m, k], as (w a^T)^T: w is the left operand, which XNNPACK streams rather than packs. */
+const viaLeft = (a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D => tf.transpose(tf.matMul(w, tf.transpose(a)));
+
 /** a @ b for a [n, k], b [k, m], differentiable in both; the gradients use explicit transposes. */
 export const mm = customGrad<[tf.Tensor2D, tf.Tensor2D], tf.Tensor2D>(([a, b], save) => {
   save([a, b]);
@@ -47,7 +50,7 @@ export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
       gradFunc: (dy, [sw]) => {
         const [k, m] = sw.shape;
         return fewRowsAgainst(dy.shape[0], m, k, 1)
-          ? tf.transpose(tf.matMul(sw as tf.Tensor2D, tf.transpose(dy)))
+          ? viaLeft(dy, sw as tf.Tensor2D)
           : tf.matMul(dy, tf.transpose(sw as tf.Tensor2D));
       },
     };
@@ -62,7 +65,7 @@ export function mmFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
 export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const f = customGrad<[tf.Tensor2D], tf.Tensor2D>(([xi], save) => {
     save([]);
-    return { value: tf.transpose(tf.matMul(w, tf.transpose(xi))), gradFunc: (dy) => tf.matMul(dy, w) };
+    return { value: viaLeft(xi, w), gradFunc: (dy) => tf.matMul(dy, w) };
   });
   return f(x);
 }
@@ -107,7 +110,7 @@ export interface TransientWeight {
 // pool), while the left operand streams. A weight that is new on the right (dequantized, or transposed for this
 // product) is packed whole every time; put on the left, the product packs the activation instead, at the cost of
 // transposing the activation and the result. That pays when the rows are few against the weight's size.
-// Measured (one thread, 256 rows; .prof/nf4forms.ts, .prof/denseback.ts): NF4 forward [2048, 768] 80 -> 54 ms,
+// Measured (one thread, 256 rows, old and new forms alternated in one process): NF4 forward [2048, 768] 80 -> 54 ms,
 // [5632, 2048] 947 -> 401 ms, NF4 backward 71 -> 65 and 877 -> 509 ms, float backward [2048, 768] 83 -> 56 ms;
 // stories15M's [768, 288] at 1024 rows is faster the plain way (26 against 32 ms). Other backends have no such cost.
 
@@ -124,17 +127,13 @@ function fewRowsAgainst(n: number, m: number, k: number, factor: 1 | 2): boolean
 export function matMulTransientT(x: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
   const [m, k] = w.shape;
   if (tf.getBackend() !== 'wasm') return tf.matMul(x, filledTensor2d([m, k], w.fill), false, true);
-  if (fewRowsAgainst(x.shape[0], m, k, 1)) {
-    return tf.transpose(tf.matMul(filledTensor2d([m, k], w.fill), tf.transpose(x)));
-  }
+  if (fewRowsAgainst(x.shape[0], m, k, 1)) return viaLeft(x, filledTensor2d([m, k], w.fill));
   return tf.matMul(x, filledTensor2d([k, m], w.fillTransposed));
 }
 
 /** dy [n, m] @ w for a transient weight w [m, k] (the input gradient of matMulTransientT), not differentiated. */
 export function matMulTransient(dy: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
   const [m, k] = w.shape;
-  if (fewRowsAgainst(dy.shape[0], m, k, 2)) {
-    return tf.transpose(tf.matMul(filledTensor2d([k, m], w.fillTransposed), tf.transpose(dy)));
-  }
+  if (fewRowsAgainst(dy.shape[0], m, k, 2)) return viaLeft(dy, filledTensor2d([k, m], w.fillTransposed));
   return tf.matMul(dy, filledTensor2d([m, k], w.fill));
 }
