@@ -134,8 +134,8 @@ export const generateCommand: CommandModule<GlobalArgs, GenerateArgs> = {
       }) as unknown as Argv<GenerateArgs>,
   async handler(args) {
     // One sequence decodes one token per forward: every product is a row or a few, and on threaded wasm waking the
-    // pool for each costs more than it saves (stories15M shape 44.8 -> 40.5 tokens/s on 2 threads, tiny preset
-    // 3.9 -> 7.5 ms/token). So one thread unless --threads says otherwise.
+    // pool for each costs more than it saves on small models (bench: stories15M shape 49.2 -> 43.1 tokens/s on 2
+    // threads, tiny preset 193.5 -> 93.1; stories110M gains, 10.4 -> 11.9). So one thread unless --threads says so.
     await startRun({ ...args, threads: args.threads ?? 1 });
     const r = await runGenerate(args);
     if (r.contextNote) process.stderr.write(r.contextNote + '\n');
