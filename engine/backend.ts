@@ -2,10 +2,9 @@
 // and how many threads it computes with (all the cores this process may use, unless told).
 import { availableParallelism } from 'node:os';
 import * as tf from '@tensorflow/tfjs';
-import { getThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import { FtError } from '../util/errors.ts';
 import { installWasmKernels } from './wasm-kernels.ts';
-import { MAX_WASM_THREADS, registerWasm } from './wasm-threads.ts';
+import { MAX_WASM_THREADS, registerWasm, wasmThreads } from './wasm-threads.ts';
 
 export const BACKENDS = ['tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -85,7 +84,7 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
       failures.push(`${name} (${firstLine(e)})`);
       continue;
     }
-    return { name, pkg, threads: name === 'wasm' ? getThreadsCount() : used };
+    return { name, pkg, threads: name === 'wasm' ? wasmThreads() : used };
   }
   throw new FtError(
     choice === 'auto'

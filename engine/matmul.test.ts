@@ -46,7 +46,7 @@ describe('matmul wrappers', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('mmFrozen with few rows against a large w (the backward as (w dy^T)^T on wasm) matches tf.matMul', () => {
+  test('mmFrozen with fewer rows than a GEMM tile (the backward as (w dy^T)^T on wasm) matches tf.matMul', () => {
     const rng = new Rng(6);
     const x = rand(rng, [2, 16]);
     const w = rand(rng, [16, 12]);
@@ -73,15 +73,17 @@ describe('matmul wrappers', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('mmT is x @ w^T with gradients in x and w, for a wide and for a narrow w', () => {
+  test('mmT is x @ w^T with gradients in x and w, for a wide and a narrow w, with few rows and with many', () => {
     const rng = new Rng(4);
-    for (const [m, k] of [
-      [3, 6],
-      [6, 3],
+    for (const [m, k, n] of [
+      [3, 6, 5],
+      [6, 3, 5],
+      [3, 6, 9], // 6 rows or more: engine/wasm-matmul.ts's products, with transpose flags, on wasm
+      [9, 7, 13],
     ]) {
-      const x = rand(rng, [5, k]);
+      const x = rand(rng, [n, k]);
       const w = rand(rng, [m, k]);
-      const up = rand(rng, [5, m]);
+      const up = rand(rng, [n, m]);
       const before = tf.memory().numTensors;
       const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(mmT(a as tf.Tensor2D, b as tf.Tensor2D), up));
       const ref = (a: tf.Tensor, b: tf.Tensor) =>

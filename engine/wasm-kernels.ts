@@ -6,6 +6,7 @@
 //   saved activation was stored twice (~0.5 GB per step for the tiny preset at 8 x 512 tokens). Tensors are
 //   immutable, so the replacement shares the data by reference count, as the cpu backend's Identity does.
 import * as tf from '@tensorflow/tfjs';
+import { gemmBatchMatMul } from './wasm-matmul.ts';
 
 /** The parts of the wasm backend (tfjs-backend-wasm's BackendWasm) a kernel uses. */
 export interface WasmBackend {
@@ -77,8 +78,20 @@ const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo
   Identity: identity,
 };
 
-/** Swaps the wasm backend's Slice, SplitV, Unpack and Identity kernels for the ones above (string tensors keep the originals). */
+/**
+ * Swaps the wasm backend's Slice, SplitV, Unpack and Identity kernels for the ones above (string tensors keep the
+ * originals), and its BatchMatMul for engine/wasm-matmul.ts's.
+ */
 export function installWasmKernels(): void {
+  const matMul = tf.getKernel('BatchMatMul', 'wasm');
+  if (matMul && !(matMul.kernelFunc as { ft?: boolean }).ft) {
+    tf.unregisterKernel('BatchMatMul', 'wasm');
+    const kernelFunc = Object.assign(gemmBatchMatMul(matMul.kernelFunc as never), {
+      ft: true,
+      original: matMul.kernelFunc,
+    });
+    tf.registerKernel({ ...matMul, kernelFunc: kernelFunc as never });
+  }
   for (const [name, fn] of Object.entries(replacements)) {
     const original = tf.getKernel(name, 'wasm');
     if (!original || (original.kernelFunc as { ft?: boolean }).ft) continue;

@@ -5,17 +5,11 @@
 // A pool thread that throws or exits says so on the process's pool channel (engine/wasm-threads.ts): the main thread
 // may be blocked waiting for it inside a product, and its watchdog ends the run with that line instead of a hang.
 'use strict';
-const { BroadcastChannel, threadId } = require('node:worker_threads');
+const { reportFailures } = require('./pool-failures.cjs');
 const {
   wasmWorkerContents,
 } = require('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js');
 
-const failures = new BroadcastChannel(`ft-wasm-pool-${process.pid}`);
-failures.unref();
-const firstLine = (e) => String(e instanceof Error ? e.message : e).split('\n')[0];
-process.on('uncaughtExceptionMonitor', (e) =>
-  failures.postMessage(`wasm pool thread ${threadId} failed: ${firstLine(e)}`),
-);
-process.on('exit', (code) => failures.postMessage(`wasm pool thread ${threadId} exited (code ${code})`));
+reportFailures('wasm pool thread');
 
 new Function('require', '__filename', wasmWorkerContents.replace(/\n/g, '\\n'))(require, __filename);

@@ -1,5 +1,5 @@
-// The threaded wasm build in Node (engine/wasm-threads.ts): products on a pool of threads equal one thread's, and a
-// pool thread that fails ends the process with one line rather than leaving it waiting forever.
+// The threaded wasm build in Node (engine/wasm-threads.ts): products on the GEMM pool equal one thread's, and a
+// compute thread (XNNPACK pool or GEMM worker) that fails ends the process with one line rather than a hang.
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
@@ -7,7 +7,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Rng } from '../util/rng.ts';
 import { initBackend } from './backend.ts';
 
-const CHILD = fileURLToPath(new URL('../test/pool-failure-child.ts', import.meta.url));
+const child = (name: string) => fileURLToPath(new URL(`../test/${name}`, import.meta.url));
+
+/** Runs a child that should be ended by the watchdog: its signal and stderr. */
+const runChild = (file: string) =>
+  new Promise<{ signal: string | null; stderr: string }>((resolve) =>
+    execFile(process.execPath, ['--import', 'tsx', child(file)], { timeout: 60_000 }, (err, _out, stderr) =>
+      resolve({ signal: (err as { signal?: string } | null)?.signal ?? null, stderr }),
+    ),
+  );
 
 describe('wasm on a thread pool', () => {
   afterAll(async () => {
@@ -39,14 +47,18 @@ describe('wasm on a thread pool', () => {
   });
 
   it('a pool thread that throws while the main thread waits ends the process with one line', async () => {
-    const r = await new Promise<{ signal: string | null; stderr: string }>((resolve) =>
-      execFile(process.execPath, ['--import', 'tsx', CHILD], { timeout: 60_000 }, (err, _out, stderr) =>
-        resolve({ signal: (err as { signal?: string } | null)?.signal ?? null, stderr }),
-      ),
-    );
+    const r = await runChild('pool-failure-child.ts');
     expect(r.signal).toBe('SIGKILL'); // not the timeout's SIGTERM: the watchdog ended it
     expect(r.stderr).toMatch(
       /^ft: wasm pool thread \d+ failed: ENOENT: no such file or directory, open '\/nonexistent\/tfjs-backend-wasm-threaded-simd\.js'; the run is stopped \(the last checkpoint is kept\)\n$/,
+    );
+  });
+
+  it('a GEMM worker thread that throws while the main thread waits ends the process with one line', async () => {
+    const r = await runChild('gemm-worker-failure-child.ts');
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.stderr).toMatch(
+      /^ft: GEMM worker thread \d+ failed: Cannot read properties of undefined \(reading 'buffer'\); the run is stopped \(the last checkpoint is kept\)\n$/,
     );
   });
 });

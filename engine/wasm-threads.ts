@@ -1,15 +1,18 @@
-// tfjs-backend-wasm's pthread build (XNNPACK on a thread pool) started in Node, where the package itself only ever
+// The wasm backend on several threads. tfjs-backend-wasm's pthread build is started in Node for its memory, a
+// SharedArrayBuffer that engine/gemm-pool.ts's worker threads compute products in; the package itself only ever
 // starts the single-threaded build: its init makes emscripten's workers from blob: URLs, which worker_threads refuses
 // (tensorflow/tfjs#3830). Here emscripten gets real files instead: the worker script engine/wasm-pthread-worker.cjs
-// and the module's glue from the package's wasm-out/ folder, with the memory in a SharedArrayBuffer as usual.
+// and the module's glue from the package's wasm-out/ folder.
 //
-// Three things of the build are set around it:
-// - its C++ side caps the pool at emscripten_num_logical_cores() / 2 (it assumes two hyper-threads per core), which is
-//   1 on a 2-core machine. The import is answered with twice the wanted count, so the cap is the count asked for.
-// - pthreads keep Node's event loop alive; the pool's workers are unref'd, so a command ends when its work does.
-// - a pool thread that dies leaves the main thread waiting for it forever inside a product, where no JS of its own runs.
-//   Pool threads report a throw or an exit on a BroadcastChannel; a watchdog thread writes that line and ends the
-//   process (SIGKILL: the main thread cannot run a handler). Checkpoints are written by rename, so the last one stays.
+// Around the build:
+// - XNNPACK's own pool is kept to the calling thread. Products, the bulk of the work, run on the GEMM pool; with
+//   both pools at two threads they took turns spinning on the same two cores, and a stories15M step took 3.2 s
+//   against 2.6 s with XNNPACK on one.
+// - pthreads keep Node's event loop alive; the build's workers are unref'd, so a command ends when its work does.
+// - a compute thread that dies leaves the main thread waiting for it forever inside a product, where no JS of its own
+//   runs. Threads report a throw or an exit on a BroadcastChannel (engine/pool-failures.cjs); a watchdog thread
+//   writes that line and ends the process (SIGKILL: the main thread cannot run a handler). Checkpoints are written by
+//   rename, so the last one stays.
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
@@ -17,6 +20,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
+import { stopGemmWorkers } from './gemm-pool.ts';
 
 const require = createRequire(import.meta.url);
 const WASM_OUT = path.dirname(
@@ -24,8 +28,8 @@ const WASM_OUT = path.dirname(
 );
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'wasm-pthread-worker.cjs');
 
-/** tfjs-backend-wasm creates at most 8 pool threads (8 workers made ahead, max_num_threads = 8 in its backend.cc). */
-export const MAX_WASM_THREADS = 8;
+/** Most threads the wasm backend is started with. */
+export const MAX_WASM_THREADS = 64;
 
 interface PThreadWorker {
   unref(): void;
@@ -43,7 +47,8 @@ interface Imports {
   env: Record<string, unknown>;
 }
 
-async function startThreadedModule(threads: number): Promise<ThreadedModule> {
+/** The threaded build, with XNNPACK's pool at one thread (the caller's). */
+async function startThreadedModule(): Promise<ThreadedModule> {
   const factory = require(path.join(WASM_OUT, 'tfjs-backend-wasm-threaded-simd.js')) as Factory;
   const wasmFile = path.join(WASM_OUT, 'tfjs-backend-wasm-threaded-simd.wasm');
   let fail!: (e: unknown) => void;
@@ -53,11 +58,10 @@ async function startThreadedModule(threads: number): Promise<ThreadedModule> {
     locateFile: (file: string) => (file.endsWith('.worker.js') ? WORKER : path.join(WASM_OUT, file)),
     mainScriptUrlOrBlob: path.join(WASM_OUT, 'tfjs-backend-wasm-threaded-simd.js'),
     instantiateWasm(imports: Imports, receive: (instance: WebAssembly.Instance, module: WebAssembly.Module) => void) {
-      imports.env.emscripten_num_logical_cores = () => 2 * threads;
       WebAssembly.instantiate(readFileSync(wasmFile), imports as unknown as WebAssembly.Imports).then(
         ({ instance, module }) => {
-          // the build makes 8 workers ahead; the pool takes threads - 1, and the rest are stopped before they load
-          for (const worker of config.PThread!.unusedWorkers.splice(threads - 1)) worker.terminate();
+          // the build makes 8 workers ahead; one is kept (with none, emscripten waits forever for workers to load)
+          for (const worker of config.PThread!.unusedWorkers.splice(1)) worker.terminate();
           receive(instance, module);
         },
         fail,
@@ -85,8 +89,8 @@ let registered = 1;
 let running: ThreadedModule | undefined;
 let watchdog: Worker | undefined;
 
-/** The channel pool threads report failures on, one per process (engine/wasm-pthread-worker.cjs names it alike). */
-const poolChannelName = () => `ft-wasm-pool-${process.pid}`;
+/** The channel compute threads report failures on, one per process (engine/pool-failures.cjs). */
+const { poolChannelName } = require('./pool-failures.cjs') as { poolChannelName: () => string };
 
 /** A thread that ends the process with the first failure a pool thread reports (started once, never holds it open). */
 function startWatchdog(): void {
@@ -102,10 +106,15 @@ function startWatchdog(): void {
   watchdog.unref();
 }
 
+/** Threads the registered wasm backend computes products on. */
+export function wasmThreads(): number {
+  return registered;
+}
+
 /**
  * Registers the 'wasm' backend with `threads` threads: tfjs-backend-wasm's own single-threaded build for 1, else the
- * threaded build with a pool of that many threads (the calling thread is one of them). tf.setBackend('wasm') then
- * starts it; a backend already started with another count is removed first.
+ * threaded build, whose products run on that many threads (the calling thread is one of them). tf.setBackend('wasm')
+ * then starts it; a backend already started with another count is removed first.
  */
 export function registerWasm(threads: number): void {
   if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WASM_THREADS)
@@ -113,6 +122,7 @@ export function registerWasm(threads: number): void {
   if (threads === registered) return;
   tf.removeBackend('wasm');
   running?.PThread.terminateAllThreads();
+  stopGemmWorkers();
   running = undefined;
   registered = threads;
   if (threads === 1) {
@@ -123,8 +133,8 @@ export function registerWasm(threads: number): void {
     'wasm',
     async () => {
       startWatchdog();
-      const module = await startThreadedModule(threads);
-      setThreadsCount(threads);
+      const module = await startThreadedModule();
+      setThreadsCount(1);
       const backend = new BackendWasm(module as never);
       for (const worker of module.PThread.runningWorkers) worker.unref();
       running = module;

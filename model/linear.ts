@@ -70,9 +70,8 @@ export class DenseLinear implements Linear {
 export const denseLinear: LinearFactory = (_name, w, out, inp, b) => new DenseLinear(w, out, inp, b);
 
 /**
- * A frozen float32 [out, in] weight kept as stored and multiplied as (W x^T)^T (engine/matmul.ts mmFrozenT): no
- * transposed copy at load or in the backward pass. For lm_head, the largest weight, where DenseLinear's backward
- * would transpose [vocab, hidden] every step.
+ * A frozen float32 [out, in] weight kept as stored and multiplied as x W^T (engine/matmul.ts mmFrozenT): no
+ * transposed copy at load. For lm_head, the largest weight.
  */
 export class HeadLinear implements Linear {
   /** The frozen weight as a tensor [out, in], for products other than apply's (decoding's head) */

@@ -9,7 +9,6 @@ import type { Linear, LinearFactory } from '../model/linear.ts';
 import {
   dequantize,
   dequantizeRows,
-  dequantizeTransposed,
   matvec4bit,
   quantize,
   quantizedBytes,
@@ -24,7 +23,7 @@ export class QuantizedLinear implements Linear {
   readonly inFeatures: number;
   private readonly b: tf.Tensor1D | null;
   private readonly matmul: (x: tf.Tensor2D) => tf.Tensor2D;
-  /** W dequantized anew for each product, in the layout the product wants */
+  /** W dequantized anew for each product */
   private readonly transient: TransientWeight;
 
   constructor(
@@ -36,9 +35,8 @@ export class QuantizedLinear implements Linear {
     this.transient = {
       shape: q.shape,
       fill: (w) => dequantizeRows(q, 0, this.outFeatures, w),
-      fillTransposed: (wT) => dequantizeTransposed(q, wT),
     };
-    // y = x W^T (product below); dx = dy W, with W dequantized again, each in the form engine/matmul.ts picks.
+    // y = x W^T (product below); dx = dy W, with W dequantized again.
     this.matmul = customGrad<[tf.Tensor2D], tf.Tensor2D>(([x]) => ({
       value: this.product(x),
       gradFunc: (dy) => matMulTransient(dy, this.transient),
@@ -47,7 +45,7 @@ export class QuantizedLinear implements Linear {
 
   /**
    * y = x W^T. One row (decoding one sequence) skips the float W: matvec4bit on the packed codes (~3x faster);
-   * otherwise the dequantized W in the product form engine/matmul.ts picks for the backend and row count.
+   * otherwise the dequantized W (engine/matmul.ts matMulTransientT).
    */
   private product(x: tf.Tensor2D): tf.Tensor2D {
     if (x.shape[0] === 1 && this.q.kind !== 'int8' && this.inFeatures % 2 === 0) {

@@ -57,10 +57,13 @@ describe('estimateMemory', () => {
   test('activations grow linearly with batch and faster than linearly with sequence length (attention scores)', () => {
     const a = (b: number, t: number) =>
       estimateMemory(llama7b, { ...opts, microBatchSize: b, sequenceLen: t }).activationBytes;
-    // each row adds the same; the backward pass's attention temporaries are one pair at a time, whatever the batch
-    expect(a(4, 256) - a(3, 256)).toBe(a(2, 256) - a(1, 256));
-    expect(a(4, 256)).toBeLessThan(4 * a(1, 256));
-    expect(a(1, 1024)).toBeGreaterThan(2 * a(1, 512));
+    // each row adds the same; the backward pass's attention temporaries are a group of pairs of at most 2^22 scores
+    // (16 pairs of 512 x 512 here), whatever the batch
+    expect(a(4, 512) - a(3, 512)).toBe(a(2, 512) - a(1, 512));
+    expect(a(4, 512)).toBeLessThan(4 * a(1, 512));
+    // past 2048 tokens one pair's scores exceed the group's budget and grow with the square of the length
+    expect(a(1, 4096)).toBeGreaterThan(2 * a(1, 2048));
+    expect(a(1, 1024) - 2 * a(1, 512)).toBe(0 - 4 * 5 * 2 ** 22); // both hold 5 x 2^22 scores; the layers double
   });
 
   test('a tiny model at 8 x 256 tokens: twice its forward tensors (what tfjs holds until the backward pass ends)', () => {
@@ -82,13 +85,14 @@ describe('estimateMemory', () => {
     // per token and layer: 6h + sum(out) + LoRA 2·out + 2r per target + 10q + 9kv + 3m + 2h, with h = q = 64, kv = 32, m = 176
     const perLayer = 6 * 64 + 608 + (2 * 608 + 14 * 8) + 10 * 64 + 9 * 32 + 3 * 176 + 2 * 64;
     const forward = 2048 * (4 * perLayer + 4 * 64 + 2 * 1024);
-    expect(e.activationBytes).toBe(4 * (2 * forward + 5 * 2 * 256 * 256));
+    // attention: one group of 16 pairs (8 rows x 2 kv heads) of [2 x 256, 256] scores, 5 temporaries of it
+    expect(e.activationBytes).toBe(4 * (2 * forward + 5 * 16 * 2 * 256 * 256));
   });
 
   test('gradient checkpointing keeps each layer input and one layer of activations instead of every layer', () => {
     const plain = estimateMemory(llama7b, opts);
     const ckpt = estimateMemory(llama7b, { ...opts, gradientCheckpointing: true });
-    const attention = 4 * 5 * 512 * 512;
+    const attention = 4 * 5 * 16 * 512 * 512; // a group of 16 pairs of [512, 512] scores
     const outside = 4 * 2 * 512 * (4 * 4096 + 2 * 32000) + attention;
     // layers: 32 inputs of [512, 4096] against 32 layers' tensors and gradients; the head: 256 rows of logits, not 512
     const outsideCkpt = 4 * 2 * (512 * 4 * 4096 + 256 * 2 * 32000) + attention;

@@ -1,6 +1,6 @@
 // Memory needed to LoRA/QLoRA fine-tune a Llama-family model with ft: frozen base, adapters, their gradients
 // and AdamW state, and the activations tfjs autodiff keeps for the backward pass.
-import { BATCHED_ATTENTION_BELOW } from '../engine/attention.ts';
+import { SCORES_PER_GROUP } from '../engine/attention.ts';
 import type { LlamaConfig, LinearName } from '../model/types.ts';
 import { LINEAR_NAMES, LOSS_CHUNK_ROWS } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -98,8 +98,8 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   //   SwiGLU: sigmoid, silu, product                                 3m
   //   residual sums                                                  2h
   // Outside the layers: embeddings, final norm (4h), logits and softmax probabilities (2V).
-  // Attention scores are not kept: each (row, kv head) pair recomputes its probabilities in the backward pass, holding
-  // about 5 score-sized temporaries [G·T, T] at a time; rows short enough for the batched path keep theirs (4·B·H·T²).
+  // Attention scores are not kept: the backward pass recomputes the probabilities of a group of (row, kv head) pairs
+  // at a time, holding about 5 score-sized temporaries of the group ([pairs, G·T, T], engine/attention.ts).
   const q = shapes.q_proj[0];
   const kv = shapes.k_proj[0];
   const m = c.intermediateSize;
@@ -111,17 +111,20 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const T = o.sequenceLen;
   const tokens = o.microBatchSize * T;
   const G = c.numAttentionHeads / c.numKeyValueHeads;
-  const batchedAttention = G * T * T * c.headDim < BATCHED_ATTENTION_BELOW; // the switch in engine/attention.ts maskedAttention()
-  const attention = batchedAttention ? 4 * o.microBatchSize * c.numAttentionHeads * T * T * L : 5 * G * T * T;
+  const pairScores = G * T * T;
+  const groupPairs = Math.min(
+    o.microBatchSize * c.numKeyValueHeads,
+    Math.max(1, Math.floor(SCORES_PER_GROUP / pairScores)),
+  );
+  const attention = 5 * groupPairs * pairScores;
   // With gradient checkpointing only each layer's input [tokens, h] is kept through the forward pass; the backward
   // pass recomputes one layer at a time, holding that layer's tensors and their gradients.
   const layersHeld = o.gradientCheckpointing
     ? tokens * L * h + 2 * tokens * perTokenLayer
     : 2 * tokens * L * perTokenLayer;
-  const attentionHeld = o.gradientCheckpointing && batchedAttention ? attention / L : attention;
   // The head: final norm (4h per token), logits and probabilities (2V); checkpointed, one loss chunk's logits at a time.
   const logitRows = o.gradientCheckpointing ? Math.min(tokens, LOSS_CHUNK_ROWS) : tokens;
-  const activationBytes = 4 * (layersHeld + 2 * tokens * 4 * h + 2 * logitRows * 2 * V + attentionHeld);
+  const activationBytes = 4 * (layersHeld + 2 * tokens * 4 * h + 2 * logitRows * 2 * V + attention);
 
   const dequantBytes =
     o.quant === 'none' ? 0 : 2 * 4 * Math.max(...LINEAR_NAMES.map((n) => shapes[n][0] * shapes[n][1]));

@@ -6,7 +6,6 @@ import {
   blockScales,
   dequantize,
   dequantizeRows,
-  dequantizeTransposed,
   matvec4bit,
   quantize,
   quantizedBytes,
@@ -187,18 +186,6 @@ describe('layout and size', () => {
       expect(Array.from(buf)).toEqual(Array.from(all.subarray(3 * cols, 6 * cols)));
       dequantizeRows(q, 1, 2, buf);
       expect(Array.from(buf.subarray(0, cols))).toEqual(Array.from(all.subarray(cols, 2 * cols)));
-    }
-  });
-
-  test('dequantizeTransposed writes W^T [in, out] of dequantize, over several strips and a short last one', () => {
-    const [rows, cols] = [150, 45]; // strips of 64 rows: 64, 64, 22; rows start mid-block and on odd elements
-    const w = normal(rows * cols, 4);
-    for (const kind of ['nf4', 'fp4', 'int8'] as const) {
-      const q = quantize(w, [rows, cols], { kind, blockSize: 64 });
-      const all = dequantize(q);
-      const t = new Float32Array(rows * cols);
-      dequantizeTransposed(q, t);
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) expect(t[c * rows + r]).toBe(all[r * cols + c]);
     }
   });
 

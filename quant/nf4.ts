@@ -186,27 +186,6 @@ export function dequantizeRows(q: QuantizedTensor, row0: number, row1: number, o
   dequantizeInto(q, row0 * cols, row1 * cols, out);
 }
 
-/** Rows dequantized at a time by dequantizeTransposed, then scattered: 64 measured fastest of 8-64 here. */
-const TRANSPOSE_STRIP = 64;
-
-/**
- * The dequantized weight transposed, row-major [in, out]: W^T for a product x W^T that needs no transpose kernel.
- * Strips of rows are dequantized into a small buffer and written out column by column (~2x a plain dequantize,
- * against ~4x more for a dequantize followed by tfjs-wasm's Transpose). The same values as dequantize, moved.
- */
-export function dequantizeTransposed(q: QuantizedTensor, out: Float32Array): void {
-  const [rows, cols] = q.shape;
-  if (out.length < rows * cols) throw new RangeError(`dequantizeTransposed: [${q.shape}] into ${out.length} values`);
-  const strip = new Float32Array(Math.min(TRANSPOSE_STRIP, rows) * cols);
-  for (let r0 = 0; r0 < rows; r0 += TRANSPOSE_STRIP) {
-    const n = Math.min(TRANSPOSE_STRIP, rows - r0);
-    dequantizeInto(q, r0 * cols, (r0 + n) * cols, strip);
-    for (let c = 0; c < cols; c++) {
-      for (let i = 0, o = c * rows + r0, s = c; i < n; i++, s += cols) out[o + i] = strip[s];
-    }
-  }
-}
-
 /** Flattened elements [start, end) into out[0 .. end-start), value = code * absmax in float32 as bnb's kernels. */
 function dequantizeInto(q: QuantizedTensor, start: number, end: number, out: Float32Array): void {
   if (q.kind !== 'int8') return dequantize4bit(q, start, end, out);

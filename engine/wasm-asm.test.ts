@@ -1,0 +1,79 @@
+// engine/wasm-asm.ts writes the same bytes as wabt (the WebAssembly Binary Toolkit's assembler) for the same program,
+// and the GEMM kernel module it writes is one wabt reads back and V8 compiles.
+import wabtInit from 'wabt';
+import { describe, expect, test } from 'vitest';
+import { gemmKernelBytes, relaxedSimd } from './gemm-kernel.ts';
+import { I32, op, V128, wasmModule } from './wasm-asm.ts';
+
+const FEATURES = { simd: true, relaxed_simd: true, threads: true };
+
+// Every instruction of the writer, in two functions of one signature and one of another.
+const WAT = `(module
+  (import "env" "mem" (memory $m 1 65536 shared))
+  (func (export "sum") (param $p i32) (param $n i32) (param $acc i32) (local $a v128) (local $b v128) (local $t i32)
+    (if (local.get $acc) (then (local.set $a (v128.load offset=16 (local.get $p)))))
+    (block $out (loop $next
+      (br_if $out (i32.eqz (local.get $n)))
+      (local.set $b (v128.load32_splat offset=4 (local.get $p)))
+      (local.set $a (f32x4.add (local.get $a) (f32x4.mul (local.get $b) (local.get $b))))
+      (local.set $a (f32x4.relaxed_madd (local.get $a) (local.get $b) (local.get $a)))
+      (local.set $p (i32.add (local.get $p) (i32.const 200)))
+      (local.set $n (i32.sub (local.get $n) (i32.const -70)))
+      (br $next)))
+    (v128.store offset=32 (local.get $p) (local.get $a)))
+  (func (export "copy") (param $s i32) (param $d i32) (param $k i32)
+    (f32.store offset=8 (local.get $d) (f32.load (local.get $s))))
+  (func (export "one") (param $x i32)))`;
+
+function ours(): Uint8Array {
+  const get = op.localGet;
+  const [p, n, acc, a, b] = [0, 1, 2, 3, 4];
+  return wasmModule(
+    [
+      {
+        name: 'sum',
+        params: [I32, I32, I32],
+        locals: [V128, V128, I32],
+        body: [
+          op.if(get(acc), op.localSet(a, op.v128Load(get(p), 16))),
+          op.block(
+            op.loop(
+              op.brIf(1, op.i32Eqz(get(n))),
+              op.localSet(b, op.v128Load32Splat(get(p), 4)),
+              op.localSet(a, op.f32x4Add(get(a), op.f32x4Mul(get(b), get(b)))),
+              op.localSet(a, op.f32x4RelaxedMadd(get(a), get(b), get(a))),
+              op.localSet(p, op.i32Add(get(p), op.i32Const(200))),
+              op.localSet(n, op.i32Sub(get(n), op.i32Const(-70))),
+              op.br(0),
+            ),
+          ),
+          op.v128Store(get(p), get(a), 32),
+        ].flat(),
+      },
+      { name: 'copy', params: [I32, I32, I32], locals: [], body: op.f32Store(get(1), op.f32Load(get(0)), 8) },
+      { name: 'one', params: [I32], locals: [], body: [] },
+    ],
+    { shared: true },
+  );
+}
+
+describe('wasm-asm', () => {
+  test("writes wabt's bytes for a program with every instruction it has", async () => {
+    const wabt = await wabtInit();
+    const theirs = wabt.parseWat('test.wat', WAT, FEATURES).toBinary({}).buffer;
+    expect(Buffer.from(ours())).toEqual(Buffer.from(theirs));
+  });
+
+  test('the GEMM kernel module, shared or not and fused or not, reads back in wabt and compiles in V8', async () => {
+    const wabt = await wabtInit();
+    relaxedSimd(); // sets V8's relaxed-SIMD flag where it needs one
+    for (const shared of [false, true])
+      for (const fused of [false, true]) {
+        const bytes = gemmKernelBytes({ shared }, fused);
+        const text = wabt.readWasm(bytes, FEATURES).toText({});
+        expect(text).toContain('(export "tile"');
+        expect(text.includes('f32x4.relaxed_madd')).toBe(fused);
+        expect(WebAssembly.validate(bytes)).toBe(true);
+      }
+  });
+});

@@ -1,0 +1,116 @@
+// A minimal WebAssembly binary writer: one module of exported functions over one imported memory, with the handful of
+// instructions engine/gemm-kernel.ts needs. Encodings follow the WebAssembly core spec (binary format, chapter 5) and
+// its SIMD and relaxed-SIMD extensions; engine/wasm-asm.test.ts checks them against wabt's assembler.
+
+/** Value types: i32 and v128. */
+export const I32 = 0x7f;
+export const V128 = 0x7b;
+type ValType = typeof I32 | typeof V128;
+
+/** Unsigned LEB128. */
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (n !== 0);
+  return out;
+}
+
+/** Signed LEB128 of a 32-bit integer. */
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const byte = n & 0x7f;
+    n >>= 7;
+    const done = (n === 0 && (byte & 0x40) === 0) || (n === -1 && (byte & 0x40) !== 0);
+    out.push(done ? byte : byte | 0x80);
+    if (done) return out;
+  }
+}
+
+const name = (s: string): number[] => [...uleb(s.length), ...Buffer.from(s, 'utf8')];
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
+
+/** One instruction's bytes (or several in a row). */
+export type Code = number[];
+const simd = (op: number, ...rest: number[]): Code => [0xfd, ...uleb(op), ...rest];
+/** memarg: alignment as log2 bytes, then the constant byte offset */
+const memarg = (alignLog2: number, offset: number): number[] => [...uleb(alignLog2), ...uleb(offset)];
+
+/** The instructions, named as in the text format (`local.get` is `op.localGet`). */
+export const op = {
+  block: (...body: Code[]): Code => [0x02, 0x40, ...body.flat(), 0x0b],
+  loop: (...body: Code[]): Code => [0x03, 0x40, ...body.flat(), 0x0b],
+  /** if without else, producing nothing */
+  if: (cond: Code, ...body: Code[]): Code => [...cond, 0x04, 0x40, ...body.flat(), 0x0b],
+  br: (depth: number): Code => [0x0c, ...uleb(depth)],
+  brIf: (depth: number, cond: Code): Code => [...cond, 0x0d, ...uleb(depth)],
+  localGet: (i: number): Code => [0x20, ...uleb(i)],
+  localSet: (i: number, value: Code): Code => [...value, 0x21, ...uleb(i)],
+  i32Const: (n: number): Code => [0x41, ...sleb(n)],
+  i32Add: (a: Code, b: Code): Code => [...a, ...b, 0x6a],
+  i32Sub: (a: Code, b: Code): Code => [...a, ...b, 0x6b],
+  i32Eqz: (a: Code): Code => [...a, 0x45],
+  f32Load: (addr: Code, offset = 0): Code => [...addr, 0x2a, ...memarg(2, offset)],
+  f32Store: (addr: Code, value: Code, offset = 0): Code => [...addr, ...value, 0x38, ...memarg(2, offset)],
+  v128Load: (addr: Code, offset = 0): Code => [...addr, ...simd(0x00, ...memarg(4, offset))],
+  v128Load32Splat: (addr: Code, offset = 0): Code => [...addr, ...simd(0x09, ...memarg(2, offset))],
+  v128Store: (addr: Code, value: Code, offset = 0): Code => [...addr, ...value, ...simd(0x0b, ...memarg(4, offset))],
+  f32x4Add: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe4)],
+  f32x4Mul: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe6)],
+  /** a * b + c, fused where the machine has FMA (relaxed SIMD) */
+  f32x4RelaxedMadd: (a: Code, b: Code, c: Code): Code => [...a, ...b, ...c, ...simd(0x105)],
+};
+
+/** Consecutive equal types as [type, count], the form of a function's local declarations. */
+function runs(types: ValType[]): [ValType, number][] {
+  const out: [ValType, number][] = [];
+  for (const t of types) {
+    const last = out[out.length - 1];
+    if (last && last[0] === t) last[1]++;
+    else out.push([t, 1]);
+  }
+  return out;
+}
+
+export interface WasmFunction {
+  name: string;
+  params: ValType[];
+  /** locals after the params */
+  locals: ValType[];
+  body: Code;
+}
+
+/**
+ * The bytes of a module that imports its memory as env.mem (shared memory must declare a maximum, here 4 GiB) and
+ * exports `functions`, none of which returns a value.
+ */
+export function wasmModule(functions: WasmFunction[], memory: { shared: boolean }): Uint8Array<ArrayBuffer> {
+  // one type per distinct signature, in order of first use
+  const signatures = functions.map((f) => f.params.join());
+  const distinct = [...new Set(signatures)];
+  const types = distinct.map((sig) => {
+    const params = functions[signatures.indexOf(sig)].params;
+    return [0x60, ...vec(params.map((t) => [t])), 0x00];
+  });
+  const limits = memory.shared ? [0x03, ...uleb(1), ...uleb(65536)] : [0x00, ...uleb(1)];
+  const imports = vec([[...name('env'), ...name('mem'), 0x02, ...limits]]);
+  const exports = vec(functions.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]));
+  const bodies = functions.map((f) => {
+    const locals = vec(runs(f.locals).map(([t, n]) => [...uleb(n), t]));
+    const body = [...locals, ...f.body, 0x0b];
+    return [...uleb(body.length), ...body];
+  });
+  return new Uint8Array([
+    ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    ...section(1, vec(types)),
+    ...section(2, imports),
+    ...section(3, vec(signatures.map((sig) => uleb(distinct.indexOf(sig))))),
+    ...section(7, exports),
+    ...section(10, vec(bodies)),
+  ]);
+}

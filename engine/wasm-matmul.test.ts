@@ -1,0 +1,92 @@
+// The wasm backend's BatchMatMul (engine/wasm-matmul.ts) against tfjs-backend-cpu's, over transposed, batched and
+// broadcast operands and the few-row products left to XNNPACK; on 2 threads to the bits of 1; and the boxes it gives
+// the threads cover C once.
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-cpu';
+import { afterAll, describe, expect, test } from 'vitest';
+import { Rng } from '../util/rng.ts';
+import { initBackend } from './backend.ts';
+import type { GemmProblem } from './gemm.ts';
+import { splitProblems } from './wasm-matmul.ts';
+
+type Case = { a: number[]; b: number[]; ta: boolean; tb: boolean };
+const CASES: Case[] = [
+  { a: [70, 33], b: [33, 50], ta: false, tb: false },
+  { a: [33, 70], b: [50, 33], ta: true, tb: true },
+  { a: [3, 40, 17], b: [3, 17, 24], ta: false, tb: false }, // batched, as attention's
+  { a: [3, 40, 17], b: [3, 24, 17], ta: false, tb: true },
+  { a: [2, 3, 17, 40], b: [2, 3, 17, 24], ta: true, tb: false }, // two batch dims
+  { a: [4, 12, 9], b: [9, 30], ta: false, tb: false }, // B broadcast over the batch
+  { a: [12, 9], b: [4, 30, 9], ta: false, tb: true }, // A broadcast
+  { a: [1, 288], b: [288, 100], ta: false, tb: false }, // one row: XNNPACK's
+  { a: [2, 5, 16], b: [2, 16, 40], ta: false, tb: false },
+  // large enough (over 2^22 FLOP) to go to the pool on 2 threads
+  { a: [500, 96], b: [96, 200], ta: false, tb: false },
+  { a: [3, 64, 256], b: [3, 300, 64], ta: true, tb: true },
+];
+
+function products(seed: number): Float32Array[] {
+  const r = new Rng(seed);
+  const rand = (shape: number[]) =>
+    tf.tensor(
+      Float32Array.from({ length: shape.reduce((p, d) => p * d, 1) }, () => r.next() - 0.5),
+      shape,
+    );
+  return CASES.map(({ a, b, ta, tb }) => tf.tidy(() => tf.matMul(rand(a), rand(b), ta, tb).dataSync() as Float32Array));
+}
+
+describe('BatchMatMul on wasm', () => {
+  afterAll(async () => {
+    await initBackend('wasm', 1); // the unit tier shares this worker's backend with other files
+  });
+
+  test("equals tfjs-backend-cpu's within float32 rounding, and gives the same bits on 2 threads as on 1", async () => {
+    await tf.setBackend('cpu');
+    const reference = products(3);
+    await initBackend('wasm', 1);
+    const one = products(3);
+    await initBackend('wasm', 2);
+    const two = products(3);
+    for (let i = 0; i < CASES.length; i++) {
+      expect(one[i].length).toBe(reference[i].length);
+      for (let j = 0; j < one[i].length; j++) expect(Math.abs(one[i][j] - reference[i][j])).toBeLessThan(2e-6);
+      expect(Buffer.from(two[i].buffer).equals(Buffer.from(one[i].buffer))).toBe(true);
+    }
+  });
+});
+
+describe('splitProblems', () => {
+  const problem = (m: number, n: number): GemmProblem => ({
+    m,
+    n,
+    k: 4,
+    a: { offset: 0, rowStride: 4, colStride: 1 },
+    b: { offset: 0, rowStride: n, colStride: 1 },
+    c: 0,
+    ldc: n,
+  });
+
+  test.each([
+    [[problem(1024, 288)], 2],
+    [[problem(100, 3000)], 3],
+    [[problem(7, 9)], 8],
+    [Array.from({ length: 5 }, () => problem(40, 40)), 2],
+  ] as [GemmProblem[], number][])(
+    'covers each C once, in whole tiles, with work for every thread (%#)',
+    (ps, threads) => {
+      const jobs = splitProblems(ps, threads);
+      // as many boxes as threads, unless the problems have fewer whole tiles along their longer side
+      const bands = ps.length * Math.ceil(Math.max(ps[0].m / 6, ps[0].n / 8));
+      expect(jobs.length).toBeGreaterThanOrEqual(Math.min(threads, bands));
+      for (const g of ps) {
+        const hits = new Uint8Array(g.m * g.n);
+        for (const { rows, cols } of jobs.filter((j) => j.g === g)) {
+          if (rows[1] < g.m) expect(rows[1] % 6).toBe(0);
+          if (cols[1] < g.n) expect(cols[1] % 8).toBe(0);
+          for (let i = rows[0]; i < rows[1]; i++) for (let j = cols[0]; j < cols[1]; j++) hits[i * g.n + j]++;
+        }
+        expect(hits.every((h) => h === 1)).toBe(true);
+      }
+    },
+  );
+});
