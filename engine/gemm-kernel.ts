@@ -1,6 +1,6 @@
-// The micro-kernel of engine/gemm.ts, written as WebAssembly SIMD and compiled over tfjs-backend-wasm's own memory, so it
-// reads and writes tensors where they are. One call computes a 6 x 8 tile of C from a packed panel of A (k steps of
-// 6 values) and one of B (k steps of 8): twelve 4-lane accumulators, fifteen of the sixteen xmm registers V8 gives
+// The micro-kernel of engine/gemm.ts and its packing loops, written as WebAssembly SIMD and compiled over
+// tfjs-backend-wasm's own memory, so they read and write tensors where they are. A 6 x 8 tile of C is computed from a
+// packed panel of A (k steps of 6 values) and one of B (k steps of 8): twelve 4-lane accumulators, fifteen of the sixteen xmm registers V8 gives
 // wasm on x64, the sixteenth is its scratch. With relaxed SIMD each step is a fused multiply-add (vfmadd on x64
 // with FMA); without it, a multiply and an add, as tfjs's XNNPACK build does.
 // Measured against XNNPACK (one thread, same process, [1020, 288] x [288, 32000]): 1583 ms, 697 ms with
@@ -60,6 +60,36 @@ function tileFunction(fused: boolean): WasmFunction {
   };
 }
 
+/**
+ * tiles(pa, pb, pbStep, pc, k, ldc, accumulate, panels): tile for each of `panels` A panels in a row (k steps of 6
+ * values each, from pa), the next panel's tile of C 6 rows below. One call per column of tiles, since calls from JS
+ * cost ~50 ns each; tile stays its own function (an outer loop around its body made V8 allocate its registers worse:
+ * 20-50% slower).
+ */
+function tilesFunction(tileIndex: number): WasmFunction {
+  const [pa, pb, pbStep, pc, k, ldc, accumulate, panels] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const get = op.localGet;
+  const call = op.call(tileIndex, ...[pa, pb, pbStep, pc, k, ldc, accumulate].map(get));
+  const panelBytes = 4 * MR; // times k: one panel
+  return {
+    name: 'tiles',
+    params: [I32, I32, I32, I32, I32, I32, I32, I32],
+    locals: [I32, I32], // bytes per A panel, per 6 rows of C
+    body: [
+      op.localSet(8, op.i32Mul(get(k), op.i32Const(panelBytes))),
+      op.localSet(9, op.i32Mul(get(ldc), op.i32Const(MR))),
+      countedLoop(
+        panels,
+        [call],
+        [
+          [pa, 8],
+          [pc, 9],
+        ],
+      ),
+    ].flat(),
+  };
+}
+
 /** A loop of `count` steps over the params (all i32) with the given body; `advance` names [param, step param or bytes]. */
 function countedLoop(count: number, body: Code[], advance: [number, number | { bytes: number }][]): Code {
   const get = op.localGet;
@@ -76,22 +106,28 @@ function countedLoop(count: number, body: Code[], advance: [number, number | { b
   );
 }
 
-/** gather(src, srcStep, dst, dstStep, count): count floats from src (srcStep bytes apart) to dst (dstStep apart). */
-function gatherFunction(): WasmFunction {
-  const [src, srcStep, dst, dstStep, count] = [0, 1, 2, 3, 4];
-  const move = op.f32Store(op.localGet(dst), op.f32Load(op.localGet(src)));
+/**
+ * packR(src, lineStride, stepStride, dst, k): a panel of R lines (A's rows, or B's columns when B is stored
+ * transposed) over k steps: dst gets, step by step, the R values at src + r * lineStride, then src + stepStride, ...
+ * R loads from R streams and R contiguous stores per step; one call per panel.
+ */
+function packFunction(lines: number): WasmFunction {
+  const [src, lineStride, stepStride, dst, k] = [0, 1, 2, 3, 4];
+  const line = (r: number) => 5 + r; // each line's cursor, locals 5 ..
+  const get = op.localGet;
+  const starts = Array.from({ length: lines }, (_, r) =>
+    op.localSet(line(r), r === 0 ? get(src) : op.i32Add(get(line(r - 1)), get(lineStride))),
+  );
+  const moves = Array.from({ length: lines }, (_, r) => op.f32Store(get(dst), op.f32Load(get(line(r))), 4 * r));
+  const advance: [number, number | { bytes: number }][] = [
+    ...Array.from({ length: lines }, (_, r): [number, number] => [line(r), stepStride]),
+    [dst, { bytes: 4 * lines }],
+  ];
   return {
-    name: 'gather',
+    name: `pack${lines}`,
     params: [I32, I32, I32, I32, I32],
-    locals: [],
-    body: countedLoop(
-      count,
-      [move],
-      [
-        [src, srcStep],
-        [dst, dstStep],
-      ],
-    ),
+    locals: Array(lines).fill(I32),
+    body: [...starts, countedLoop(k, moves, advance)].flat(),
   };
 }
 
@@ -110,16 +146,33 @@ function copy8Function(): WasmFunction {
   };
 }
 
-/** The module's functions, addresses in bytes. */
+type Pack = (src: number, lineStride: number, stepStride: number, dst: number, k: number) => void;
+
+/** The module's functions, addresses and strides in bytes. */
 export interface GemmKernel {
-  tile(pa: number, pb: number, pbStep: number, pc: number, k: number, ldc: number, accumulate: number): void;
-  gather(src: number, srcStep: number, dst: number, dstStep: number, count: number): void;
+  tiles(
+    pa: number,
+    pb: number,
+    pbStep: number,
+    pc: number,
+    k: number,
+    ldc: number,
+    accumulate: number,
+    panels: number,
+  ): void;
+  /** a panel of A (6 rows) */
+  pack6: Pack;
+  /** a panel of B stored transposed (8 columns) */
+  pack8: Pack;
   copy8(src: number, srcStep: number, dst: number, count: number): void;
 }
 
 /** The kernel module's bytes, for a shared (threaded build) or unshared memory, fused or not. */
 export function gemmKernelBytes(memory: { shared: boolean }, fused: boolean): Uint8Array<ArrayBuffer> {
-  return wasmModule([tileFunction(fused), gatherFunction(), copy8Function()], memory);
+  return wasmModule(
+    [tileFunction(fused), tilesFunction(0), packFunction(MR), packFunction(NR), copy8Function()],
+    memory,
+  );
 }
 
 /** Whether this Node compiles relaxed SIMD (V8 12 does by default; V8 11, Node 20's, behind the flag set here). */

@@ -55,10 +55,10 @@ describe('gemmBlock', () => {
   const kernels = { fused: gemmKernel(memory, relaxedSimd()), unfused: gemmKernel(memory, false) };
 
   test.each([
-    [13, 21, 300, false, false], // edges in both directions, k over one block of 256
-    [13, 21, 300, true, false],
-    [13, 21, 300, false, true],
-    [13, 21, 300, true, true],
+    [13, 21, 400, false, false], // edges in both directions, k over one block of 384: two of 200
+    [13, 21, 400, true, false],
+    [13, 21, 400, false, true],
+    [13, 21, 400, true, true],
     [12, 2100, 40, false, false], // columns over one block of 2048
     [130, 17, 9, true, true], // rows over one block of 120
     [1, 100, 37, false, false], // one panel of rows: B read in place, its last 4 columns packed

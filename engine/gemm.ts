@@ -5,7 +5,7 @@
 // than its packing. The heap is tfjs-backend-wasm's: offsets count float32 values from its start.
 import { type GemmKernel, MR, NR } from './gemm-kernel.ts';
 
-const KC = 256; // steps of k per block: a B panel of 256 x 8 values is 8 KiB, in L1
+const KC = 384; // most steps of k per block (k is cut into equal blocks): a B panel of 384 x 8 values is 12 KiB, in L1
 const MC = 120; // rows per A block: 120 x 256 values, 120 KiB, in L2
 const NC = 2048; // columns per B block: 2 MiB, in L2/L3
 
@@ -30,9 +30,26 @@ export interface GemmProblem {
 /** Values of scratch heap one gemmBlock call needs: its packed A and B blocks and one edge tile. */
 export const GEMM_SCRATCH = MC * KC + KC * NC + MR * NR;
 
-/** Zeroes `count` values of the heap from `at`, `step` apart: a panel's rows or columns past the matrix's edge. */
-function zeroes(heap: Float32Array, at: number, step: number, count: number): void {
-  for (let p = 0; p < count; p++) heap[at + p * step] = 0;
+/**
+ * A panel cut by the matrix's edge, in JS: `lines` of the panel's `width` from src (lineStride apart), k steps
+ * (stepStride apart), the rest of each step zero. Offsets and strides in values.
+ */
+function packEdge(
+  heap: Float32Array,
+  src: number,
+  lineStride: number,
+  stepStride: number,
+  lines: number,
+  width: number,
+  to: number,
+  k: number,
+) {
+  for (let p = 0; p < k; p++) {
+    const at = to + p * width;
+    let r = 0;
+    for (; r < lines; r++) heap[at + r] = heap[src + r * lineStride + p * stepStride];
+    for (; r < width; r++) heap[at + r] = 0;
+  }
 }
 
 /** Packs A's rows [i0, i0 + mc), steps [p0, p0 + kc) at `to`: panels of kc x 6 values, rows past the end zero. */
@@ -47,14 +64,10 @@ function packA(
   to: number,
 ) {
   for (let ip = 0; ip < mc; ip += MR) {
+    const src = a.offset + (i0 + ip) * a.rowStride + p0 * a.colStride;
     const panel = to + ip * kc;
-    for (let r = 0; r < MR; r++) {
-      if (ip + r >= mc) zeroes(heap, panel + r, MR, kc);
-      else {
-        const src = a.offset + (i0 + ip + r) * a.rowStride + p0 * a.colStride;
-        kernel.gather(4 * src, 4 * a.colStride, 4 * (panel + r), 4 * MR, kc);
-      }
-    }
+    if (mc - ip >= MR) kernel.pack6(4 * src, 4 * a.rowStride, 4 * a.colStride, 4 * panel, kc);
+    else packEdge(heap, src, a.rowStride, a.colStride, mc - ip, MR, panel, kc);
   }
 }
 
@@ -70,17 +83,11 @@ function packB(
   to: number,
 ) {
   for (let jp = 0; jp < nc; jp += NR) {
-    const panel = to + jp * kc;
-    const cols = Math.min(NR, nc - jp);
     const src = b.offset + p0 * b.rowStride + (j0 + jp) * b.colStride;
-    if (cols === NR && b.colStride === 1) {
-      kernel.copy8(4 * src, 4 * b.rowStride, 4 * panel, kc);
-      continue;
-    }
-    for (let j = 0; j < NR; j++) {
-      if (j >= cols) zeroes(heap, panel + j, NR, kc);
-      else kernel.gather(4 * (src + j * b.colStride), 4 * b.rowStride, 4 * (panel + j), 4 * NR, kc);
-    }
+    const panel = to + jp * kc;
+    if (nc - jp < NR) packEdge(heap, src, b.colStride, b.rowStride, nc - jp, NR, panel, kc);
+    else if (b.colStride === 1) kernel.copy8(4 * src, 4 * b.rowStride, 4 * panel, kc);
+    else kernel.pack8(4 * src, 4 * b.colStride, 4 * b.rowStride, 4 * panel, kc);
   }
 }
 
@@ -103,8 +110,9 @@ export function gemmBlock(
   const inPlaceB = i1 - i0 <= MR && g.b.colStride === 1;
   for (let jc = j0; jc < j1; jc += NC) {
     const nc = Math.min(NC, j1 - jc);
-    for (let pc = 0; pc < g.k; pc += KC) {
-      const kc = Math.min(KC, g.k - pc);
+    const kBlock = Math.ceil(g.k / Math.ceil(g.k / KC)); // 288 is one block, not 256 + 32
+    for (let pc = 0; pc < g.k; pc += kBlock) {
+      const kc = Math.min(kBlock, g.k - pc);
       const accumulate = pc > 0 ? 1 : 0;
       if (!inPlaceB) packB(heap, kernel, g.b, pc, kc, jc, nc, packedB);
       for (let ic = i0; ic < i1; ic += MC) {
@@ -117,17 +125,17 @@ export function gemmBlock(
               ? [4 * (g.b.offset + pc * g.b.rowStride + jc + jr), 4 * g.b.rowStride]
               : [4 * (packedB + jr * kc), 4 * NR];
           if (inPlaceB && cols < NR) packB(heap, kernel, g.b, pc, kc, jc + jr, cols, packedB + jr * kc);
-          for (let ir = 0; ir < mc; ir += MR) {
+          // whole tiles in one call, then the tiles cut by C's edges through the edge tile
+          const whole = cols === NR ? Math.floor(mc / MR) : 0;
+          const c0 = g.c + ic * g.ldc + jc + jr;
+          if (whole > 0) kernel.tiles(4 * packedA, pb, pbStep, 4 * c0, kc, 4 * g.ldc, accumulate, whole);
+          for (let ir = whole * MR; ir < mc; ir += MR) {
             const pa = 4 * (packedA + ir * kc);
             const rows = Math.min(MR, mc - ir);
-            const c = g.c + (ic + ir) * g.ldc + jc + jr;
-            if (rows === MR && cols === NR) {
-              kernel.tile(pa, pb, pbStep, 4 * c, kc, 4 * g.ldc, accumulate);
-              continue;
-            }
+            const c = c0 + ir * g.ldc;
             for (let r = 0; accumulate && r < rows; r++)
               for (let j = 0; j < cols; j++) heap[edge + r * NR + j] = heap[c + r * g.ldc + j];
-            kernel.tile(pa, pb, pbStep, 4 * edge, kc, 4 * NR, accumulate);
+            kernel.tiles(pa, pb, pbStep, 4 * edge, kc, 4 * NR, accumulate, 1);
             for (let r = 0; r < rows; r++)
               for (let j = 0; j < cols; j++) heap[c + r * g.ldc + j] = heap[edge + r * NR + j];
           }

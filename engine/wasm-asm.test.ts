@@ -12,6 +12,7 @@ const WAT = `(module
   (import "env" "mem" (memory $m 1 65536 shared))
   (func (export "sum") (param $p i32) (param $n i32) (param $acc i32) (local $a v128) (local $b v128) (local $t i32)
     (if (local.get $acc) (then (local.set $a (v128.load offset=16 (local.get $p)))))
+    (if (local.get $n) (then (local.set $b (v128.const i32x4 0 0 0 0))) (else (local.set $t (i32.const 3))))
     (block $out (loop $next
       (br_if $out (i32.eqz (local.get $n)))
       (local.set $b (v128.load32_splat offset=4 (local.get $p)))
@@ -36,6 +37,7 @@ function ours(): Uint8Array {
         locals: [V128, V128, I32],
         body: [
           op.if(get(acc), op.localSet(a, op.v128Load(get(p), 16))),
+          op.ifElse(get(n), [op.localSet(b, op.v128Zero())], [op.localSet(5, op.i32Const(3))]),
           op.block(
             op.loop(
               op.brIf(1, op.i32Eqz(get(n))),
@@ -71,7 +73,7 @@ describe('wasm-asm', () => {
       for (const fused of [false, true]) {
         const bytes = gemmKernelBytes({ shared }, fused);
         const text = wabt.readWasm(bytes, FEATURES).toText({});
-        expect(text).toContain('(export "tile"');
+        expect(text).toContain('(export "tiles"');
         expect(text.includes('f32x4.relaxed_madd')).toBe(fused);
         expect(WebAssembly.validate(bytes)).toBe(true);
       }
