@@ -133,10 +133,7 @@ export const generateCommand: CommandModule<GlobalArgs, GenerateArgs> = {
         describe: 'start the prompt with BOS (--no-bos to leave it out)',
       }) as unknown as Argv<GenerateArgs>,
   async handler(args) {
-    // One sequence decodes one token per forward: every product is a row or a few, and on threaded wasm waking the
-    // pool for each costs more than it saves on small models (bench: stories15M shape 49.2 -> 43.1 tokens/s on 2
-    // threads, tiny preset 193.5 -> 93.1; stories110M gains, 10.4 -> 11.9). So one thread unless --threads says so.
-    await startRun({ ...args, threads: args.threads ?? 1 });
+    await startRun(args);
     const r = await runGenerate(args);
     if (r.contextNote) process.stderr.write(r.contextNote + '\n');
     if (!args.quiet) {
