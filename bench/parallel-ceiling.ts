@@ -1,6 +1,6 @@
 // What N cores give N independent one-thread jobs here, the most any N-thread speedup can reach: a 512³ matMul loop
-// timed alone, then as N copies at once in separate processes, for ft's kernel (tfjs-wasm's XNNPACK) and, when
-// the peer can run, for torch's (its BLAS). On a VM whose cores share one physical core's vector units, or slow
+// timed alone, then as N copies at once in separate processes, for ft's kernel (engine/wasm-matmul.ts on tfjs-wasm)
+// and, when the peer can run, for torch's (its BLAS). On a VM whose cores share one physical core's vector units, or slow
 // down together, the copies' sum falls short of N times one.
 // Run: npx tsx bench/parallel-ceiling.ts [copies]   (bench/train.ts runs it with every core)
 // A copy itself is `npx tsx bench/parallel-ceiling.ts --copy`.
@@ -92,7 +92,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   else {
     const count = Number(process.argv[2] ?? 2);
     const { ft, torch } = await parallelCeilings(count);
-    console.log(describeCeiling(`ft's kernel (tfjs-wasm XNNPACK, ${N}³ matMul)`, count, ft));
+    console.log(describeCeiling(`ft's kernel (ft's wasm GEMM, ${N}³ matMul)`, count, ft));
     if (torch) console.log(describeCeiling(`torch's kernel (${N}³ matmul)`, count, torch));
   }
 }

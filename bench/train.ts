@@ -150,7 +150,7 @@ const ceilings = ALL > 1 ? await parallelCeilings(ALL) : null;
 if (ceilings) {
   figures.parallel_ceiling_ft_kernel = ceilings.ft.ratio;
   console.log(
-    `parallel ceiling, ${describeCeiling(`ft's kernel (tfjs-wasm XNNPACK 512³, 1 thread each)`, ALL, ceilings.ft)}`,
+    `parallel ceiling, ${describeCeiling(`ft's kernel (ft's wasm GEMM 512³, 1 thread each)`, ALL, ceilings.ft)}`,
   );
   if (ceilings.torch) {
     figures.parallel_ceiling_torch_kernel = ceilings.torch.ratio;

@@ -2,7 +2,8 @@
 // tile's 6 rows, on the GEMM pool's threads when the backend has them. Transposed operands are read through strides,
 // so transposeA / transposeB cost nothing extra, where XNNPACK's build runs them 15-25x slower than an explicit
 // transpose. Fewer rows (decoding) keep XNNPACK, which streams the weight once: a blocked GEMM packs it first, and
-// [1, 288] x [288, 32000] took 15 ms against XNNPACK's 5. So do batch shapes it does not broadcast.
+// [1, 288] x [288, 32000] took 15 ms against XNNPACK's 5. Batch shapes other than equal or one-sided (a batch of 1
+// against any) keep it too, and so do other dtypes.
 import * as tf from '@tensorflow/tfjs';
 import { GEMM_SCRATCH, type GemmProblem, gemmBlock } from './gemm.ts';
 import { type GemmKernel, gemmKernel, MR, NR, relaxedSimd } from './gemm-kernel.ts';
