@@ -1,8 +1,8 @@
 // The micro-kernel of engine/gemm.ts and its packing loops, written as WebAssembly SIMD and compiled over
-// tfjs-backend-wasm's own memory, so they read and write tensors where they are. A 6 x 8 tile of C is computed from a
-// packed panel of A (k steps of 6 values) and one of B (k steps of 8): twelve 4-lane accumulators, fifteen of the sixteen xmm registers V8 gives
-// wasm on x64, the sixteenth is its scratch. With relaxed SIMD each step is a fused multiply-add (vfmadd on x64
-// with FMA); without it, a multiply and an add, as tfjs's XNNPACK build does.
+// tfjs-backend-wasm's own memory, so they read and write tensors where they are. A 6 x 8 tile of C is computed from
+// a packed panel of A (k steps of 6 values) and one of B (k steps of 8): twelve 4-lane accumulators, fifteen of the
+// sixteen xmm registers V8 gives wasm on x64, the sixteenth is its scratch. With relaxed SIMD each step is a fused
+// multiply-add (vfmadd on x64 with FMA); without it, a multiply and an add, as tfjs's XNNPACK build does.
 // Measured against XNNPACK (one thread, same process, [1020, 288] x [288, 32000]): 1583 ms, 697 ms with
 // multiply-add, 543 ms fused; a 6 x 8 tile on data in L1 runs at 26-36 GFLOP/s fused, 16-23 unfused.
 import * as v8 from 'node:v8';

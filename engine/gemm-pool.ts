@@ -83,7 +83,7 @@ export interface GemmWorkerInput {
 }
 
 /** Takes jobs off the list until none is left, thread `index` of the pool. */
-export function takeJobs(
+function takeJobs(
   memory: WebAssembly.Memory,
   kernel: GemmKernel,
   control: Int32Array,

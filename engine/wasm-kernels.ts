@@ -78,31 +78,23 @@ const replacements: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo
   Identity: identity,
 };
 
+/** Replaces the wasm backend's kernel `name` by wrap(its kernel function), once: a kernel already replaced stays. */
+function replaceKernel(name: string, wrap: (original: tf.KernelFunc) => (args: Args) => unknown): void {
+  const original = tf.getKernel(name, 'wasm');
+  if (!original || (original.kernelFunc as { ft?: boolean }).ft) return;
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({ ...original, kernelFunc: Object.assign(wrap(original.kernelFunc), { ft: true }) as never });
+}
+
 /**
  * Swaps the wasm backend's Slice, SplitV, Unpack and Identity kernels for the ones above (string tensors keep the
  * originals), and its BatchMatMul for engine/wasm-matmul.ts's.
  */
 export function installWasmKernels(): void {
-  const matMul = tf.getKernel('BatchMatMul', 'wasm');
-  if (matMul && !(matMul.kernelFunc as { ft?: boolean }).ft) {
-    tf.unregisterKernel('BatchMatMul', 'wasm');
-    const kernelFunc = Object.assign(gemmBatchMatMul(matMul.kernelFunc as never), {
-      ft: true,
-      original: matMul.kernelFunc,
+  for (const [name, fn] of Object.entries(replacements))
+    replaceKernel(name, (original) => (args) => {
+      const input = Object.values(args.inputs)[0];
+      return input.dtype === 'string' ? original(args as never) : fn(args);
     });
-    tf.registerKernel({ ...matMul, kernelFunc: kernelFunc as never });
-  }
-  for (const [name, fn] of Object.entries(replacements)) {
-    const original = tf.getKernel(name, 'wasm');
-    if (!original || (original.kernelFunc as { ft?: boolean }).ft) continue;
-    const kernelFunc = Object.assign(
-      (args: Args) => {
-        const input = Object.values(args.inputs)[0];
-        return input.dtype === 'string' ? original.kernelFunc(args as never) : fn(args);
-      },
-      { ft: true },
-    );
-    tf.unregisterKernel(name, 'wasm');
-    tf.registerKernel({ ...original, kernelFunc: kernelFunc as never });
-  }
+  replaceKernel('BatchMatMul', (original) => gemmBatchMatMul(original as never) as (args: Args) => unknown);
 }
