@@ -22,7 +22,7 @@ export function globalOptions<T>(y: Argv<T>) {
     })
     .option('threads', {
       type: 'number',
-      describe: 'threads the products run on (default: every core this process may use; ft generate: 1)',
+      describe: 'threads the products run on (default: every core this process may use)',
       global: true,
     })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress bars or chatter', global: true });
