@@ -39,7 +39,7 @@ function attend(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor3
 }
 
 /** Score values ([pairs, M, S]) per group of pairs: 16 MiB per score-sized temporary. */
-export const SCORES_PER_GROUP = 1 << 22;
+const SCORES_PER_GROUP = 1 << 22;
 
 /**
  * Masked attention of every (batch row, key/value head) pair: q [B*KV, M, d] (scaled), k and v [B*KV, S, d], one
@@ -55,10 +55,7 @@ export function maskedAttention(
 ): tf.Tensor3D {
   const [pairs, M] = q.shape;
   const S = k.shape[1];
-  const fits = Math.max(1, Math.floor(SCORES_PER_GROUP / (M * S))); // pairs per group
-  const rowsPerGroup = Math.floor(fits / KV);
-  const headsPerGroup = rowsPerGroup > 0 ? KV : largestDivisorUpTo(KV, fits);
-  const pairsPerGroup = rowsPerGroup > 0 ? rowsPerGroup * KV : headsPerGroup;
+  const pairsPerGroup = groupPairs(M * S, KV);
   const outs: tf.Tensor3D[] = [];
   for (let p0 = 0; p0 < pairs; p0 += pairsPerGroup) {
     const n = Math.min(pairsPerGroup, pairs - p0);
@@ -68,6 +65,16 @@ export function maskedAttention(
     outs.push(attend(piece(q), piece(k), piece(v), mask));
   }
   return outs.length === 1 ? outs[0] : (tf.concat(outs) as tf.Tensor3D);
+}
+
+/**
+ * Pairs per group for pairs of `pairScores` scores each ([M, S]) and KV pairs per batch row: whole rows while at
+ * least one fits in SCORES_PER_GROUP, else the most of one row's heads that divide KV and fit (at least one).
+ */
+export function groupPairs(pairScores: number, KV: number): number {
+  const fits = Math.max(1, Math.floor(SCORES_PER_GROUP / pairScores));
+  const rows = Math.floor(fits / KV);
+  return rows > 0 ? rows * KV : largestDivisorUpTo(KV, fits);
 }
 
 /** The largest divisor of n that is at most limit (at least 1). */

@@ -1,6 +1,6 @@
 // Memory needed to LoRA/QLoRA fine-tune a Llama-family model with ft: frozen base, adapters, their gradients
 // and AdamW state, and the activations tfjs autodiff keeps for the backward pass.
-import { SCORES_PER_GROUP } from '../engine/attention.ts';
+import { groupPairs } from '../engine/attention.ts';
 import type { LlamaConfig, LinearName } from '../model/types.ts';
 import { LINEAR_NAMES, LOSS_CHUNK_ROWS } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -112,11 +112,8 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const tokens = o.microBatchSize * T;
   const G = c.numAttentionHeads / c.numKeyValueHeads;
   const pairScores = G * T * T;
-  const groupPairs = Math.min(
-    o.microBatchSize * c.numKeyValueHeads,
-    Math.max(1, Math.floor(SCORES_PER_GROUP / pairScores)),
-  );
-  const attention = 5 * groupPairs * pairScores;
+  const pairs = Math.min(o.microBatchSize * c.numKeyValueHeads, groupPairs(pairScores, c.numKeyValueHeads));
+  const attention = 5 * pairs * pairScores;
   // With gradient checkpointing only each layer's input [tokens, h] is kept through the forward pass; the backward
   // pass recomputes one layer at a time, holding that layer's tensors and their gradients.
   const layersHeld = o.gradientCheckpointing
