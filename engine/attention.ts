@@ -5,6 +5,7 @@
 // score-sized temporaries stay bounded.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
+import { maskedSoftmax, softmaxBackward } from './softmax.ts';
 
 /**
  * softmax(q k^T + mask) v over pairs: q [P, M, d] (already scaled by 1/sqrt(d)), k and v [P, S, d], mask [R, M, S]
@@ -15,8 +16,8 @@ function attend(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor3
   const [P, M] = q.shape;
   const [R, , S] = mask.shape;
   const probsOf = (qi: tf.Tensor3D, ki: tf.Tensor3D, m: tf.Tensor3D): tf.Tensor3D => {
-    const scores = tf.reshape(tf.matMul(qi, ki, false, true), [R, P / R, M, S]);
-    return tf.reshape(tf.softmax(tf.add(scores, tf.expandDims(m, 1))), [P, M, S]);
+    const scores = tf.reshape<tf.Rank.R4>(tf.matMul(qi, ki, false, true), [R, P / R, M, S]);
+    return tf.reshape(maskedSoftmax(scores, m), [P, M, S]);
   };
   const f = customGrad<[tf.Tensor3D, tf.Tensor3D, tf.Tensor3D], tf.Tensor3D>(([qi, ki, vi], save) => {
     save([qi, ki, vi, mask]);
@@ -27,8 +28,7 @@ function attend(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, mask: tf.Tensor3
         const probs = probsOf(sq, sk, smask); // [P, M, S], recomputed
         const dv = tf.matMul(probs, dy, true, false); // [P, S, d]
         const dProbs = tf.matMul(dy, sv, false, true); // [P, M, S]
-        // softmax backward: dScores = probs * (dProbs - rowsum(dProbs * probs))
-        const dScores = tf.mul(probs, tf.sub(dProbs, tf.sum(tf.mul(dProbs, probs), -1, true))) as tf.Tensor3D;
+        const dScores = softmaxBackward(probs, dProbs);
         const dq = tf.matMul(dScores, sk); // [P, M, d]
         const dk = tf.matMul(dScores, sq, true, false); // [P, S, d]
         return [dq, dk, dv];

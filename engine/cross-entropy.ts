@@ -2,7 +2,7 @@
 // gradient), computed the way each backend handles best; and the chunked form that never holds all of them at once.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
-import { filledTensor2d } from './filled.ts';
+import { type HeapBackend, heapCompute, heapView, runRowBlocks, written } from './heap-compute.ts';
 import { recompute } from './recompute.ts';
 
 /** What causalLmLoss scores: targets per row of logits, -1 where the row is not scored. */
@@ -15,82 +15,77 @@ export interface ScoredTargets {
 
 /**
  * Mean cross-entropy over the scored rows of `logits` [N, V]; 0 when none is scored (still differentiable).
- * On wasm the [N, V] tensors are walked twice instead of the ~15 times of tf.logSoftmax's chain and its autodiff:
- * once by tf.softmax (one vectorized wasm kernel; tf.exp runs ~3x slower per element there), whose target entries give
- * the loss, and once by the gradient, (softmax - onehot) / count on scored rows, written in one JS pass over the heap.
- * Other backends differentiate logSoftmax.
+ * On wasm the [N, V] tensors are walked three times instead of the ~15 of tf.logSoftmax's chain and its autodiff, by
+ * engine/rows-kernel.ts on every thread of the pool: twice in forward for each row's max and sum of exp (the loss is
+ * logsumexp - z[target], stable for any logits), once in backward writing (softmax - onehot) dy / count on scored
+ * rows. The logits are kept for the backward pass in place of the probabilities. Other backends differentiate
+ * logSoftmax.
  */
 export function crossEntropy(logits: tf.Tensor2D, { targets, count }: ScoredTargets): tf.Scalar {
   if (count === 0) return tf.tidy(() => tf.mul(tf.sum(logits), 0)) as tf.Scalar;
   return tf.tidy(() =>
-    tf.getBackend() === 'wasm' ? fusedCrossEntropy(targets, count)(logits) : plainCrossEntropy(logits, targets, count),
+    tf.getBackend() === 'wasm' ? rowsCrossEntropy(targets, count)(logits) : plainCrossEntropy(logits, targets, count),
   );
 }
 
-/** Scored rows' flat indices n*V + target and a 0/1 row weight. */
-function picks(targets: Int32Array, V: number): { flatIndex: Int32Array; scored: Float32Array } {
-  const flat: number[] = [];
-  const scored = new Float32Array(targets.length);
-  targets.forEach((y, n) => {
-    if (y < 0) return;
-    flat.push(n * V + y);
-    scored[n] = 1;
-  });
-  return { flatIndex: Int32Array.from(flat), scored };
-}
-
 function plainCrossEntropy(z: tf.Tensor2D, targets: Int32Array, count: number): tf.Scalar {
-  const { flatIndex } = picks(targets, z.shape[1]);
+  const flat: number[] = [];
+  targets.forEach((y, n) => {
+    if (y >= 0) flat.push(n * z.shape[1] + y);
+  });
   const logProbs = tf.reshape(tf.logSoftmax(z), [-1]);
-  return tf.div(tf.neg(tf.sum(tf.gather(logProbs, tf.tensor1d(flatIndex, 'int32')))), count) as tf.Scalar;
+  return tf.div(tf.neg(tf.sum(tf.gather(logProbs, tf.tensor1d(flat, 'int32')))), count) as tf.Scalar;
 }
 
-/** The smallest normal float32: a target probability below it has lost precision (or is 0), so its -log is not used. */
-const FLOAT32_MIN_NORMAL = 2 ** -126;
-
-function fusedCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D) => tf.Scalar {
-  const op = customGrad<[tf.Tensor2D], tf.Scalar>(([z], save) => {
+function rowsCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D) => tf.Scalar {
+  return customGrad<[tf.Tensor2D], tf.Scalar>(([z], save) => {
     const [N, V] = z.shape;
-    const { flatIndex, scored } = picks(targets, V);
-    const probs = tf.softmax(z) as tf.Tensor2D; // [N, V]
-    const index = tf.tensor1d(flatIndex, 'int32');
-    const picked = tf.gather(tf.reshape(probs, [-1]), index); // [count] target probabilities
-    // -log p(target) needs no pass over [N, V] beyond the softmax; a target probability that underflowed is rare
-    // (its logit ~87 below the row's largest) and then the batch goes the stable way: lse = max(z) - log(max(probs))
-    const underflow = (picked.dataSync() as Float32Array).some((p) => !(p >= FLOAT32_MIN_NORMAL));
-    const value = underflow
-      ? tf.div<tf.Scalar>(
-          tf.sub(
-            tf.sum(tf.mul(tf.sub(tf.max(z, -1), tf.log(tf.max(probs, -1))), scored)),
-            tf.sum(tf.gather(tf.reshape(z, [-1]), index)),
-          ),
-          count,
-        )
-      : tf.div<tf.Scalar>(tf.neg(tf.sum(tf.log(picked))), count);
-    save([probs]);
+    const backend = tf.backend() as unknown as HeapBackend;
+    const compute = heapCompute(backend);
+    const zAt = backend.getMemoryOffset(z.dataId);
+    // [N, 2]: each row's max and sum of exp(z - max)
+    const stats = written(backend, [N, 2], (at) =>
+      runRowBlocks(compute, 'maxSumExp', V, [
+        { rows: N, args: (first, rows) => [zAt + first * 4 * V, at + first * 8, rows, V] },
+      ]),
+    );
+    const ms = heapView(backend, stats);
+    const zs = heapView(backend, z);
+    const lse = new Float32Array(N);
+    let total = 0;
+    for (let n = 0; n < N; n++) {
+      lse[n] = ms[2 * n] + Math.log(ms[2 * n + 1]);
+      if (targets[n] >= 0) total += lse[n] - zs[n * V + targets[n]];
+    }
+    stats.dispose();
+    save([z]);
     return {
-      value,
-      gradFunc: (dy, [p]) => {
-        // as float32 tensor ops would round it: dy / count, then (p - onehot) * that on scored rows, 0 elsewhere
+      value: tf.scalar(total / count),
+      gradFunc: (dy, [zSaved]) => {
+        // as float32 tensor ops would round it: dy / count, then the softmax times that on scored rows, 0 elsewhere
         const scale = Math.fround((dy.dataSync() as Float32Array)[0] / count);
-        return filledTensor2d([N, V], (g, pv) => writeGradient(g, pv, targets, V, scale), [p]);
+        const shiftScale = tf.tensor2d(
+          Array.from(lse, (l, n) => [l, targets[n] >= 0 ? scale : 0]),
+          [N, 2],
+        );
+        const savedAt = backend.getMemoryOffset(zSaved.dataId);
+        const ssAt = backend.getMemoryOffset(shiftScale.dataId);
+        const g = written<tf.Tensor2D>(backend, [N, V], (at) =>
+          runRowBlocks(compute, 'expShifted', V, [
+            {
+              rows: N,
+              args: (first, rows) => [savedAt + first * 4 * V, at + first * 4 * V, ssAt + first * 8, rows, V],
+            },
+          ]),
+        );
+        const gs = heapView(backend, g);
+        targets.forEach((y, n) => {
+          if (y >= 0) gs[n * V + y] -= scale;
+        });
+        return g;
       },
     };
   });
-  return op;
-}
-
-/** g = (p - onehot(target)) * scale on the rows with a target, 0 on the rest; one pass over [N, V] (N = targets). */
-function writeGradient(g: Float32Array, p: Float32Array, targets: Int32Array, V: number, scale: number): void {
-  for (let n = 0, row = 0; n < targets.length; n++, row += V) {
-    const y = targets[n];
-    if (y < 0) {
-      g.fill(0, row, row + V);
-      continue;
-    }
-    for (let v = row, end = row + V; v < end; v++) g[v] = p[v] * scale;
-    g[row + y] = Math.fround(p[row + y] - 1) * scale;
-  }
 }
 
 /**

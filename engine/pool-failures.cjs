@@ -1,4 +1,4 @@
-// What a compute thread of ft's (a wasm pool thread, a GEMM worker) does when it throws or exits: it says so on the
+// What a compute thread of ft's (a wasm pool thread, a kernel worker) does when it throws or exits: it says so on the
 // process's pool channel, where engine/wasm-threads.ts's watchdog ends the run with that line. The main thread may be
 // blocked waiting for the thread inside a product, where no JS of its own can notice.
 'use strict';

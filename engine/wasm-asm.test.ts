@@ -1,13 +1,14 @@
 // engine/wasm-asm.ts writes the same bytes as wabt (the WebAssembly Binary Toolkit's assembler) for the same program,
-// and the GEMM kernel module it writes is one wabt reads back and V8 compiles.
+// and the GEMM and rows kernel modules it writes are ones wabt reads back and V8 compiles.
 import wabtInit from 'wabt';
 import { describe, expect, test } from 'vitest';
 import { gemmKernelBytes, relaxedSimd } from './gemm-kernel.ts';
-import { I32, op, V128, wasmModule } from './wasm-asm.ts';
+import { rowsKernelBytes } from './rows-kernel.ts';
+import { F32, I32, op, V128, wasmModule } from './wasm-asm.ts';
 
 const FEATURES = { simd: true, relaxed_simd: true, threads: true };
 
-// Every instruction of the writer, in two functions of one signature and one of another.
+// Every instruction of the writer, in three functions of one signature and one of another.
 const WAT = `(module
   (import "env" "mem" (memory $m 1 65536 shared))
   (func (export "sum") (param $p i32) (param $n i32) (param $acc i32) (local $a v128) (local $b v128) (local $t i32)
@@ -24,7 +25,14 @@ const WAT = `(module
     (v128.store offset=32 (local.get $p) (local.get $a)))
   (func (export "copy") (param $s i32) (param $d i32) (param $k i32)
     (f32.store offset=8 (local.get $d) (f32.load (local.get $s))))
-  (func (export "one") (param $x i32)))`;
+  (func (export "one") (param $x i32))
+  (func (export "lanes") (param $p i32) (param $n i32) (param $q i32) (local $v v128) (local $s f32)
+    (local.set $n (i32.shr_u (i32.and (local.get $n) (i32.const -4)) (i32.const 2)))
+    (local.set $s (f32.max (f32.div (f32.add (f32.const 1.5) (local.get $s)) (f32.const -0.25)) (f32.const 3)))
+    (local.set $v (f32x4.pmax (f32x4.sub (v128.const f32x4 0.5 0.5 0.5 0.5) (f32x4.splat (local.get $s))) (local.get $v)))
+    (local.set $v (i32x4.shl (i32x4.add (local.get $v) (v128.const i32x4 -7 -7 -7 -7)) (i32.const 23)))
+    (local.set $v (v128.and (local.get $v) (f32x4.ge (local.get $v) (local.get $v))))
+    (f32.store (local.get $p) (f32x4.extract_lane 3 (local.get $v)))))`;
 
 function ours(): Uint8Array {
   const get = op.localGet;
@@ -54,6 +62,19 @@ function ours(): Uint8Array {
       },
       { name: 'copy', params: [I32, I32, I32], locals: [], body: op.f32Store(get(1), op.f32Load(get(0)), 8) },
       { name: 'one', params: [I32], locals: [], body: [] },
+      {
+        name: 'lanes',
+        params: [I32, I32, I32],
+        locals: [V128, F32],
+        body: [
+          op.localSet(n, op.i32ShrU(op.i32And(get(n), op.i32Const(-4)), op.i32Const(2))),
+          op.localSet(4, op.f32Max(op.f32Div(op.f32Add(op.f32Const(1.5), get(4)), op.f32Const(-0.25)), op.f32Const(3))),
+          op.localSet(3, op.f32x4Pmax(op.f32x4Sub(op.f32x4Const(0.5), op.f32x4Splat(get(4))), get(3))),
+          op.localSet(3, op.i32x4Shl(op.i32x4Add(get(3), op.i32x4Const(-7)), op.i32Const(23))),
+          op.localSet(3, op.v128And(get(3), op.f32x4Ge(get(3), get(3)))),
+          op.f32Store(get(p), op.f32x4ExtractLane(get(3), 3)),
+        ].flat(),
+      },
     ],
     { shared: true },
   );
@@ -77,5 +98,14 @@ describe('wasm-asm', () => {
         expect(text.includes('f32x4.relaxed_madd')).toBe(fused);
         expect(WebAssembly.validate(bytes)).toBe(true);
       }
+  });
+
+  test('the rows kernel module, shared or not, reads back in wabt and compiles in V8', async () => {
+    const wabt = await wabtInit();
+    for (const shared of [false, true]) {
+      const bytes = rowsKernelBytes({ shared });
+      expect(wabt.readWasm(bytes, FEATURES).toText({})).toContain('(export "maskedSoftmax"');
+      expect(WebAssembly.validate(bytes)).toBe(true);
+    }
   });
 });

@@ -1,11 +1,12 @@
 // A minimal WebAssembly binary writer: one module of exported functions over one imported memory, with the handful of
-// instructions engine/gemm-kernel.ts needs. Encodings follow the WebAssembly core spec (binary format, chapter 5) and
+// instructions engine/gemm-kernel.ts and engine/rows-kernel.ts need. Encodings follow the WebAssembly core spec (binary format, chapter 5) and
 // its SIMD and relaxed-SIMD extensions; engine/wasm-asm.test.ts checks them against wabt's assembler.
 
-/** Value types: i32 and v128. */
+/** Value types: i32, f32 and v128. */
 export const I32 = 0x7f;
+export const F32 = 0x7d;
 export const V128 = 0x7b;
-type ValType = typeof I32 | typeof V128;
+export type ValType = typeof I32 | typeof F32 | typeof V128;
 
 /** Unsigned LEB128. */
 function uleb(n: number): number[] {
@@ -38,6 +39,12 @@ const section = (id: number, body: number[]): number[] => [id, ...uleb(body.leng
 /** One instruction's bytes (or several in a row). */
 export type Code = number[];
 const simd = (op: number, ...rest: number[]): Code => [0xfd, ...uleb(op), ...rest];
+/** 16 bytes of four 32-bit lanes, little-endian, as written by `set` */
+function lanes(set: (view: DataView, lane: number) => void): number[] {
+  const view = new DataView(new ArrayBuffer(16));
+  for (let lane = 0; lane < 4; lane++) set(view, lane);
+  return [...new Uint8Array(view.buffer)];
+}
 /** memarg: alignment as log2 bytes, then the constant byte offset */
 const memarg = (alignLog2: number, offset: number): number[] => [...uleb(alignLog2), ...uleb(offset)];
 
@@ -66,17 +73,55 @@ export const op = {
   i32Sub: (a: Code, b: Code): Code => [...a, ...b, 0x6b],
   i32Mul: (a: Code, b: Code): Code => [...a, ...b, 0x6c],
   i32Eqz: (a: Code): Code => [...a, 0x45],
+  i32And: (a: Code, b: Code): Code => [...a, ...b, 0x71],
+  i32ShrU: (a: Code, b: Code): Code => [...a, ...b, 0x76],
+  f32Const: (x: number): Code => [0x43, ...lanes((v) => v.setFloat32(0, x, true)).slice(0, 4)],
+  f32Add: (a: Code, b: Code): Code => [...a, ...b, 0x92],
+  f32Div: (a: Code, b: Code): Code => [...a, ...b, 0x95],
+  f32Max: (a: Code, b: Code): Code => [...a, ...b, 0x97],
   f32Load: (addr: Code, offset = 0): Code => [...addr, 0x2a, ...memarg(2, offset)],
   f32Store: (addr: Code, value: Code, offset = 0): Code => [...addr, ...value, 0x38, ...memarg(2, offset)],
   v128Zero: (): Code => simd(0x0c, ...new Array(16).fill(0)),
+  /** v128.const f32x4 x x x x */
+  f32x4Const: (x: number): Code => simd(0x0c, ...lanes((v, i) => v.setFloat32(4 * i, x, true))),
+  /** v128.const i32x4 n n n n */
+  i32x4Const: (n: number): Code => simd(0x0c, ...lanes((v, i) => v.setInt32(4 * i, n, true))),
   v128Load: (addr: Code, offset = 0): Code => [...addr, ...simd(0x00, ...memarg(4, offset))],
   v128Load32Splat: (addr: Code, offset = 0): Code => [...addr, ...simd(0x09, ...memarg(2, offset))],
   v128Store: (addr: Code, value: Code, offset = 0): Code => [...addr, ...value, ...simd(0x0b, ...memarg(4, offset))],
+  f32x4Splat: (x: Code): Code => [...x, ...simd(0x13)],
+  f32x4ExtractLane: (v: Code, lane: number): Code => [...v, ...simd(0x1f, lane)],
+  f32x4Ge: (a: Code, b: Code): Code => [...a, ...b, ...simd(0x46)],
+  v128And: (a: Code, b: Code): Code => [...a, ...b, ...simd(0x4e)],
+  i32x4Shl: (a: Code, by: Code): Code => [...a, ...by, ...simd(0xab)],
+  i32x4Add: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xae)],
   f32x4Add: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe4)],
+  f32x4Sub: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe5)],
   f32x4Mul: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe6)],
+  /** b < a ? a : b per lane (one maxps on x64, where f32x4.max's NaN and -0 rules take several instructions) */
+  f32x4Pmax: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xeb)],
   /** a * b + c, fused where the machine has FMA (relaxed SIMD) */
   f32x4RelaxedMadd: (a: Code, b: Code, c: Code): Code => [...a, ...b, ...c, ...simd(0x105)],
 };
+
+/**
+ * A loop of `count` steps (count: an i32 local, counted down to 0) running `body`, then adding to each local of
+ * `advance` its step: another local, or a constant number of bytes.
+ */
+export function countedLoop(count: number, body: Code[], advance: [number, number | { bytes: number }][]): Code {
+  const get = op.localGet;
+  return op.block(
+    op.loop(
+      op.brIf(1, op.i32Eqz(get(count))),
+      ...body,
+      ...advance.map(([p, by]) =>
+        op.localSet(p, op.i32Add(get(p), typeof by === 'number' ? get(by) : op.i32Const(by.bytes))),
+      ),
+      op.localSet(count, op.i32Sub(get(count), op.i32Const(1))),
+      op.br(0),
+    ),
+  );
+}
 
 /** Consecutive equal types as [type, count], the form of a function's local declarations. */
 function runs(types: ValType[]): [ValType, number][] {

@@ -86,3 +86,39 @@ describe('wasm slice kernels', () => {
     expect(Array.from(tf.slice(bools, [1], [2]).dataSync())).toEqual([0, 1]);
   });
 });
+
+describe('wasm gather kernel', () => {
+  const x = tf.tensor4d(data, shape as [number, number, number, number]);
+
+  it.runIf(tf.getBackend() === 'wasm')('is installed on the wasm backend', () => {
+    expect((tf.getKernel('GatherV2', 'wasm')?.kernelFunc as { ft?: boolean }).ft).toBe(true);
+  });
+
+  it('gathers slices along every axis with 2-d indices, repeated and out of order', () => {
+    for (let axis = 0; axis < 4; axis++) {
+      const ids = [
+        [2, 0, 2],
+        [1, 1, 0],
+      ].map((row) => row.map((i) => i % shape[axis]));
+      const g = tf.gather(x, tf.tensor2d(ids, [2, 3], 'int32'), axis);
+      expect(g.shape).toEqual([...shape.slice(0, axis), 2, 3, ...shape.slice(axis + 1)]);
+      // value by value: out[..., r, c, ...] = x[..., ids[r][c], ...]
+      const want: number[] = [];
+      const outShape = g.shape;
+      const index = new Array(outShape.length).fill(0);
+      for (let n = 0; n < g.size; n++) {
+        const src = [...index.slice(0, axis), ids[index[axis]][index[axis + 1]], ...index.slice(axis + 2)];
+        want.push(data[at(src[0], src[1], src[2], src[3])]);
+        for (let a = outShape.length - 1; a >= 0 && ++index[a] === outShape[a]; a--) index[a] = 0;
+      }
+      expect(Array.from(g.dataSync())).toEqual(want);
+      g.dispose();
+    }
+  });
+
+  it('gathers int32 rows and names an index out of range', () => {
+    const ints = tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2], 'int32');
+    expect(Array.from(tf.gather(ints, [2, 0]).dataSync())).toEqual([5, 6, 1, 2]);
+    expect(() => tf.gather(ints, [3])).toThrow('GatherV2: the index value 3 is not in [0, 2]');
+  });
+});

@@ -1,55 +1,20 @@
 // tfjs-backend-wasm's BatchMatMul, computed by engine/gemm.ts instead of XNNPACK for float32 products of at least a
-// tile's 6 rows, on the GEMM pool's threads when the backend has them. Transposed operands are read through strides,
+// tile's 6 rows, on the kernel pool's threads when the backend has them. Transposed operands are read through strides,
 // so transposeA / transposeB cost nothing extra, where XNNPACK's build runs them 15-25x slower than an explicit
 // transpose. Fewer rows (decoding) keep XNNPACK, which streams the weight once: a blocked GEMM packs it first, and
 // [1, 288] x [288, 32000] took 15 ms against XNNPACK's 5. Batch shapes other than equal or one-sided (a batch of 1
 // against any) keep it too, and so do other dtypes.
 import * as tf from '@tensorflow/tfjs';
-import { GEMM_SCRATCH, type GemmProblem, gemmBlock } from './gemm.ts';
-import { type GemmKernel, gemmKernel, MR, NR, relaxedSimd } from './gemm-kernel.ts';
-import { type GemmJob, GemmPool, MAX_JOBS } from './gemm-pool.ts';
-import { wasmThreads } from './wasm-threads.ts';
-
-/** The parts of BackendWasm and its emscripten module this kernel uses. */
-interface GemmBackend {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  getMemoryOffset(dataId: tf.DataId): number;
-  wasm: {
-    _malloc(bytes: number): number;
-    /** the threaded build's memory */
-    wasmMemory?: WebAssembly.Memory;
-    /** the single-threaded build's instance exports, memory among them */
-    asm?: { memory?: WebAssembly.Memory };
-  };
-}
+import { type GemmProblem, gemmBlock } from './gemm.ts';
+import { MR, NR } from './gemm-kernel.ts';
+import { type HeapBackend, heapCompute, heapMemory } from './heap-compute.ts';
+import type { GemmJob } from './kernel-pool.ts';
 
 type KernelFunc = (args: {
   inputs: Record<string, tf.TensorInfo>;
   attrs: Record<string, unknown>;
   backend: unknown;
 }) => tf.TensorInfo | tf.TensorInfo[];
-
-/** What computes products in one backend's memory: the kernel, its scratch, and on the threaded build a pool. */
-interface Runner {
-  kernel: GemmKernel;
-  /** heap offset (values) of GEMM_SCRATCH values per thread, kept for the backend's life */
-  scratch: number;
-  pool?: GemmPool;
-}
-const runners = new WeakMap<WebAssembly.Memory, Runner>();
-
-function runnerFor(backend: GemmBackend): Runner {
-  const memory = heapMemory(backend);
-  let runner = runners.get(memory);
-  if (runner) return runner;
-  const threads = memory.buffer instanceof SharedArrayBuffer ? wasmThreads() : 1;
-  const fused = relaxedSimd();
-  const kernel = gemmKernel(memory, fused);
-  const scratch = backend.wasm._malloc(4 * GEMM_SCRATCH * threads) / 4;
-  runner = { kernel, scratch, pool: threads > 1 ? new GemmPool(memory, kernel, threads, scratch, fused) : undefined };
-  runners.set(memory, runner);
-  return runner;
-}
 
 /** Rows from which products run here rather than on XNNPACK (and transpose flags cost nothing). */
 export const GEMM_MIN_ROWS = MR;
@@ -76,12 +41,6 @@ export function splitProblems(problems: GemmProblem[], threads: number): GemmJob
   });
 }
 
-function heapMemory(backend: GemmBackend): WebAssembly.Memory {
-  const memory = backend.wasm.wasmMemory ?? backend.wasm.asm?.memory;
-  if (!memory) throw new Error('tfjs-backend-wasm exposes no memory to compute products in');
-  return memory;
-}
-
 const product = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
 
 /** A BatchMatMul kernel over engine/gemm.ts that hands what it does not cover to `original`. */
@@ -89,7 +48,7 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
   return (args) => {
     const { a, b } = args.inputs;
     const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-    const backend = args.backend as GemmBackend;
+    const backend = args.backend as HeapBackend;
     const ra = a.shape.length;
     const rb = b.shape.length;
     const [m, k] = transposeA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
@@ -108,7 +67,7 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
       product(outer) === batch;
     if (!covered) return original(args);
 
-    const runner = runnerFor(backend);
+    const compute = heapCompute(backend);
     const out = backend.makeOutput([...outer, m, n], 'float32');
     const [aAt, bAt, cAt] = [a, b, out].map((t) => backend.getMemoryOffset(t.dataId) / 4);
     const problems = Array.from(
@@ -131,13 +90,12 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
         ldc: n,
       }),
     );
-    const { pool } = runner;
+    const { pool } = compute;
     if (pool && 2 * m * n * k * batch >= MIN_POOL_FLOP) {
-      const jobs = splitProblems(problems, pool.threads);
-      for (let s = 0; s < jobs.length; s += MAX_JOBS) pool.run(jobs.slice(s, s + MAX_JOBS));
+      pool.run(splitProblems(problems, pool.threads));
     } else {
       const heap = new Float32Array(heapMemory(backend).buffer); // after the allocation, which may grow it
-      for (const g of problems) gemmBlock(heap, runner.kernel, g, runner.scratch, [0, m], [0, n]);
+      for (const g of problems) gemmBlock(heap, compute.kernels.gemm, g, compute.scratch, [0, m], [0, n]);
     }
     return out;
   };

@@ -1,5 +1,5 @@
 // The threaded wasm build in Node (engine/wasm-threads.ts): products on the GEMM pool equal one thread's, and a
-// compute thread (XNNPACK pool or GEMM worker) that fails ends the process with one line rather than a hang.
+// compute thread (XNNPACK pool or kernel worker) that fails ends the process with one line rather than a hang.
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
@@ -54,11 +54,11 @@ describe('wasm on a thread pool', () => {
     );
   });
 
-  it('a GEMM worker thread that throws while the main thread waits ends the process with one line', async () => {
-    const r = await runChild('gemm-worker-failure-child.ts');
+  it('a kernel worker thread that throws while the main thread waits ends the process with one line', async () => {
+    const r = await runChild('kernel-worker-failure-child.ts');
     expect(r.signal).toBe('SIGKILL');
     expect(r.stderr).toMatch(
-      /^ft: GEMM worker thread \d+ failed: Cannot read properties of undefined \(reading 'buffer'\); the run is stopped \(the last checkpoint is kept\)\n$/,
+      /^ft: kernel worker thread \d+ failed: Cannot read properties of undefined \(reading 'buffer'\); the run is stopped \(the last checkpoint is kept\)\n$/,
     );
   });
 });

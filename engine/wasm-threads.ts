@@ -1,11 +1,11 @@
 // The wasm backend on several threads. tfjs-backend-wasm's pthread build is started in Node for its memory, a
-// SharedArrayBuffer that engine/gemm-pool.ts's worker threads compute products in; the package itself only ever
+// SharedArrayBuffer that engine/kernel-pool.ts's worker threads compute in; the package itself only ever
 // starts the single-threaded build: its init makes emscripten's workers from blob: URLs, which worker_threads refuses
 // (tensorflow/tfjs#3830). Here emscripten gets real files instead: the worker script engine/wasm-pthread-worker.cjs
 // and the module's glue from the package's wasm-out/ folder.
 //
 // Around the build:
-// - XNNPACK's own pool is kept to the calling thread. Products, the bulk of the work, run on the GEMM pool; with
+// - XNNPACK's own pool is kept to the calling thread. Products, the bulk of the work, run on ft's kernel pool; with
 //   both pools at two threads they took turns spinning on the same two cores, and a stories15M step took 3.2 s
 //   against 2.6 s with XNNPACK on one.
 // - pthreads keep Node's event loop alive; the build's workers are unref'd, so a command ends when its work does.
@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
-import { stopGemmWorkers } from './gemm-pool.ts';
+import { stopKernelWorkers } from './kernel-pool.ts';
 
 const require = createRequire(import.meta.url);
 const WASM_OUT = path.dirname(
@@ -122,7 +122,7 @@ export function registerWasm(threads: number): void {
   if (threads === registered) return;
   tf.removeBackend('wasm');
   running?.PThread.terminateAllThreads();
-  stopGemmWorkers();
+  stopKernelWorkers();
   running = undefined;
   registered = threads;
   if (threads === 1) {

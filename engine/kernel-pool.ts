@@ -1,18 +1,34 @@
-// engine/gemm.ts on several threads: worker threads that compile the tile kernel over the same shared wasm memory
-// (the threaded build's), each taking boxes of C off one job list, the calling thread among them. Jobs go out by
+// ft's wasm kernels on several threads: worker threads that compile them (engine/gemm-kernel.ts, engine/rows-kernel.ts)
+// over the same shared wasm memory (the threaded build's), each taking jobs off one list, the calling thread among
+// them. A job is a box of a product's C (engine/gemm.ts) or a call of a rows kernel on some rows. Jobs go out by
 // generation: the caller writes them, advances the generation and wakes the workers; every worker takes jobs until
-// none is left, then checks in; the caller returns once all have. Each value of C is computed by one thread with the
-// same order of sums as on one thread, so results are the same bits for any thread count.
+// none is left, then checks in; the caller returns once all have. Each output value is computed by one thread in the
+// same order as on one thread, so results are the same bits for any thread count.
 import { Worker } from 'node:worker_threads';
 import { startWorker } from '../util/worker.ts';
 import { GEMM_SCRATCH, type GemmProblem, gemmBlock } from './gemm.ts';
 import type { GemmKernel } from './gemm-kernel.ts';
+import { ROWS_FUNCTIONS, type RowsFunctionName, type RowsKernel } from './rows-kernel.ts';
 
 /** A box of one problem's C: rows [i0, i1) and columns [j0, j1). */
 export interface GemmJob {
   g: GemmProblem;
   rows: [number, number];
   cols: [number, number];
+}
+
+/** A call of one rows-kernel function (its arguments: addresses and counts). */
+export interface RowsJob {
+  fn: RowsFunctionName;
+  args: number[];
+}
+
+export type PoolJob = GemmJob | RowsJob;
+
+/** The kernels every thread of a pool has, compiled over the pool's memory. */
+export interface PoolKernels {
+  gemm: GemmKernel;
+  rows: RowsKernel;
 }
 
 // The control words (Int32Array over a SharedArrayBuffer).
@@ -23,12 +39,19 @@ const CHECKED_IN = 3; // workers done with this generation
 const SCRATCH = 4; // heap offset (values) of the scratch: GEMM_SCRATCH values per thread, the caller's first
 const CONTROL_INTS = 5;
 
-const JOB_INTS = 15;
+const JOB_INTS = 16; // the job's kind (GEMM_KIND, or 1 + the rows function's index), then its values
+const GEMM_KIND = 0;
 export const MAX_JOBS = 256;
 
-function writeJob(jobs: Int32Array, j: number, { g, rows, cols }: GemmJob): void {
+function writeJob(jobs: Int32Array, j: number, job: PoolJob): void {
+  if ('fn' in job) {
+    jobs.set([1 + ROWS_FUNCTIONS.indexOf(job.fn), ...job.args], j * JOB_INTS);
+    return;
+  }
+  const { g, rows, cols } = job;
   jobs.set(
     [
+      GEMM_KIND,
       g.m,
       g.n,
       g.k,
@@ -45,8 +68,10 @@ function writeJob(jobs: Int32Array, j: number, { g, rows, cols }: GemmJob): void
   );
 }
 
-function readJob(jobs: Int32Array, j: number): GemmJob {
-  const v = jobs.subarray(j * JOB_INTS, (j + 1) * JOB_INTS);
+function readJob(jobs: Int32Array, j: number): PoolJob {
+  const kind = jobs[j * JOB_INTS];
+  const v = jobs.subarray(j * JOB_INTS + 1, (j + 1) * JOB_INTS);
+  if (kind !== GEMM_KIND) return { fn: ROWS_FUNCTIONS[kind - 1], args: Array.from(v) };
   return {
     g: {
       m: v[0],
@@ -72,8 +97,8 @@ function awaitChange(control: Int32Array, i: number, value: number): void {
 }
 const SPINS = 20_000; // ~0.3 ms
 
-/** What a worker is started with (engine/gemm-worker.ts). */
-export interface GemmWorkerInput {
+/** What a worker is started with (engine/kernel-worker.ts). */
+export interface PoolWorkerInput {
   memory: WebAssembly.Memory;
   control: SharedArrayBuffer;
   jobs: SharedArrayBuffer;
@@ -85,7 +110,7 @@ export interface GemmWorkerInput {
 /** Takes jobs off the list until none is left, thread `index` of the pool. */
 function takeJobs(
   memory: WebAssembly.Memory,
-  kernel: GemmKernel,
+  kernels: PoolKernels,
   control: Int32Array,
   jobs: Int32Array,
   index: number,
@@ -94,41 +119,42 @@ function takeJobs(
   const scratch = control[SCRATCH] + index * GEMM_SCRATCH;
   const count = control[COUNT];
   for (let j = Atomics.add(control, NEXT, 1); j < count; j = Atomics.add(control, NEXT, 1)) {
-    const { g, rows, cols } = readJob(jobs, j);
-    gemmBlock(heap, kernel, g, scratch, rows, cols);
+    const job = readJob(jobs, j);
+    if ('fn' in job) (kernels.rows[job.fn] as (...args: number[]) => void)(...job.args);
+    else gemmBlock(heap, kernels.gemm, job.g, scratch, job.rows, job.cols);
   }
 }
 
 /** The worker side: waits for each generation from the first, takes its jobs, checks in (never returns). */
-export function serveJobs({ memory, control, jobs, index }: GemmWorkerInput, kernel: GemmKernel): never {
+export function serveJobs({ memory, control, jobs, index }: PoolWorkerInput, kernels: PoolKernels): never {
   const ctl = new Int32Array(control);
   const list = new Int32Array(jobs);
   for (let seen = 0; ; seen++) {
     awaitChange(ctl, GEN, seen);
-    takeJobs(memory, kernel, ctl, list, index);
+    takeJobs(memory, kernels, ctl, list, index);
     Atomics.add(ctl, CHECKED_IN, 1);
     Atomics.notify(ctl, CHECKED_IN);
   }
 }
 
-const WORKER = new URL('./gemm-worker.ts', import.meta.url);
+const WORKER = new URL('./kernel-worker.ts', import.meta.url);
 const running = new Set<Worker>();
 
 /** Ends every pool's workers (before the backend whose memory they compute in is replaced). */
-export function stopGemmWorkers(): void {
+export function stopKernelWorkers(): void {
   for (const worker of running) worker.terminate();
   running.clear();
 }
 
-/** `threads` threads (the caller and threads - 1 workers) computing boxes of products in `memory`. */
-export class GemmPool {
+/** `threads` threads (the caller and threads - 1 workers) running kernel jobs in `memory`. */
+export class KernelPool {
   readonly threads: number;
   private readonly control: Int32Array;
   private readonly jobs: Int32Array;
 
   constructor(
     private readonly memory: WebAssembly.Memory,
-    private readonly kernel: GemmKernel,
+    private readonly kernels: PoolKernels,
     threads: number,
     scratch: number,
     fused: boolean,
@@ -140,16 +166,19 @@ export class GemmPool {
     this.jobs = new Int32Array(jobs);
     this.control[SCRATCH] = scratch;
     for (let index = 1; index < threads; index++) {
-      const input: GemmWorkerInput = { memory, control, jobs, index, fused };
+      const input: PoolWorkerInput = { memory, control, jobs, index, fused };
       const worker = startWorker(WORKER, input);
       worker.unref();
       running.add(worker);
     }
   }
 
-  /** Computes the jobs (at most 256) on all threads; returns when every one is done. */
-  run(list: GemmJob[]): void {
-    if (list.length > MAX_JOBS) throw new Error(`a GEMM pool takes at most ${MAX_JOBS} jobs at once`);
+  /** Runs the jobs on all threads, MAX_JOBS at a time; returns when every one is done. */
+  run(list: PoolJob[]): void {
+    for (let s = 0; s < list.length; s += MAX_JOBS) this.runAtOnce(list.slice(s, s + MAX_JOBS));
+  }
+
+  private runAtOnce(list: PoolJob[]): void {
     const ctl = this.control;
     list.forEach((job, j) => writeJob(this.jobs, j, job));
     ctl[COUNT] = list.length;
@@ -157,7 +186,7 @@ export class GemmPool {
     ctl[CHECKED_IN] = 0;
     Atomics.add(ctl, GEN, 1);
     Atomics.notify(ctl, GEN);
-    takeJobs(this.memory, this.kernel, ctl, this.jobs, 0);
+    takeJobs(this.memory, this.kernels, ctl, this.jobs, 0);
     const workers = this.threads - 1;
     for (let n = Atomics.load(ctl, CHECKED_IN); n < workers; n = Atomics.load(ctl, CHECKED_IN))
       awaitChange(ctl, CHECKED_IN, n);

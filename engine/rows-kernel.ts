@@ -1,0 +1,334 @@
+// Row-wise kernels over [rows, cols] float32 matrices in tfjs-backend-wasm's heap, written as WebAssembly SIMD (by
+// engine/wasm-asm.ts) like the GEMM kernel and run on the same pool: the softmaxes and cross-entropy of a training
+// step, whose [tokens, vocab] and [pairs, queries, keys] tensors tfjs would walk once per element-wise kernel and on
+// one thread. Each row is read in 4-lane vectors, then its last cols % 4 values one at a time (splat into all lanes).
+// exp is Cody and Waite's range reduction x = n ln2 + r, |r| <= ln2 / 2, then a degree-7 polynomial in r (Cephes'
+// expf coefficients) times 2^n built in the exponent bits; inputs below -87.33 (where 2^n would leave the normal
+// range) give 0. Its error is ~2 ulp of float32 (engine/rows-kernel.test.ts bounds it against float64).
+import { type Code, countedLoop, I32, op, V128, type ValType, type WasmFunction, wasmModule } from './wasm-asm.ts';
+
+const get = op.localGet;
+const set = op.localSet;
+
+/** Locals of one function being written: its params first, then each local as it is asked for. */
+class Locals {
+  readonly types: ValType[] = [];
+  constructor(private readonly params: number) {}
+  add(type: ValType): number {
+    this.types.push(type);
+    return this.params + this.types.length - 1;
+  }
+}
+
+/** Below this, exp's 2^n is not a normal float32; those inputs give 0. */
+const EXP_MIN = -87.33654;
+/** 1.5 * 2^23: y + ROUNDER rounds y (|y| < 2^22) to an integer held in the float's low mantissa bits. */
+const ROUNDER = 12582912;
+/** Cephes expf's polynomial, highest power first. */
+const EXP_POLY = [1.98756915e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
+
+/**
+ * The constants exp4 reads, each a v128 local set once per call: V8 builds a v128.const with several instructions
+ * each time it runs, which in the loop cost more than exp's arithmetic.
+ */
+interface ExpConstants {
+  log2e: number;
+  rounder: number;
+  ln2Hi: number;
+  ln2Lo: number;
+  poly: number[];
+  one: number;
+  /** 127 - ROUNDER's bits: the float's bits plus this are n + 127, the exponent field of 2^n */
+  bias: number;
+  min: number;
+}
+
+function expConstants(L: Locals): { k: ExpConstants; init: Code[] } {
+  const k: ExpConstants = {
+    log2e: L.add(V128),
+    rounder: L.add(V128),
+    ln2Hi: L.add(V128),
+    ln2Lo: L.add(V128),
+    poly: EXP_POLY.map(() => L.add(V128)),
+    one: L.add(V128),
+    bias: L.add(V128),
+    min: L.add(V128),
+  };
+  const f = op.f32x4Const;
+  const init = [
+    set(k.log2e, f(Math.LOG2E)),
+    set(k.rounder, f(ROUNDER)),
+    // ln2 in two parts: 0.693359375 has few bits, so n times it is exact
+    set(k.ln2Hi, f(0.693359375)),
+    set(k.ln2Lo, f(-2.1219444e-4)),
+    ...EXP_POLY.map((c, i) => set(k.poly[i], f(c))),
+    set(k.one, f(1)),
+    set(k.bias, op.i32x4Const(127 - 0x4b400000)),
+    set(k.min, f(EXP_MIN)),
+  ];
+  return { k, init };
+}
+
+/** exp of each lane of the v128 `x` into local `out` (v128 locals x, t, r as scratch). */
+function exp4(x: Code, out: number, s: { x: number; t: number; r: number; k: ExpConstants }): Code[] {
+  const { k } = s;
+  const [add, sub, mul] = [op.f32x4Add, op.f32x4Sub, op.f32x4Mul];
+  let p: Code = get(k.poly[0]);
+  for (const c of k.poly.slice(1)) p = add(mul(p, get(s.r)), get(c));
+  const n = sub(get(s.t), get(k.rounder)); // round(x log2 e), as a float
+  return [
+    set(s.x, x),
+    set(s.t, add(mul(get(s.x), get(k.log2e)), get(k.rounder))),
+    set(s.r, sub(sub(get(s.x), mul(n, get(k.ln2Hi))), mul(n, get(k.ln2Lo)))),
+    // e^r = 1 + r + r^2 p(r), times 2^n from n's bits
+    set(out, add(add(mul(mul(p, get(s.r)), get(s.r)), get(s.r)), get(k.one))),
+    set(out, mul(get(out), op.i32x4Shl(op.i32x4Add(get(s.t), get(k.bias)), op.i32Const(23)))),
+    set(out, op.v128And(get(out), op.f32x4Ge(get(s.x), get(k.min)))),
+  ];
+}
+
+/** How a pass reads and writes one step of a row: a vector of 4 values, or one value splat into all lanes. */
+interface Step {
+  load(cursor: number): Code;
+  store(cursor: number, value: Code): Code;
+  /** the accumulator this step adds into (sums must not count a splat value four times) */
+  acc: number;
+}
+
+/** Per-row state every function shares: its vector and tail counts and the scratch locals of exp4. */
+interface RowShape {
+  vecs: number;
+  tail: number;
+  count: number;
+  exp: { x: number; t: number; r: number; k: ExpConstants };
+  accVec: number;
+  accTail: number;
+}
+
+function rowShape(L: Locals, cols: number): { shape: RowShape; init: Code[] } {
+  const constants = expConstants(L);
+  const shape: RowShape = {
+    vecs: L.add(I32),
+    tail: L.add(I32),
+    count: L.add(I32),
+    exp: { x: L.add(V128), t: L.add(V128), r: L.add(V128), k: constants.k },
+    accVec: L.add(V128),
+    accTail: L.add(V128),
+  };
+  const init = [
+    ...constants.init,
+    set(shape.vecs, op.i32ShrU(get(cols), op.i32Const(2))),
+    set(shape.tail, op.i32And(get(cols), op.i32Const(3))),
+  ];
+  return { shape, init };
+}
+
+const VEC: Omit<Step, 'acc'> = {
+  load: (cursor) => op.v128Load(get(cursor)),
+  store: (cursor, value) => op.v128Store(get(cursor), value),
+};
+const ONE: Omit<Step, 'acc'> = {
+  load: (cursor) => op.v128Load32Splat(get(cursor)),
+  store: (cursor, value) => op.f32Store(get(cursor), op.f32x4ExtractLane(value, 0)),
+};
+
+/**
+ * One pass over a row: each of `cursors` ([cursor, start] locals) starts at its start and moves 16 bytes per vector
+ * step, then 4 per tail step; `body` is one step. The accumulators start at `init`.
+ */
+function pass(s: RowShape, cursors: [number, number][], init: Code, body: (step: Step) => Code[]): Code[] {
+  const steps = (count: number, step: Step, bytes: number) => [
+    set(s.count, get(count)),
+    countedLoop(
+      s.count,
+      body(step),
+      cursors.map(([cursor]): [number, { bytes: number }] => [cursor, { bytes }]),
+    ),
+  ];
+  return [
+    ...cursors.map(([cursor, start]) => set(cursor, get(start))),
+    set(s.accVec, init),
+    set(s.accTail, init),
+    ...steps(s.vecs, { ...VEC, acc: s.accVec }, 16),
+    ...steps(s.tail, { ...ONE, acc: s.accTail }, 4),
+  ];
+}
+
+const lane = (v: number, i: number): Code => op.f32x4ExtractLane(get(v), i);
+/** The largest lane of accVec and lane 0 of accTail, as f32. */
+const rowMax = (s: RowShape): Code =>
+  op.f32Max(
+    op.f32Max(op.f32Max(lane(s.accVec, 0), lane(s.accVec, 1)), op.f32Max(lane(s.accVec, 2), lane(s.accVec, 3))),
+    lane(s.accTail, 0),
+  );
+/** The sum of accVec's lanes and lane 0 of accTail, as f32. */
+const rowSum = (s: RowShape): Code =>
+  op.f32Add(
+    op.f32Add(op.f32Add(lane(s.accVec, 0), lane(s.accVec, 1)), op.f32Add(lane(s.accVec, 2), lane(s.accVec, 3))),
+    lane(s.accTail, 0),
+  );
+
+/** A function over `rows` rows: params (matrices' addresses..., rows, cols); `perRow` moves each matrix a row on. */
+function rowsFunction(
+  name: string,
+  matrices: number,
+  extra: { params: number; perRowBytes: number[] },
+  row: (L: Locals, s: RowShape, m: number[], p: number[]) => Code[],
+): WasmFunction {
+  const params = matrices + extra.params + 2;
+  const [rows, cols] = [params - 2, params - 1];
+  const L = new Locals(params);
+  const { shape, init } = rowShape(L, cols);
+  const rowBytes = L.add(I32);
+  const m = Array.from({ length: matrices }, (_, i) => i);
+  const p = Array.from({ length: extra.params }, (_, i) => matrices + i);
+  return {
+    name,
+    params: Array(params).fill(I32),
+    locals: L.types,
+    body: [
+      ...init,
+      set(rowBytes, op.i32Mul(get(cols), op.i32Const(4))),
+      countedLoop(rows, row(L, shape, m, p), [
+        ...m.map((i): [number, number] => [i, rowBytes]),
+        ...p.map((i, j): [number, { bytes: number }] => [i, { bytes: extra.perRowBytes[j] }]),
+      ]),
+    ].flat(),
+  };
+}
+
+const NEG_INF = op.f32x4Const(-Infinity);
+const ZERO = op.v128Zero();
+
+/** softmax(x, y, rows, cols) or, masked, softmax(x, mask, y, rows, cols): each row of y = softmax(x (+ mask)). */
+function softmaxFunction(masked: boolean): WasmFunction {
+  return rowsFunction(
+    masked ? 'maskedSoftmax' : 'softmax',
+    masked ? 3 : 2,
+    { params: 0, perRowBytes: [] },
+    (L, s, m) => {
+      const [x, mask, y] = masked ? m : [m[0], -1, m[1]];
+      const [cx, cm, cy, top, e] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128), L.add(V128)];
+      const inputs: [number, number][] = masked
+        ? [
+            [cx, x],
+            [cm, mask],
+          ]
+        : [[cx, x]];
+      const score = (step: Step) => (masked ? op.f32x4Add(step.load(cx), step.load(cm)) : step.load(cx));
+      return [
+        ...pass(s, inputs, NEG_INF, (step) => [set(step.acc, op.f32x4Pmax(get(step.acc), score(step)))]),
+        set(top, op.f32x4Splat(rowMax(s))),
+        ...pass(s, [...inputs, [cy, y]], ZERO, (step) => [
+          ...exp4(op.f32x4Sub(score(step), get(top)), e, s.exp),
+          step.store(cy, get(e)),
+          set(step.acc, op.f32x4Add(get(step.acc), get(e))),
+        ]),
+        set(top, op.f32x4Splat(op.f32Div(op.f32Const(1), rowSum(s)))),
+        ...pass(s, [[cy, y]], ZERO, (step) => [step.store(cy, op.f32x4Mul(step.load(cy), get(top)))]),
+      ];
+    },
+  );
+}
+
+/** softmaxGrad(p, dp, dx, rows, cols): dx = p (dp - sum(dp p)) per row, softmax's backward pass. */
+function softmaxGradFunction(): WasmFunction {
+  return rowsFunction('softmaxGrad', 3, { params: 0, perRowBytes: [] }, (L, s, [p, dp, dx]) => {
+    const [cp, cd, cx, dot] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128)];
+    return [
+      ...pass(
+        s,
+        [
+          [cp, p],
+          [cd, dp],
+        ],
+        ZERO,
+        (step) => [set(step.acc, op.f32x4Add(get(step.acc), op.f32x4Mul(step.load(cp), step.load(cd))))],
+      ),
+      set(dot, op.f32x4Splat(rowSum(s))),
+      ...pass(
+        s,
+        [
+          [cp, p],
+          [cd, dp],
+          [cx, dx],
+        ],
+        ZERO,
+        (step) => [step.store(cx, op.f32x4Mul(step.load(cp), op.f32x4Sub(step.load(cd), get(dot))))],
+      ),
+    ];
+  });
+}
+
+/** maxSumExp(z, out, rows, cols): out[2r] = max of row r, out[2r + 1] = sum of exp(z - that max) over the row. */
+function maxSumExpFunction(): WasmFunction {
+  return rowsFunction('maxSumExp', 1, { params: 1, perRowBytes: [8] }, (L, s, [z], [out]) => {
+    const [cz, top, e] = [L.add(I32), L.add(V128), L.add(V128)];
+    return [
+      ...pass(s, [[cz, z]], NEG_INF, (step) => [set(step.acc, op.f32x4Pmax(get(step.acc), step.load(cz)))]),
+      op.f32Store(get(out), rowMax(s)),
+      set(top, op.f32x4Splat(rowMax(s))),
+      ...pass(s, [[cz, z]], ZERO, (step) => [
+        ...exp4(op.f32x4Sub(step.load(cz), get(top)), e, s.exp),
+        set(step.acc, op.f32x4Add(get(step.acc), get(e))),
+      ]),
+      op.f32Store(get(out), rowSum(s), 4),
+    ];
+  });
+}
+
+/** expShifted(z, g, shiftScale, rows, cols): g = exp(z - shiftScale[2r]) * shiftScale[2r + 1] on row r. */
+function expShiftedFunction(): WasmFunction {
+  return rowsFunction('expShifted', 2, { params: 1, perRowBytes: [8] }, (L, s, [z, g], [shiftScale]) => {
+    const [cz, cg, shift, scale, e] = [L.add(I32), L.add(I32), L.add(V128), L.add(V128), L.add(V128)];
+    return [
+      set(shift, op.v128Load32Splat(get(shiftScale))),
+      set(scale, op.v128Load32Splat(get(shiftScale), 4)),
+      ...pass(
+        s,
+        [
+          [cz, z],
+          [cg, g],
+        ],
+        ZERO,
+        (step) => [
+          ...exp4(op.f32x4Sub(step.load(cz), get(shift)), e, s.exp),
+          step.store(cg, op.f32x4Mul(get(e), get(scale))),
+        ],
+      ),
+    ];
+  });
+}
+
+/** The module's functions; addresses in bytes, matrices [rows, cols] row-major. */
+export interface RowsKernel {
+  softmax(x: number, y: number, rows: number, cols: number): void;
+  maskedSoftmax(x: number, mask: number, y: number, rows: number, cols: number): void;
+  softmaxGrad(p: number, dp: number, dx: number, rows: number, cols: number): void;
+  maxSumExp(z: number, out: number, rows: number, cols: number): void;
+  expShifted(z: number, g: number, shiftScale: number, rows: number, cols: number): void;
+}
+export type RowsFunctionName = keyof RowsKernel;
+/** The functions in module order (a pool job names one by its index here). */
+export const ROWS_FUNCTIONS: RowsFunctionName[] = [
+  'softmax',
+  'maskedSoftmax',
+  'softmaxGrad',
+  'maxSumExp',
+  'expShifted',
+];
+
+/** The kernel module's bytes, for a shared (threaded build) or unshared memory. */
+export function rowsKernelBytes(memory: { shared: boolean }): Uint8Array<ArrayBuffer> {
+  return wasmModule(
+    [softmaxFunction(false), softmaxFunction(true), softmaxGradFunction(), maxSumExpFunction(), expShiftedFunction()],
+    memory,
+  );
+}
+
+/** The kernel module compiled over `memory` (tfjs-backend-wasm's heap). */
+export function rowsKernel(memory: WebAssembly.Memory): RowsKernel {
+  const shared = memory.buffer instanceof SharedArrayBuffer;
+  const module = new WebAssembly.Module(rowsKernelBytes({ shared }));
+  return new WebAssembly.Instance(module, { env: { mem: memory } }).exports as unknown as RowsKernel;
+}
