@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GEMM_SCRATCH } from './gemm.ts';
 import { gemmKernel, relaxedSimd } from './gemm-kernel.ts';
-import { KernelPool, type PoolKernels, type RowsJob } from './kernel-pool.ts';
+import { JOBS_PER_THREAD, KernelPool, type PoolKernels, type RowsJob } from './kernel-pool.ts';
 import { type RowsFunctionName, rowsKernel } from './rows-kernel.ts';
 import { wasmThreads } from './wasm-threads.ts';
 
@@ -63,7 +63,7 @@ export interface RowBlock {
 
 /**
  * Calls rows-kernel `fn` over `blocks` of rows `cols` long: on the pool when there is one and they hold at least
- * MIN_POOL_VALUES values, each block cut into bands so that every thread has a few; else one call per block here.
+ * MIN_POOL_VALUES values, each block cut into bands for JOBS_PER_THREAD per thread; else one call per block here.
  */
 export function runRowBlocks(compute: HeapCompute, fn: RowsFunctionName, cols: number, blocks: RowBlock[]): void {
   const values = cols * blocks.reduce((n, b) => n + b.rows, 0);
@@ -73,7 +73,7 @@ export function runRowBlocks(compute: HeapCompute, fn: RowsFunctionName, cols: n
     for (const b of blocks) call(...b.args(0, b.rows));
     return;
   }
-  const parts = Math.ceil((2 * pool.threads) / blocks.length);
+  const parts = Math.ceil((JOBS_PER_THREAD * pool.threads) / blocks.length);
   const jobs: RowsJob[] = [];
   for (const b of blocks) {
     const band = Math.ceil(b.rows / parts);

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type GemmProblem, gemmBlock } from './gemm.ts';
 import { MR, NR } from './gemm-kernel.ts';
 import { type HeapBackend, heapCompute, heapMemory } from './heap-compute.ts';
-import type { GemmJob } from './kernel-pool.ts';
+import { type GemmJob, JOBS_PER_THREAD } from './kernel-pool.ts';
 
 type KernelFunc = (args: {
   inputs: Record<string, tf.TensorInfo>;
@@ -24,10 +24,11 @@ const MIN_POOL_FLOP = 2 ** 22;
 
 /**
  * Boxes of C for `threads` threads: whole problems when there are enough of them, else each cut into as many bands
- * of rows (or of columns, when they are more) as it takes, whole tiles each.
+ * of rows (or of columns, when they are more) as it takes for JOBS_PER_THREAD per thread, whole tiles each. Bands
+ * run along the longer side of C, so the operand each band packs anew is the smaller one.
  */
 export function splitProblems(problems: GemmProblem[], threads: number): GemmJob[] {
-  const parts = Math.ceil(threads / problems.length);
+  const parts = Math.ceil((JOBS_PER_THREAD * threads) / problems.length);
   return problems.flatMap((g) => {
     const byRows = g.m >= g.n;
     const [extent, unit] = byRows ? [g.m, MR] : [g.n, NR];
