@@ -51,7 +51,9 @@ export const JOBS_PER_THREAD = 4;
 
 function writeJob(jobs: Int32Array, j: number, job: PoolJob): void {
   if ('fn' in job) {
-    jobs.set([1 + ROWS_FUNCTIONS.indexOf(job.fn), ...job.args], j * JOB_INTS);
+    const index = ROWS_FUNCTIONS.indexOf(job.fn);
+    if (index < 0 || job.args.length > JOB_INTS - 1) throw new Error(`no pool job for rows kernel ${job.fn}`);
+    jobs.set([1 + index, ...job.args], j * JOB_INTS);
     return;
   }
   const { g, rows, cols } = job;

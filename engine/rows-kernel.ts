@@ -103,6 +103,8 @@ interface RowShape {
   exp: { x: number; t: number; r: number; k: ExpConstants };
   accVec: number;
   accTail: number;
+  /** the function's cols param */
+  cols: number;
 }
 
 function rowShape(L: Locals, cols: number): { shape: RowShape; init: Code[] } {
@@ -114,6 +116,7 @@ function rowShape(L: Locals, cols: number): { shape: RowShape; init: Code[] } {
     exp: { x: L.add(V128), t: L.add(V128), r: L.add(V128), k: constants.k },
     accVec: L.add(V128),
     accTail: L.add(V128),
+    cols,
   };
   const init = [
     ...constants.init,
@@ -168,22 +171,26 @@ const rowSum = (s: RowShape): Code =>
     lane(s.accTail, 0),
   );
 
-/** A function over `rows` rows: params (matrices' addresses..., rows, cols); `perRow` moves each matrix a row on. */
+/** A function of the module before it is named (WRITERS names it). */
+type RowsFunction = Omit<WasmFunction, 'name'>;
+
+/**
+ * A function over `rows` rows: params (matrices' addresses..., extras..., rows, cols). Each matrix moves a row on per
+ * row; each extra param by its step in `extraSteps` (bytes; 0 for one that stays, a row vector or a value).
+ */
 function rowsFunction(
-  name: string,
   matrices: number,
-  extra: { params: number; perRowBytes: number[] },
+  extraSteps: number[],
   row: (L: Locals, s: RowShape, m: number[], p: number[]) => Code[],
-): WasmFunction {
-  const params = matrices + extra.params + 2;
+): RowsFunction {
+  const params = matrices + extraSteps.length + 2;
   const [rows, cols] = [params - 2, params - 1];
   const L = new Locals(params);
   const { shape, init } = rowShape(L, cols);
   const rowBytes = L.add(I32);
   const m = Array.from({ length: matrices }, (_, i) => i);
-  const p = Array.from({ length: extra.params }, (_, i) => matrices + i);
+  const p = extraSteps.map((_, i) => matrices + i);
   return {
-    name,
     params: Array(params).fill(I32),
     locals: L.types,
     body: [
@@ -191,7 +198,9 @@ function rowsFunction(
       set(rowBytes, op.i32Mul(get(cols), op.i32Const(4))),
       countedLoop(rows, row(L, shape, m, p), [
         ...m.map((i): [number, number] => [i, rowBytes]),
-        ...p.map((i, j): [number, { bytes: number }] => [i, { bytes: extra.perRowBytes[j] }]),
+        ...p
+          .filter((_, j) => extraSteps[j] > 0)
+          .map((i): [number, { bytes: number }] => [i, { bytes: extraSteps[i - matrices] }]),
       ]),
     ].flat(),
   };
@@ -201,39 +210,34 @@ const NEG_INF = op.f32x4Const(-Infinity);
 const ZERO = op.v128Zero();
 
 /** softmax(x, y, rows, cols) or, masked, softmax(x, mask, y, rows, cols): each row of y = softmax(x (+ mask)). */
-function softmaxFunction(masked: boolean): WasmFunction {
-  return rowsFunction(
-    masked ? 'maskedSoftmax' : 'softmax',
-    masked ? 3 : 2,
-    { params: 0, perRowBytes: [] },
-    (L, s, m) => {
-      const [x, mask, y] = masked ? m : [m[0], -1, m[1]];
-      const [cx, cm, cy, top, e] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128), L.add(V128)];
-      const inputs: [number, number][] = masked
-        ? [
-            [cx, x],
-            [cm, mask],
-          ]
-        : [[cx, x]];
-      const score = (step: Step) => (masked ? op.f32x4Add(step.load(cx), step.load(cm)) : step.load(cx));
-      return [
-        ...pass(s, inputs, NEG_INF, (step) => [set(step.acc, op.f32x4Pmax(get(step.acc), score(step)))]),
-        set(top, op.f32x4Splat(rowMax(s))),
-        ...pass(s, [...inputs, [cy, y]], ZERO, (step) => [
-          ...exp4(op.f32x4Sub(score(step), get(top)), e, s.exp),
-          step.store(cy, get(e)),
-          set(step.acc, op.f32x4Add(get(step.acc), get(e))),
-        ]),
-        set(top, op.f32x4Splat(op.f32Div(op.f32Const(1), rowSum(s)))),
-        ...pass(s, [[cy, y]], ZERO, (step) => [step.store(cy, op.f32x4Mul(step.load(cy), get(top)))]),
-      ];
-    },
-  );
+function softmaxFunction(masked: boolean): RowsFunction {
+  return rowsFunction(masked ? 3 : 2, [], (L, s, m) => {
+    const [x, mask, y] = masked ? m : [m[0], -1, m[1]];
+    const [cx, cm, cy, top, e] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128), L.add(V128)];
+    const inputs: [number, number][] = masked
+      ? [
+          [cx, x],
+          [cm, mask],
+        ]
+      : [[cx, x]];
+    const score = (step: Step) => (masked ? op.f32x4Add(step.load(cx), step.load(cm)) : step.load(cx));
+    return [
+      ...pass(s, inputs, NEG_INF, (step) => [set(step.acc, op.f32x4Pmax(get(step.acc), score(step)))]),
+      set(top, op.f32x4Splat(rowMax(s))),
+      ...pass(s, [...inputs, [cy, y]], ZERO, (step) => [
+        ...exp4(op.f32x4Sub(score(step), get(top)), e, s.exp),
+        step.store(cy, get(e)),
+        set(step.acc, op.f32x4Add(get(step.acc), get(e))),
+      ]),
+      set(top, op.f32x4Splat(op.f32Div(op.f32Const(1), rowSum(s)))),
+      ...pass(s, [[cy, y]], ZERO, (step) => [step.store(cy, op.f32x4Mul(step.load(cy), get(top)))]),
+    ];
+  });
 }
 
 /** softmaxGrad(p, dp, dx, rows, cols): dx = p (dp - sum(dp p)) per row, softmax's backward pass. */
-function softmaxGradFunction(): WasmFunction {
-  return rowsFunction('softmaxGrad', 3, { params: 0, perRowBytes: [] }, (L, s, [p, dp, dx]) => {
+function softmaxGradFunction(): RowsFunction {
+  return rowsFunction(3, [], (L, s, [p, dp, dx]) => {
     const [cp, cd, cx, dot] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128)];
     return [
       ...pass(
@@ -261,8 +265,8 @@ function softmaxGradFunction(): WasmFunction {
 }
 
 /** maxSumExp(z, out, rows, cols): out[2r] = max of row r, out[2r + 1] = sum of exp(z - that max) over the row. */
-function maxSumExpFunction(): WasmFunction {
-  return rowsFunction('maxSumExp', 1, { params: 1, perRowBytes: [8] }, (L, s, [z], [out]) => {
+function maxSumExpFunction(): RowsFunction {
+  return rowsFunction(1, [8], (L, s, [z], [out]) => {
     const [cz, top, e] = [L.add(I32), L.add(V128), L.add(V128)];
     return [
       ...pass(s, [[cz, z]], NEG_INF, (step) => [set(step.acc, op.f32x4Pmax(get(step.acc), step.load(cz)))]),
@@ -278,8 +282,8 @@ function maxSumExpFunction(): WasmFunction {
 }
 
 /** expShifted(z, g, shiftScale, rows, cols): g = exp(z - shiftScale[2r]) * shiftScale[2r + 1] on row r. */
-function expShiftedFunction(): WasmFunction {
-  return rowsFunction('expShifted', 2, { params: 1, perRowBytes: [8] }, (L, s, [z, g], [shiftScale]) => {
+function expShiftedFunction(): RowsFunction {
+  return rowsFunction(2, [8], (L, s, [z, g], [shiftScale]) => {
     const [cz, cg, shift, scale, e] = [L.add(I32), L.add(I32), L.add(V128), L.add(V128), L.add(V128)];
     return [
       set(shift, op.v128Load32Splat(get(shiftScale))),
@@ -300,6 +304,75 @@ function expShiftedFunction(): WasmFunction {
   });
 }
 
+/** The mean of the row's squares (accumulated in accVec / accTail), as f32: sum / cols. */
+const rowMean = (s: RowShape): Code => op.f32Div(rowSum(s), op.f32ConvertI32S(get(s.cols)));
+
+/**
+ * rmsNorm(x, y, w, r, epsBits, rows, cols): y = x r w per row, r = 1 / sqrt(mean(x^2) + eps) stored at r (one f32 per
+ * row) for the backward pass; w a row vector [cols], eps given as its float32 bits.
+ */
+function rmsNormFunction(): RowsFunction {
+  return rowsFunction(2, [0, 4, 0], (L, s, [x, y], [w, r, epsBits]) => {
+    const [cx, cy, cw, scale] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128)];
+    return [
+      ...pass(s, [[cx, x]], ZERO, (step) => [
+        set(step.acc, op.f32x4Add(get(step.acc), op.f32x4Mul(step.load(cx), step.load(cx)))),
+      ]),
+      op.f32Store(
+        get(r),
+        op.f32Div(op.f32Const(1), op.f32Sqrt(op.f32Add(rowMean(s), op.f32ReinterpretI32(get(epsBits))))),
+      ),
+      set(scale, op.v128Load32Splat(get(r))),
+      ...pass(
+        s,
+        [
+          [cx, x],
+          [cy, y],
+          [cw, w],
+        ],
+        ZERO,
+        (step) => [step.store(cy, op.f32x4Mul(op.f32x4Mul(step.load(cx), get(scale)), step.load(cw)))],
+      ),
+    ];
+  });
+}
+
+/**
+ * rmsNormGrad(x, dy, dx, w, r, rows, cols): rmsNorm's backward pass in x, with r as its forward pass stored it:
+ * dx = r (dy w) - x r^3 mean(dy w x) per row.
+ */
+function rmsNormGradFunction(): RowsFunction {
+  return rowsFunction(3, [0, 4], (L, s, [x, dy, dx], [w, r]) => {
+    const [cx, cd, co, cw, rr, coef] = [L.add(I32), L.add(I32), L.add(I32), L.add(I32), L.add(V128), L.add(V128)];
+    const g = (step: Step) => op.f32x4Mul(step.load(cd), step.load(cw)); // dy w
+    return [
+      ...pass(
+        s,
+        [
+          [cx, x],
+          [cd, dy],
+          [cw, w],
+        ],
+        ZERO,
+        (step) => [set(step.acc, op.f32x4Add(get(step.acc), op.f32x4Mul(g(step), step.load(cx))))],
+      ),
+      set(rr, op.v128Load32Splat(get(r))),
+      set(coef, op.f32x4Mul(op.f32x4Mul(op.f32x4Mul(get(rr), get(rr)), get(rr)), op.f32x4Splat(rowMean(s)))),
+      ...pass(
+        s,
+        [
+          [cx, x],
+          [cd, dy],
+          [co, dx],
+          [cw, w],
+        ],
+        ZERO,
+        (step) => [step.store(co, op.f32x4Sub(op.f32x4Mul(get(rr), g(step)), op.f32x4Mul(step.load(cx), get(coef))))],
+      ),
+    ];
+  });
+}
+
 /** The module's functions; addresses in bytes, matrices [rows, cols] row-major. */
 export interface RowsKernel {
   softmax(x: number, y: number, rows: number, cols: number): void;
@@ -307,21 +380,29 @@ export interface RowsKernel {
   softmaxGrad(p: number, dp: number, dx: number, rows: number, cols: number): void;
   maxSumExp(z: number, out: number, rows: number, cols: number): void;
   expShifted(z: number, g: number, shiftScale: number, rows: number, cols: number): void;
+  rmsNorm(x: number, y: number, w: number, r: number, epsBits: number, rows: number, cols: number): void;
+  rmsNormGrad(x: number, dy: number, dx: number, w: number, r: number, rows: number, cols: number): void;
 }
 export type RowsFunctionName = keyof RowsKernel;
+
+/** Each function's writer, one for every name of RowsKernel (the type checker sees to that). */
+const WRITERS: Record<RowsFunctionName, () => RowsFunction> = {
+  softmax: () => softmaxFunction(false),
+  maskedSoftmax: () => softmaxFunction(true),
+  softmaxGrad: softmaxGradFunction,
+  maxSumExp: maxSumExpFunction,
+  expShifted: expShiftedFunction,
+  rmsNorm: rmsNormFunction,
+  rmsNormGrad: rmsNormGradFunction,
+};
+
 /** The functions in module order (a pool job names one by its index here). */
-export const ROWS_FUNCTIONS: RowsFunctionName[] = [
-  'softmax',
-  'maskedSoftmax',
-  'softmaxGrad',
-  'maxSumExp',
-  'expShifted',
-];
+export const ROWS_FUNCTIONS = Object.keys(WRITERS) as RowsFunctionName[];
 
 /** The kernel module's bytes, for a shared (threaded build) or unshared memory. */
 export function rowsKernelBytes(memory: { shared: boolean }): Uint8Array<ArrayBuffer> {
   return wasmModule(
-    [softmaxFunction(false), softmaxFunction(true), softmaxGradFunction(), maxSumExpFunction(), expShiftedFunction()],
+    ROWS_FUNCTIONS.map((name) => ({ ...WRITERS[name](), name })),
     memory,
   );
 }

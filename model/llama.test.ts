@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { randn, randomLlama, rowsBatch, tinyConfig } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
 import { DenseLinear, type Linear } from './linear.ts';
-import { causalLmLoss, disposeLlama, forward, rmsNorm, ropeInvFreq } from './llama.ts';
+import { causalLmLoss, disposeLlama, forward, ropeInvFreq } from './llama.ts';
 import type { LlamaWeights, TokenBatch } from './types.ts';
 
 const w = randomLlama(tinyConfig(), 1);
@@ -20,14 +20,6 @@ function maxAbsDiff(a: number[], b: number[]): number {
   expect(a.length).toBe(b.length);
   return Math.max(...a.map((x, i) => Math.abs(x - b[i])));
 }
-
-describe('rmsNorm', () => {
-  it('divides by the root mean square plus eps and scales by the weight', () => {
-    const y = tf.tidy(() => rmsNorm(tf.tensor2d([[1, 2, 3, 4]]), tf.tensor1d([1, 2, 1, 0.5]), 1e-6).arraySync());
-    const r = Math.sqrt((1 + 4 + 9 + 16) / 4 + 1e-6);
-    expect(maxAbsDiff(y[0], [1 / r, 4 / r, 3 / r, 2 / r])).toBeLessThan(1e-6);
-  });
-});
 
 describe('ropeInvFreq', () => {
   it('is theta^(-2i/d) without scaling', () => {

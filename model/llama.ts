@@ -6,6 +6,7 @@ import { maskedAttention } from '../engine/attention.ts';
 import { chunkedCrossEntropy, crossEntropy, type ScoredTargets } from '../engine/cross-entropy.ts';
 import { mmFrozenT, repeatedProductT, type RepeatedProductT } from '../engine/matmul.ts';
 import { recompute, type Replay } from '../engine/recompute.ts';
+import { rmsNorm } from '../engine/rms-norm.ts';
 import { applyRotary, RotaryTable, type RotaryInputs } from '../engine/rope.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './kv-cache.ts';
@@ -22,14 +23,6 @@ import {
 
 /** Added to attention scores a query may not see; finite so a fully masked row stays NaN-free. */
 const MASKED = -1e9;
-
-/** RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * weight, over the last axis. */
-export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
-  return tf.tidy(() => {
-    const variance = tf.mean(tf.square(x), -1, true);
-    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(variance, eps))), weight);
-  }) as T;
-}
 
 /**
  * RoPE inverse frequencies inv_freq[i] = theta^(-2i/d), i < d/2, with the Llama 3.1 adjustment when
