@@ -122,3 +122,15 @@ describe('wasm gather kernel', () => {
     expect(() => tf.gather(ints, [3])).toThrow('GatherV2: the index value 3 is not in [0, 2]');
   });
 });
+
+describe('wasm cast kernel', () => {
+  it('shares the data of a cast to the same dtype and still converts between dtypes', () => {
+    const x = tf.tensor1d([1.5, -2.25, 3]);
+    const same = tf.cast(x, 'float32');
+    if (tf.getBackend() === 'wasm') expect(same.dataId).toBe(x.dataId); // no copy
+    x.dispose(); // the cast keeps the data alive
+    expect(Array.from(same.dataSync())).toEqual([1.5, -2.25, 3]);
+    expect(Array.from(tf.cast(same, 'int32').dataSync())).toEqual([1, -2, 3]);
+    same.dispose();
+  });
+});

@@ -5,6 +5,8 @@
 // - Identity copies its input. tfjs clones (Identity) every tensor it saves for the backward pass, so on wasm each
 //   saved activation was stored twice (~0.5 GB per step for the tiny preset at 8 x 512 tokens). Tensors are
 //   immutable, so the replacement shares the data by reference count, as the cpu backend's Identity does.
+// - Cast to the dtype a tensor already has copies it; tfjs's gradient of Multiply casts each operand so, twice per
+//   product of a step's activations. The replacement shares the data, as Identity's does.
 // - GatherV2 runs ~50 ns per value gathered (the embedding lookup of 1024 tokens of 288 took 14-18 ms); the
 //   replacement copies whole slices (batchDims 0; others keep the original).
 import * as tf from '@tensorflow/tfjs';
@@ -109,9 +111,14 @@ function replaceKernel(name: string, wrap: (original: tf.KernelFunc) => (args: A
 
 /**
  * Swaps the wasm backend's Slice, SplitV, Unpack and Identity kernels for the ones above (string tensors keep the
- * originals), its GatherV2 for the one above where batchDims is 0, and its BatchMatMul for engine/wasm-matmul.ts's.
+ * originals), its Cast for identity where the dtype stays, its GatherV2 for the one above where batchDims is 0, and
+ * its BatchMatMul for engine/wasm-matmul.ts's.
  */
 export function installWasmKernels(): void {
+  replaceKernel(
+    'Cast',
+    (original) => (args) => (args.inputs.x.dtype === args.attrs.dtype ? identity(args) : original(args as never)),
+  );
   replaceKernel(
     'GatherV2',
     (original) => (args) =>
