@@ -2,8 +2,8 @@
 // autodiff of the tf ops, value and gradient, and on 2 threads to the bits of 1. [130, 517] holds over 2^16 values,
 // so on 2 threads it runs on the pool, and 517 leaves a remainder of 4.
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-cpu';
 import { afterAll, describe, expect, it } from 'vitest';
+import { expectWasmMatchesCpu } from '../test/backend-runs.ts';
 import { Rng } from '../util/rng.ts';
 import { initBackend } from './backend.ts';
 import { rmsNorm } from './rms-norm.ts';
@@ -22,7 +22,7 @@ describe('rmsNorm', () => {
   });
 
   /** y and dL/dx for L = sum(y * c), from seeded x, weight and c, on the current backend. */
-  function valueAndGradient(): Float32Array[] {
+  function valueAndGradient(): Record<string, Float32Array> {
     const [rows, cols] = [130, 517];
     const r = new Rng(9);
     const rand = (n: number, scale: number, shift = 0) =>
@@ -32,22 +32,12 @@ describe('rmsNorm', () => {
       const w = tf.tensor1d(rand(cols, 0.3, 1));
       const c = tf.tensor2d(rand(rows * cols, 1), [rows, cols]);
       const { value, grads } = tf.valueAndGrads((xi: tf.Tensor) => tf.sum(tf.mul(rmsNorm(xi, w, 1e-5), c)))([x]);
-      return [rmsNorm(x, w, 1e-5), value, grads[0]].map((t) => t.dataSync() as Float32Array);
+      const [y, loss, dx] = [rmsNorm(x, w, 1e-5), value, grads[0]].map((t) => t.dataSync() as Float32Array);
+      return { y, loss, dx };
     });
   }
 
   it("equals tfjs-backend-cpu's autodiff of the tf ops, and gives the same bits on 2 threads as on 1", async () => {
-    await tf.setBackend('cpu');
-    const reference = valueAndGradient();
-    await initBackend('wasm', 1);
-    const one = valueAndGradient();
-    await initBackend('wasm', 2);
-    const two = valueAndGradient();
-    ['y', 'loss', 'dx'].forEach((name, i) => {
-      let worst = 0;
-      for (let j = 0; j < one[i].length; j++) worst = Math.max(worst, Math.abs(one[i][j] - reference[i][j]));
-      expect(worst, name).toBeLessThan(name === 'loss' ? 1e-2 : 2e-5);
-      expect(Buffer.from(two[i].buffer).equals(Buffer.from(one[i].buffer)), name).toBe(true);
-    });
+    await expectWasmMatchesCpu(valueAndGradient, { y: 2e-5, loss: 1e-2, dx: 2e-5 });
   });
 });

@@ -373,6 +373,81 @@ function rmsNormGradFunction(): RowsFunction {
   });
 }
 
+/** exp(-g) is taken of at most this (e^88 is a normal float32): for g below -88, sigmoid(g) is ~0 either way. */
+const NEG_GATE_MAX = 88;
+
+/** sigmoid(g) of the v128 local g into local `out`: 1 / (1 + exp(-g)), with exp4's scratch. */
+function sigmoid4(g: number, out: number, limit: number, s: RowShape): Code[] {
+  return [
+    ...exp4(op.f32x4Pmin(op.f32x4Sub(op.v128Zero(), get(g)), get(limit)), out, s.exp),
+    set(out, op.f32x4Div(get(s.exp.k.one), op.f32x4Add(get(s.exp.k.one), get(out)))),
+  ];
+}
+
+/** swiglu(g, u, y, rows, cols): y = silu(g) u = g sigmoid(g) u, the SwiGLU MLP's gating. */
+function swigluFunction(): RowsFunction {
+  return rowsFunction(3, [], (L, s, [g, u, y]) => {
+    const [cg, cu, cy, limit, gv, sg] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128), L.add(V128), L.add(V128)];
+    return [
+      set(limit, op.f32x4Const(NEG_GATE_MAX)),
+      ...pass(
+        s,
+        [
+          [cg, g],
+          [cu, u],
+          [cy, y],
+        ],
+        ZERO,
+        (step) => [
+          set(gv, step.load(cg)),
+          ...sigmoid4(gv, sg, limit, s),
+          step.store(cy, op.f32x4Mul(op.f32x4Mul(get(gv), get(sg)), step.load(cu))),
+        ],
+      ),
+    ];
+  });
+}
+
+/**
+ * swigluGrad(g, u, dy, dg, du, rows, cols): swiglu's backward pass, with s = sigmoid(g) recomputed:
+ * du = dy g s, dg = dy u s (1 + g (1 - s)).
+ */
+function swigluGradFunction(): RowsFunction {
+  return rowsFunction(5, [], (L, s, [g, u, dy, dg, du]) => {
+    const cursors = [L.add(I32), L.add(I32), L.add(I32), L.add(I32), L.add(I32)];
+    const [cg, cu, cd, cdg, cdu] = cursors;
+    const [limit, gv, sg, d] = [L.add(V128), L.add(V128), L.add(V128), L.add(V128)];
+    const { one } = s.exp.k;
+    return [
+      set(limit, op.f32x4Const(NEG_GATE_MAX)),
+      ...pass(
+        s,
+        [
+          [cg, g],
+          [cu, u],
+          [cd, dy],
+          [cdg, dg],
+          [cdu, du],
+        ],
+        ZERO,
+        (step) => [
+          set(gv, step.load(cg)),
+          ...sigmoid4(gv, sg, limit, s),
+          set(d, op.f32x4Mul(step.load(cd), get(sg))), // dy s
+          step.store(cdu, op.f32x4Mul(get(d), get(gv))),
+          step.store(
+            cdg,
+            op.f32x4Mul(
+              op.f32x4Mul(get(d), step.load(cu)),
+              op.f32x4Add(get(one), op.f32x4Mul(get(gv), op.f32x4Sub(get(one), get(sg)))),
+            ),
+          ),
+        ],
+      ),
+    ];
+  });
+}
+
 /** The module's functions; addresses in bytes, matrices [rows, cols] row-major. */
 export interface RowsKernel {
   softmax(x: number, y: number, rows: number, cols: number): void;
@@ -382,6 +457,8 @@ export interface RowsKernel {
   expShifted(z: number, g: number, shiftScale: number, rows: number, cols: number): void;
   rmsNorm(x: number, y: number, w: number, r: number, epsBits: number, rows: number, cols: number): void;
   rmsNormGrad(x: number, dy: number, dx: number, w: number, r: number, rows: number, cols: number): void;
+  swiglu(g: number, u: number, y: number, rows: number, cols: number): void;
+  swigluGrad(g: number, u: number, dy: number, dg: number, du: number, rows: number, cols: number): void;
 }
 export type RowsFunctionName = keyof RowsKernel;
 
@@ -394,6 +471,8 @@ const WRITERS: Record<RowsFunctionName, () => RowsFunction> = {
   expShifted: expShiftedFunction,
   rmsNorm: rmsNormFunction,
   rmsNormGrad: rmsNormGradFunction,
+  swiglu: swigluFunction,
+  swigluGrad: swigluGradFunction,
 };
 
 /** The functions in module order (a pool job names one by its index here). */

@@ -31,6 +31,7 @@ const WAT = `(module
     (local.set $s (f32.max (f32.div (f32.add (f32.const 1.5) (local.get $s)) (f32.const -0.25)) (f32.const 3)))
     (local.set $s (f32.sqrt (f32.add (f32.convert_i32_s (local.get $n)) (f32.reinterpret_i32 (local.get $q)))))
     (local.set $v (f32x4.pmax (f32x4.sub (v128.const f32x4 0.5 0.5 0.5 0.5) (f32x4.splat (local.get $s))) (local.get $v)))
+    (local.set $v (f32x4.pmin (f32x4.div (local.get $v) (local.get $v)) (local.get $v)))
     (local.set $v (i32x4.shl (i32x4.add (local.get $v) (v128.const i32x4 -7 -7 -7 -7)) (i32.const 23)))
     (local.set $v (v128.and (local.get $v) (f32x4.ge (local.get $v) (local.get $v))))
     (f32.store (local.get $p) (f32x4.extract_lane 3 (local.get $v)))))`;
@@ -72,6 +73,7 @@ function ours(): Uint8Array {
           op.localSet(4, op.f32Max(op.f32Div(op.f32Add(op.f32Const(1.5), get(4)), op.f32Const(-0.25)), op.f32Const(3))),
           op.localSet(4, op.f32Sqrt(op.f32Add(op.f32ConvertI32S(get(n)), op.f32ReinterpretI32(get(2))))),
           op.localSet(3, op.f32x4Pmax(op.f32x4Sub(op.f32x4Const(0.5), op.f32x4Splat(get(4))), get(3))),
+          op.localSet(3, op.f32x4Pmin(op.f32x4Div(get(3), get(3)), get(3))),
           op.localSet(3, op.i32x4Shl(op.i32x4Add(get(3), op.i32x4Const(-7)), op.i32Const(23))),
           op.localSet(3, op.v128And(get(3), op.f32x4Ge(get(3), get(3)))),
           op.f32Store(get(p), op.f32x4ExtractLane(get(3), 3)),

@@ -101,6 +101,9 @@ export const op = {
   f32x4Add: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe4)],
   f32x4Sub: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe5)],
   f32x4Mul: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe6)],
+  f32x4Div: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xe7)],
+  /** b < a ? b : a per lane (one minps on x64) */
+  f32x4Pmin: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xea)],
   /** b < a ? a : b per lane (one maxps on x64, where f32x4.max's NaN and -0 rules take several instructions) */
   f32x4Pmax: (a: Code, b: Code): Code => [...a, ...b, ...simd(0xeb)],
   /** a * b + c, fused where the machine has FMA (relaxed SIMD) */

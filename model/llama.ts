@@ -7,6 +7,7 @@ import { chunkedCrossEntropy, crossEntropy, type ScoredTargets } from '../engine
 import { mmFrozenT, repeatedProductT, type RepeatedProductT } from '../engine/matmul.ts';
 import { recompute, type Replay } from '../engine/recompute.ts';
 import { rmsNorm } from '../engine/rms-norm.ts';
+import { swiglu } from '../engine/swiglu.ts';
 import { applyRotary, RotaryTable, type RotaryInputs } from '../engine/rope.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './kv-cache.ts';
@@ -127,9 +128,7 @@ function attention(layer: LlamaLayer, x: tf.Tensor2D, ctx: LayerContext, layerIn
 
 /** SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)). */
 function mlp(layer: LlamaLayer, x: tf.Tensor2D): tf.Tensor2D {
-  const gate = layer.proj.gate_proj.apply(x);
-  const silu = tf.mul(gate, tf.sigmoid(gate));
-  return layer.proj.down_proj.apply(tf.mul(silu, layer.proj.up_proj.apply(x)));
+  return layer.proj.down_proj.apply(swiglu(layer.proj.gate_proj.apply(x), layer.proj.up_proj.apply(x)));
 }
 
 function checkBatch(w: LlamaWeights, batch: TokenBatch): void {
