@@ -164,8 +164,7 @@ const profile = await tf.profile(trainStep);
 
 adapter.setTraining(false);
 const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 3) % cfg.model.vocabSize);
-// warm-up: XNNPACK, which decoding's one-row products run on, packs each weight at its first product and keeps it
-// (a second of the first tokens for stories110M); training, on engine/wasm-matmul.ts, never made those copies
+// warm-up: the first tokens also compile and warm what decoding alone runs (its one-row products' kernels)
 await generate(weights, [prompt], { maxNewTokens: 2 });
 let first = 0;
 const g0 = performance.now();

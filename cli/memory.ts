@@ -70,7 +70,7 @@ export async function memoryTable(a: MemoryArgs): Promise<string> {
     ],
     ...(e.dequantBytes ? [['dequantized weight in flight', e.dequantBytes] as [string, number]] : []),
     ['total', e.totalBytes],
-    [`wasm heap (at most ${humanBytes(WASM_HEAP_LIMIT)}; with XNNPACK's weight copies)`, e.heapBytes],
+    [`wasm heap (at most ${humanBytes(WASM_HEAP_LIMIT)})`, e.heapBytes],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return [

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { mm, mmFrozen, mmFrozenT, mmT, repeatedProductT } from './matmul.ts';
+import { mm, mmFrozen, mmFrozenT, mmT } from './matmul.ts';
 import { Rng } from '../util/rng.ts';
 
 const rand = (rng: Rng, shape: [number, number]) =>
@@ -95,23 +95,5 @@ describe('matmul wrappers', () => {
       tf.dispose([gx, gw, rx, rw]);
       expect(tf.memory().numTensors).toBe(before);
     }
-  });
-
-  test('repeatedProductT is x @ w^T for one and for many rows, and frees what it made on dispose', () => {
-    const rng = new Rng(5);
-    const w = rand(rng, [40, 12]);
-    const before = tf.memory().numTensors;
-    for (const rows of [1, 3, 8, 20]) {
-      const product = repeatedProductT(w, rows);
-      for (let i = 0; i < 2; i++) {
-        const x = rand(rng, [rows, 12]);
-        const [y, ref] = [product.apply(x), tf.matMul(x, w, false, true)];
-        expect(y.shape).toEqual([rows, 40]);
-        expect(maxDiff(y, ref)).toBeLessThan(1e-5);
-        tf.dispose([x, y, ref]);
-      }
-      product.dispose();
-    }
-    expect(tf.memory().numTensors).toBe(before);
   });
 });

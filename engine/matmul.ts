@@ -1,28 +1,23 @@
 // 2-D matrix products that stay on the backends' fast path, with custom gradients that skip what is frozen.
-// On wasm, engine/wasm-matmul.ts computes products of 6 rows and more, where transpose flags cost nothing; fewer
-// rows go to XNNPACK, where matMul with transposeA or transposeB set runs 15-25x slower than an explicit transpose
-// (e.g. [2048,64]x[64,1024]: 0.3-0.6 vs 7-9 GFLOP/s). There these wrappers transpose explicitly, the small side.
+// On wasm, engine/wasm-matmul.ts computes every float32 product whose A is row-major, and products with transposeA
+// of 1 or at least 6 rows; transpose flags cost nothing there. Other transposed-A products of 2-5 rows would go to
+// XNNPACK, where a transpose flag runs 15-25x slower than an explicit transpose, so mmTN transposes those first.
 // Their gradients run in tf.tidy (engine/custom-grad.ts).
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
 import { filledTensor2d } from './filled.ts';
 import { GEMM_MIN_ROWS } from './wasm-matmul.ts';
 
-/** Whether a product of `rows` rows takes a transpose flag at no cost on this backend. */
-const flagsAreFree = (rows: number): boolean => tf.getBackend() !== 'wasm' || rows >= GEMM_MIN_ROWS;
-
-/**
- * a [n, k] @ w^T for w [m, k]. Where the flag is not free (few rows on wasm), as (w a^T)^T: only the small a and
- * the result are transposed, and XNNPACK streams w rather than packing it.
- */
+/** a [n, k] @ w^T for w [m, k]. */
 function mmNT(a: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  if (flagsAreFree(a.shape[0])) return tf.matMul(a, w, false, true);
-  return tf.transpose(tf.matMul(w, tf.transpose(a)));
+  return tf.matMul(a, w, false, true);
 }
 
 /** a^T @ b for a [k, n]: the product has n rows. */
 function mmTN(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  return flagsAreFree(a.shape[1]) ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
+  const rows = a.shape[1];
+  const free = tf.getBackend() !== 'wasm' || rows === 1 || rows >= GEMM_MIN_ROWS;
+  return free ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
 }
 
 /** a @ b for a [n, k], b [k, m], differentiable in both. */
@@ -63,33 +58,6 @@ export function mmFrozenT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
     return { value: mmNT(xi, w), gradFunc: (dy) => tf.matMul(dy, w) };
   });
   return f(x);
-}
-
-/** Rows of x below which a transposed copy of w pays on wasm for x @ w^T (measured crossover ~8 on [32000, 288]). */
-const FEW_ROWS_COPY = 8;
-/**
- * Largest w (values) copied so: the copy and XNNPACK's packing of it hold twice its size in the wasm heap, 256 MiB
- * here (stories110M's head is 24.6M values; TinyLlama's 65.5M would cost 0.5 GiB for ~4% of its decoding time).
- */
-const MAX_COPY_VALUES = 32 * 2 ** 20;
-
-/** x @ w^T for one frozen weight, over many products; holds what it made until disposed. */
-export interface RepeatedProductT {
-  apply(x: tf.Tensor2D): tf.Tensor2D;
-  dispose(): void;
-}
-
-/**
- * x @ w^T for a frozen w [m, k] stored untransposed and many x of `rows` rows each (decoding's head). On wasm with
- * fewer than 8 rows and w of at most 32M values, against w^T [k, m] copied once here: (w x^T)^T gives XNNPACK a
- * product one column wide, ~3x slower ([32000, 288] with one row: 15 -> 5 ms on one thread, 8 -> 3.4 ms on two).
- * The copy is held until disposed. Otherwise mmFrozenT.
- */
-export function repeatedProductT(w: tf.Tensor2D, rows: number): RepeatedProductT {
-  if (tf.getBackend() !== 'wasm' || rows >= FEW_ROWS_COPY || w.size > MAX_COPY_VALUES)
-    return { apply: (x) => mmFrozenT(x, w), dispose() {} };
-  const wT = tf.transpose(w);
-  return { apply: (x) => tf.matMul(x, wT), dispose: () => wT.dispose() };
 }
 
 /** A weight [m, k] made anew for each product (a dequantized 4-bit weight). */

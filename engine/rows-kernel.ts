@@ -448,6 +448,139 @@ function swigluGradFunction(): RowsFunction {
   });
 }
 
+/** Most rows of A the few-row products take (engine/wasm-matmul.ts sends them fewer than the GEMM's 6). */
+export const FEW_ROWS_MAX = 5;
+
+/**
+ * fewRows{m}(pa, lda, pb, ldb, pc, ldc, k, n): C [m, n] = A [m, k] B [k, n] for B row-major (rows ldb bytes apart),
+ * A row-major (rows lda bytes apart), C rows ldc bytes apart; m = 1 .. 5 fixed per function. C is zeroed, then each
+ * of B's rows in turn, read once and in order, is added into C's m rows times their A value (the last n % 4
+ * columns one at a time, splat). Walking down B's columns instead ran 3-4x slower than XNNPACK: rows 3 KiB apart
+ * fell into 4 of L1's 64 sets.
+ */
+function fewRowsFunction(m: number): RowsFunction {
+  const [pa, lda, pb, ldb, pc, ldc, k, n] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const L = new Locals(8);
+  const [vecs, tail, count, cb] = [L.add(I32), L.add(I32), L.add(I32), L.add(I32)];
+  const cc = Array.from({ length: m }, () => L.add(I32));
+  const a = Array.from({ length: m }, () => L.add(V128));
+  const b = L.add(V128);
+  const rows = Array.from({ length: m }, (_, i) => i);
+  const rowAt = (base: number, stride: number, i: number): Code =>
+    i === 0 ? get(base) : op.i32Add(get(base), op.i32Mul(get(stride), op.i32Const(i)));
+  const startRows = rows.map((i) => set(cc[i], rowAt(pc, ldc, i)));
+  /** over C's columns (vectors of 4, then one at a time): `step` with B's cursor cb and C's cursors cc */
+  const overColumns = (step: (wide: boolean) => Code[]): Code[] =>
+    [true, false].flatMap((wide) => [
+      set(count, get(wide ? vecs : tail)),
+      countedLoop(
+        count,
+        step(wide),
+        [cb, ...cc].map((c): [number, { bytes: number }] => [c, { bytes: wide ? 16 : 4 }]),
+      ),
+    ]);
+  const load = (wide: boolean, at: Code) => (wide ? op.v128Load(at) : op.v128Load32Splat(at));
+  const store = (wide: boolean, at: Code, v: Code) =>
+    wide ? op.v128Store(at, v) : op.f32Store(at, op.f32x4ExtractLane(v, 0));
+  return {
+    params: Array(8).fill(I32),
+    locals: L.types,
+    body: [
+      set(vecs, op.i32ShrU(get(n), op.i32Const(2))),
+      set(tail, op.i32And(get(n), op.i32Const(3))),
+      ...startRows,
+      ...overColumns((wide) => rows.map((i) => store(wide, get(cc[i]), op.v128Zero()))),
+      countedLoop(
+        k,
+        [
+          ...rows.map((i) => set(a[i], op.v128Load32Splat(rowAt(pa, lda, i)))),
+          set(cb, get(pb)),
+          ...startRows,
+          ...overColumns((wide) => [
+            set(b, load(wide, get(cb))),
+            ...rows.map((i) =>
+              store(wide, get(cc[i]), op.f32x4Add(load(wide, get(cc[i])), op.f32x4Mul(get(a[i]), get(b)))),
+            ),
+          ]),
+        ],
+        [
+          [pa, { bytes: 4 }],
+          [pb, ldb],
+        ],
+      ),
+    ].flat(),
+  };
+}
+
+/**
+ * fewRowsT{m}(pa, lda, pw, ldw, pc, ldc, k, n): C [m, n] = A [m, k] W^T for W [n, k] row-major (rows ldw bytes
+ * apart): each value of C a dot product of two contiguous rows, 4 lanes at a time, then k % 4 steps one at a time.
+ */
+function fewRowsTFunction(m: number): RowsFunction {
+  const [pa, lda, pw, ldw, pc, ldc, k, n] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const L = new Locals(8);
+  const [vecs, tail, steps, ca, cw, cc] = [L.add(I32), L.add(I32), L.add(I32), L.add(I32), L.add(I32), L.add(I32)];
+  const accVec = Array.from({ length: m }, () => L.add(V128));
+  const accTail = Array.from({ length: m }, () => L.add(V128));
+  const w = L.add(V128);
+  const rows = Array.from({ length: m }, (_, i) => i);
+  const rowAt = (base: number, stride: number, i: number): Code =>
+    i === 0 ? get(base) : op.i32Add(get(base), op.i32Mul(get(stride), op.i32Const(i)));
+  const dot = (wide: boolean, count: number): Code[] => {
+    const load = (at: Code) => (wide ? op.v128Load(at) : op.v128Load32Splat(at));
+    const into = wide ? accVec : accTail;
+    return [
+      set(steps, get(count)),
+      countedLoop(
+        steps,
+        [
+          set(w, load(get(cw))),
+          ...rows.map((i) => set(into[i], op.f32x4Add(get(into[i]), op.f32x4Mul(load(rowAt(ca, lda, i)), get(w))))),
+        ],
+        [
+          [ca, { bytes: wide ? 16 : 4 }],
+          [cw, { bytes: wide ? 16 : 4 }],
+        ],
+      ),
+    ];
+  };
+  const lane = (v: number, i: number): Code => op.f32x4ExtractLane(get(v), i);
+  return {
+    params: Array(8).fill(I32),
+    locals: L.types,
+    body: [
+      set(vecs, op.i32ShrU(get(k), op.i32Const(2))),
+      set(tail, op.i32And(get(k), op.i32Const(3))),
+      set(cc, get(pc)),
+      countedLoop(
+        n,
+        [
+          ...rows.flatMap((i) => [set(accVec[i], op.v128Zero()), set(accTail[i], op.v128Zero())]),
+          set(ca, get(pa)),
+          set(cw, get(pw)),
+          ...dot(true, vecs),
+          ...dot(false, tail),
+          ...rows.map((i) =>
+            op.f32Store(
+              rowAt(cc, ldc, i),
+              op.f32Add(
+                op.f32Add(
+                  op.f32Add(lane(accVec[i], 0), lane(accVec[i], 1)),
+                  op.f32Add(lane(accVec[i], 2), lane(accVec[i], 3)),
+                ),
+                lane(accTail[i], 0),
+              ),
+            ),
+          ),
+          set(pw, op.i32Add(get(pw), get(ldw))),
+          set(cc, op.i32Add(get(cc), op.i32Const(4))),
+        ],
+        [],
+      ),
+    ].flat(),
+  };
+}
+
 /** The module's functions; addresses in bytes, matrices [rows, cols] row-major. */
 export interface RowsKernel {
   softmax(x: number, y: number, rows: number, cols: number): void;
@@ -459,7 +592,29 @@ export interface RowsKernel {
   rmsNormGrad(x: number, dy: number, dx: number, w: number, r: number, rows: number, cols: number): void;
   swiglu(g: number, u: number, y: number, rows: number, cols: number): void;
   swigluGrad(g: number, u: number, dy: number, dg: number, du: number, rows: number, cols: number): void;
+  fewRows1: FewRows;
+  fewRows2: FewRows;
+  fewRows3: FewRows;
+  fewRows4: FewRows;
+  fewRows5: FewRows;
+  fewRowsT1: FewRows;
+  fewRowsT2: FewRows;
+  fewRowsT3: FewRows;
+  fewRowsT4: FewRows;
+  fewRowsT5: FewRows;
 }
+
+/** A few-row product's function: (pa, lda, pb, ldb, pc, ldc, k, n), addresses and row strides in bytes. */
+type FewRows = (
+  pa: number,
+  lda: number,
+  pb: number,
+  ldb: number,
+  pc: number,
+  ldc: number,
+  k: number,
+  n: number,
+) => void;
 export type RowsFunctionName = keyof RowsKernel;
 
 /** Each function's writer, one for every name of RowsKernel (the type checker sees to that). */
@@ -473,6 +628,16 @@ const WRITERS: Record<RowsFunctionName, () => RowsFunction> = {
   rmsNormGrad: rmsNormGradFunction,
   swiglu: swigluFunction,
   swigluGrad: swigluGradFunction,
+  fewRows1: () => fewRowsFunction(1),
+  fewRows2: () => fewRowsFunction(2),
+  fewRows3: () => fewRowsFunction(3),
+  fewRows4: () => fewRowsFunction(4),
+  fewRows5: () => fewRowsFunction(5),
+  fewRowsT1: () => fewRowsTFunction(1),
+  fewRowsT2: () => fewRowsTFunction(2),
+  fewRowsT3: () => fewRowsTFunction(3),
+  fewRowsT4: () => fewRowsTFunction(4),
+  fewRowsT5: () => fewRowsTFunction(5),
 };
 
 /** The functions in module order (a pool job names one by its index here). */

@@ -1,14 +1,16 @@
-// tfjs-backend-wasm's BatchMatMul, computed by engine/gemm.ts instead of XNNPACK for float32 products of at least a
-// tile's 6 rows, on the kernel pool's threads when the backend has them. Transposed operands are read through strides,
-// so transposeA / transposeB cost nothing extra, where XNNPACK's build runs them 15-25x slower than an explicit
-// transpose. Fewer rows (decoding) keep XNNPACK, which streams the weight once: a blocked GEMM packs it first, and
-// [1, 288] x [288, 32000] took 15 ms against XNNPACK's 5. Batch shapes other than equal or one-sided (a batch of 1
-// against any) keep it too, and so do other dtypes.
+// tfjs-backend-wasm's BatchMatMul, computed by ft's kernels instead of XNNPACK for float32 products, on the kernel
+// pool's threads when the backend has them: engine/gemm.ts for 6 rows and more, engine/rows-kernel.ts's few-row
+// functions below. Transposed operands are read through strides, so transposeA / transposeB cost nothing extra, where
+// XNNPACK's build runs them 15-25x slower than an explicit transpose. Left to XNNPACK: transposed A of 2-5 rows, batch
+// shapes other than equal or one-sided (a batch of 1 against any), and other dtypes.
+// Few rows (decoding) stream B once rather than packing it: [1, 288] x [32000, 288]^T takes 5-6 ms on one thread,
+// as XNNPACK against a transposed copy of the weight (4-5 ms) and against 12-20 ms for XNNPACK's (w x^T)^T.
 import * as tf from '@tensorflow/tfjs';
 import { type GemmProblem, gemmBlock } from './gemm.ts';
 import { MR, NR } from './gemm-kernel.ts';
-import { type HeapBackend, heapCompute, heapMemory } from './heap-compute.ts';
-import { type GemmJob, JOBS_PER_THREAD } from './kernel-pool.ts';
+import { type HeapBackend, type HeapCompute, heapCompute, heapMemory } from './heap-compute.ts';
+import { type GemmJob, JOBS_PER_THREAD, type RowsJob } from './kernel-pool.ts';
+import type { RowsFunctionName } from './rows-kernel.ts';
 
 type KernelFunc = (args: {
   inputs: Record<string, tf.TensorInfo>;
@@ -44,6 +46,43 @@ export function splitProblems(problems: GemmProblem[], threads: number): GemmJob
 
 const product = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
 
+/**
+ * Products of fewer than 6 rows (A row-major) as engine/rows-kernel.ts's few-row functions: against B row-major, or
+ * against B transposed as dot products of W's contiguous rows. On the pool, C's columns go in bands (whole blocks of
+ * 8 for the row-major form).
+ */
+function runFewRows(compute: HeapCompute, problems: GemmProblem[], transposed: boolean, pooled: boolean): void {
+  const { m, n, k } = problems[0];
+  const fn = `fewRows${transposed ? 'T' : ''}${m}` as RowsFunctionName;
+  const parts = pooled && compute.pool ? Math.ceil((JOBS_PER_THREAD * compute.pool.threads) / problems.length) : 1;
+  const unit = transposed ? 1 : NR;
+  const band = Math.ceil(n / parts / unit) * unit;
+  const jobs: RowsJob[] = problems.flatMap((g) => {
+    const bStep = transposed ? g.b.colStride : 1; // values from one column of B (or row of W) to the next
+    const ldb = transposed ? g.b.colStride : g.b.rowStride;
+    const cuts: RowsJob[] = [];
+    for (let j = 0; j < n; j += band) {
+      const cols = Math.min(band, n - j);
+      cuts.push({
+        fn,
+        args: [
+          4 * g.a.offset,
+          4 * g.a.rowStride,
+          4 * (g.b.offset + j * bStep),
+          4 * ldb,
+          4 * (g.c + j),
+          4 * g.ldc,
+          k,
+          cols,
+        ],
+      });
+    }
+    return cuts;
+  });
+  if (pooled && compute.pool) compute.pool.run(jobs);
+  else for (const { fn: f, args } of jobs) (compute.kernels.rows[f] as (...a: number[]) => void)(...args);
+}
+
 /** A BatchMatMul kernel over engine/gemm.ts that hands what it does not cover to `original`. */
 export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
   return (args) => {
@@ -62,7 +101,7 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
     const covered =
       a.dtype === 'float32' &&
       b.dtype === 'float32' &&
-      m >= GEMM_MIN_ROWS &&
+      (m >= GEMM_MIN_ROWS || !transposeA || m === 1) &&
       k > 0 &&
       (batchA === batchB || batchA === 1 || batchB === 1) &&
       product(outer) === batch;
@@ -92,7 +131,12 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
       }),
     );
     const { pool } = compute;
-    if (pool && 2 * m * n * k * batch >= MIN_POOL_FLOP) {
+    const pooled = pool !== undefined && 2 * m * n * k * batch >= MIN_POOL_FLOP;
+    if (m < GEMM_MIN_ROWS) {
+      runFewRows(compute, problems, transposeB, pooled);
+      return out;
+    }
+    if (pool && pooled) {
       pool.run(splitProblems(problems, pool.threads));
     } else {
       const heap = new Float32Array(heapMemory(backend).buffer); // after the allocation, which may grow it

@@ -3,7 +3,7 @@
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { KVCache } from './kv-cache.ts';
-import { decodingHead, forward } from './llama.ts';
+import { forward } from './llama.ts';
 import type { LlamaWeights, TokenBatch } from './types.ts';
 
 export interface SamplingOptions {
@@ -95,11 +95,10 @@ export async function generate(w: LlamaWeights, prompts: number[][], opts: Gener
   const out: number[][] = prompts.map(() => []);
   const done = new Array<boolean>(B).fill(false);
   const cache = new KVCache(B, w.layers.length);
-  const head = decodingHead(w, B);
   try {
     let batch = leftPaddedBatch(prompts);
     for (let step = 0; step < opts.maxNewTokens; step++) {
-      const logits = forward(w, batch, cache, { logits: 'last', head: head.apply }); // [B, 1, V]
+      const logits = forward(w, batch, cache, { logits: 'last' }); // [B, 1, V]
       const rows = (await logits.data()) as Float32Array;
       logits.dispose();
       const next: TokenBatch = {
@@ -129,7 +128,6 @@ export async function generate(w: LlamaWeights, prompts: number[][], opts: Gener
       batch = next;
     }
   } finally {
-    head.dispose();
     cache.dispose();
   }
   return out;

@@ -74,7 +74,7 @@ export const denseLinear: LinearFactory = (_name, w, out, inp, b) => new DenseLi
  * transposed copy at load. For lm_head, the largest weight.
  */
 export class HeadLinear implements Linear {
-  /** The frozen weight as a tensor [out, in], for products other than apply's (decoding's head) */
+  /** The frozen weight as a tensor [out, in] */
   readonly w: tf.Tensor2D;
   readonly bias = null;
 

@@ -4,14 +4,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { maskedAttention } from '../engine/attention.ts';
 import { chunkedCrossEntropy, crossEntropy, type ScoredTargets } from '../engine/cross-entropy.ts';
-import { mmFrozenT, repeatedProductT, type RepeatedProductT } from '../engine/matmul.ts';
+import { mmFrozenT } from '../engine/matmul.ts';
 import { recompute, type Replay } from '../engine/recompute.ts';
 import { rmsNorm } from '../engine/rms-norm.ts';
 import { swiglu } from '../engine/swiglu.ts';
 import { applyRotary, RotaryTable, type RotaryInputs } from '../engine/rope.ts';
 import { FtError } from '../util/errors.ts';
 import type { KVCache } from './kv-cache.ts';
-import { HeadLinear } from './linear.ts';
 import {
   IGNORE_INDEX,
   LOSS_CHUNK_ROWS,
@@ -148,8 +147,6 @@ function checkBatch(w: LlamaWeights, batch: TokenBatch): void {
 export interface ForwardOptions {
   /** 'last': logits only for the final position of each row ([B, 1, vocab]), as generation needs. */
   logits?: 'all' | 'last';
-  /** The head to use instead of lmHead (decoding's: see decodingHead). */
-  head?: (h: tf.Tensor2D) => tf.Tensor2D;
   /**
    * Gradient checkpointing: keep only each decoder layer's input and recompute the layer in the backward pass, so
    * training holds one layer's activations at a time instead of all of them (one more forward pass of compute);
@@ -173,7 +170,7 @@ function block(layer: LlamaLayer, h: tf.Tensor2D, ctx: LayerContext, i: number):
 export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opts: ForwardOptions = {}): tf.Tensor3D {
   return tf.tidy(() => {
     const h = finalHidden(w, batch, cache, opts);
-    const logits = opts.head ? opts.head(h) : lmHead(w, h);
+    const logits = lmHead(w, h);
     return tf.reshape(logits, [batch.B, h.shape[0] / batch.B, w.config.vocabSize]);
   });
 }
@@ -181,17 +178,6 @@ export function forward(w: LlamaWeights, batch: TokenBatch, cache?: KVCache, opt
 /** Logits [n, vocab] of final hidden states [n, hidden]: lm_head, or the embedding matrix when tied. */
 export function lmHead(w: LlamaWeights, h: tf.Tensor2D): tf.Tensor2D {
   return w.lmHead ? w.lmHead.apply(h) : mmFrozenT(h, w.embedTokens);
-}
-
-/**
- * lm_head for decoding `rows` rows per forward, many forwards over (engine/matmul.ts repeatedProductT: on wasm with
- * few rows a transposed copy of the head's weight, held until disposed). A head that is not a plain frozen weight
- * (HeadLinear or the tied embedding) is used as is.
- */
-export function decodingHead(w: LlamaWeights, rows: number): RepeatedProductT {
-  if (!w.lmHead) return repeatedProductT(w.embedTokens, rows);
-  if (w.lmHead instanceof HeadLinear) return repeatedProductT(w.lmHead.w, rows);
-  return { apply: (h) => lmHead(w, h), dispose() {} };
 }
 
 /** The context of a batch's decoder layers: masks over the cached and new keys, rotary inputs. */

@@ -28,9 +28,10 @@ export interface MemoryEstimate {
   dequantBytes: number;
   totalBytes: number;
   /**
-   * What the wasm heap holds on that backend: all but the packed 4-bit projections (JS memory), plus the copy
-   * XNNPACK packs and keeps of every persistent weight a matMul takes as its second operand (measured: +233 MiB
-   * after one dy @ W with W [32000, 2048]): the head (lm_head or the tied embedding) and a float base's projections.
+   * What the wasm heap holds on that backend: all but the packed 4-bit projections (JS memory). XNNPACK kept a
+   * packed copy of every persistent weight it multiplied (+301 MiB after products against W [32000, 2048]); ft's
+   * own products (engine/wasm-matmul.ts) now take every product against a weight, and the same products leave the
+   * heap as it was.
    */
   heapBytes: number;
 }
@@ -126,7 +127,6 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
   const dequantBytes =
     o.quant === 'none' ? 0 : 2 * 4 * Math.max(...LINEAR_NAMES.map((n) => shapes[n][0] * shapes[n][1]));
   const totalBytes = baseBytes + adapterBytes + gradBytes + optimizerBytes + activationBytes + dequantBytes;
-  const xnnpackCopies = 4 * (V * h + (o.quant === 'none' ? L * projParams : 0));
   return {
     baseBytes,
     adapterBytes,
@@ -135,7 +135,7 @@ export function estimateMemory(c: LlamaConfig, o: MemoryOptions): MemoryEstimate
     activationBytes,
     dequantBytes,
     totalBytes,
-    heapBytes: totalBytes - packedBytes + xnnpackCopies,
+    heapBytes: totalBytes - packedBytes,
   };
 }
 

@@ -55,10 +55,11 @@ describe('wasmHeapWarning (the tests run on wasm)', () => {
   });
 
   it('warns from 80% of the heap: the estimate runs up to 1.2x short', () => {
-    // TinyLlama checkpointed at 2 x 1024 tokens: 3.34 GiB estimated, under the limit; 1 x 1024 measured 2.68 GiB of heap for 2.26 GiB estimated
+    // TinyLlama checkpointed at 2 x 1152 tokens: over 80% of the heap, under the limit; 1 x 1024 measured 2.68 GiB of
+    // heap for 2.26 GiB estimated (both counting XNNPACK's packed copy of the head, which ft's products no longer make)
     expect(
       wasmHeapWarning(
-        recipe({ gradient_checkpointing: 'true', micro_batch_size: '2', sequence_len: '1024' }),
+        recipe({ gradient_checkpointing: 'true', micro_batch_size: '2', sequence_len: '1152' }),
         tinyllama,
       ),
     ).toMatch(/needs about 3\.\d\d GiB/);
@@ -70,6 +71,6 @@ describe('wasmHeapWarning (the tests run on wasm)', () => {
         recipe({ gradient_checkpointing: 'true', micro_batch_size: '64', sequence_len: '2048' }),
         tinyllama,
       ),
-    ).toThrow(/needs about 139\.\d GiB .*; try a smaller micro_batch_size or sequence_len$/);
+    ).toThrow(/needs about 138\.\d GiB .*; try a smaller micro_batch_size or sequence_len$/);
   });
 });
