@@ -107,6 +107,12 @@ interface RowShape {
   cols: number;
 }
 
+/** vecs = count / 4 and tail = count % 4: the steps of 4 lanes, then of one, that cover `count` values. */
+const byFours = (vecs: number, tail: number, count: number): Code[] => [
+  set(vecs, op.i32ShrU(get(count), op.i32Const(2))),
+  set(tail, op.i32And(get(count), op.i32Const(3))),
+];
+
 function rowShape(L: Locals, cols: number): { shape: RowShape; init: Code[] } {
   const constants = expConstants(L);
   const shape: RowShape = {
@@ -118,11 +124,7 @@ function rowShape(L: Locals, cols: number): { shape: RowShape; init: Code[] } {
     accTail: L.add(V128),
     cols,
   };
-  const init = [
-    ...constants.init,
-    set(shape.vecs, op.i32ShrU(get(cols), op.i32Const(2))),
-    set(shape.tail, op.i32And(get(cols), op.i32Const(3))),
-  ];
+  const init = [...constants.init, ...byFours(shape.vecs, shape.tail, cols)];
   return { shape, init };
 }
 
@@ -384,28 +386,36 @@ function sigmoid4(g: number, out: number, limit: number, s: RowShape): Code[] {
   ];
 }
 
+/**
+ * One pass over the rows of `matrices` (g first) with g's value (gv) and sigmoid(g) (sg) at hand in each step;
+ * `body` gets the step, each matrix's cursor, and those two locals.
+ */
+function gatedPass(
+  L: Locals,
+  s: RowShape,
+  matrices: number[],
+  body: (step: Step, cursors: number[], gv: number, sg: number) => Code[],
+): Code[] {
+  const cursors = matrices.map(() => L.add(I32));
+  const [limit, gv, sg] = [L.add(V128), L.add(V128), L.add(V128)];
+  const starts = matrices.map((m, i): [number, number] => [cursors[i], m]);
+  return [
+    set(limit, op.f32x4Const(NEG_GATE_MAX)),
+    ...pass(s, starts, ZERO, (step) => [
+      set(gv, step.load(cursors[0])),
+      ...sigmoid4(gv, sg, limit, s),
+      ...body(step, cursors, gv, sg),
+    ]),
+  ];
+}
+
 /** swiglu(g, u, y, rows, cols): y = silu(g) u = g sigmoid(g) u, the SwiGLU MLP's gating. */
 function swigluFunction(): RowsFunction {
-  return rowsFunction(3, [], (L, s, [g, u, y]) => {
-    const [cg, cu, cy, limit, gv, sg] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128), L.add(V128), L.add(V128)];
-    return [
-      set(limit, op.f32x4Const(NEG_GATE_MAX)),
-      ...pass(
-        s,
-        [
-          [cg, g],
-          [cu, u],
-          [cy, y],
-        ],
-        ZERO,
-        (step) => [
-          set(gv, step.load(cg)),
-          ...sigmoid4(gv, sg, limit, s),
-          step.store(cy, op.f32x4Mul(op.f32x4Mul(get(gv), get(sg)), step.load(cu))),
-        ],
-      ),
-    ];
-  });
+  return rowsFunction(3, [], (L, s, matrices) =>
+    gatedPass(L, s, matrices, (step, [, cu, cy], gv, sg) => [
+      step.store(cy, op.f32x4Mul(op.f32x4Mul(get(gv), get(sg)), step.load(cu))),
+    ]),
+  );
 }
 
 /**
@@ -413,43 +423,29 @@ function swigluFunction(): RowsFunction {
  * du = dy g s, dg = dy u s (1 + g (1 - s)).
  */
 function swigluGradFunction(): RowsFunction {
-  return rowsFunction(5, [], (L, s, [g, u, dy, dg, du]) => {
-    const cursors = [L.add(I32), L.add(I32), L.add(I32), L.add(I32), L.add(I32)];
-    const [cg, cu, cd, cdg, cdu] = cursors;
-    const [limit, gv, sg, d] = [L.add(V128), L.add(V128), L.add(V128), L.add(V128)];
+  return rowsFunction(5, [], (L, s, matrices) => {
+    const d = L.add(V128);
     const { one } = s.exp.k;
-    return [
-      set(limit, op.f32x4Const(NEG_GATE_MAX)),
-      ...pass(
-        s,
-        [
-          [cg, g],
-          [cu, u],
-          [cd, dy],
-          [cdg, dg],
-          [cdu, du],
-        ],
-        ZERO,
-        (step) => [
-          set(gv, step.load(cg)),
-          ...sigmoid4(gv, sg, limit, s),
-          set(d, op.f32x4Mul(step.load(cd), get(sg))), // dy s
-          step.store(cdu, op.f32x4Mul(get(d), get(gv))),
-          step.store(
-            cdg,
-            op.f32x4Mul(
-              op.f32x4Mul(get(d), step.load(cu)),
-              op.f32x4Add(get(one), op.f32x4Mul(get(gv), op.f32x4Sub(get(one), get(sg)))),
-            ),
-          ),
-        ],
+    return gatedPass(L, s, matrices, (step, [, cu, cd, cdg, cdu], gv, sg) => [
+      set(d, op.f32x4Mul(step.load(cd), get(sg))), // dy s
+      step.store(cdu, op.f32x4Mul(get(d), get(gv))),
+      step.store(
+        cdg,
+        op.f32x4Mul(
+          op.f32x4Mul(get(d), step.load(cu)),
+          op.f32x4Add(get(one), op.f32x4Mul(get(gv), op.f32x4Sub(get(one), get(sg)))),
+        ),
       ),
-    ];
+    ]);
   });
 }
 
 /** Most rows of A the few-row products take (engine/wasm-matmul.ts sends them fewer than the GEMM's 6). */
 export const FEW_ROWS_MAX = 5;
+
+/** The address of row i of a matrix at local `base` with rows local `stride` bytes apart. */
+const rowAt = (base: number, stride: number, i: number): Code =>
+  i === 0 ? get(base) : op.i32Add(get(base), op.i32Mul(get(stride), op.i32Const(i)));
 
 /**
  * fewRows{m}(pa, lda, pb, ldb, pc, ldc, k, n): C [m, n] = A [m, k] B [k, n] for B row-major (rows ldb bytes apart),
@@ -466,8 +462,6 @@ function fewRowsFunction(m: number): RowsFunction {
   const a = Array.from({ length: m }, () => L.add(V128));
   const b = L.add(V128);
   const rows = Array.from({ length: m }, (_, i) => i);
-  const rowAt = (base: number, stride: number, i: number): Code =>
-    i === 0 ? get(base) : op.i32Add(get(base), op.i32Mul(get(stride), op.i32Const(i)));
   const startRows = rows.map((i) => set(cc[i], rowAt(pc, ldc, i)));
   /** over C's columns (vectors of 4, then one at a time): `step` with B's cursor cb and C's cursors cc */
   const overColumns = (step: (wide: boolean) => Code[]): Code[] =>
@@ -486,8 +480,7 @@ function fewRowsFunction(m: number): RowsFunction {
     params: Array(8).fill(I32),
     locals: L.types,
     body: [
-      set(vecs, op.i32ShrU(get(n), op.i32Const(2))),
-      set(tail, op.i32And(get(n), op.i32Const(3))),
+      ...byFours(vecs, tail, n),
       ...startRows,
       ...overColumns((wide) => rows.map((i) => store(wide, get(cc[i]), op.v128Zero()))),
       countedLoop(
@@ -524,8 +517,6 @@ function fewRowsTFunction(m: number): RowsFunction {
   const accTail = Array.from({ length: m }, () => L.add(V128));
   const w = L.add(V128);
   const rows = Array.from({ length: m }, (_, i) => i);
-  const rowAt = (base: number, stride: number, i: number): Code =>
-    i === 0 ? get(base) : op.i32Add(get(base), op.i32Mul(get(stride), op.i32Const(i)));
   const dot = (wide: boolean, count: number): Code[] => {
     const load = (at: Code) => (wide ? op.v128Load(at) : op.v128Load32Splat(at));
     const into = wide ? accVec : accTail;
@@ -549,8 +540,7 @@ function fewRowsTFunction(m: number): RowsFunction {
     params: Array(8).fill(I32),
     locals: L.types,
     body: [
-      set(vecs, op.i32ShrU(get(k), op.i32Const(2))),
-      set(tail, op.i32And(get(k), op.i32Const(3))),
+      ...byFours(vecs, tail, k),
       set(cc, get(pc)),
       countedLoop(
         n,
