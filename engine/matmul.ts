@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
 import { filledTensor2d } from './filled.ts';
+import { type FourBitCodes, unpackedTensor2d } from './four-bit.ts';
 import { GEMM_MIN_ROWS } from './wasm-matmul.ts';
 
 /** a [n, k] @ w^T for w [m, k]. */
@@ -65,14 +66,22 @@ export interface TransientWeight {
   shape: [number, number]; // [m, k]
   /** writes w row-major [m, k] */
   fill(values: Float32Array): void;
+  /** the same weight as 4-bit codes, which wasm unpacks on every thread (engine/four-bit.ts) instead of `fill` */
+  fourBit?: FourBitCodes;
+}
+
+/** The transient weight's values as a tensor [m, k]. */
+function transientTensor(w: TransientWeight): tf.Tensor2D {
+  if (w.fourBit && tf.getBackend() === 'wasm') return unpackedTensor2d(w.fourBit);
+  return filledTensor2d(w.shape, w.fill);
 }
 
 /** x [n, k] @ w^T for a transient weight w [m, k], not differentiated. */
 export function matMulTransientT(x: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
-  return mmNT(x, filledTensor2d(w.shape, w.fill));
+  return mmNT(x, transientTensor(w));
 }
 
 /** dy [n, m] @ w for a transient weight w [m, k] (the input gradient of matMulTransientT), not differentiated. */
 export function matMulTransient(dy: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
-  return tf.matMul(dy, filledTensor2d(w.shape, w.fill));
+  return tf.matMul(dy, transientTensor(w));
 }

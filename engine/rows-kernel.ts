@@ -1,11 +1,11 @@
-// Row-wise kernels over [rows, cols] float32 matrices in tfjs-backend-wasm's heap, written as WebAssembly SIMD (by
-// engine/wasm-asm.ts) like the GEMM kernel and run on the same pool: the softmaxes and cross-entropy of a training
-// step, whose [tokens, vocab] and [pairs, queries, keys] tensors tfjs would walk once per element-wise kernel and on
-// one thread. Each row is read in 4-lane vectors, then its last cols % 4 values one at a time (splat into all lanes).
+// ft's kernels other than the GEMM's, over float32 matrices in tfjs-backend-wasm's heap, written as WebAssembly SIMD
+// (by engine/wasm-asm.ts) like the GEMM kernel and run on the same pool: the row-wise ops of a training step
+// (softmaxes, cross-entropy, RMSNorm, SwiGLU), whose [tokens, vocab] and [pairs, queries, keys] tensors tfjs would
+// walk once per element-wise kernel and on one thread; products of fewer than 6 rows; and 4-bit codes unpacked. Each row is read in 4-lane vectors, then its last cols % 4 values one at a time (splat into all lanes).
 // exp is Cody and Waite's range reduction x = n ln2 + r, |r| <= ln2 / 2, then a degree-7 polynomial in r (Cephes'
 // expf coefficients) times 2^n built in the exponent bits; inputs below -87.33 (where 2^n would leave the normal
 // range) give 0. Its error is ~2 ulp of float32 (engine/rows-kernel.test.ts bounds it against float64).
-import { type Code, countedLoop, I32, op, V128, type ValType, type WasmFunction, wasmModule } from './wasm-asm.ts';
+import { type Code, countedLoop, F32, I32, op, V128, type ValType, type WasmFunction, wasmModule } from './wasm-asm.ts';
 
 const get = op.localGet;
 const set = op.localSet;
@@ -571,6 +571,47 @@ function fewRowsTFunction(m: number): RowsFunction {
   };
 }
 
+/**
+ * unpack4(codes, pairs, scales, out, count, blockSize): `count` values from 4-bit codes, two per byte from `codes`,
+ * each pair read from the 256 x 2 table `pairs` (a byte's two code values, even index first) and times its block's
+ * scale (one f32 per blockSize values, from `scales`). count may be odd (the last byte's first value alone);
+ * blockSize is even. f32 products of the same table and scales as quant/nf4.ts's, so the same bits.
+ */
+function unpack4Function(): RowsFunction {
+  const [codes, pairs, scales, out, count, blockSize] = [0, 1, 2, 3, 4, 5];
+  const L = new Locals(6);
+  const [inBlock, odd, pair, scale] = [L.add(I32), L.add(I32), L.add(I32), L.add(F32)];
+  const readPair = set(pair, op.i32Add(get(pairs), op.i32Shl(op.i32Load8U(get(codes)), op.i32Const(3))));
+  const one = (offset: number) => op.f32Store(get(out), op.f32Mul(op.f32Load(get(pair), offset), get(scale)), offset);
+  return {
+    params: Array(6).fill(I32),
+    locals: L.types,
+    body: op.block(
+      op.loop(
+        op.brIf(1, op.i32Eqz(get(count))),
+        set(scale, op.f32Load(get(scales))),
+        set(scales, op.i32Add(get(scales), op.i32Const(4))),
+        // this block's values: min(blockSize, count), as whole pairs and perhaps one more
+        set(inBlock, get(blockSize)),
+        op.if(op.i32LtU(get(count), get(blockSize)), set(inBlock, get(count))),
+        set(count, op.i32Sub(get(count), get(inBlock))),
+        set(odd, op.i32And(get(inBlock), op.i32Const(1))),
+        set(inBlock, op.i32ShrU(get(inBlock), op.i32Const(1))),
+        countedLoop(
+          inBlock,
+          [readPair, one(0), one(4)],
+          [
+            [codes, { bytes: 1 }],
+            [out, { bytes: 8 }],
+          ],
+        ),
+        op.if(get(odd), readPair, one(0)),
+        op.br(0),
+      ),
+    ),
+  };
+}
+
 /** The module's functions; addresses in bytes, matrices [rows, cols] row-major. */
 export interface RowsKernel {
   softmax(x: number, y: number, rows: number, cols: number): void;
@@ -592,6 +633,7 @@ export interface RowsKernel {
   fewRowsT3: FewRows;
   fewRowsT4: FewRows;
   fewRowsT5: FewRows;
+  unpack4(codes: number, pairs: number, scales: number, out: number, count: number, blockSize: number): void;
 }
 
 /** A few-row product's function: (pa, lda, pb, ldb, pc, ldc, k, n), addresses and row strides in bytes. */
@@ -628,6 +670,7 @@ const WRITERS: Record<RowsFunctionName, () => RowsFunction> = {
   fewRowsT3: () => fewRowsTFunction(3),
   fewRowsT4: () => fewRowsTFunction(4),
   fewRowsT5: () => fewRowsTFunction(5),
+  unpack4: unpack4Function,
 };
 
 /** The functions in module order (a pool job names one by its index here). */

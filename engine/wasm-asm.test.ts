@@ -28,6 +28,8 @@ const WAT = `(module
   (func (export "one") (param $x i32))
   (func (export "lanes") (param $p i32) (param $n i32) (param $q i32) (local $v v128) (local $s f32)
     (local.set $n (i32.shr_u (i32.and (local.get $n) (i32.const -4)) (i32.const 2)))
+    (local.set $n (i32.shl (i32.load8_u offset=3 (local.get $p)) (i32.lt_u (local.get $n) (i32.const 3))))
+    (f32.store (local.get $p) (f32.mul (f32.load (local.get $q)) (local.get $s)))
     (local.set $s (f32.max (f32.div (f32.add (f32.const 1.5) (local.get $s)) (f32.const -0.25)) (f32.const 3)))
     (local.set $s (f32.sqrt (f32.add (f32.convert_i32_s (local.get $n)) (f32.reinterpret_i32 (local.get $q)))))
     (local.set $v (f32x4.pmax (f32x4.sub (v128.const f32x4 0.5 0.5 0.5 0.5) (f32x4.splat (local.get $s))) (local.get $v)))
@@ -70,6 +72,8 @@ function ours(): Uint8Array {
         locals: [V128, F32],
         body: [
           op.localSet(n, op.i32ShrU(op.i32And(get(n), op.i32Const(-4)), op.i32Const(2))),
+          op.localSet(n, op.i32Shl(op.i32Load8U(get(p), 3), op.i32LtU(get(n), op.i32Const(3)))),
+          op.f32Store(get(p), op.f32Mul(op.f32Load(get(2)), get(4))),
           op.localSet(4, op.f32Max(op.f32Div(op.f32Add(op.f32Const(1.5), get(4)), op.f32Const(-0.25)), op.f32Const(3))),
           op.localSet(4, op.f32Sqrt(op.f32Add(op.f32ConvertI32S(get(n)), op.f32ReinterpretI32(get(2))))),
           op.localSet(3, op.f32x4Pmax(op.f32x4Sub(op.f32x4Const(0.5), op.f32x4Splat(get(4))), get(3))),

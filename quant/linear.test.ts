@@ -59,7 +59,7 @@ describe('QuantizedLinear', () => {
     dense.dispose();
   });
 
-  test('one row (decoding) goes through matvec4bit on the packed codes and still equals the dense layer, gradient too', () => {
+  test('one row (decoding: matvec4bit on the packed codes off wasm, codes unpacked in the heap on wasm) equals the dense layer, gradient too', () => {
     // in = 128: whole blocks per row; in = 40: blocks of 64 span rows
     for (const [out, inp, kind] of [
       [48, 128, 'nf4'],

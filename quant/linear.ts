@@ -9,6 +9,7 @@ import type { Linear, LinearFactory } from '../model/linear.ts';
 import {
   dequantize,
   dequantizeRows,
+  fourBitCodes,
   matvec4bit,
   quantize,
   quantizedBytes,
@@ -35,6 +36,7 @@ export class QuantizedLinear implements Linear {
     this.transient = {
       shape: q.shape,
       fill: (w) => dequantizeRows(q, 0, this.outFeatures, w),
+      fourBit: fourBitCodes(q),
     };
     // y = x W^T (product below); dx = dy W, with W dequantized again.
     this.matmul = customGrad<[tf.Tensor2D], tf.Tensor2D>(([x]) => ({
@@ -44,11 +46,14 @@ export class QuantizedLinear implements Linear {
   }
 
   /**
-   * y = x W^T. One row (decoding one sequence) skips the float W: matvec4bit on the packed codes (~3x faster);
-   * otherwise the dequantized W (engine/matmul.ts matMulTransientT).
+   * y = x W^T. One row (decoding one sequence) off wasm skips the float W: matvec4bit on the packed codes (~3x
+   * faster than dequantizing in JS for a matMul). On wasm the codes are unpacked in the heap on every thread and the
+   * one-row product streams the result once (engine/four-bit.ts, engine/wasm-matmul.ts), faster again: one stories15M
+   * NF4 token 28-38 -> 17-24 ms on one thread. Otherwise the dequantized W (engine/matmul.ts matMulTransientT).
    */
   private product(x: tf.Tensor2D): tf.Tensor2D {
-    if (x.shape[0] === 1 && this.q.kind !== 'int8' && this.inFeatures % 2 === 0) {
+    const onHeap = tf.getBackend() === 'wasm' && this.transient.fourBit;
+    if (x.shape[0] === 1 && !onHeap && this.q.kind !== 'int8' && this.inFeatures % 2 === 0) {
       return tf.tensor2d(matvec4bit(this.q, x.dataSync() as Float32Array), [1, this.outFeatures]);
     }
     return matMulTransientT(x, this.transient);

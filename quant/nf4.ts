@@ -6,6 +6,7 @@
 // float32 absmax constants themselves are quantized: offset = mean(absmax), then absmax - offset is
 // 8-bit blockwise quantized with the dynamic map in blocks of 256.
 // Backend-free: typed arrays only, tight loops, no per-element allocation.
+import type { FourBitCodes } from '../engine/four-bit.ts';
 import { FtError } from '../util/errors.ts';
 import { torchSumF32 } from './f32sum.ts';
 import { DYNAMIC_CODE, FP4_CODE, NF4_CODE, quantizeDynamic, quantizeFP4, quantizeNF4 } from './codebook.ts';
@@ -169,6 +170,12 @@ function pairTable(code: Float32Array): Float32Array {
   return t;
 }
 const PAIRS: Record<'nf4' | 'fp4', Float32Array> = { nf4: pairTable(NF4_CODE), fp4: pairTable(FP4_CODE) };
+
+/** A 4-bit tensor as engine/four-bit.ts unpacks it (int8 has none): its codes, pair table and block scales. */
+export function fourBitCodes(q: QuantizedTensor): FourBitCodes | undefined {
+  if (q.kind === 'int8') return undefined;
+  return { shape: q.shape, codes: q.codes, pairs: PAIRS[q.kind], blockSize: q.blockSize, scales: () => blockScales(q) };
+}
 
 /** The full dequantized weight, row-major [out, in]. */
 export function dequantize(q: QuantizedTensor): Float32Array {
