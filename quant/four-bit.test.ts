@@ -1,7 +1,6 @@
 // 4-bit tensors (quant/nf4.ts) unpacked in the wasm heap by engine/four-bit.ts equal quant/nf4.ts's own
 // dequantization to the bit: NF4 and FP4, with and without double quantization, blocks of 64 and 128, a weight whose
 // size is odd and whose last block is partial, on 1 thread and on the pool of 2.
-import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../engine/backend.ts';
 import { unpackedTensor2d } from '../engine/four-bit.ts';
