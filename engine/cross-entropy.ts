@@ -64,10 +64,12 @@ function rowsCrossEntropy(targets: Int32Array, count: number): (z: tf.Tensor2D) 
       gradFunc: (dy, [zSaved]) => {
         // as float32 tensor ops would round it: dy / count, then the softmax times that on scored rows, 0 elsewhere
         const scale = Math.fround((dy.dataSync() as Float32Array)[0] / count);
-        const shiftScale = tf.tensor2d(
-          Array.from(lse, (l, n) => [l, targets[n] >= 0 ? scale : 0]),
-          [N, 2],
-        );
+        const rows = new Float32Array(2 * N); // [N, 2]: each row's lse, then its scale (0 where not scored)
+        lse.forEach((l, n) => {
+          rows[2 * n] = l;
+          rows[2 * n + 1] = targets[n] >= 0 ? scale : 0;
+        });
+        const shiftScale = tf.tensor2d(rows, [N, 2]);
         const savedAt = backend.getMemoryOffset(zSaved.dataId);
         const ssAt = backend.getMemoryOffset(shiftScale.dataId);
         const g = written<tf.Tensor2D>(backend, [N, V], (at) =>

@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GEMM_SCRATCH } from './gemm.ts';
 import { gemmKernel, relaxedSimd } from './gemm-kernel.ts';
-import { JOBS_PER_THREAD, KernelPool, type PoolKernels, type RowsJob } from './kernel-pool.ts';
+import { callRows, JOBS_PER_THREAD, KernelPool, type PoolKernels, type RowsJob } from './kernel-pool.ts';
 import { type RowsFunctionName, rowsKernel } from './rows-kernel.ts';
 import { wasmThreads } from './wasm-threads.ts';
 
@@ -70,8 +70,7 @@ export function runRowBlocks(compute: HeapCompute, fn: RowsFunctionName, cols: n
   const values = cols * blocks.reduce((n, b) => n + b.rows, 0);
   const { pool } = compute;
   if (!pool || values < MIN_POOL_VALUES) {
-    const call = compute.kernels.rows[fn] as (...args: number[]) => void;
-    for (const b of blocks) call(...b.args(0, b.rows));
+    for (const b of blocks) callRows(compute.kernels.rows, { fn, args: b.args(0, b.rows) });
     return;
   }
   const parts = Math.ceil((JOBS_PER_THREAD * pool.threads) / blocks.length);

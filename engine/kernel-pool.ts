@@ -25,6 +25,11 @@ export interface RowsJob {
 
 export type PoolJob = GemmJob | RowsJob;
 
+/** Runs one rows-kernel call here. */
+export function callRows(rows: RowsKernel, { fn, args }: RowsJob): void {
+  (rows[fn] as (...values: number[]) => void)(...args);
+}
+
 /** The kernels every thread of a pool has, compiled over the pool's memory. */
 export interface PoolKernels {
   gemm: GemmKernel;
@@ -128,7 +133,7 @@ function takeJobs(
   const count = control[COUNT];
   for (let j = Atomics.add(control, NEXT, 1); j < count; j = Atomics.add(control, NEXT, 1)) {
     const job = readJob(jobs, j);
-    if ('fn' in job) (kernels.rows[job.fn] as (...args: number[]) => void)(...job.args);
+    if ('fn' in job) callRows(kernels.rows, job);
     else gemmBlock(heap, kernels.gemm, job.g, scratch, job.rows, job.cols);
   }
 }

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type GemmProblem, gemmBlock } from './gemm.ts';
 import { MR, NR } from './gemm-kernel.ts';
 import { type HeapBackend, type HeapCompute, heapCompute, heapMemory } from './heap-compute.ts';
-import { type GemmJob, JOBS_PER_THREAD, type RowsJob } from './kernel-pool.ts';
+import { callRows, type GemmJob, JOBS_PER_THREAD, type RowsJob } from './kernel-pool.ts';
 import type { RowsFunctionName } from './rows-kernel.ts';
 
 type KernelFunc = (args: {
@@ -80,7 +80,7 @@ function runFewRows(compute: HeapCompute, problems: GemmProblem[], transposed: b
     return cuts;
   });
   if (pooled && compute.pool) compute.pool.run(jobs);
-  else for (const { fn: f, args } of jobs) (compute.kernels.rows[f] as (...a: number[]) => void)(...args);
+  else for (const job of jobs) callRows(compute.kernels.rows, job);
 }
 
 /** A BatchMatMul kernel over engine/gemm.ts that hands what it does not cover to `original`. */
