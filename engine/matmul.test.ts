@@ -46,7 +46,7 @@ describe('matmul wrappers', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('mmFrozen with fewer rows than a GEMM tile (the backward as (w dy^T)^T on wasm) matches tf.matMul', () => {
+  test('mmFrozen with fewer rows than a GEMM tile (the few-row products on wasm) matches tf.matMul', () => {
     const rng = new Rng(6);
     const x = rand(rng, [2, 16]);
     const w = rand(rng, [16, 12]);
@@ -78,7 +78,7 @@ describe('matmul wrappers', () => {
     for (const [m, k, n] of [
       [3, 6, 5],
       [6, 3, 5],
-      [3, 6, 9], // 6 rows or more: engine/wasm-matmul.ts's products, with transpose flags, on wasm
+      [3, 6, 9], // 6 rows or more: the GEMM on wasm; fewer: the few-row products (mmTN's 3-row a^T explicitly transposed)
       [9, 7, 13],
     ]) {
       const x = rand(rng, [n, k]);
