@@ -6,7 +6,7 @@
 // forward. Other backends differentiate the tf ops.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
-import { heapCompute, onHeap, runRowBlocks } from './heap-compute.ts';
+import { heapCompute, onHeap, runRowBlocks, written } from './heap-compute.ts';
 
 export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
   const heap = onHeap(x, weight);
@@ -33,18 +33,17 @@ export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: num
       value: tf.engine().makeTensorFromTensorInfo(y),
       gradFunc: (dy, [xs, rs]) => {
         const [xsAt, dyAt, rsAt] = [xs, dy, rs].map((t) => backend.getMemoryOffset(t.dataId));
-        const dx = backend.makeOutput(xs.shape, 'float32');
-        const dxAt = backend.getMemoryOffset(dx.dataId);
-        runRowBlocks(compute, 'rmsNormGrad', cols, [
-          {
-            rows,
-            args: (first, n) => {
-              const at = first * 4 * cols;
-              return [xsAt + at, dyAt + at, dxAt + at, wAt, rsAt + 4 * first, n, cols];
+        return written(backend, xs.shape, (dxAt) =>
+          runRowBlocks(compute, 'rmsNormGrad', cols, [
+            {
+              rows,
+              args: (first, n) => {
+                const at = first * 4 * cols;
+                return [xsAt + at, dyAt + at, dxAt + at, wAt, rsAt + 4 * first, n, cols];
+              },
             },
-          },
-        ]);
-        return tf.engine().makeTensorFromTensorInfo(dx);
+          ]),
+        );
       },
     };
   });

@@ -5,7 +5,7 @@
 // recomputed in the backward pass rather than kept. Other backends differentiate the tf ops.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
-import { heapCompute, onHeap, runRowBlocks } from './heap-compute.ts';
+import { heapCompute, onHeap, runRowBlocks, written } from './heap-compute.ts';
 
 export function swiglu<T extends tf.Tensor>(gate: T, up: T): T {
   const heap = onHeap(gate, up);
@@ -20,11 +20,10 @@ export function swiglu<T extends tf.Tensor>(gate: T, up: T): T {
       { rows, args: (first, n) => [...addresses.map((a) => a + first * 4 * cols), n, cols] },
     ]);
   const op = customGrad<[tf.Tensor, tf.Tensor], tf.Tensor>(([g, u], save) => {
-    const y = backend.makeOutput(g.shape, 'float32');
-    run('swiglu', [at(g), at(u), at(y)]);
+    const value = written(backend, g.shape, (yAt) => run('swiglu', [at(g), at(u), yAt]));
     save([g, u]);
     return {
-      value: tf.engine().makeTensorFromTensorInfo(y),
+      value,
       gradFunc: (dy, [gs, us]) => {
         const [dg, du] = [backend.makeOutput(gs.shape, 'float32'), backend.makeOutput(us.shape, 'float32')];
         run('swigluGrad', [at(gs), at(us), at(dy), at(dg), at(du)]);
