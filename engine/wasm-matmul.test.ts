@@ -25,8 +25,11 @@ const CASES: Case[] = [
   { a: [4, 2, 33], b: [4, 19, 33], ta: false, tb: true }, // decoding's attention
   { a: [9, 1], b: [9, 30], ta: true, tb: false }, // transposed A of one row
   { a: [9, 4], b: [9, 30], ta: true, tb: false }, // of 4 rows: left to XNNPACK
-  { a: [1, 2048], b: [2048, 1100], ta: false, tb: false }, // over 2^22 FLOP: on the pool in bands
+  // B of 2^16 values or more: on the pool in bands of C's columns (row-major B: ending on C's cache lines)
+  { a: [1, 2048], b: [2048, 1100], ta: false, tb: false },
   { a: [3, 700], b: [1500, 700], ta: false, tb: true },
+  { a: [2, 1, 300], b: [2, 300, 250], ta: false, tb: false }, // the second C starts mid-line
+  { a: [2, 1, 300], b: [2, 250, 300], ta: false, tb: true },
   // large enough (over 2^22 FLOP) to go to the pool on 2 threads
   { a: [500, 96], b: [96, 200], ta: false, tb: false },
   { a: [3, 64, 256], b: [3, 300, 64], ta: true, tb: true },

@@ -47,22 +47,35 @@ export function splitProblems(problems: GemmProblem[], threads: number): GemmJob
 const product = (dims: number[]): number => dims.reduce((p, d) => p * d, 1);
 
 /**
+ * Few-row products whose B holds fewer values than this run on the calling thread alone. They stream B once, so they
+ * take about as long as reading it (~25 us for 2^16 values, 256 KiB, from cache), against a pool round trip of
+ * 5-10 us. stories15M decoding on 2 threads, one process taking turns (medians of 9): 21.3 ms/token with none on the
+ * pool, 19.1 with those of 2^22 FLOP (lm_head alone), 17.4 from 2^16 values of B.
+ */
+const MIN_POOL_B_VALUES = 2 ** 16;
+
+/** Values in a 64-byte cache line. */
+const LINE_VALUES = 16;
+
+/**
  * Products of fewer than 6 rows (A row-major) as engine/rows-kernel.ts's few-row functions: against B row-major, or
- * against B transposed as dot products of W's contiguous rows. On the pool, C's columns go in bands (whole blocks of
- * 8 for the row-major form).
+ * against B transposed as dot products of W's contiguous rows. On the pool, C's columns go in bands. The row-major
+ * form adds into C once per row of B, so its bands end on cache lines of C: with two threads adding into shared lines,
+ * each thread's half of [1, 288] x [288, 768] took 1.7x as long.
  */
 function runFewRows(compute: HeapCompute, problems: GemmProblem[], transposed: boolean, pooled: boolean): void {
   const { m, n, k } = problems[0];
   const fn = `fewRows${transposed ? 'T' : ''}${m}` as RowsFunctionName;
   const parts = pooled && compute.pool ? Math.ceil((JOBS_PER_THREAD * compute.pool.threads) / problems.length) : 1;
-  const unit = transposed ? 1 : NR;
-  const band = Math.ceil(n / parts / unit) * unit;
+  const band = Math.ceil(n / parts);
   const jobs: RowsJob[] = problems.flatMap((g) => {
     const bStep = transposed ? g.b.colStride : 1; // values from one column of B (or row of W) to the next
     const ldb = transposed ? g.b.colStride : g.b.rowStride;
+    const bandEnd = (j: number): number =>
+      transposed ? j + band : Math.ceil((g.c + j + band) / LINE_VALUES) * LINE_VALUES - g.c;
     const cuts: RowsJob[] = [];
-    for (let j = 0; j < n; j += band) {
-      const cols = Math.min(band, n - j);
+    for (let j = 0, end = 0; j < n; j = end) {
+      end = Math.min(n, bandEnd(j));
       cuts.push({
         fn,
         args: [
@@ -73,7 +86,7 @@ function runFewRows(compute: HeapCompute, problems: GemmProblem[], transposed: b
           4 * (g.c + j),
           4 * g.ldc,
           k,
-          cols,
+          end - j,
         ],
       });
     }
@@ -131,12 +144,11 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
       }),
     );
     const { pool } = compute;
-    const pooled = pool !== undefined && 2 * m * n * k * batch >= MIN_POOL_FLOP;
     if (m < GEMM_MIN_ROWS) {
-      runFewRows(compute, problems, transposeB, pooled);
+      runFewRows(compute, problems, transposeB, pool !== undefined && k * n * batch >= MIN_POOL_B_VALUES);
       return out;
     }
-    if (pool && pooled) {
+    if (pool && 2 * m * n * k * batch >= MIN_POOL_FLOP) {
       pool.run(splitProblems(problems, pool.threads));
     } else {
       const heap = new Float32Array(heapMemory(backend).buffer); // after the allocation, which may grow it

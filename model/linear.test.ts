@@ -2,27 +2,38 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { randn } from '../test/random-llama.ts';
 import { Rng } from '../util/rng.ts';
-import { DenseLinear, HeadLinear } from './linear.ts';
+import { DenseLinear } from './linear.ts';
 
-describe('HeadLinear', () => {
-  it("gives DenseLinear's output and input gradient, keeping the weight as stored", () => {
+describe('DenseLinear', () => {
+  it('computes x W^T + b and dx = dy W as float64 sums do, keeping the weight as stored', () => {
     const rng = new Rng(4);
-    const [out, inp, n] = [40, 12, 5];
-    const w = randn(rng, out * inp, 0.3);
-    const x = tf.tensor2d(randn(rng, n * inp, 1), [n, inp]);
-    const dy = tf.tensor2d(randn(rng, n * out, 1), [n, out]);
-    const [dense, head] = [new DenseLinear(w, out, inp), new HeadLinear(w, out, inp)];
-    const run = (l: DenseLinear | HeadLinear) => {
-      const { value, grads } = tf.valueAndGrads((xi: tf.Tensor) => l.apply(xi as tf.Tensor2D))([x], dy);
-      return [Array.from(value.dataSync()), Array.from(grads[0].dataSync())];
-    };
-    const [[yd, gd], [yh, gh]] = [run(dense), run(head)];
-    yh.forEach((v, i) => expect(v).toBeCloseTo(yd[i], 5));
-    gh.forEach((v, i) => expect(v).toBeCloseTo(gd[i], 5));
-    expect(Array.from(head.denseWeight())).toEqual(Array.from(w));
-    expect(head.bytes()).toBe(4 * out * inp);
-    tf.dispose([x, dy]);
-    dense.dispose();
-    head.dispose();
+    // 1 and 3 rows are the few-row products of decoding on wasm, 9 the GEMM
+    for (const n of [1, 3, 9]) {
+      const [out, inp] = [40, 12];
+      const w = randn(rng, out * inp, 0.3);
+      const bias = randn(rng, out, 1);
+      const xs = randn(rng, n * inp, 1);
+      const dys = randn(rng, n * out, 1);
+      const layer = new DenseLinear(w, out, inp, bias);
+      const [x, dy] = [tf.tensor2d(xs, [n, inp]), tf.tensor2d(dys, [n, out])];
+      const { value, grads } = tf.valueAndGrads((xi: tf.Tensor) => layer.apply(xi as tf.Tensor2D))([x], dy);
+      const [y, dx] = [value.dataSync(), grads[0].dataSync()];
+      for (let i = 0; i < n; i++) {
+        for (let o = 0; o < out; o++) {
+          let s = bias[o];
+          for (let p = 0; p < inp; p++) s += xs[i * inp + p] * w[o * inp + p];
+          expect(y[i * out + o]).toBeCloseTo(s, 4);
+        }
+        for (let p = 0; p < inp; p++) {
+          let s = 0;
+          for (let o = 0; o < out; o++) s += dys[i * out + o] * w[o * inp + p];
+          expect(dx[i * inp + p]).toBeCloseTo(s, 4);
+        }
+      }
+      expect(Array.from(layer.denseWeight())).toEqual(Array.from(w));
+      expect(layer.bytes()).toBe(4 * (out * inp + out));
+      tf.dispose([x, dy, value, ...grads]);
+      layer.dispose();
+    }
   });
 });

@@ -1,7 +1,7 @@
 // The one abstraction every projection in the model goes through, so that float, quantized
 // and LoRA-wrapped layers are interchangeable: y = x W^T (+ b), W stored [out, in] as in PyTorch.
 import * as tf from '@tensorflow/tfjs';
-import { mmFrozen, mmFrozenT } from '../engine/matmul.ts';
+import { mmFrozenT } from '../engine/matmul.ts';
 
 export interface Linear {
   readonly inFeatures: number;
@@ -28,9 +28,12 @@ export type LinearFactory = (
   bias: Float32Array | null,
 ) => Linear;
 
-/** A frozen float32 projection held as a tfjs tensor, transposed once so the product is a plain matMul (engine/matmul.ts). */
+/**
+ * A frozen float32 projection held as a tfjs tensor [out, in], as stored, and multiplied as x W^T (engine/matmul.ts
+ * mmFrozenT): no transposed copy at load, and decoding's one-row products read W's contiguous rows. Also lm_head.
+ */
 export class DenseLinear implements Linear {
-  private readonly wT: tf.Tensor2D; // [in, out]
+  private readonly w: tf.Tensor2D; // [out, in]
   private readonly b: tf.Tensor1D | null;
 
   constructor(
@@ -39,55 +42,15 @@ export class DenseLinear implements Linear {
     readonly inFeatures: number,
     readonly bias: Float32Array | null = null,
   ) {
-    this.wT = tf.tidy(() => tf.transpose(tf.tensor2d(weight, [outFeatures, inFeatures])));
+    this.w = tf.tensor2d(weight, [outFeatures, inFeatures]);
     this.b = bias ? tf.tensor1d(bias) : null;
   }
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
-      const y = mmFrozen(x, this.wT);
+      const y = mmFrozenT(x, this.w);
       return this.b ? tf.add<tf.Tensor2D>(y, this.b) : y;
     }) as tf.Tensor2D;
-  }
-
-  denseWeight(): Float32Array {
-    const w = tf.transpose(this.wT);
-    const data = w.dataSync() as Float32Array;
-    w.dispose();
-    return data;
-  }
-
-  bytes(): number {
-    return 4 * (this.outFeatures * this.inFeatures + (this.bias?.length ?? 0));
-  }
-
-  dispose(): void {
-    this.wT.dispose();
-    this.b?.dispose();
-  }
-}
-
-export const denseLinear: LinearFactory = (_name, w, out, inp, b) => new DenseLinear(w, out, inp, b);
-
-/**
- * A frozen float32 [out, in] weight kept as stored and multiplied as x W^T (engine/matmul.ts mmFrozenT): no
- * transposed copy at load. For lm_head, the largest weight.
- */
-export class HeadLinear implements Linear {
-  /** The frozen weight as a tensor [out, in] */
-  readonly w: tf.Tensor2D;
-  readonly bias = null;
-
-  constructor(
-    weight: Float32Array,
-    readonly outFeatures: number,
-    readonly inFeatures: number,
-  ) {
-    this.w = tf.tensor2d(weight, [outFeatures, inFeatures]);
-  }
-
-  apply(x: tf.Tensor2D): tf.Tensor2D {
-    return mmFrozenT(x, this.w);
   }
 
   denseWeight(): Float32Array {
@@ -95,12 +58,13 @@ export class HeadLinear implements Linear {
   }
 
   bytes(): number {
-    return 4 * this.outFeatures * this.inFeatures;
+    return 4 * (this.outFeatures * this.inFeatures + (this.bias?.length ?? 0));
   }
 
   dispose(): void {
     this.w.dispose();
+    this.b?.dispose();
   }
 }
 
-export const headLinear: LinearFactory = (_name, w, out, inp) => new HeadLinear(w, out, inp);
+export const denseLinear: LinearFactory = (_name, w, out, inp, b) => new DenseLinear(w, out, inp, b);

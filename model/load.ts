@@ -7,7 +7,7 @@ import { FtError } from '../util/errors.ts';
 import { isBareFileName } from '../util/fs.ts';
 import { progress } from '../util/progress.ts';
 import { readConfig } from './config.ts';
-import { denseLinear, headLinear, type Linear, type LinearFactory } from './linear.ts';
+import { denseLinear, type Linear, type LinearFactory } from './linear.ts';
 import { SafetensorsFile, type RawTensor, type TensorData } from './safetensors.ts';
 import {
   LINEAR_NAMES,
@@ -211,7 +211,7 @@ export async function weightsFromTensors(
     }
     const norm = await vector('model.norm.weight');
     // lm_head stays float32 whatever `linear` does, as transformers leaves it out of bitsandbytes quantization
-    const lmHead = config.tieWordEmbeddings ? null : await project('lm_head', 'lm_head', false, headLinear);
+    const lmHead = config.tieWordEmbeddings ? null : await project('lm_head', 'lm_head', false, denseLinear);
     return { config, embedTokens, layers, norm, lmHead };
   } catch (e) {
     for (const x of owned) x.dispose();

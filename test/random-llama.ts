@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { configJson } from '../model/config.ts';
 import { randomTensors } from '../model/init.ts';
-import { denseLinear, headLinear, type Linear, type LinearFactory } from '../model/linear.ts';
+import { denseLinear, type Linear, type LinearFactory } from '../model/linear.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
 import {
   hfModuleName,
@@ -82,7 +82,7 @@ export function randomLlama(config: LlamaConfig, seed = 0, factory: LinearFactor
     embedTokens: tf.tensor2d(randn(rng, V * h, 1), [V, h]),
     layers,
     norm: norm(),
-    lmHead: config.tieWordEmbeddings ? null : headLinear('lm_head', randn(rng, V * h, 1 / Math.sqrt(h)), V, h, null),
+    lmHead: config.tieWordEmbeddings ? null : denseLinear('lm_head', randn(rng, V * h, 1 / Math.sqrt(h)), V, h, null),
   };
 }
 
