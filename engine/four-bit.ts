@@ -4,7 +4,23 @@
 // pool; the weight itself stays in JS memory, outside the heap. The values are the same float32 products as
 // quant/nf4.ts's dequantization, so the same bits.
 import * as tf from '@tensorflow/tfjs';
-import { type HeapBackend, heapCompute, runRowBlocks } from './heap-compute.ts';
+import { type HeapBackend, heapCompute, runRowBlocks, written } from './heap-compute.ts';
+import { FEW_ROWS_MAX, type RowsFunctionName } from './rows-kernel.ts';
+
+/**
+ * Block scales stored double-quantized (QLoRA): scale b = f32(f32(table[codes[b]] * nested[b / nestedBlock]) + offset),
+ * computed in float32 as quant/nf4.ts does.
+ */
+export interface NestedScales {
+  /** [blocks] */
+  codes: Uint8Array;
+  /** [256] */
+  table: Float32Array;
+  /** [ceil(blocks / nestedBlock)] */
+  nested: Float32Array;
+  nestedBlock: number;
+  offset: number;
+}
 
 /** A 4-bit weight as packed codes, with what turns them into values. */
 export interface FourBitCodes {
@@ -15,40 +31,129 @@ export interface FourBitCodes {
   /** [512]: byte b's two values, pairs[2b] and pairs[2b + 1] */
   pairs: Float32Array;
   blockSize: number;
-  /** one float32 scale per block of blockSize values (absmax, double quantization resolved) */
-  scales(): Float32Array;
+  /** blocks of blockSize values over the flattened weight, the last perhaps partial */
+  blocks: number;
+  /** each block's float32 scale (absmax) [blocks], or how double quantization stores them */
+  scales: Float32Array | NestedScales;
+}
+
+/** A 4-bit weight's codes, pair table and block scales copied into the heap for one call (byte addresses). */
+interface HeapCodes {
+  codes: number;
+  pairs: number;
+  scales: number;
+  free(): void;
+}
+
+/** A new heap tensor holding `values`; written right after its allocation, as a later one may grow the heap. */
+function copied(backend: HeapBackend, values: Uint8Array | Float32Array): tf.TensorInfo {
+  const t = backend.makeOutput([values.length], values instanceof Uint8Array ? 'bool' : 'float32');
+  backend.typedArrayFromHeap(t).set(values);
+  return t;
+}
+
+/** The block scales in the heap: copied, or resolved there from their nested form on every thread. */
+function scalesOnHeap(backend: HeapBackend, w: FourBitCodes, temporaries: tf.TensorInfo[]): tf.TensorInfo {
+  const { scales } = w;
+  if (scales instanceof Float32Array) return copied(backend, scales.subarray(0, w.blocks));
+  const parts = [copied(backend, scales.codes), copied(backend, scales.table), copied(backend, scales.nested)];
+  temporaries.push(...parts);
+  const out = backend.makeOutput([w.blocks], 'float32');
+  const [codes, table, nested, outAt] = [...parts, out].map((t) => backend.getMemoryOffset(t.dataId));
+  const { nestedBlock } = scales;
+  const offsetBits = new Int32Array(Float32Array.of(scales.offset).buffer)[0];
+  // each nested block of scales is one "row" of the call
+  runRowBlocks(heapCompute(backend), 'nestedScales', nestedBlock, [
+    {
+      rows: scales.nested.length,
+      args: (first, count) => {
+        const start = first * nestedBlock;
+        const n = Math.min(count * nestedBlock, w.blocks - start);
+        return [codes + start, table, nested + 4 * first, outAt + 4 * start, n, nestedBlock, offsetBits];
+      },
+    },
+  ]);
+  return out;
+}
+
+function copiedToHeap(backend: HeapBackend, w: FourBitCodes): HeapCodes {
+  const temporaries: tf.TensorInfo[] = [];
+  const parts = [copied(backend, w.codes), copied(backend, w.pairs), scalesOnHeap(backend, w, temporaries)];
+  for (const t of temporaries) backend.disposeData(t.dataId);
+  const [codes, pairs, scales] = parts.map((t) => backend.getMemoryOffset(t.dataId));
+  return {
+    codes,
+    pairs,
+    scales,
+    free: () => {
+      for (const t of parts) backend.disposeData(t.dataId);
+    },
+  };
 }
 
 /** The float weight [rows, cols] of `w` as a new tensor, on the wasm backend (callers check tf.getBackend()). */
 export function unpackedTensor2d(w: FourBitCodes): tf.Tensor2D {
   const backend = tf.backend() as unknown as HeapBackend;
-  const [rows, cols] = w.shape;
-  const n = rows * cols;
-  const scales = w.scales();
-  const blocks = scales.length;
-  // allocate everything first: growing the heap detaches earlier views
-  const codes = backend.makeOutput([w.codes.length], 'bool');
-  const pairs = backend.makeOutput([w.pairs.length], 'float32');
-  const scaleValues = backend.makeOutput([blocks], 'float32');
-  const out = backend.makeOutput(w.shape, 'float32');
-  (backend.typedArrayFromHeap(codes) as Uint8Array).set(w.codes);
-  (backend.typedArrayFromHeap(pairs) as Float32Array).set(w.pairs);
-  (backend.typedArrayFromHeap(scaleValues) as Float32Array).set(scales);
-  const [codesAt, pairsAt, scalesAt, outAt] = [codes, pairs, scaleValues, out].map((t) =>
-    backend.getMemoryOffset(t.dataId),
-  );
+  const n = w.shape[0] * w.shape[1];
   const { blockSize } = w;
-  // each block of values is one "row" of the call: jobs take whole blocks
-  runRowBlocks(heapCompute(backend), 'unpack4', blockSize, [
-    {
-      rows: blocks,
-      args: (first, count) => {
-        const start = first * blockSize; // even: blockSize is
-        const values = Math.min(count * blockSize, n - start);
-        return [codesAt + start / 2, pairsAt, scalesAt + 4 * first, outAt + 4 * start, values, blockSize];
+  const heap = copiedToHeap(backend, w);
+  const out = written<tf.Tensor2D>(backend, w.shape, (outAt) =>
+    // each block of values is one "row" of the call: jobs take whole blocks
+    runRowBlocks(heapCompute(backend), 'unpack4', blockSize, [
+      {
+        rows: w.blocks,
+        args: (first, count) => {
+          const start = first * blockSize; // even: blockSize is
+          const values = Math.min(count * blockSize, n - start);
+          return [heap.codes + start / 2, heap.pairs, heap.scales + 4 * first, outAt + 4 * start, values, blockSize];
+        },
       },
-    },
-  ]);
-  for (const t of [codes, pairs, scaleValues]) backend.disposeData(t.dataId);
-  return tf.engine().makeTensorFromTensorInfo(out) as tf.Tensor2D;
+    ]),
+  );
+  heap.free();
+  return out;
+}
+
+/** Whether fourBitProductT takes `rows` rows against w: a few, and w's 4-value vectors each inside one block. */
+export function fourBitProductCovers(rows: number, w: FourBitCodes): boolean {
+  return rows <= FEW_ROWS_MAX && w.shape[1] % 4 === 0 && w.blockSize % 4 === 0;
+}
+
+/**
+ * x [rows, k] @ w^T for w [n, k] as 4-bit codes (fourBitProductCovers), on the wasm backend: the codes are read
+ * as they are, each vector unpacked in registers (engine/rows-kernel.ts fourBitT), bands of w's rows on every thread.
+ * The same bits as unpackedTensor2d's weight in a few-row product, without writing the float weight out.
+ */
+export function fourBitProductT(x: tf.Tensor2D, w: FourBitCodes): tf.Tensor2D {
+  const backend = tf.backend() as unknown as HeapBackend;
+  const [rows, k] = x.shape;
+  const [n] = w.shape;
+  const { blockSize } = w;
+  const heap = copiedToHeap(backend, w);
+  const xAt = backend.getMemoryOffset(x.dataId);
+  const out = written<tf.Tensor2D>(backend, [rows, n], (outAt) =>
+    runRowBlocks(heapCompute(backend), `fourBitT${rows}` as RowsFunctionName, k, [
+      {
+        rows: n,
+        args: (first, count) => {
+          const start = first * k; // w's first value in this band: even, as k is
+          return [
+            xAt,
+            4 * k,
+            heap.codes + start / 2,
+            heap.pairs,
+            heap.scales + 4 * Math.floor(start / blockSize),
+            blockSize - (start % blockSize),
+            outAt + 4 * first,
+            4 * n,
+            k,
+            count,
+            blockSize,
+          ];
+        },
+      },
+    ]),
+  );
+  heap.free();
+  return out;
 }

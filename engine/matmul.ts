@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
 import { filledTensor2d } from './filled.ts';
-import { type FourBitCodes, unpackedTensor2d } from './four-bit.ts';
+import { type FourBitCodes, fourBitProductCovers, fourBitProductT, unpackedTensor2d } from './four-bit.ts';
 import { GEMM_MIN_ROWS } from './wasm-matmul.ts';
 
 /** a [n, k] @ w^T for w [m, k]. */
@@ -76,8 +76,14 @@ function transientTensor(w: TransientWeight): tf.Tensor2D {
   return filledTensor2d(w.shape, w.fill);
 }
 
-/** x [n, k] @ w^T for a transient weight w [m, k], not differentiated. */
+/**
+ * x [n, k] @ w^T for a transient weight w [m, k], not differentiated. A few rows of x (decoding) against 4-bit codes
+ * on wasm multiply the codes as they are, with no float weight made (engine/four-bit.ts fourBitProductT).
+ */
 export function matMulTransientT(x: tf.Tensor2D, w: TransientWeight): tf.Tensor2D {
+  const { fourBit } = w;
+  if (fourBit && tf.getBackend() === 'wasm' && fourBitProductCovers(x.shape[0], fourBit))
+    return fourBitProductT(x, fourBit);
   return mmNT(x, transientTensor(w));
 }
 

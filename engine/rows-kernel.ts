@@ -1,7 +1,9 @@
 // ft's kernels other than the GEMM's, over float32 matrices in tfjs-backend-wasm's heap, written as WebAssembly SIMD
 // (by engine/wasm-asm.ts) like the GEMM kernel and run on the same pool: the row-wise ops of a training step
 // (softmaxes, cross-entropy, RMSNorm, SwiGLU), whose [tokens, vocab] and [pairs, queries, keys] tensors tfjs would
-// walk once per element-wise kernel and on one thread; products of fewer than 6 rows; and 4-bit codes unpacked. Each row is read in 4-lane vectors, then its last cols % 4 values one at a time (splat into all lanes).
+// walk once per element-wise kernel and on one thread; products of fewer than 6 rows, against float weights or
+// straight from 4-bit codes; 4-bit codes unpacked, and their double-quantized block scales resolved. Each row is
+// read in 4-lane vectors, then its last cols % 4 values one at a time (splat into all lanes).
 // exp is Cody and Waite's range reduction x = n ln2 + r, |r| <= ln2 / 2, then a degree-7 polynomial in r (Cephes'
 // expf coefficients) times 2^n built in the exponent bits; inputs below -87.33 (where 2^n would leave the normal
 // range) give 0. Its error is ~2 ulp of float32 (engine/rows-kernel.test.ts bounds it against float64).
@@ -572,6 +574,75 @@ function fewRowsTFunction(m: number): RowsFunction {
 }
 
 /**
+ * fourBitT{m}(pa, lda, codes, pairs, scales, left, pc, ldc, k, n, blockSize): C [m, n] = A [m, k] W^T for W [n, k]
+ * held as 4-bit codes (two per byte, row after row from byte `codes`; a weight's values in blocks of blockSize, each
+ * with its f32 scale): fewRowsT{m} with each 4-value vector of W unpacked as it is read, never written out. Each
+ * vector's two bytes pick their pairs from `pairs` (unpack4's table), times the block's scale; `scales` points at the
+ * scale of the block holding the first value and `left` counts that block's values from there. k and blockSize are
+ * multiples of 4, so no vector straddles two blocks. The same f32 values, in fewRowsT{m}'s order: the same bits as
+ * unpack4, then fewRowsT{m}.
+ */
+function fourBitTFunction(m: number): RowsFunction {
+  const [pa, lda, codes, pairs, scales, left, pc, ldc, k, n, blockSize] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  const L = new Locals(11);
+  const [steps, ca] = [L.add(I32), L.add(I32)];
+  const [scale, w, zero] = [L.add(V128), L.add(V128), L.add(V128)];
+  const acc = Array.from({ length: m }, () => L.add(V128));
+  const rows = Array.from({ length: m }, (_, i) => i);
+  const pairAt = (offset: number): Code =>
+    op.i32Add(get(pairs), op.i32Shl(op.i32Load8U(get(codes), offset), op.i32Const(3)));
+  const nextBlock = [
+    set(scales, op.i32Add(get(scales), op.i32Const(4))),
+    set(scale, op.f32x4Splat(op.f32Load(get(scales)))),
+    set(left, get(blockSize)),
+  ];
+  const lane = (v: number, i: number): Code => op.f32x4ExtractLane(get(v), i);
+  return {
+    params: Array(11).fill(I32),
+    locals: L.types,
+    body: [
+      set(zero, op.v128Zero()),
+      set(scale, op.f32x4Splat(op.f32Load(get(scales)))),
+      countedLoop(
+        n,
+        [
+          ...rows.map((i) => set(acc[i], op.v128Zero())),
+          set(ca, get(pa)),
+          set(steps, op.i32ShrU(get(k), op.i32Const(2))),
+          countedLoop(
+            steps,
+            [
+              op.if(op.i32Eqz(get(left)), ...nextBlock),
+              set(w, op.f32x4Mul(op.v128Load64Lane(pairAt(1), op.v128Load64Zero(pairAt(0)), 1), get(scale))),
+              ...rows.map((i) =>
+                set(acc[i], op.f32x4Add(get(acc[i]), op.f32x4Mul(op.v128Load(rowAt(ca, lda, i)), get(w)))),
+              ),
+              set(left, op.i32Sub(get(left), op.i32Const(4))),
+            ],
+            [
+              [codes, { bytes: 2 }],
+              [ca, { bytes: 16 }],
+            ],
+          ),
+          // as fewRowsT: the lanes' sum, plus its (here empty) one-at-a-time tail's
+          ...rows.map((i) =>
+            op.f32Store(
+              rowAt(pc, ldc, i),
+              op.f32Add(
+                op.f32Add(op.f32Add(lane(acc[i], 0), lane(acc[i], 1)), op.f32Add(lane(acc[i], 2), lane(acc[i], 3))),
+                lane(zero, 0),
+              ),
+            ),
+          ),
+          set(pc, op.i32Add(get(pc), op.i32Const(4))),
+        ],
+        [],
+      ),
+    ].flat(),
+  };
+}
+
+/**
  * unpack4(codes, pairs, scales, out, count, blockSize): `count` values from 4-bit codes, two per byte from `codes`,
  * each pair read from the 256 x 2 table `pairs` (a byte's two code values, even index first) and times its block's
  * scale (one f32 per blockSize values, from `scales`). count may be odd (the last byte's first value alone);
@@ -612,6 +683,44 @@ function unpack4Function(): RowsFunction {
   };
 }
 
+/**
+ * nestedScales(codes, table, nested, out, count, nestedBlock, offsetBits): `count` double-quantized block scales,
+ * out[b] = f32(f32(table[codes[b]] * nested[b / nestedBlock]) + offset), offset given as its f32 bits: quant/nf4.ts's
+ * float32 arithmetic, so the same bits.
+ */
+function nestedScalesFunction(): RowsFunction {
+  const [codes, table, nested, out, count, nestedBlock, offsetBits] = [0, 1, 2, 3, 4, 5, 6];
+  const L = new Locals(7);
+  const [inBlock, scale, offset] = [L.add(I32), L.add(F32), L.add(F32)];
+  const code = op.f32Load(op.i32Add(get(table), op.i32Shl(op.i32Load8U(get(codes)), op.i32Const(2))));
+  return {
+    params: Array(7).fill(I32),
+    locals: L.types,
+    body: [
+      set(offset, op.f32ReinterpretI32(get(offsetBits))),
+      op.block(
+        op.loop(
+          op.brIf(1, op.i32Eqz(get(count))),
+          set(scale, op.f32Load(get(nested))),
+          set(nested, op.i32Add(get(nested), op.i32Const(4))),
+          set(inBlock, get(nestedBlock)),
+          op.if(op.i32LtU(get(count), get(nestedBlock)), set(inBlock, get(count))),
+          set(count, op.i32Sub(get(count), get(inBlock))),
+          countedLoop(
+            inBlock,
+            [op.f32Store(get(out), op.f32Add(op.f32Mul(code, get(scale)), get(offset)))],
+            [
+              [codes, { bytes: 1 }],
+              [out, { bytes: 4 }],
+            ],
+          ),
+          op.br(0),
+        ),
+      ),
+    ].flat(),
+  };
+}
+
 /** The module's functions; addresses in bytes, matrices [rows, cols] row-major. */
 export interface RowsKernel {
   softmax(x: number, y: number, rows: number, cols: number): void;
@@ -634,7 +743,36 @@ export interface RowsKernel {
   fewRowsT4: FewRows;
   fewRowsT5: FewRows;
   unpack4(codes: number, pairs: number, scales: number, out: number, count: number, blockSize: number): void;
+  nestedScales(
+    codes: number,
+    table: number,
+    nested: number,
+    out: number,
+    count: number,
+    nestedBlock: number,
+    offsetBits: number,
+  ): void;
+  fourBitT1: FourBitT;
+  fourBitT2: FourBitT;
+  fourBitT3: FourBitT;
+  fourBitT4: FourBitT;
+  fourBitT5: FourBitT;
 }
+
+/** A few-row product against a 4-bit W^T: (pa, lda, codes, pairs, scales, left, pc, ldc, k, n, blockSize). */
+type FourBitT = (
+  pa: number,
+  lda: number,
+  codes: number,
+  pairs: number,
+  scales: number,
+  left: number,
+  pc: number,
+  ldc: number,
+  k: number,
+  n: number,
+  blockSize: number,
+) => void;
 
 /** A few-row product's function: (pa, lda, pb, ldb, pc, ldc, k, n), addresses and row strides in bytes. */
 type FewRows = (
@@ -671,6 +809,12 @@ const WRITERS: Record<RowsFunctionName, () => RowsFunction> = {
   fewRowsT4: () => fewRowsTFunction(4),
   fewRowsT5: () => fewRowsTFunction(5),
   unpack4: unpack4Function,
+  nestedScales: nestedScalesFunction,
+  fourBitT1: () => fourBitTFunction(1),
+  fourBitT2: () => fourBitTFunction(2),
+  fourBitT3: () => fourBitTFunction(3),
+  fourBitT4: () => fourBitTFunction(4),
+  fourBitT5: () => fourBitTFunction(5),
 };
 
 /** The functions in module order (a pool job names one by its index here). */

@@ -36,6 +36,7 @@ const WAT = `(module
     (local.set $v (f32x4.pmin (f32x4.div (local.get $v) (local.get $v)) (local.get $v)))
     (local.set $v (i32x4.shl (i32x4.add (local.get $v) (v128.const i32x4 -7 -7 -7 -7)) (i32.const 23)))
     (local.set $v (v128.and (local.get $v) (f32x4.ge (local.get $v) (local.get $v))))
+    (local.set $v (v128.load64_lane offset=8 1 (local.get $p) (v128.load64_zero offset=16 (local.get $q))))
     (f32.store (local.get $p) (f32x4.extract_lane 3 (local.get $v)))))`;
 
 function ours(): Uint8Array {
@@ -80,6 +81,7 @@ function ours(): Uint8Array {
           op.localSet(3, op.f32x4Pmin(op.f32x4Div(get(3), get(3)), get(3))),
           op.localSet(3, op.i32x4Shl(op.i32x4Add(get(3), op.i32x4Const(-7)), op.i32Const(23))),
           op.localSet(3, op.v128And(get(3), op.f32x4Ge(get(3), get(3)))),
+          op.localSet(3, op.v128Load64Lane(get(p), op.v128Load64Zero(get(2), 16), 1, 8)),
           op.f32Store(get(p), op.f32x4ExtractLane(get(3), 3)),
         ].flat(),
       },

@@ -96,6 +96,14 @@ export const op = {
   v128Load: (addr: Code, offset = 0): Code => [...addr, ...simd(0x00, ...memarg(4, offset))],
   v128Load32Splat: (addr: Code, offset = 0): Code => [...addr, ...simd(0x09, ...memarg(2, offset))],
   v128Store: (addr: Code, value: Code, offset = 0): Code => [...addr, ...value, ...simd(0x0b, ...memarg(4, offset))],
+  /** 8 bytes into the low lanes (two f32), the high lanes zero */
+  v128Load64Zero: (addr: Code, offset = 0): Code => [...addr, ...simd(0x5d, ...memarg(3, offset))],
+  /** 8 bytes into 64-bit lane `lane` (0 or 1) of v, its other lane kept */
+  v128Load64Lane: (addr: Code, v: Code, lane: number, offset = 0): Code => [
+    ...addr,
+    ...v,
+    ...simd(0x57, ...memarg(3, offset), lane),
+  ],
   f32x4Splat: (x: Code): Code => [...x, ...simd(0x13)],
   f32x4ExtractLane: (v: Code, lane: number): Code => [...v, ...simd(0x1f, lane)],
   f32x4Ge: (a: Code, b: Code): Code => [...a, ...b, ...simd(0x46)],

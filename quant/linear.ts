@@ -47,9 +47,9 @@ export class QuantizedLinear implements Linear {
 
   /**
    * y = x W^T. One row (decoding one sequence) off wasm skips the float W: matvec4bit on the packed codes (~3x
-   * faster than dequantizing in JS for a matMul). On wasm the codes are unpacked in the heap on every thread and the
-   * one-row product streams the result once (engine/four-bit.ts, engine/wasm-matmul.ts), faster again: one stories15M
-   * NF4 token 28-38 -> 17-24 ms on one thread. Otherwise the dequantized W (engine/matmul.ts matMulTransientT).
+   * faster than dequantizing in JS for a matMul). On wasm a few rows multiply the codes in the heap on every thread,
+   * each vector unpacked as it is read (engine/four-bit.ts fourBitProductT): stories110M NF4 decoding 175 -> 110
+   * ms/token on one thread, 112 -> 65 on two. Otherwise the dequantized W (engine/matmul.ts matMulTransientT).
    */
   private product(x: tf.Tensor2D): tf.Tensor2D {
     const onHeap = tf.getBackend() === 'wasm' && this.transient.fourBit;

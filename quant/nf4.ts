@@ -174,7 +174,25 @@ const PAIRS: Record<'nf4' | 'fp4', Float32Array> = { nf4: pairTable(NF4_CODE), f
 /** A 4-bit tensor as engine/four-bit.ts unpacks it (int8 has none): its codes, pair table and block scales. */
 export function fourBitCodes(q: QuantizedTensor): FourBitCodes | undefined {
   if (q.kind === 'int8') return undefined;
-  return { shape: q.shape, codes: q.codes, pairs: PAIRS[q.kind], blockSize: q.blockSize, scales: () => blockScales(q) };
+  const nBlocks = Math.ceil((q.shape[0] * q.shape[1]) / q.blockSize);
+  const { absmax } = q;
+  return {
+    shape: q.shape,
+    codes: q.codes,
+    pairs: PAIRS[q.kind],
+    blockSize: q.blockSize,
+    blocks: nBlocks,
+    scales:
+      absmax instanceof Float32Array
+        ? absmax
+        : {
+            codes: absmax.codes,
+            table: DYNAMIC_CODE,
+            nested: absmax.absmax,
+            nestedBlock: NESTED_BLOCK_SIZE,
+            offset: absmax.offset,
+          },
+  };
 }
 
 /** The full dequantized weight, row-major [out, in]. */
