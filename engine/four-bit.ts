@@ -37,12 +37,48 @@ export interface FourBitCodes {
   scales: Float32Array | NestedScales;
 }
 
-/** A 4-bit weight's codes, pair table and block scales copied into the heap for one call (byte addresses). */
+/** A 4-bit weight's codes, pair table and block scales copied into the heap (byte addresses). */
 interface HeapCodes {
   codes: number;
   pairs: number;
   scales: number;
+  bytes: number;
   free(): void;
+}
+
+/** Most bytes of 4-bit weights a withResidentFourBit scope keeps in the heap. */
+const RESIDENT_BUDGET_BYTES = 2 ** 30;
+
+/** The weights an open withResidentFourBit scope keeps in the heap. */
+let resident: { budget: number; bytes: number; held: Map<FourBitCodes, HeapCodes> } | null = null;
+
+/**
+ * Runs f with 4-bit weights kept in the heap from their first product to the end, up to `budget` bytes (the rest
+ * copied in for each product, as outside the scope), then frees them. For decoding, which reads every weight once
+ * per token: copying the codes in each time was ~20% of a stories110M or TinyLlama NF4 token. Off wasm, or inside
+ * another such scope, just f.
+ */
+export async function withResidentFourBit<T>(f: () => Promise<T>, budget = RESIDENT_BUDGET_BYTES): Promise<T> {
+  if (resident || tf.getBackend() !== 'wasm') return f();
+  const scope = { budget, bytes: 0, held: new Map<FourBitCodes, HeapCodes>() };
+  resident = scope;
+  try {
+    return await f();
+  } finally {
+    resident = null;
+    for (const heap of scope.held.values()) heap.free();
+  }
+}
+
+/** w in the heap for one call: kept from an open resident scope, else copied (its `free` a no-op when kept). */
+function codesFor(backend: HeapBackend, w: FourBitCodes): HeapCodes {
+  const held = resident?.held.get(w);
+  if (held) return { ...held, free: () => {} };
+  const heap = copiedToHeap(backend, w);
+  if (!resident || resident.bytes + heap.bytes > resident.budget) return heap;
+  resident.held.set(w, heap);
+  resident.bytes += heap.bytes;
+  return { ...heap, free: () => {} };
 }
 
 /** A new heap tensor holding `values`; written right after its allocation, as a later one may grow the heap. */
@@ -85,6 +121,7 @@ function copiedToHeap(backend: HeapBackend, w: FourBitCodes): HeapCodes {
     codes,
     pairs,
     scales,
+    bytes: w.codes.length + 4 * (w.pairs.length + w.blocks),
     free: () => {
       for (const t of parts) backend.disposeData(t.dataId);
     },
@@ -96,7 +133,7 @@ export function unpackedTensor2d(w: FourBitCodes): tf.Tensor2D {
   const backend = tf.backend() as unknown as HeapBackend;
   const n = w.shape[0] * w.shape[1];
   const { blockSize } = w;
-  const heap = copiedToHeap(backend, w);
+  const heap = codesFor(backend, w);
   const out = written<tf.Tensor2D>(backend, w.shape, (outAt) =>
     // each block of values is one "row" of the call: jobs take whole blocks
     runRowBlocks(heapCompute(backend), 'unpack4', blockSize, [
@@ -129,27 +166,22 @@ export function fourBitProductT(x: tf.Tensor2D, w: FourBitCodes): tf.Tensor2D {
   const [rows, k] = x.shape;
   const [n] = w.shape;
   const { blockSize } = w;
-  const heap = copiedToHeap(backend, w);
+  const heap = codesFor(backend, w);
   const xAt = backend.getMemoryOffset(x.dataId);
+  /** where row j of w starts: its code byte, its block's scale, the values left in that block */
+  const rowStart = (j: number): number[] => {
+    const start = j * k; // even, as k is
+    return [heap.codes + start / 2, heap.scales + 4 * Math.floor(start / blockSize), blockSize - (start % blockSize)];
+  };
   const out = written<tf.Tensor2D>(backend, [rows, n], (outAt) =>
     runRowBlocks(heapCompute(backend), `fourBitT${rows}` as RowsFunctionName, k, [
       {
         rows: n,
         args: (first, count) => {
-          const start = first * k; // w's first value in this band: even, as k is
-          return [
-            xAt,
-            4 * k,
-            heap.codes + start / 2,
-            heap.pairs,
-            heap.scales + 4 * Math.floor(start / blockSize),
-            blockSize - (start % blockSize),
-            outAt + 4 * first,
-            4 * n,
-            k,
-            count,
-            blockSize,
-          ];
+          const [codes, scales, left] = rowStart(first);
+          return [xAt, 4 * k, heap.pairs, 4 * n, k, blockSize, count, codes, scales, left, outAt + 4 * first].concat(
+            rowStart(first + Math.ceil(count / 2)),
+          );
         },
       },
     ]),

@@ -573,71 +573,102 @@ function fewRowsTFunction(m: number): RowsFunction {
   };
 }
 
+/** Where one walk over a 4-bit weight's rows stands: its code byte, block scale (address and value) and C column. */
+interface FourBitWalk {
+  codes: number;
+  scales: number;
+  /** values left in the current block */
+  left: number;
+  /** C's column, as a byte address in C's first row */
+  pc: number;
+  scale: number;
+  w: number;
+  acc: number[];
+}
+
 /**
- * fourBitT{m}(pa, lda, codes, pairs, scales, left, pc, ldc, k, n, blockSize): C [m, n] = A [m, k] W^T for W [n, k]
- * held as 4-bit codes (two per byte, row after row from byte `codes`; a weight's values in blocks of blockSize, each
- * with its f32 scale): fewRowsT{m} with each 4-value vector of W unpacked as it is read, never written out. Each
- * vector's two bytes pick their pairs from `pairs` (unpack4's table), times the block's scale; `scales` points at the
- * scale of the block holding the first value and `left` counts that block's values from there. k and blockSize are
- * multiples of 4, so no vector straddles two blocks. The same f32 values, in fewRowsT{m}'s order: the same bits as
- * unpack4, then fewRowsT{m}.
+ * fourBitT{m}(pa, lda, pairs, ldc, k, blockSize, rows, codes, scales, left, pc, codes2, scales2, left2): C [m, rows]
+ * = A [m, k] W^T for `rows` rows of W [., k] held as 4-bit codes (two per byte, row after row; a weight's values in
+ * blocks of blockSize, each with its f32 scale): fewRowsT{m} with each 4-value vector of W unpacked in registers as
+ * it is read, never written out. Each vector's two bytes pick their pairs from `pairs` (unpack4's table), times the
+ * block's scale. The rows go as two walks side by side, so that two rows' sums are in flight at once: the first
+ * from (codes, scales, left) into C column pc, ceil(rows / 2) rows, the second from (codes2, scales2, left2), the
+ * rest. `scales` points at the scale of the block holding a walk's first value, `left` counts that block's values
+ * from there. k and blockSize are multiples of 4, so no vector straddles two blocks. The same f32 values, summed in
+ * fewRowsT{m}'s order: the same bits as unpack4, then fewRowsT{m}.
  */
 function fourBitTFunction(m: number): RowsFunction {
-  const [pa, lda, codes, pairs, scales, left, pc, ldc, k, n, blockSize] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-  const L = new Locals(11);
-  const [steps, ca] = [L.add(I32), L.add(I32)];
-  const [scale, w, zero] = [L.add(V128), L.add(V128), L.add(V128)];
-  const acc = Array.from({ length: m }, () => L.add(V128));
-  const rows = Array.from({ length: m }, (_, i) => i);
-  const pairAt = (offset: number): Code =>
-    op.i32Add(get(pairs), op.i32Shl(op.i32Load8U(get(codes), offset), op.i32Const(3)));
-  const nextBlock = [
-    set(scales, op.i32Add(get(scales), op.i32Const(4))),
-    set(scale, op.f32x4Splat(op.f32Load(get(scales)))),
-    set(left, get(blockSize)),
-  ];
+  const [pa, lda, pairs, ldc, k, blockSize, rows] = [0, 1, 2, 3, 4, 5, 6];
+  const L = new Locals(14);
+  const walk = (codes: number): FourBitWalk => ({
+    codes,
+    scales: codes + 1,
+    left: codes + 2,
+    pc: codes === 7 ? 10 : L.add(I32),
+    scale: L.add(V128),
+    w: L.add(V128),
+    acc: Array.from({ length: m }, () => L.add(V128)),
+  });
+  const [first, second] = [walk(7), walk(11)]; // params 7-10 and 11-13
+  const [steps, ca, paired, zero] = [L.add(I32), L.add(I32), L.add(I32), L.add(V128)];
+  const aRows = Array.from({ length: m }, (_, i) => i);
+  const pairAt = (t: FourBitWalk, offset: number): Code =>
+    op.i32Add(get(pairs), op.i32Shl(op.i32Load8U(get(t.codes), offset), op.i32Const(3)));
+  const loadScale = (t: FourBitWalk) => set(t.scale, op.f32x4Splat(op.f32Load(get(t.scales))));
   const lane = (v: number, i: number): Code => op.f32x4ExtractLane(get(v), i);
+  /** one row of W for each walk of `walks`, all in one pass over A's columns */
+  const rowsOf = (walks: FourBitWalk[]): Code[] => [
+    ...walks.flatMap((t) => aRows.map((i) => set(t.acc[i], op.v128Zero()))),
+    set(ca, get(pa)),
+    set(steps, op.i32ShrU(get(k), op.i32Const(2))),
+    countedLoop(
+      steps,
+      [
+        ...walks.flatMap((t) => [
+          op.if(
+            op.i32Eqz(get(t.left)),
+            set(t.scales, op.i32Add(get(t.scales), op.i32Const(4))),
+            loadScale(t),
+            set(t.left, get(blockSize)),
+          ),
+          set(t.w, op.f32x4Mul(op.v128Load64Lane(pairAt(t, 1), op.v128Load64Zero(pairAt(t, 0)), 1), get(t.scale))),
+          set(t.left, op.i32Sub(get(t.left), op.i32Const(4))),
+          set(t.codes, op.i32Add(get(t.codes), op.i32Const(2))),
+        ]),
+        ...aRows.flatMap((i) =>
+          walks.map((t) =>
+            set(t.acc[i], op.f32x4Add(get(t.acc[i]), op.f32x4Mul(op.v128Load(rowAt(ca, lda, i)), get(t.w)))),
+          ),
+        ),
+      ],
+      [[ca, { bytes: 16 }]],
+    ),
+    // as fewRowsT: the lanes' sum, plus its (here empty) one-at-a-time tail's
+    ...walks.flatMap((t) => [
+      ...aRows.map((i) =>
+        op.f32Store(
+          rowAt(t.pc, ldc, i),
+          op.f32Add(
+            op.f32Add(op.f32Add(lane(t.acc[i], 0), lane(t.acc[i], 1)), op.f32Add(lane(t.acc[i], 2), lane(t.acc[i], 3))),
+            lane(zero, 0),
+          ),
+        ),
+      ),
+      set(t.pc, op.i32Add(get(t.pc), op.i32Const(4))),
+    ]),
+  ];
   return {
-    params: Array(11).fill(I32),
+    params: Array(14).fill(I32),
     locals: L.types,
     body: [
       set(zero, op.v128Zero()),
-      set(scale, op.f32x4Splat(op.f32Load(get(scales)))),
-      countedLoop(
-        n,
-        [
-          ...rows.map((i) => set(acc[i], op.v128Zero())),
-          set(ca, get(pa)),
-          set(steps, op.i32ShrU(get(k), op.i32Const(2))),
-          countedLoop(
-            steps,
-            [
-              op.if(op.i32Eqz(get(left)), ...nextBlock),
-              set(w, op.f32x4Mul(op.v128Load64Lane(pairAt(1), op.v128Load64Zero(pairAt(0)), 1), get(scale))),
-              ...rows.map((i) =>
-                set(acc[i], op.f32x4Add(get(acc[i]), op.f32x4Mul(op.v128Load(rowAt(ca, lda, i)), get(w)))),
-              ),
-              set(left, op.i32Sub(get(left), op.i32Const(4))),
-            ],
-            [
-              [codes, { bytes: 2 }],
-              [ca, { bytes: 16 }],
-            ],
-          ),
-          // as fewRowsT: the lanes' sum, plus its (here empty) one-at-a-time tail's
-          ...rows.map((i) =>
-            op.f32Store(
-              rowAt(pc, ldc, i),
-              op.f32Add(
-                op.f32Add(op.f32Add(lane(acc[i], 0), lane(acc[i], 1)), op.f32Add(lane(acc[i], 2), lane(acc[i], 3))),
-                lane(zero, 0),
-              ),
-            ),
-          ),
-          set(pc, op.i32Add(get(pc), op.i32Const(4))),
-        ],
-        [],
-      ),
+      loadScale(first),
+      loadScale(second),
+      set(paired, op.i32ShrU(get(rows), op.i32Const(1))),
+      // the second walk's C columns follow the first's ceil(rows / 2)
+      set(second.pc, op.i32Add(get(first.pc), op.i32Shl(op.i32Sub(get(rows), get(paired)), op.i32Const(2)))),
+      countedLoop(paired, rowsOf([first, second]), []),
+      op.if(op.i32And(get(rows), op.i32Const(1)), ...rowsOf([first])),
     ].flat(),
   };
 }
@@ -759,20 +790,11 @@ export interface RowsKernel {
   fourBitT5: FourBitT;
 }
 
-/** A few-row product against a 4-bit W^T: (pa, lda, codes, pairs, scales, left, pc, ldc, k, n, blockSize). */
-type FourBitT = (
-  pa: number,
-  lda: number,
-  codes: number,
-  pairs: number,
-  scales: number,
-  left: number,
-  pc: number,
-  ldc: number,
-  k: number,
-  n: number,
-  blockSize: number,
-) => void;
+/**
+ * A few-row product against a 4-bit W^T:
+ * (pa, lda, pairs, ldc, k, blockSize, rows, codes, scales, left, pc, codes2, scales2, left2).
+ */
+type FourBitT = (...args: number[]) => void;
 
 /** A few-row product's function: (pa, lda, pb, ldb, pc, ldc, k, n), addresses and row strides in bytes. */
 type FewRows = (

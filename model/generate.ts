@@ -1,5 +1,6 @@
 // Autoregressive generation: a KV cache, one prefill pass over the (left-padded) prompts, then one-token
 // decode steps, sampling each next token in JS (temperature, top-k, top-p) with a seeded Rng.
+import { withResidentFourBit } from '../engine/four-bit.ts';
 import { FtError } from '../util/errors.ts';
 import { Rng } from '../util/rng.ts';
 import { KVCache } from './kv-cache.ts';
@@ -75,6 +76,7 @@ export function leftPaddedBatch(prompts: number[][]): TokenBatch {
  * Continues each prompt by up to maxNewTokens tokens, and never past the model's context (max_position_embeddings:
  * prompt + new tokens); returns only the new tokens of each row.
  * Rows are batched (left padding) and share one KV cache; each row samples with its own Rng derived from `seed`.
+ * 4-bit weights stay in the heap from the first step to the last (engine/four-bit.ts withResidentFourBit).
  */
 export async function generate(w: LlamaWeights, prompts: number[][], opts: GenerateOptions): Promise<number[][]> {
   if (prompts.length === 0) return [];
@@ -95,40 +97,42 @@ export async function generate(w: LlamaWeights, prompts: number[][], opts: Gener
   const out: number[][] = prompts.map(() => []);
   const done = new Array<boolean>(B).fill(false);
   const cache = new KVCache(B, w.layers.length);
-  try {
-    let batch = leftPaddedBatch(prompts);
-    for (let step = 0; step < opts.maxNewTokens; step++) {
-      const logits = forward(w, batch, cache, { logits: 'last' }); // [B, 1, V]
-      const rows = (await logits.data()) as Float32Array;
-      logits.dispose();
-      const next: TokenBatch = {
-        B,
-        T: 1,
-        ids: new Int32Array(B),
-        segments: new Int32Array(B),
-        positions: new Int32Array(B),
-      };
-      for (let b = 0; b < B; b++) {
-        if (done[b]) continue;
-        const id = sampleToken(rows.subarray(b * V, (b + 1) * V), sampling, rngs[b]);
-        if (eos.has(id)) {
-          done[b] = true;
-          continue;
+  return withResidentFourBit(async () => {
+    try {
+      let batch = leftPaddedBatch(prompts);
+      for (let step = 0; step < opts.maxNewTokens; step++) {
+        const logits = forward(w, batch, cache, { logits: 'last' }); // [B, 1, V]
+        const rows = (await logits.data()) as Float32Array;
+        logits.dispose();
+        const next: TokenBatch = {
+          B,
+          T: 1,
+          ids: new Int32Array(B),
+          segments: new Int32Array(B),
+          positions: new Int32Array(B),
+        };
+        for (let b = 0; b < B; b++) {
+          if (done[b]) continue;
+          const id = sampleToken(rows.subarray(b * V, (b + 1) * V), sampling, rngs[b]);
+          if (eos.has(id)) {
+            done[b] = true;
+            continue;
+          }
+          out[b].push(id);
+          opts.onToken?.(b, id);
+          // a finished row keeps a padding slot (segment 0) so the batch stays rectangular
+          next.ids[b] = id;
+          next.segments[b] = 1;
+          next.positions[b] = prompts[b].length + out[b].length - 1;
+          // the model has no positions past its context: the row ends there
+          if (prompts[b].length + out[b].length >= context) done[b] = true;
         }
-        out[b].push(id);
-        opts.onToken?.(b, id);
-        // a finished row keeps a padding slot (segment 0) so the batch stays rectangular
-        next.ids[b] = id;
-        next.segments[b] = 1;
-        next.positions[b] = prompts[b].length + out[b].length - 1;
-        // the model has no positions past its context: the row ends there
-        if (prompts[b].length + out[b].length >= context) done[b] = true;
+        if (done.every(Boolean)) break;
+        batch = next;
       }
-      if (done.every(Boolean)) break;
-      batch = next;
+    } finally {
+      cache.dispose();
     }
-  } finally {
-    cache.dispose();
-  }
-  return out;
+    return out;
+  });
 }

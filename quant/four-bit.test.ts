@@ -1,11 +1,16 @@
 // 4-bit tensors (quant/nf4.ts) unpacked in the wasm heap by engine/four-bit.ts equal quant/nf4.ts's own
 // dequantization to the bit: NF4 and FP4, with and without double quantization, blocks of 64 and 128, a weight whose
 // size is odd and whose last block is partial, on 1 thread and on the pool of 2. Products of a few rows against the
-// codes themselves (fourBitProductT) give the bits of the same product against the dequantized weight.
+// codes themselves (fourBitProductT) give the bits of the same product against the dequantized weight. While a model
+// generates, its codes stay in the heap (withResidentFourBit) without changing a token.
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../engine/backend.ts';
-import { fourBitProductCovers, fourBitProductT, unpackedTensor2d } from '../engine/four-bit.ts';
+import { fourBitProductCovers, fourBitProductT, unpackedTensor2d, withResidentFourBit } from '../engine/four-bit.ts';
+import { generate } from '../model/generate.ts';
+import { disposeLlama } from '../model/llama.ts';
+import { randomLlama, tinyConfig } from '../test/random-llama.ts';
+import { quantizedLinear } from './linear.ts';
 import { Rng } from '../util/rng.ts';
 import { dequantize, fourBitCodes, quantize } from './nf4.ts';
 
@@ -81,6 +86,26 @@ describe('4-bit weights unpacked on wasm', () => {
     expect(fourBitProductCovers(5, codes(8, 64))).toBe(true);
     expect(fourBitProductCovers(6, codes(8, 64))).toBe(false);
     expect(fourBitProductCovers(1, codes(10, 64))).toBe(false);
+  });
+
+  it('stay in the heap while generating, giving the tokens of copies made per product, and are freed after', async () => {
+    await initBackend('wasm', 1);
+    const w = randomLlama(tinyConfig(), 3, quantizedLinear('nf4'));
+    const backend = tf.backend();
+    const prompts = [[1, 5, 9], [1, 30, 31, 32]];
+    const run = async (budget?: number) => {
+      const heapTensors: number[] = [];
+      const onToken = (row: number) => row === 0 && heapTensors.push(backend.numDataIds());
+      const tokens = await withResidentFourBit(() => generate(w, prompts, { maxNewTokens: 6, onToken }), budget);
+      return { tokens, heapTensors };
+    };
+    const before = backend.numDataIds();
+    const [kept, copied] = [await run(), await run(0)];
+    expect(backend.numDataIds()).toBe(before);
+    expect(kept.tokens).toEqual(copied.tokens);
+    // codes, pair table and scales of each of the 2 x 7 projections, from the first step on
+    expect(kept.heapTensors.map((n, i) => n - copied.heapTensors[i])).toEqual(kept.heapTensors.map(() => 3 * 14));
+    disposeLlama(w);
   });
 
   it('int8 has no 4-bit codes', () => {
