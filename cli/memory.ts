@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { parseConfig, readConfig } from '../model/config.ts';
 import { LINEAR_NAMES, type LinearName } from '../model/types.ts';
-import { estimateMemory, humanBytes, WASM_HEAP_LIMIT, type MemoryOptions } from '../quant/memory.ts';
+import { WASM_HEAP_LIMIT } from '../engine/heap-compute.ts';
+import { estimateMemory, humanBytes, type MemoryOptions } from '../quant/memory.ts';
 import { FtError } from '../util/errors.ts';
 import { requireModelDir, type GlobalArgs } from './common.ts';
 

@@ -4,7 +4,7 @@
 // pool; the weight itself stays in JS memory, outside the heap. The values are the same float32 products as
 // quant/nf4.ts's dequantization, so the same bits.
 import * as tf from '@tensorflow/tfjs';
-import { type HeapBackend, heapCompute, runRowBlocks, written } from './heap-compute.ts';
+import { type HeapBackend, heapCompute, heapMemory, runRowBlocks, WASM_HEAP_LIMIT, written } from './heap-compute.ts';
 import { FEW_ROWS_MAX, type RowsFunctionName } from './rows-kernel.ts';
 
 /**
@@ -46,8 +46,13 @@ interface HeapCodes {
   free(): void;
 }
 
-/** Most bytes of 4-bit weights a withResidentFourBit scope keeps in the heap. */
-const RESIDENT_BUDGET_BYTES = 2 ** 30;
+/**
+ * Most bytes of 4-bit weights a withResidentFourBit scope keeps in the heap by default: 1 GiB, and never more than
+ * half of what the heap has yet to grow into (a run near the 4 GiB limit keeps less, or nothing).
+ */
+function residentBudget(backend: HeapBackend): number {
+  return Math.min(2 ** 30, (WASM_HEAP_LIMIT - heapMemory(backend).buffer.byteLength) / 2);
+}
 
 /** The weights an open withResidentFourBit scope keeps in the heap. */
 let resident: { budget: number; bytes: number; held: Map<FourBitCodes, HeapCodes> } | null = null;
@@ -58,9 +63,10 @@ let resident: { budget: number; bytes: number; held: Map<FourBitCodes, HeapCodes
  * per token: copying the codes in each time was ~20% of a stories110M or TinyLlama NF4 token. Off wasm, or inside
  * another such scope, just f.
  */
-export async function withResidentFourBit<T>(f: () => Promise<T>, budget = RESIDENT_BUDGET_BYTES): Promise<T> {
+export async function withResidentFourBit<T>(f: () => Promise<T>, budget?: number): Promise<T> {
   if (resident || tf.getBackend() !== 'wasm') return f();
-  const scope = { budget, bytes: 0, held: new Map<FourBitCodes, HeapCodes>() };
+  const backend = tf.backend() as unknown as HeapBackend;
+  const scope = { budget: budget ?? residentBudget(backend), bytes: 0, held: new Map<FourBitCodes, HeapCodes>() };
   resident = scope;
   try {
     return await f();

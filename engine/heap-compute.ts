@@ -53,6 +53,9 @@ export function heapCompute(backend: HeapBackend): HeapCompute {
   return compute;
 }
 
+/** What tfjs-backend-wasm can hold: its heap is a 32-bit wasm memory (allocation fails past 4 GiB, measured). */
+export const WASM_HEAP_LIMIT = 2 ** 32;
+
 /** Values below which rows-kernel calls run on the calling thread alone: waking the pool costs more. */
 const MIN_POOL_VALUES = 1 << 16;
 

@@ -40,8 +40,6 @@ export interface MemoryEstimate {
   heapBytes: number;
 }
 
-/** What tfjs-backend-wasm can hold: its heap is a 32-bit wasm memory (allocation fails past 4 GiB, measured). */
-export const WASM_HEAP_LIMIT = 2 ** 32;
 
 /** [out, in] of each projection of one decoder layer. */
 export function projectionShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
