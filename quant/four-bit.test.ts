@@ -92,7 +92,10 @@ describe('4-bit weights unpacked on wasm', () => {
     await initBackend('wasm', 1);
     const w = randomLlama(tinyConfig(), 3, quantizedLinear('nf4'));
     const backend = tf.backend();
-    const prompts = [[1, 5, 9], [1, 30, 31, 32]];
+    const prompts = [
+      [1, 5, 9],
+      [1, 30, 31, 32],
+    ];
     const run = async (budget?: number) => {
       const heapTensors: number[] = [];
       const onToken = (row: number) => row === 0 && heapTensors.push(backend.numDataIds());

@@ -40,7 +40,6 @@ export interface MemoryEstimate {
   heapBytes: number;
 }
 
-
 /** [out, in] of each projection of one decoder layer. */
 export function projectionShapes(c: LlamaConfig): Record<LinearName, [number, number]> {
   const h = c.hiddenSize;
