@@ -674,6 +674,23 @@ function fourBitTFunction(m: number): RowsFunction {
 }
 
 /**
+ * A loop over `count` values a block of `blockSize` at a time, the last perhaps partial: local inBlock holds each
+ * block's count (min(blockSize, what is left)) when `body` runs.
+ */
+function blockwise(count: number, blockSize: number, inBlock: number, body: Code[]): Code {
+  return op.block(
+    op.loop(
+      op.brIf(1, op.i32Eqz(get(count))),
+      set(inBlock, get(blockSize)),
+      op.if(op.i32LtU(get(count), get(blockSize)), set(inBlock, get(count))),
+      set(count, op.i32Sub(get(count), get(inBlock))),
+      ...body,
+      op.br(0),
+    ),
+  );
+}
+
+/**
  * unpack4(codes, pairs, scales, out, count, blockSize): `count` values from 4-bit codes, two per byte from `codes`,
  * each pair read from the 256 x 2 table `pairs` (a byte's two code values, even index first) and times its block's
  * scale (one f32 per blockSize values, from `scales`). count may be odd (the last byte's first value alone);
@@ -688,29 +705,22 @@ function unpack4Function(): RowsFunction {
   return {
     params: Array(6).fill(I32),
     locals: L.types,
-    body: op.block(
-      op.loop(
-        op.brIf(1, op.i32Eqz(get(count))),
-        set(scale, op.f32Load(get(scales))),
-        set(scales, op.i32Add(get(scales), op.i32Const(4))),
-        // this block's values: min(blockSize, count), as whole pairs and perhaps one more
-        set(inBlock, get(blockSize)),
-        op.if(op.i32LtU(get(count), get(blockSize)), set(inBlock, get(count))),
-        set(count, op.i32Sub(get(count), get(inBlock))),
-        set(odd, op.i32And(get(inBlock), op.i32Const(1))),
-        set(inBlock, op.i32ShrU(get(inBlock), op.i32Const(1))),
-        countedLoop(
-          inBlock,
-          [readPair, one(0), one(4)],
-          [
-            [codes, { bytes: 1 }],
-            [out, { bytes: 8 }],
-          ],
-        ),
-        op.if(get(odd), readPair, one(0)),
-        op.br(0),
+    body: blockwise(count, blockSize, inBlock, [
+      set(scale, op.f32Load(get(scales))),
+      set(scales, op.i32Add(get(scales), op.i32Const(4))),
+      // the block's values as whole pairs and perhaps one more
+      set(odd, op.i32And(get(inBlock), op.i32Const(1))),
+      set(inBlock, op.i32ShrU(get(inBlock), op.i32Const(1))),
+      countedLoop(
+        inBlock,
+        [readPair, one(0), one(4)],
+        [
+          [codes, { bytes: 1 }],
+          [out, { bytes: 8 }],
+        ],
       ),
-    ),
+      op.if(get(odd), readPair, one(0)),
+    ]),
   };
 }
 
@@ -729,25 +739,18 @@ function nestedScalesFunction(): RowsFunction {
     locals: L.types,
     body: [
       set(offset, op.f32ReinterpretI32(get(offsetBits))),
-      op.block(
-        op.loop(
-          op.brIf(1, op.i32Eqz(get(count))),
-          set(scale, op.f32Load(get(nested))),
-          set(nested, op.i32Add(get(nested), op.i32Const(4))),
-          set(inBlock, get(nestedBlock)),
-          op.if(op.i32LtU(get(count), get(nestedBlock)), set(inBlock, get(count))),
-          set(count, op.i32Sub(get(count), get(inBlock))),
-          countedLoop(
-            inBlock,
-            [op.f32Store(get(out), op.f32Add(op.f32Mul(code, get(scale)), get(offset)))],
-            [
-              [codes, { bytes: 1 }],
-              [out, { bytes: 4 }],
-            ],
-          ),
-          op.br(0),
+      blockwise(count, nestedBlock, inBlock, [
+        set(scale, op.f32Load(get(nested))),
+        set(nested, op.i32Add(get(nested), op.i32Const(4))),
+        countedLoop(
+          inBlock,
+          [op.f32Store(get(out), op.f32Add(op.f32Mul(code, get(scale)), get(offset)))],
+          [
+            [codes, { bytes: 1 }],
+            [out, { bytes: 4 }],
+          ],
         ),
-      ),
+      ]),
     ].flat(),
   };
 }

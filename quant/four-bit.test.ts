@@ -14,6 +14,23 @@ import { quantizedLinear } from './linear.ts';
 import { Rng } from '../util/rng.ts';
 import { dequantize, fourBitCodes, quantize } from './nf4.ts';
 
+interface FourBitCase {
+  kind: 'nf4' | 'fp4';
+  shape: readonly [number, number];
+  blockSize: number;
+  doubleQuant: boolean;
+}
+
+/** A normal random weight of the case's shape, quantized as it says, and its 4-bit codes. */
+function randomFourBit(r: Rng, c: FourBitCase) {
+  const [rows, cols] = c.shape;
+  const w = Float32Array.from({ length: rows * cols }, () => r.normal());
+  const q = quantize(w, [rows, cols], { kind: c.kind, blockSize: c.blockSize, doubleQuant: c.doubleQuant });
+  const codes = fourBitCodes(q);
+  if (!codes) throw new Error('a 4-bit kind has codes');
+  return { q, codes };
+}
+
 describe('4-bit weights unpacked on wasm', () => {
   afterAll(async () => {
     await initBackend('wasm', 1); // the unit tier shares this worker's backend with other files
@@ -31,11 +48,7 @@ describe('4-bit weights unpacked on wasm', () => {
     await initBackend('wasm', threads);
     const r = new Rng(11);
     for (const c of cases) {
-      const [rows, cols] = c.shape;
-      const w = Float32Array.from({ length: rows * cols }, () => r.normal());
-      const q = quantize(w, [rows, cols], { kind: c.kind, blockSize: c.blockSize, doubleQuant: c.doubleQuant });
-      const codes = fourBitCodes(q);
-      if (!codes) throw new Error('a 4-bit kind has codes');
+      const { q, codes } = randomFourBit(r, c);
       const t = unpackedTensor2d(codes);
       const got = t.dataSync() as Float32Array;
       t.dispose();
@@ -56,10 +69,7 @@ describe('4-bit weights unpacked on wasm', () => {
       ] as const;
       for (const c of products) {
         const [n, k] = c.shape;
-        const w = Float32Array.from({ length: n * k }, () => r.normal());
-        const q = quantize(w, [n, k], { kind: c.kind, blockSize: c.blockSize, doubleQuant: c.doubleQuant });
-        const codes = fourBitCodes(q);
-        if (!codes) throw new Error('a 4-bit kind has codes');
+        const { q, codes } = randomFourBit(r, c);
         const dense = tf.tensor2d(dequantize(q), [n, k]);
         for (let rows = 1; rows <= 5; rows++) {
           expect(fourBitProductCovers(rows, codes)).toBe(true);
