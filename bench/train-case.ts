@@ -1,7 +1,7 @@
 // One training-benchmark measurement in its own process (so peak RSS and the wasm heap belong to it alone):
 // a random model of a bench config, float or NF4 base, LoRA on every projection, timed training steps on the
 // product's path (trainingLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
-// them with gradient accumulation 1), memory after every step, then KV-cache generation. Prints its figures as the
+// them with gradient accumulation 1), memory after every step, then KV-cache generation (3 times, the median kept). Prints its figures as the
 // last stdout line `@result {json}` for bench/train.ts.
 // Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow] [--threads N]
 import * as tf from '@tensorflow/tfjs';
@@ -51,6 +51,9 @@ export interface CaseResult {
   prefillSeconds: number;
   decodeTokensPerSecond: number;
 }
+
+/** Timed generations after training; the figures are the median one's. */
+const GENERATIONS = 3;
 
 /** GFLOP/s of tf.matMul on two n×n matrices, mean of `reps` after one warm-up. */
 async function matmulGflops(n: number, reps = 5): Promise<number> {
@@ -166,10 +169,22 @@ adapter.setTraining(false);
 const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 3) % cfg.model.vocabSize);
 // warm-up: the first tokens also compile and warm what decoding alone runs (its one-row products' kernels)
 await generate(weights, [prompt], { maxNewTokens: 2 });
-let first = 0;
-const g0 = performance.now();
-await generate(weights, [prompt], { maxNewTokens: cfg.generateTokens, onToken: () => (first ||= performance.now()) });
-const g1 = performance.now();
+/** One timed generation: seconds to the first token (the prefill), and decode tokens/s after it. */
+async function timedGeneration(): Promise<{ prefillSeconds: number; decodeTokensPerSecond: number }> {
+  let first = 0;
+  const g0 = performance.now();
+  await generate(weights, [prompt], { maxNewTokens: cfg.generateTokens, onToken: () => (first ||= performance.now()) });
+  const g1 = performance.now();
+  return {
+    prefillSeconds: (first - g0) / 1000,
+    decodeTokensPerSecond: (cfg.generateTokens - 1) / ((g1 - first) / 1000),
+  };
+}
+// the median of GENERATIONS: one generation's rate moved by a fifth between runs here
+const generations: Awaited<ReturnType<typeof timedGeneration>>[] = [];
+for (let g = 0; g < GENERATIONS; g++) generations.push(await timedGeneration());
+generations.sort((a, b) => a.decodeTokensPerSecond - b.decodeTokensPerSecond);
+const generation = generations[Math.floor(GENERATIONS / 2)];
 
 const wasmMemory =
   backend.name === 'wasm'
@@ -193,8 +208,8 @@ const result: CaseResult = {
   maxRssBytes: process.resourceUsage().maxRSS * 1024,
   buildSeconds,
   prefillTokens: prompt.length,
-  prefillSeconds: (first - g0) / 1000,
-  decodeTokensPerSecond: (cfg.generateTokens - 1) / ((g1 - first) / 1000),
+  prefillSeconds: generation.prefillSeconds,
+  decodeTokensPerSecond: generation.decodeTokensPerSecond,
 };
 optimizer.dispose();
 disposeLlama(weights);

@@ -42,7 +42,8 @@ const COUNT = 1; // jobs in the list
 const NEXT = 2; // next job to take
 const CHECKED_IN = 3; // workers done with this generation
 const SCRATCH = 4; // heap offset (values) of the scratch: GEMM_SCRATCH values per thread, the caller's first
-const CONTROL_INTS = 5;
+const PAGES = 5; // the memory's size in 64 KiB pages as the caller sees it, for this generation
+const CONTROL_INTS = 6;
 
 const JOB_INTS = 16; // the job's kind (GEMM_KIND, or 1 + the rows function's index), then its values
 const GEMM_KIND = 0;
@@ -120,6 +121,22 @@ export interface PoolWorkerInput {
   fused: boolean;
 }
 
+/**
+ * The memory's buffer at least `pages` long: the caller may have grown the memory since this thread last looked. A
+ * thread learns of another's grow when V8 next checks its interrupts, so its `buffer` can still be the old, shorter
+ * one; grow(0) refreshes it. (Kernels in wasm see the whole memory regardless; the GEMM's edge tiles are copied in JS,
+ * where a short view would drop writes without a word.)
+ */
+function currentBuffer(memory: WebAssembly.Memory, pages: number): ArrayBufferLike {
+  if (memory.buffer.byteLength < pages * PAGE_BYTES) memory.grow(0);
+  if (memory.buffer.byteLength < pages * PAGE_BYTES)
+    throw new Error(
+      `kernel pool: the shared memory's buffer holds ${memory.buffer.byteLength} bytes, the caller's ${pages} pages`,
+    );
+  return memory.buffer;
+}
+const PAGE_BYTES = 65536;
+
 /** Takes jobs off the list until none is left, thread `index` of the pool. */
 function takeJobs(
   memory: WebAssembly.Memory,
@@ -128,7 +145,7 @@ function takeJobs(
   jobs: Int32Array,
   index: number,
 ) {
-  const heap = new Float32Array(memory.buffer); // the memory's current size: the caller may have grown it
+  const heap = new Float32Array(currentBuffer(memory, control[PAGES]));
   const scratch = control[SCRATCH] + index * GEMM_SCRATCH;
   const count = control[COUNT];
   for (let j = Atomics.add(control, NEXT, 1); j < count; j = Atomics.add(control, NEXT, 1)) {
@@ -195,6 +212,7 @@ export class KernelPool {
     const ctl = this.control;
     list.forEach((job, j) => writeJob(this.jobs, j, job));
     ctl[COUNT] = list.length;
+    ctl[PAGES] = this.memory.buffer.byteLength / PAGE_BYTES;
     ctl[NEXT] = 0;
     ctl[CHECKED_IN] = 0;
     Atomics.add(ctl, GEN, 1);
