@@ -124,8 +124,10 @@ export interface PoolWorkerInput {
 /**
  * The memory's buffer at least `pages` long: the caller may have grown the memory since this thread last looked. A
  * thread learns of another's grow when V8 next checks its interrupts, so its `buffer` can still be the old, shorter
- * one; grow(0) refreshes it. (Kernels in wasm see the whole memory regardless; the GEMM's edge tiles are copied in JS,
- * where a short view would drop writes without a word.)
+ * one: a worker spinning on a generation word, as here, saw the old length in 3-5 of 4000 generations that followed
+ * a grow, and grow(0) refreshed it every time (Node 20). Kernels in wasm see the whole memory regardless; the GEMM's
+ * edge tiles are copied in JS, where a short view drops writes without a word (C's last rows left as the heap had
+ * them: the likely cause of 2-thread NF4 runs whose loss moved in the fifth digit).
  */
 function currentBuffer(memory: WebAssembly.Memory, pages: number): ArrayBufferLike {
   if (memory.buffer.byteLength < pages * PAGE_BYTES) memory.grow(0);
