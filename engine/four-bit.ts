@@ -1,8 +1,10 @@
-// A frozen 4-bit weight's float values (QLoRA's base projections) written out for one product. On wasm the codes,
-// the per-block scales and the 256-entry pair table are copied into the heap for the call (an eighth and a
-// sixteenth of the float copy's size) and unpacked by engine/rows-kernel.ts's unpack4 on every thread of the kernel
-// pool; the weight itself stays in JS memory, outside the heap. The values are the same float32 products as
-// quant/nf4.ts's dequantization, so the same bits.
+// A frozen 4-bit weight (QLoRA's base projections) in tfjs-backend-wasm's heap for a product. Its codes, the
+// 256-entry pair table and the per-block scales are copied in (an eighth and a sixteenth of the float weight's size;
+// double-quantized scales resolved there by engine/rows-kernel.ts's nestedScales); the weight itself stays in JS
+// memory, outside the heap. For the GEMM the codes are unpacked into a float weight by unpack4, on every thread of the
+// kernel pool; a product of a few rows reads the codes themselves (fourBitT). Either way the values are the same
+// float32 products as quant/nf4.ts's dequantization, so the same bits. While a model generates, which reads every
+// weight once per token, the copies stay in the heap from one product to the next (withResidentFourBit).
 import * as tf from '@tensorflow/tfjs';
 import { type HeapBackend, heapCompute, heapMemory, runRowBlocks, WASM_HEAP_LIMIT, written } from './heap-compute.ts';
 import { FEW_ROWS_MAX, type RowsFunctionName } from './rows-kernel.ts';
