@@ -168,12 +168,14 @@ const rowMax = (s: RowShape): Code =>
     op.f32Max(op.f32Max(lane(s.accVec, 0), lane(s.accVec, 1)), op.f32Max(lane(s.accVec, 2), lane(s.accVec, 3))),
     lane(s.accTail, 0),
   );
+/**
+ * The sum of v128 local vec's lanes, (0 + 1) + (2 + 3), plus lane 0 of tail, as f32: the one order every row sum and
+ * dot product here ends in, so the few-row products from float weights and from 4-bit codes give the same bits.
+ */
+const laneSum = (vec: number, tail: number): Code =>
+  op.f32Add(op.f32Add(op.f32Add(lane(vec, 0), lane(vec, 1)), op.f32Add(lane(vec, 2), lane(vec, 3))), lane(tail, 0));
 /** The sum of accVec's lanes and lane 0 of accTail, as f32. */
-const rowSum = (s: RowShape): Code =>
-  op.f32Add(
-    op.f32Add(op.f32Add(lane(s.accVec, 0), lane(s.accVec, 1)), op.f32Add(lane(s.accVec, 2), lane(s.accVec, 3))),
-    lane(s.accTail, 0),
-  );
+const rowSum = (s: RowShape): Code => laneSum(s.accVec, s.accTail);
 
 /** A function of the module before it is named (WRITERS names it). */
 type RowsFunction = Omit<WasmFunction, 'name'>;
@@ -537,7 +539,6 @@ function fewRowsTFunction(m: number): RowsFunction {
       ),
     ];
   };
-  const lane = (v: number, i: number): Code => op.f32x4ExtractLane(get(v), i);
   return {
     params: Array(8).fill(I32),
     locals: L.types,
@@ -552,18 +553,7 @@ function fewRowsTFunction(m: number): RowsFunction {
           set(cw, get(pw)),
           ...dot(true, vecs),
           ...dot(false, tail),
-          ...rows.map((i) =>
-            op.f32Store(
-              rowAt(cc, ldc, i),
-              op.f32Add(
-                op.f32Add(
-                  op.f32Add(lane(accVec[i], 0), lane(accVec[i], 1)),
-                  op.f32Add(lane(accVec[i], 2), lane(accVec[i], 3)),
-                ),
-                lane(accTail[i], 0),
-              ),
-            ),
-          ),
+          ...rows.map((i) => op.f32Store(rowAt(cc, ldc, i), laneSum(accVec[i], accTail[i]))),
           set(pw, op.i32Add(get(pw), get(ldw))),
           set(cc, op.i32Add(get(cc), op.i32Const(4))),
         ],
@@ -615,7 +605,6 @@ function fourBitTFunction(m: number): RowsFunction {
   const pairAt = (t: FourBitWalk, offset: number): Code =>
     op.i32Add(get(pairs), op.i32Shl(op.i32Load8U(get(t.codes), offset), op.i32Const(3)));
   const loadScale = (t: FourBitWalk) => set(t.scale, op.f32x4Splat(op.f32Load(get(t.scales))));
-  const lane = (v: number, i: number): Code => op.f32x4ExtractLane(get(v), i);
   /** one row of W for each walk of `walks`, all in one pass over A's columns */
   const rowsOf = (walks: FourBitWalk[]): Code[] => [
     ...walks.flatMap((t) => aRows.map((i) => set(t.acc[i], op.v128Zero()))),
@@ -645,15 +634,7 @@ function fourBitTFunction(m: number): RowsFunction {
     ),
     // as fewRowsT: the lanes' sum, plus its (here empty) one-at-a-time tail's
     ...walks.flatMap((t) => [
-      ...aRows.map((i) =>
-        op.f32Store(
-          rowAt(t.pc, ldc, i),
-          op.f32Add(
-            op.f32Add(op.f32Add(lane(t.acc[i], 0), lane(t.acc[i], 1)), op.f32Add(lane(t.acc[i], 2), lane(t.acc[i], 3))),
-            lane(zero, 0),
-          ),
-        ),
-      ),
+      ...aRows.map((i) => op.f32Store(rowAt(t.pc, ldc, i), laneSum(t.acc[i], zero))),
       set(t.pc, op.i32Add(get(t.pc), op.i32Const(4))),
     ]),
   ];
