@@ -6,7 +6,15 @@
 // float32 products as quant/nf4.ts's dequantization, so the same bits. While a model generates, which reads every
 // weight once per token, the copies stay in the heap from one product to the next (withResidentFourBit).
 import * as tf from '@tensorflow/tfjs';
-import { type HeapBackend, heapCompute, heapMemory, runRowBlocks, WASM_HEAP_LIMIT, written } from './heap-compute.ts';
+import {
+  f32Bits,
+  type HeapBackend,
+  heapCompute,
+  heapMemory,
+  runRowBlocks,
+  WASM_HEAP_LIMIT,
+  written,
+} from './heap-compute.ts';
 import { FEW_ROWS_MAX, type RowsFunctionName } from './rows-kernel.ts';
 
 /**
@@ -80,13 +88,15 @@ export async function withResidentFourBit<T>(f: () => Promise<T>, budget?: numbe
 
 /** w in the heap for one call: kept from an open resident scope, else copied (its `free` a no-op when kept). */
 function codesFor(backend: HeapBackend, w: FourBitCodes): HeapCodes {
-  const held = resident?.held.get(w);
-  if (held) return { ...held, free: () => {} };
-  const heap = copiedToHeap(backend, w);
-  if (!resident || resident.bytes + heap.bytes > resident.budget) return heap;
-  resident.held.set(w, heap);
-  resident.bytes += heap.bytes;
-  return { ...heap, free: () => {} };
+  let held = resident?.held.get(w);
+  if (!held) {
+    const heap = copiedToHeap(backend, w);
+    if (!resident || resident.bytes + heap.bytes > resident.budget) return heap;
+    resident.held.set(w, heap);
+    resident.bytes += heap.bytes;
+    held = heap;
+  }
+  return { ...held, free: () => {} };
 }
 
 /** A new heap tensor holding `values`; written right after its allocation, as a later one may grow the heap. */
@@ -97,15 +107,14 @@ function copied(backend: HeapBackend, values: Uint8Array | Float32Array): tf.Ten
 }
 
 /** The block scales in the heap: copied, or resolved there from their nested form on every thread. */
-function scalesOnHeap(backend: HeapBackend, w: FourBitCodes, temporaries: tf.TensorInfo[]): tf.TensorInfo {
+function scalesOnHeap(backend: HeapBackend, w: FourBitCodes): tf.TensorInfo {
   const { scales } = w;
   if (scales instanceof Float32Array) return copied(backend, scales.subarray(0, w.blocks));
   const parts = [copied(backend, scales.codes), copied(backend, scales.table), copied(backend, scales.nested)];
-  temporaries.push(...parts);
   const out = backend.makeOutput([w.blocks], 'float32');
   const [codes, table, nested, outAt] = [...parts, out].map((t) => backend.getMemoryOffset(t.dataId));
   const { nestedBlock } = scales;
-  const offsetBits = new Int32Array(Float32Array.of(scales.offset).buffer)[0];
+  const offsetBits = f32Bits(scales.offset);
   // each nested block of scales is one "row" of the call
   runRowBlocks(heapCompute(backend), 'nestedScales', nestedBlock, [
     {
@@ -117,13 +126,12 @@ function scalesOnHeap(backend: HeapBackend, w: FourBitCodes, temporaries: tf.Ten
       },
     },
   ]);
+  for (const t of parts) backend.disposeData(t.dataId);
   return out;
 }
 
 function copiedToHeap(backend: HeapBackend, w: FourBitCodes): HeapCodes {
-  const temporaries: tf.TensorInfo[] = [];
-  const parts = [copied(backend, w.codes), copied(backend, w.pairs), scalesOnHeap(backend, w, temporaries)];
-  for (const t of temporaries) backend.disposeData(t.dataId);
+  const parts = [copied(backend, w.codes), copied(backend, w.pairs), scalesOnHeap(backend, w)];
   const [codes, pairs, scales] = parts.map((t) => backend.getMemoryOffset(t.dataId));
   return {
     codes,

@@ -53,6 +53,9 @@ export function heapCompute(backend: HeapBackend): HeapCompute {
   return compute;
 }
 
+/** x's float32 bits as an i32: how a kernel call takes a float argument (an f32.reinterpret in the kernel). */
+export const f32Bits = (x: number): number => new Int32Array(Float32Array.of(x).buffer)[0];
+
 /** What tfjs-backend-wasm can hold: its heap is a 32-bit wasm memory (allocation fails past 4 GiB, measured). */
 export const WASM_HEAP_LIMIT = 2 ** 32;
 

@@ -6,7 +6,7 @@
 // forward. Other backends differentiate the tf ops.
 import * as tf from '@tensorflow/tfjs';
 import { customGrad } from './custom-grad.ts';
-import { heapCompute, onHeap, runRowBlocks, written } from './heap-compute.ts';
+import { f32Bits, heapCompute, onHeap, runRowBlocks, written } from './heap-compute.ts';
 
 export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: number): T {
   const heap = onHeap(x, weight);
@@ -20,7 +20,7 @@ export function rmsNorm<T extends tf.Tensor>(x: T, weight: tf.Tensor1D, eps: num
     const r = backend.makeOutput([rows], 'float32');
     const y = backend.makeOutput(xi.shape, 'float32');
     const [rAt, yAt] = [r, y].map((t) => backend.getMemoryOffset(t.dataId));
-    const epsBits = new Int32Array(Float32Array.of(eps).buffer)[0];
+    const epsBits = f32Bits(eps);
     runRowBlocks(compute, 'rmsNorm', cols, [
       {
         rows,

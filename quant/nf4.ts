@@ -152,9 +152,14 @@ function scaleOf(absmax: Float32Array | DoubleQuantized, k: number): number {
   return f32(f32(DYNAMIC_CODE[absmax.codes[k]] * absmax.absmax[(k / NESTED_BLOCK_SIZE) | 0]) + absmax.offset);
 }
 
+/** Blocks of blockSize values over the flattened weight, the last perhaps partial. */
+function blockCount(q: QuantizedTensor): number {
+  return Math.ceil((q.shape[0] * q.shape[1]) / q.blockSize);
+}
+
 /** The per-block float32 absmax, double quantization resolved: [nBlocks]. */
 export function blockScales(q: QuantizedTensor): Float32Array {
-  const nBlocks = Math.ceil((q.shape[0] * q.shape[1]) / q.blockSize);
+  const nBlocks = blockCount(q);
   const out = new Float32Array(nBlocks);
   for (let k = 0; k < nBlocks; k++) out[k] = scaleOf(q.absmax, k);
   return out;
@@ -174,14 +179,13 @@ const PAIRS: Record<'nf4' | 'fp4', Float32Array> = { nf4: pairTable(NF4_CODE), f
 /** A 4-bit tensor as engine/four-bit.ts unpacks it (int8 has none): its codes, pair table and block scales. */
 export function fourBitCodes(q: QuantizedTensor): FourBitCodes | undefined {
   if (q.kind === 'int8') return undefined;
-  const nBlocks = Math.ceil((q.shape[0] * q.shape[1]) / q.blockSize);
   const { absmax } = q;
   return {
     shape: q.shape,
     codes: q.codes,
     pairs: PAIRS[q.kind],
     blockSize: q.blockSize,
-    blocks: nBlocks,
+    blocks: blockCount(q),
     scales:
       absmax instanceof Float32Array
         ? absmax
