@@ -1,8 +1,8 @@
 // One training-benchmark measurement in its own process (so peak RSS and the wasm heap belong to it alone):
 // a random model of a bench config, float or NF4 base, LoRA on every projection, timed training steps on the
 // product's path (trainingLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
-// them with gradient accumulation 1), memory after every step, then KV-cache generation (3 times, the median kept). Prints its figures as the
-// last stdout line `@result {json}` for bench/train.ts.
+// them with gradient accumulation 1), memory after every step, then KV-cache generation (3 times, the median
+// kept). Prints its figures as the last stdout line `@result {json}` for bench/train.ts.
 // Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow] [--threads N]
 import * as tf from '@tensorflow/tfjs';
 import { attachLora } from '../adapters/lora.ts';
