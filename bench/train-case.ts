@@ -2,11 +2,12 @@
 // a random model of a bench config, float or NF4 base, LoRA on every projection, timed training steps on the
 // product's path (trainingLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
 // them with gradient accumulation 1), memory after every step, then KV-cache generation (3 times, the median
-// kept). Prints its figures as the last stdout line `@result {json}` for bench/train.ts.
+// kept); in a case on several threads, then rounds of one thread against all in this one process. Prints its figures as the last stdout line `@result {json}` for bench/train.ts.
 // Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow] [--threads N]
 import * as tf from '@tensorflow/tfjs';
 import { attachLora } from '../adapters/lora.ts';
 import { initBackend, type BackendChoice } from '../engine/backend.ts';
+import { type HeapBackend, onCallingThread } from '../engine/heap-compute.ts';
 import { generate } from '../model/generate.ts';
 import { randomTensors } from '../model/init.ts';
 import { denseLinear } from '../model/linear.ts';
@@ -17,7 +18,7 @@ import { quantizedLinear } from '../quant/linear.ts';
 import { clipGradNorm } from '../train/clip.ts';
 import { AdamW, namedGrads } from '../train/optimizer.ts';
 import { Rng } from '../util/rng.ts';
-import { BENCH_LORA, BENCH_OPTIM, benchConfig, type BaseKind } from './train-configs.ts';
+import { BENCH_LORA, BENCH_OPTIM, benchConfig, type BaseKind, TURNS } from './train-configs.ts';
 
 export interface StepMemory {
   /** tf.memory() after the step: every live tensor is weights, LoRA factors or AdamW moments */
@@ -50,6 +51,16 @@ export interface CaseResult {
   prefillTokens: number;
   prefillSeconds: number;
   decodeTokensPerSecond: number;
+  /** In an all-thread case on wasm: its process taking turns, one thread then all of them (BenchConfig.turns). */
+  turns?: Turns;
+}
+
+/** Seconds of each turn's training step, and each turn's decode tokens/s, on one thread and on every thread. */
+export interface Turns {
+  stepSecondsOneThread: number[];
+  stepSecondsAll: number[];
+  decodeOneThread: number[];
+  decodeAll: number[];
 }
 
 /** Timed generations after training; the figures are the median one's. */
@@ -186,6 +197,33 @@ for (let g = 0; g < GENERATIONS; g++) generations.push(await timedGeneration());
 generations.sort((a, b) => a.decodeTokensPerSecond - b.decodeTokensPerSecond);
 const generation = generations[Math.floor(GENERATIONS / 2)];
 
+/**
+ * Rounds of [one thread, all threads] for one step, then for one generation: the pool set aside for the first of each
+ * pair (engine/heap-compute.ts onCallingThread), so both figures come from the same minutes of this VM.
+ */
+async function takeTurns(rounds: number): Promise<Turns> {
+  const oneThread = <T>(f: () => Promise<T>) => onCallingThread(tf.backend() as unknown as HeapBackend, f);
+  const timed = async (f: () => Promise<unknown>) => {
+    const start = performance.now();
+    await f();
+    return (performance.now() - start) / 1000;
+  };
+  const turns: Turns = { stepSecondsOneThread: [], stepSecondsAll: [], decodeOneThread: [], decodeAll: [] };
+  adapter.setTraining(true);
+  for (let r = 0; r < rounds; r++) {
+    turns.stepSecondsOneThread.push(await oneThread(() => timed(trainStep)));
+    turns.stepSecondsAll.push(await timed(trainStep));
+  }
+  adapter.setTraining(false);
+  for (let r = 0; r < rounds; r++) {
+    turns.decodeOneThread.push((await oneThread(timedGeneration)).decodeTokensPerSecond);
+    turns.decodeAll.push((await timedGeneration()).decodeTokensPerSecond);
+  }
+  return turns;
+}
+const rounds = cfg.turns ?? TURNS;
+const turns = threads > 1 && backend.name === 'wasm' && rounds > 0 ? await takeTurns(rounds) : undefined;
+
 const wasmMemory =
   backend.name === 'wasm'
     ? (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.buffer.byteLength
@@ -210,6 +248,7 @@ const result: CaseResult = {
   prefillTokens: prompt.length,
   prefillSeconds: generation.prefillSeconds,
   decodeTokensPerSecond: generation.decodeTokensPerSecond,
+  turns,
 };
 optimizer.dispose();
 disposeLlama(weights);

@@ -20,9 +20,17 @@ export interface BenchConfig {
   checkpoint?: boolean;
   /** the base formats measured (default both) */
   bases?: BaseKind[];
+  /**
+   * Rounds of one step on one thread then one on every thread, and the same for a generation, inside the all-thread
+   * case's process (default TURNS; 0 for none): a speedup measured at one time, apart from the VM's drift.
+   */
+  turns?: number;
   /** only when FT_BENCH_CONFIGS names it (minutes per step) */
   optIn?: boolean;
 }
+
+/** Same-process rounds of one thread against all (BenchConfig.turns) when a config names none. */
+export const TURNS = 3;
 
 /** LoRA r=8, alpha=16, no dropout, on every projection of every block (not lm_head), as PEFT's 'all-linear'. */
 export const BENCH_LORA: LoraConfig = { r: 8, alpha: 16, dropout: 0, targetModules: 'all-linear', useRslora: false };
@@ -104,6 +112,7 @@ export const BENCH_CONFIGS: BenchConfig[] = [
     generateTokens: 4,
     checkpoint: true,
     bases: ['nf4'],
+    turns: 0,
     optIn: true,
   },
 ];

@@ -17,7 +17,7 @@ import { describeCeiling, describeStream, parallelCeilings } from './parallel-ce
 import { PYTHON, peerEnv, peerMissing } from './peer-env.ts';
 import { blasKind, openblasCoreOf } from './peer-blas.ts';
 import { report, type Figures } from './report.ts';
-import type { CaseResult } from './train-case.ts';
+import type { CaseResult, Turns } from './train-case.ts';
 import { defaultThreads } from '../engine/backend.ts';
 import {
   BENCH_CONFIGS,
@@ -116,6 +116,19 @@ function mergeRuns(runs: CaseResult[]): CaseResult {
     stepPeakTfBytes: most('stepPeakTfBytes'),
     decodeTokensPerSecond: median(runs.map((r) => r.decodeTokensPerSecond)),
     matmulGflops512: median(runs.map((r) => r.matmulGflops512)),
+    turns: mergeTurns(runs.flatMap((r) => (r.turns ? [r.turns] : []))),
+  };
+}
+
+/** Every run's turns together; none when no run took any. */
+function mergeTurns(all: Turns[]): Turns | undefined {
+  if (!all.length) return undefined;
+  const joined = (key: keyof Turns) => all.flatMap((t) => t[key]);
+  return {
+    stepSecondsOneThread: joined('stepSecondsOneThread'),
+    stepSecondsAll: joined('stepSecondsAll'),
+    decodeOneThread: joined('decodeOneThread'),
+    decodeAll: joined('decodeAll'),
   };
 }
 
@@ -265,28 +278,47 @@ for (const cfg of configs) {
     const all = ft.get(`${base}_${ALL}`);
     if (one && all && ALL > 1) {
       const speedup = all.tokensPerSecond / one.tokensPerSecond;
+      const decode = all.decodeTokensPerSecond / one.decodeTokensPerSecond;
       const perThread = (all.maxRssBytes - one.maxRssBytes) / (ALL - 1);
+      const t = all.turns;
+      const turnSpeedup = t && median(t.stepSecondsOneThread) / median(t.stepSecondsAll);
+      const turnDecode = t && median(t.decodeAll) / median(t.decodeOneThread);
       Object.assign(figures, {
         [`${p}${base}.train_speedup_all_over_1t`]: speedup,
         [`${p}${base}.peak_rss_mib_per_extra_thread`]: MiB(perThread),
-        [`${p}${base}.decode_speedup_all_over_1t`]: all.decodeTokensPerSecond / one.decodeTokensPerSecond,
+        [`${p}${base}.decode_speedup_all_over_1t`]: decode,
+        ...(t && {
+          [`${p}${base}.turns_step_s_1t`]: t.stepSecondsOneThread,
+          [`${p}${base}.turns_step_s_all`]: t.stepSecondsAll,
+          [`${p}${base}.turns_decode_tokens_per_s_1t`]: t.decodeOneThread,
+          [`${p}${base}.turns_decode_tokens_per_s_all`]: t.decodeAll,
+          [`${p}${base}.turns_train_speedup_all_over_1t`]: turnSpeedup,
+          [`${p}${base}.turns_decode_speedup_all_over_1t`]: turnDecode,
+        }),
       });
+      const seconds = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
       console.log(
-        `  ${base}: ${ALL} threads train ${speedup.toFixed(2)}x 1 thread; peak RSS ${MiB(perThread).toFixed(0)} MiB per extra thread; ` +
+        `  ${base}: ${ALL} threads train ${speedup.toFixed(2)}x 1 thread, decode ${decode.toFixed(2)}x (separate processes); peak RSS ${MiB(perThread).toFixed(0)} MiB per extra thread; ` +
           `the frozen base is held once: wasm heap ${MiB(one.wasmHeapBytes).toFixed(0)} MiB on 1 thread, ${MiB(all.wasmHeapBytes).toFixed(0)} MiB on ${ALL} (one heap shared by the pool)`,
       );
+      if (t)
+        console.log(
+          `  ${base}, one process taking turns (${t.stepSecondsAll.length} rounds; ft's kernels on the calling thread alone, then on the pool): ` +
+            `train ${turnSpeedup!.toFixed(2)}x (step s, 1 thread: ${seconds(t.stepSecondsOneThread)}; ${ALL}: ${seconds(t.stepSecondsAll)}), ` +
+            `decode ${turnDecode!.toFixed(2)}x (tokens/s, 1 thread: ${seconds(t.decodeOneThread)}; ${ALL}: ${seconds(t.decodeAll)})`,
+        );
+      // judged on the turns when there are some: separate processes minutes apart differ by up to half here
+      const how = t ? 'one process taking turns' : 'separate processes';
       if (cfg.name !== 'tiny')
         target(
-          speedup >= 1.7,
-          `${cfg.name} ${base}: ${ALL} threads train ${speedup.toFixed(2)}x 1 thread (target >= 1.7x${ceilingNote})`,
+          (turnSpeedup ?? speedup) >= 1.7,
+          `${cfg.name} ${base}: ${ALL} threads train ${(turnSpeedup ?? speedup).toFixed(2)}x 1 thread, ${how} (separate processes ${speedup.toFixed(2)}x; target >= 1.7x${ceilingNote})`,
         );
-      if (cfg.name === 'stories15M') {
-        const decode = all.decodeTokensPerSecond / one.decodeTokensPerSecond;
+      if (cfg.name === 'stories15M')
         target(
-          decode >= 1.5,
-          `${cfg.name} ${base}: ${ALL}-thread decode ${all.decodeTokensPerSecond.toFixed(1)} tokens/s = ${decode.toFixed(2)}x 1 thread (target >= 1.5x${streamNote})`,
+          (turnDecode ?? decode) >= 1.5,
+          `${cfg.name} ${base}: ${ALL}-thread decode ${all.decodeTokensPerSecond.toFixed(1)} tokens/s = ${(turnDecode ?? decode).toFixed(2)}x 1 thread, ${how} (separate processes ${decode.toFixed(2)}x; target >= 1.5x${streamNote})`,
         );
-      }
     }
   }
   const floatAll = ft.get(`float_${ALL}`);

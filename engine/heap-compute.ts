@@ -53,6 +53,22 @@ export function heapCompute(backend: HeapBackend): HeapCompute {
   return compute;
 }
 
+/**
+ * Runs `f` with ft's kernels on the calling thread alone, the pool set aside until it settles: a measurement of one
+ * thread in the same process, at the same time, as one of all of them (bench/train-case.ts). Nothing else may
+ * compute meanwhile. On one thread (no pool) it just runs `f`.
+ */
+export async function onCallingThread<T>(backend: HeapBackend, f: () => Promise<T>): Promise<T> {
+  const compute = heapCompute(backend);
+  const { pool } = compute;
+  compute.pool = undefined;
+  try {
+    return await f();
+  } finally {
+    compute.pool = pool;
+  }
+}
+
 /** x's float32 bits as an i32: how a kernel call takes a float argument (an f32.reinterpret in the kernel). */
 export const f32Bits = (x: number): number => new Int32Array(Float32Array.of(x).buffer)[0];
 
