@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Rng } from '../util/rng.ts';
 import { initBackend } from './backend.ts';
+import { type HeapBackend, heapCompute, onCallingThread } from './heap-compute.ts';
 
 const child = (name: string) => fileURLToPath(new URL(`../test/${name}`, import.meta.url));
 
@@ -44,6 +45,39 @@ describe('wasm on a thread pool', () => {
     expect((await initBackend('wasm', 2)).threads).toBe(2);
     const two = run();
     for (let i = 0; i < one.length; i++) expect(Buffer.from(two[i].buffer)).toEqual(Buffer.from(one[i].buffer));
+  });
+
+  it('onCallingThread computes the same bits with the pool set aside, and restores it after a throw', async () => {
+    await initBackend('wasm', 2);
+    const backend = tf.backend() as unknown as HeapBackend;
+    const compute = heapCompute(backend);
+    const pool = compute.pool;
+    expect(pool?.threads).toBe(2);
+    const product = () =>
+      tf.tidy(() => {
+        const r = new Rng(9);
+        const a = tf.tensor2d(
+          Float32Array.from({ length: 64 * 512 }, () => r.next() - 0.5),
+          [64, 512],
+        );
+        const b = tf.tensor2d(
+          Float32Array.from({ length: 512 * 512 }, () => r.next() - 0.5),
+          [512, 512],
+        );
+        return tf.matMul(a, b).dataSync() as Float32Array;
+      });
+    const pooled = product();
+    const alone = await onCallingThread(backend, async () => {
+      expect(compute.pool).toBeUndefined();
+      return product();
+    });
+    expect(Buffer.from(alone.buffer)).toEqual(Buffer.from(pooled.buffer));
+    await expect(
+      onCallingThread(backend, async () => {
+        throw new Error('inside');
+      }),
+    ).rejects.toThrow('inside');
+    expect(compute.pool).toBe(pool);
   });
 
   it('a pool thread that throws while the main thread waits ends the process with one line', async () => {
