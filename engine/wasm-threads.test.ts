@@ -18,6 +18,13 @@ const runChild = (file: string) =>
     ),
   );
 
+/** rows x cols values uniform in [-0.5, 0.5) */
+const randomMatrix = (r: Rng, rows: number, cols: number): tf.Tensor2D =>
+  tf.tensor2d(
+    Float32Array.from({ length: rows * cols }, () => r.next() - 0.5),
+    [rows, cols],
+  );
+
 describe('wasm on a thread pool', () => {
   afterAll(async () => {
     await initBackend('wasm', 1); // the unit tier shares this worker's backend with other files
@@ -27,14 +34,7 @@ describe('wasm on a thread pool', () => {
     const run = () =>
       tf.tidy(() => {
         const r = new Rng(5);
-        const x = tf.tensor2d(
-          Float32Array.from({ length: 96 * 288 }, () => r.next() - 0.5),
-          [96, 288],
-        );
-        const w = tf.tensor2d(
-          Float32Array.from({ length: 288 * 768 }, () => r.next() - 0.5),
-          [288, 768],
-        );
+        const [x, w] = [randomMatrix(r, 96, 288), randomMatrix(r, 288, 768)];
         const { value, grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) =>
           tf.sum(tf.logSoftmax(tf.mul(tf.sigmoid(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D)), 3))),
         )([x, w]);
@@ -56,15 +56,7 @@ describe('wasm on a thread pool', () => {
     const product = () =>
       tf.tidy(() => {
         const r = new Rng(9);
-        const a = tf.tensor2d(
-          Float32Array.from({ length: 64 * 512 }, () => r.next() - 0.5),
-          [64, 512],
-        );
-        const b = tf.tensor2d(
-          Float32Array.from({ length: 512 * 512 }, () => r.next() - 0.5),
-          [512, 512],
-        );
-        return tf.matMul(a, b).dataSync() as Float32Array;
+        return tf.matMul(randomMatrix(r, 64, 512), randomMatrix(r, 512, 512)).dataSync() as Float32Array;
       });
     const pooled = product();
     const alone = await onCallingThread(backend, async () => {
