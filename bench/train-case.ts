@@ -2,7 +2,8 @@
 // a random model of a bench config, float or NF4 base, LoRA on every projection, timed training steps on the
 // product's path (trainingLoss, tf.variableGrads, namedGrads, clipGradNorm, AdamW.step as train/loop.ts runs
 // them with gradient accumulation 1), memory after every step, then KV-cache generation (3 times, the median
-// kept); in a case on several threads, then rounds of one thread against all in this one process. Prints its figures as the last stdout line `@result {json}` for bench/train.ts.
+// kept); in a case on several threads, then rounds of one thread against all in this one process. Prints its
+// figures as the last stdout line `@result {json}` for bench/train.ts.
 // Run: npx tsx bench/train-case.ts <config> <float|nf4> [--backend wasm|cpu|tensorflow] [--threads N]
 import * as tf from '@tensorflow/tfjs';
 import { attachLora } from '../adapters/lora.ts';

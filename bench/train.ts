@@ -5,6 +5,8 @@
 // An ft/PyTorch ratio is printed only when torch ran on an optimized BLAS: against the reference BLAS (sgemm a few
 // GFLOP/s) it would flatter ft several times over.
 // Each ft case runs FT_BENCH_ROUNDS times (default 2), its thread counts in alternation, against the VM's drift.
+// The all-thread process also takes turns within itself, one thread then all (BenchConfig.turns): the 2-thread
+// targets are judged on those, with the separate processes' ratio beside.
 // Run: npm run bench -- train            (all configs; or npx tsx bench/train.ts)
 //      FT_BENCH_CONFIGS=tiny,stories15M    pick configs (tinyllama, ~20 minutes, only when named);  FT_BENCH_PEER=0  skip PyTorch;  FT_BACKEND=cpu  another backend
 import { readFileSync } from 'node:fs';
