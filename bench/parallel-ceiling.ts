@@ -1,5 +1,6 @@
 // What N cores give N independent one-thread jobs here, the most any N-thread speedup can reach: a 512³ matMul loop
-// timed alone, then as N copies at once in separate processes, for ft's kernel (engine/wasm-matmul.ts on tfjs-wasm)
+// timed alone, then as N copies at once in separate processes, for ft's kernel (engine/wasm-matmul.ts on tfjs-wasm:
+// OpenBLAS where installed, else ft's wasm GEMM)
 // and, when the peer can run, for torch's (its BLAS). On a VM whose cores share one physical core's vector units, or slow
 // down together, the copies' sum falls short of N times one. The same for memory: decoding's one-row products read
 // each weight once per token, so a float weight larger than the caches streams from memory at whatever rate the
@@ -7,6 +8,7 @@
 // Run: npx tsx bench/parallel-ceiling.ts [copies]   (bench/train.ts runs it with every core)
 // A copy itself is `npx tsx bench/parallel-ceiling.ts --copy [matmul|stream]`.
 import { fileURLToPath } from 'node:url';
+import { blas } from '../engine/blas.ts';
 import { run } from './child.ts';
 import { PYTHON, peerEnv, peerMissing } from './peer-env.ts';
 
@@ -103,6 +105,9 @@ async function copy(kind: CopyKind): Promise<void> {
   console.log(`@result ${JSON.stringify({ rate: (unit * n) / ((performance.now() - start) / 1000) / 1e9 })}`);
 }
 
+/** What ft's products of 6 rows and more run on in this process: the machine's OpenBLAS, or ft's wasm GEMM. */
+export const ftProducts = (): string => blas()?.name ?? "ft's wasm GEMM";
+
 export const describeCeiling = (name: string, count: number, c: Ceiling, unit = 'GFLOP/s') =>
   `${name}: ${count} copies at once / 1 alone = ${c.ratio.toFixed(2)}x (median of ${ROUNDS} rounds: ` +
   c.alone.map((a, i) => `${c.together[i].toFixed(1)}/${a.toFixed(1)} ${unit}`).join(', ') +
@@ -123,7 +128,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   else {
     const count = Number(process.argv[2] ?? 2);
     const { ft, stream, torch } = await parallelCeilings(count);
-    console.log(describeCeiling(`ft's kernel (ft's wasm GEMM, ${N}³ matMul)`, count, ft));
+    console.log(describeCeiling(`ft's kernel (${ftProducts()}, ${N}³ matMul)`, count, ft));
     console.log(describeStream(count, stream));
     if (torch) console.log(describeCeiling(`torch's kernel (${N}³ matmul)`, count, torch));
   }

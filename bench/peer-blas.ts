@@ -12,19 +12,6 @@ export function blasKind(libraries: string[], blasInfo: string): BlasKind {
   return 'unknown';
 }
 
-/**
- * The OpenBLAS kernel family for a CPU from its /proc/cpuinfo flags. OpenBLAS 0.3.21 (Debian 12) names cores by CPU
- * model, and on a model it does not know (a newer Xeon, or a VM's generic "Intel Xeon Processor") it falls back to
- * Prescott's SSE3 kernels: sgemm 18 GFLOP/s where SkylakeX's reach 135 on one core here. Flags it has no family for:
- * undefined, and OpenBLAS detects alone.
- */
-export function openblasCoretype(cpuinfo: string): 'SkylakeX' | 'Haswell' | undefined {
-  const flags = new Set(/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1].trim().split(/\s+/));
-  if (flags.has('avx512f') && flags.has('avx512bw') && flags.has('avx512vl')) return 'SkylakeX';
-  if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
-  return undefined;
-}
-
 /** The core OpenBLAS says it runs with OPENBLAS_VERBOSE=2 (its "Core: Haswell" line on stderr). */
 export function openblasCoreOf(stderrLines: string[]): string | undefined {
   return stderrLines.map((l) => /^\s*Core: (\S+)/.exec(l)?.[1]).find(Boolean);

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { run } from './child.ts';
-import { openblasCoretype } from './peer-blas.ts';
+import { openblasCoretype } from '../engine/blas.ts';
 
 export const PYTHON = '/usr/bin/python3'; // Debian's python3-torch lives only here (the python3 on PATH has no torch)
 const OPENBLAS_DIR = '/usr/lib/x86_64-linux-gnu/openblas-pthread'; // libopenblas0-pthread's libblas.so.3

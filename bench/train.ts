@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parameterCount } from '../model/init.ts';
 import { cpuPeak, trainFlopsPerToken, type CpuPeak } from './flops.ts';
 import { run } from './child.ts';
-import { describeCeiling, describeStream, parallelCeilings } from './parallel-ceiling.ts';
+import { describeCeiling, describeStream, ftProducts, parallelCeilings } from './parallel-ceiling.ts';
 import { PYTHON, peerEnv, peerMissing } from './peer-env.ts';
 import { blasKind, openblasCoreOf } from './peer-blas.ts';
 import { report, type Figures } from './report.ts';
@@ -153,19 +153,22 @@ if (missing) console.log(`PyTorch peer skipped: ${missing}`);
 const ALL = defaultThreads();
 const threadCounts = ALL > 1 ? [1, ALL] : [1];
 console.log(`threads: 1 and ${ALL} (every core this process may use), ft and PyTorch alike`);
+// ft's products on OpenBLAS come from the same library as the peer's: the ratio then measures all that is not BLAS
+console.log(`ft's products of 6 rows and more: ${ftProducts()} (FT_BLAS=off: ft's own wasm GEMM)`);
 
 const figures: Figures = {
   load_average_start: loadavg(),
   fp32_peak_gflops_per_core: peakOf(1).gflops,
   fp32_peak_formula: peakOf(1).formula,
   threads_all: ALL,
+  ft_products: ftProducts(),
 };
 // what the cores give independent one-thread jobs: the most an ALL-thread speedup can reach here
 const ceilings = ALL > 1 ? await parallelCeilings(ALL) : null;
 if (ceilings) {
   figures.parallel_ceiling_ft_kernel = ceilings.ft.ratio;
   console.log(
-    `parallel ceiling, ${describeCeiling(`ft's kernel (ft's wasm GEMM 512³, 1 thread each)`, ALL, ceilings.ft)}`,
+    `parallel ceiling, ${describeCeiling(`ft's kernel (${ftProducts()} 512³, 1 thread each)`, ALL, ceilings.ft)}`,
   );
   figures.parallel_ceiling_memory_stream = ceilings.stream.ratio;
   console.log(`parallel ceiling, ${describeStream(ALL, ceilings.stream)}`);

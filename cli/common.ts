@@ -36,7 +36,8 @@ export async function startRun(args: GlobalArgs): Promise<BackendInfo> {
   const info = await initBackend(args.backend, args.threads);
   if (!args.quiet)
     process.stderr.write(
-      `ft: backend ${info.name} (${info.pkg}), ${info.threads} thread${info.threads > 1 ? 's' : ''}\n`,
+      `ft: backend ${info.name} (${info.pkg}), ${info.threads} thread${info.threads > 1 ? 's' : ''}` +
+        `${info.blas ? `, products on ${info.blas}` : ''}\n`,
     );
   return info;
 }

@@ -3,6 +3,7 @@
 import { availableParallelism } from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { FtError } from '../util/errors.ts';
+import { blas } from './blas.ts';
 import { installWasmKernels } from './wasm-kernels.ts';
 import { MAX_WASM_THREADS, registerWasm, wasmThreads } from './wasm-threads.ts';
 
@@ -47,6 +48,8 @@ export interface BackendInfo {
   pkg: string;
   /** threads its products run on (the JS cpu backend always computes on one) */
   threads: number;
+  /** on wasm, the OpenBLAS its products of 6 rows and more run on (engine/blas.ts), if any */
+  blas?: string;
 }
 
 /** The cores this process may use (its CPU affinity), the default thread count. */
@@ -84,7 +87,8 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
       failures.push(`${name} (${firstLine(e)})`);
       continue;
     }
-    return { name, pkg, threads: name === 'wasm' ? wasmThreads() : used };
+    if (name !== 'wasm') return { name, pkg, threads: used };
+    return { name, pkg, threads: wasmThreads(), blas: blas()?.name };
   }
   throw new FtError(
     choice === 'auto'

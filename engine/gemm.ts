@@ -27,6 +27,19 @@ export interface GemmProblem {
   ldc: number;
 }
 
+/** The part of `g` that computes C's rows [i0, i1) and columns [j0, j1), as a problem of its own. */
+export function boxProblem(g: GemmProblem, [i0, i1]: [number, number], [j0, j1]: [number, number]): GemmProblem {
+  return {
+    m: i1 - i0,
+    n: j1 - j0,
+    k: g.k,
+    a: { ...g.a, offset: g.a.offset + i0 * g.a.rowStride },
+    b: { ...g.b, offset: g.b.offset + j0 * g.b.colStride },
+    c: g.c + i0 * g.ldc + j0,
+    ldc: g.ldc,
+  };
+}
+
 /** Values of scratch heap one gemmBlock call needs: its packed A and B blocks and one edge tile. */
 export const GEMM_SCRATCH = MC * KC + KC * NC + MR * NR;
 

@@ -2,6 +2,7 @@
 // engine/rows-kernel.ts), the GEMM's scratch, and on the threaded build the pool that runs them on every thread.
 // One per memory, made at first use and kept for the backend's life.
 import * as tf from '@tensorflow/tfjs';
+import { blas } from './blas.ts';
 import { GEMM_SCRATCH } from './gemm.ts';
 import { gemmKernel, relaxedSimd } from './gemm-kernel.ts';
 import { callRows, JOBS_PER_THREAD, KernelPool, type PoolKernels, type RowsJob } from './kernel-pool.ts';
@@ -45,7 +46,7 @@ export function heapCompute(backend: HeapBackend): HeapCompute {
   if (compute) return compute;
   const threads = memory.buffer instanceof SharedArrayBuffer ? wasmThreads() : 1;
   const fused = relaxedSimd();
-  const kernels: PoolKernels = { gemm: gemmKernel(memory, fused), rows: rowsKernel(memory) };
+  const kernels: PoolKernels = { gemm: gemmKernel(memory, fused), rows: rowsKernel(memory), blas: blas() };
   const scratch = backend.wasm._malloc(4 * GEMM_SCRATCH * threads) / 4;
   const pool = threads > 1 ? new KernelPool(memory, kernels, threads, scratch, fused) : undefined;
   compute = { memory, kernels, scratch, pool };
@@ -66,6 +67,22 @@ export async function onCallingThread<T>(backend: HeapBackend, f: () => Promise<
     return await f();
   } finally {
     compute.pool = pool;
+  }
+}
+
+/**
+ * Runs `f` with every product on ft's own kernels, OpenBLAS set aside (engine/blas.ts), on the current wasm backend:
+ * ft's kernels give the same bits on any thread count, which OpenBLAS does not promise.
+ */
+export function withoutBlas<T>(f: () => T): T {
+  if (tf.getBackend() !== 'wasm') return f();
+  const { kernels } = heapCompute(tf.backend() as unknown as HeapBackend);
+  const { blas } = kernels;
+  kernels.blas = null;
+  try {
+    return f();
+  } finally {
+    kernels.blas = blas;
   }
 }
 

@@ -6,15 +6,21 @@
 // same order as on one thread, so results are the same bits for any thread count.
 import { Worker } from 'node:worker_threads';
 import { startWorker } from '../util/worker.ts';
-import { GEMM_SCRATCH, type GemmProblem, gemmBlock } from './gemm.ts';
+import type { Blas } from './blas.ts';
+import { boxProblem, GEMM_SCRATCH, type GemmProblem, gemmBlock } from './gemm.ts';
 import type { GemmKernel } from './gemm-kernel.ts';
 import { ROWS_FUNCTIONS, type RowsFunctionName, type RowsKernel } from './rows-kernel.ts';
 
 /** A box of one problem's C: rows [i0, i1) and columns [j0, j1). */
-export interface GemmJob {
+export interface GemmBox {
   g: GemmProblem;
   rows: [number, number];
   cols: [number, number];
+}
+
+/** A box computed by OpenBLAS, or by ft's GEMM. */
+export interface GemmJob extends GemmBox {
+  blas: boolean;
 }
 
 /** A call of one rows-kernel function (its arguments: addresses and counts). */
@@ -34,6 +40,16 @@ export function callRows(rows: RowsKernel, { fn, args }: RowsJob): void {
 export interface PoolKernels {
   gemm: GemmKernel;
   rows: RowsKernel;
+  /** the machine's OpenBLAS, which then computes the GEMM jobs instead of `gemm` (engine/blas.ts) */
+  blas: Blas | null;
+}
+
+/** Computes a box of C here: on OpenBLAS (job.blas), or on ft's GEMM with `scratch` to pack into. */
+export function computeBox(heap: Float32Array, kernels: PoolKernels, scratch: number, job: GemmJob): void {
+  const { g, rows, cols } = job;
+  if (!job.blas) gemmBlock(heap, kernels.gemm, g, scratch, rows, cols);
+  else if (kernels.blas) kernels.blas.sgemm(heap, boxProblem(g, rows, cols));
+  else throw new Error('a GEMM job for OpenBLAS on a thread that has not loaded it');
 }
 
 // The control words (Int32Array over a SharedArrayBuffer).
@@ -45,8 +61,9 @@ const SCRATCH = 4; // heap offset (values) of the scratch: GEMM_SCRATCH values p
 const PAGES = 5; // the memory's size in 64 KiB pages as the caller sees it, for this generation
 const CONTROL_INTS = 6;
 
-const JOB_INTS = 16; // the job's kind (GEMM_KIND, or 1 + the rows function's index), then its values
+const JOB_INTS = 16; // the job's kind (GEMM_KIND, BLAS_KIND, or 1 + the rows function's index), then its values
 const GEMM_KIND = 0;
+const BLAS_KIND = -1;
 export const MAX_JOBS = 256;
 
 /**
@@ -65,7 +82,7 @@ function writeJob(jobs: Int32Array, j: number, job: PoolJob): void {
   const { g, rows, cols } = job;
   jobs.set(
     [
-      GEMM_KIND,
+      job.blas ? BLAS_KIND : GEMM_KIND,
       g.m,
       g.n,
       g.k,
@@ -85,8 +102,9 @@ function writeJob(jobs: Int32Array, j: number, job: PoolJob): void {
 function readJob(jobs: Int32Array, j: number): PoolJob {
   const kind = jobs[j * JOB_INTS];
   const v = jobs.subarray(j * JOB_INTS + 1, (j + 1) * JOB_INTS);
-  if (kind !== GEMM_KIND) return { fn: ROWS_FUNCTIONS[kind - 1], args: Array.from(v) };
+  if (kind > 0) return { fn: ROWS_FUNCTIONS[kind - 1], args: Array.from(v) };
   return {
+    blas: kind === BLAS_KIND,
     g: {
       m: v[0],
       n: v[1],
@@ -119,6 +137,8 @@ export interface PoolWorkerInput {
   /** the worker's thread index (1 ...; the caller is 0): which scratch it packs into */
   index: number;
   fused: boolean;
+  /** the OpenBLAS file the caller's GEMM jobs run on, if any (blas()'s argument) */
+  blasFile?: string;
 }
 
 /**
@@ -153,7 +173,7 @@ function takeJobs(
   for (let j = Atomics.add(control, NEXT, 1); j < count; j = Atomics.add(control, NEXT, 1)) {
     const job = readJob(jobs, j);
     if ('fn' in job) callRows(kernels.rows, job);
-    else gemmBlock(heap, kernels.gemm, job.g, scratch, job.rows, job.cols);
+    else computeBox(heap, kernels, scratch, job);
   }
 }
 
@@ -198,7 +218,7 @@ export class KernelPool {
     this.jobs = new Int32Array(jobs);
     this.control[SCRATCH] = scratch;
     for (let index = 1; index < threads; index++) {
-      const input: PoolWorkerInput = { memory, control, jobs, index, fused };
+      const input: PoolWorkerInput = { memory, control, jobs, index, fused, blasFile: kernels.blas?.file };
       const worker = startWorker(WORKER, input);
       worker.unref();
       running.add(worker);

@@ -2,6 +2,7 @@
 // A throw or an exit is reported on the process's pool channel, whose watchdog ends the run (engine/wasm-threads.ts).
 import { createRequire } from 'node:module';
 import { workerInput } from '../util/worker.ts';
+import { blas } from './blas.ts';
 import { gemmKernel } from './gemm-kernel.ts';
 import { type PoolWorkerInput, serveJobs } from './kernel-pool.ts';
 import { rowsKernel } from './rows-kernel.ts';
@@ -11,4 +12,10 @@ const { reportFailures } = createRequire(import.meta.url)('./pool-failures.cjs')
 };
 reportFailures('kernel worker thread');
 const input = workerInput<PoolWorkerInput>();
-serveJobs(input, { gemm: gemmKernel(input.memory, input.fused), rows: rowsKernel(input.memory) });
+const kernels = {
+  gemm: gemmKernel(input.memory, input.fused),
+  rows: rowsKernel(input.memory),
+  blas: input.blasFile === undefined ? null : blas(input.blasFile),
+};
+if (input.blasFile !== undefined && !kernels.blas) throw new Error(`kernel worker: cannot load ${input.blasFile}`);
+serveJobs(input, kernels);

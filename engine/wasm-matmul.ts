@@ -6,10 +6,10 @@
 // Few rows (decoding) stream B once rather than packing it: [1, 288] x [32000, 288]^T takes 5-6 ms on one thread,
 // as XNNPACK against a transposed copy of the weight (4-5 ms) and against 12-20 ms for XNNPACK's (w x^T)^T.
 import * as tf from '@tensorflow/tfjs';
-import { type GemmProblem, gemmBlock } from './gemm.ts';
+import type { GemmProblem } from './gemm.ts';
 import { MR, NR } from './gemm-kernel.ts';
 import { type HeapBackend, type HeapCompute, heapCompute, heapMemory } from './heap-compute.ts';
-import { callRows, type GemmJob, JOBS_PER_THREAD, type RowsJob } from './kernel-pool.ts';
+import { callRows, computeBox, type GemmBox, JOBS_PER_THREAD, type RowsJob } from './kernel-pool.ts';
 import type { RowsFunctionName } from './rows-kernel.ts';
 
 type KernelFunc = (args: {
@@ -21,21 +21,28 @@ type KernelFunc = (args: {
 /** Rows from which products run here rather than on XNNPACK (and transpose flags cost nothing). */
 export const GEMM_MIN_ROWS = MR;
 
+/**
+ * Boxes per thread for OpenBLAS. Each box packs its operands anew, and OpenBLAS's threads do not wake late as ft's
+ * workers may, so one per thread: a stories15M step on 2 threads took 515-520 ms with 1, 533-549 with 2, 567-574
+ * with JOBS_PER_THREAD's 4 (`.prof/stepprof.ts`).
+ */
+const BLAS_JOBS_PER_THREAD = 1;
+
 /** Products below this many FLOP run on the calling thread alone: waking the pool costs more than they take. */
 const MIN_POOL_FLOP = 2 ** 22;
 
 /**
  * Boxes of C for `threads` threads: whole problems when there are enough of them, else each cut into as many bands
- * of rows (or of columns, when they are more) as it takes for JOBS_PER_THREAD per thread, whole tiles each. Bands
+ * of rows (or of columns, when they are more) as it takes for `jobsPerThread` per thread, whole tiles each. Bands
  * run along the longer side of C, so the operand each band packs anew is the smaller one.
  */
-export function splitProblems(problems: GemmProblem[], threads: number): GemmJob[] {
-  const parts = Math.ceil((JOBS_PER_THREAD * threads) / problems.length);
+export function splitProblems(problems: GemmProblem[], threads: number, jobsPerThread = JOBS_PER_THREAD): GemmBox[] {
+  const parts = Math.ceil((jobsPerThread * threads) / problems.length);
   return problems.flatMap((g) => {
     const byRows = g.m >= g.n;
     const [extent, unit] = byRows ? [g.m, MR] : [g.n, NR];
     const band = Math.ceil(extent / parts / unit) * unit;
-    const jobs: GemmJob[] = [];
+    const jobs: GemmBox[] = [];
     for (let s = 0; s < extent; s += band) {
       const cut: [number, number] = [s, Math.min(extent, s + band)];
       jobs.push({ g, rows: byRows ? cut : [0, g.m], cols: byRows ? [0, g.n] : cut });
@@ -148,11 +155,14 @@ export function gemmBatchMatMul(original: KernelFunc): KernelFunc {
       runFewRows(compute, problems, transposeB, pool !== undefined && k * n * batch >= MIN_POOL_B_VALUES);
       return out;
     }
+    const blas = compute.kernels.blas !== null;
     if (pool && 2 * m * n * k * batch >= MIN_POOL_FLOP) {
-      pool.run(splitProblems(problems, pool.threads));
+      const boxes = splitProblems(problems, pool.threads, blas ? BLAS_JOBS_PER_THREAD : JOBS_PER_THREAD);
+      pool.run(boxes.map((box) => ({ ...box, blas })));
     } else {
       const heap = new Float32Array(heapMemory(backend).buffer); // after the allocation, which may grow it
-      for (const g of problems) gemmBlock(heap, compute.kernels.gemm, g, compute.scratch, [0, m], [0, n]);
+      for (const g of problems)
+        computeBox(heap, compute.kernels, compute.scratch, { g, rows: [0, m], cols: [0, n], blas });
     }
     return out;
   };

@@ -6,7 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Rng } from '../util/rng.ts';
 import { initBackend } from './backend.ts';
-import { type HeapBackend, heapCompute, onCallingThread } from './heap-compute.ts';
+import { blas } from './blas.ts';
+import { type HeapBackend, heapCompute, onCallingThread, withoutBlas } from './heap-compute.ts';
 
 const child = (name: string) => fileURLToPath(new URL(`../test/${name}`, import.meta.url));
 
@@ -30,21 +31,35 @@ describe('wasm on a thread pool', () => {
     await initBackend('wasm', 1); // the unit tier shares this worker's backend with other files
   });
 
+  /** A loss over a product and its gradients, as float32 arrays. */
+  const lossAndGrads = () =>
+    tf.tidy(() => {
+      const r = new Rng(5);
+      const [x, w] = [randomMatrix(r, 96, 288), randomMatrix(r, 288, 768)];
+      const { value, grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.logSoftmax(tf.mul(tf.sigmoid(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D)), 3))),
+      )([x, w]);
+      return [value, ...grads].map((t) => t.dataSync() as Float32Array);
+    });
+
   it('runs products, reductions and gradients on 2 threads to the same bits as on 1', async () => {
-    const run = () =>
-      tf.tidy(() => {
-        const r = new Rng(5);
-        const [x, w] = [randomMatrix(r, 96, 288), randomMatrix(r, 288, 768)];
-        const { value, grads } = tf.valueAndGrads((a: tf.Tensor, b: tf.Tensor) =>
-          tf.sum(tf.logSoftmax(tf.mul(tf.sigmoid(tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D)), 3))),
-        )([x, w]);
-        return [value, ...grads].map((t) => t.dataSync() as Float32Array);
-      });
     expect((await initBackend('wasm', 1)).threads).toBe(1);
-    const one = run();
+    const one = withoutBlas(lossAndGrads);
     expect((await initBackend('wasm', 2)).threads).toBe(2);
-    const two = run();
+    const two = withoutBlas(lossAndGrads);
     for (let i = 0; i < one.length; i++) expect(Buffer.from(two[i].buffer)).toEqual(Buffer.from(one[i].buffer));
+  });
+
+  it.skipIf(!blas())("on OpenBLAS, runs them on 2 threads to 1 thread's values within float32 rounding", async () => {
+    await initBackend('wasm', 1);
+    const one = lossAndGrads();
+    await initBackend('wasm', 2);
+    const two = lossAndGrads();
+    for (let i = 0; i < one.length; i++) {
+      const scale = one[i].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      const worst = one[i].reduce((m, v, j) => Math.max(m, Math.abs(v - two[i][j])), 0);
+      expect(worst).toBeLessThanOrEqual(1e-5 * scale);
+    }
   });
 
   it('onCallingThread computes the same bits with the pool set aside, and restores it after a throw', async () => {
@@ -58,10 +73,10 @@ describe('wasm on a thread pool', () => {
         const r = new Rng(9);
         return tf.matMul(randomMatrix(r, 64, 512), randomMatrix(r, 512, 512)).dataSync() as Float32Array;
       });
-    const pooled = product();
+    const pooled = withoutBlas(product);
     const alone = await onCallingThread(backend, async () => {
       expect(compute.pool).toBeUndefined();
-      return product();
+      return withoutBlas(product);
     });
     expect(Buffer.from(alone.buffer)).toEqual(Buffer.from(pooled.buffer));
     await expect(
