@@ -1,7 +1,7 @@
 // LoRA (Hu et al. 2021, arXiv:2106.09685): y = base(x) + scale · B(A(dropout(x))) around any frozen Linear,
 // attached to a model's projections by name as Hugging Face PEFT does, and merged back into dense weights.
 import * as tf from '@tensorflow/tfjs';
-import { mmT } from '../engine/matmul.ts';
+import { addLowRank } from '../engine/low-rank.ts';
 import type { Linear } from '../model/linear.ts';
 import { LINEAR_NAMES, hfModuleName, type LinearName, type LlamaWeights } from '../model/types.ts';
 import { FtError } from '../util/errors.ts';
@@ -127,10 +127,8 @@ export class LoraLinear implements Linear {
         this.training && this.dropout > 0
           ? (tf.dropout(x, this.dropout, undefined, this.nextDropoutSeed()) as tf.Tensor2D)
           : x;
-      // x A^T then B^T: two thin matmuls, never the [out, in] product B·A (no transpose flags: engine/matmul.ts)
-      const down = mmT(h, this.A); // [n, r]
-      const up = mmT(tf.mul(down, this.scale), this.B); // [n, out]; the scale applied on the thin side
-      return tf.add(y, up) as tf.Tensor2D;
+      // x A^T then B^T: two thin matmuls, never the [out, in] product B·A; the scale applied on the thin side
+      return addLowRank(y, h, this.A, this.B, this.scale);
     });
   }
 
