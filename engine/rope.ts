@@ -1,6 +1,7 @@
 // Rotary position embedding (Su et al. 2021) applied the way each backend runs fastest. The model gives the
 // inverse frequencies (model/llama.ts ropeInvFreq); this module owns the cos/sin tables and rotate_half.
 import * as tf from '@tensorflow/tfjs';
+import { heapMemory, onHeap, written } from './heap-compute.ts';
 import { mmFrozen } from './matmul.ts';
 
 /** cos and sin per token of a batch, broadcast over heads; on wasm also the rotate_half matrix. */
@@ -77,9 +78,35 @@ function rotateHalfMatrix(d: number): tf.Tensor2D {
   return tf.tensor2d(rotate, [d, d]);
 }
 
+/**
+ * Most values of x rotated in a loop on wasm when no gradient is recorded (decoding: one token's heads), where the
+ * tf form is a product, two multiplies, an add and two reshapes, each a kernel dispatched (~10 us each).
+ */
+const LOOP_MAX_VALUES = 1 << 16;
+
 /** x * cos + rotate_half(x) * sin; x [B, heads, T, d]. */
 export function applyRotary(x: tf.Tensor4D, { cos, sin, rotate }: RotaryInputs): tf.Tensor4D {
   const [B, heads, T, d] = x.shape;
+  const heap = !tf.engine().isTapeOn() && x.size <= LOOP_MAX_VALUES ? onHeap(x, cos, sin) : null;
+  if (heap) {
+    // each value as the tf form computes it: x * cos and ±x' * sin rounded to float32, then their sum
+    const [xAt, cosAt, sinAt] = heap.at.map((at) => at / 4);
+    return written<tf.Tensor4D>(heap.backend, x.shape, (outAt) => {
+      const v = new Float32Array(heapMemory(heap.backend).buffer);
+      const out = outAt / 4;
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < heads; h++)
+          for (let t = 0; t < T; t++) {
+            const row = ((b * heads + h) * T + t) * d;
+            const angles = (b * T + t) * d;
+            for (let j = 0; j < d; j++) {
+              const half = j < d / 2 ? -v[xAt + row + j + d / 2] : v[xAt + row + j - d / 2];
+              v[out + row + j] =
+                Math.fround(v[xAt + row + j] * v[cosAt + angles + j]) + Math.fround(half * v[sinAt + angles + j]);
+            }
+          }
+    });
+  }
   let rotated: tf.Tensor4D;
   if (rotate) rotated = tf.reshape(mmFrozen(tf.reshape(x, [B * heads * T, d]), rotate), [B, heads, T, d]);
   else {

@@ -90,9 +90,17 @@ export function attentionMasks(
   return masks;
 }
 
-/** [B*T, heads*d] -> [B, heads, T, d] */
+/** [B*T, heads*d] -> [B, heads, T, d] (for one token, as in decoding, the same values in the same order: no copy) */
 function splitHeads(x: tf.Tensor2D, B: number, T: number, heads: number, d: number): tf.Tensor4D {
+  if (T === 1) return tf.reshape(x, [B, heads, 1, d]);
   return tf.transpose(tf.reshape(x, [B, T, heads, d]), [0, 2, 1, 3]);
+}
+
+/** [B, heads, T, d] -> [B*T, heads*d], splitHeads undone */
+function mergeHeads(x: tf.Tensor4D): tf.Tensor2D {
+  const [B, heads, T, d] = x.shape;
+  if (T === 1) return tf.reshape(x, [B, heads * d]);
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [B * T, heads * d]);
 }
 
 /** What every decoder layer of one forward pass shares. */
@@ -121,8 +129,7 @@ function attention(layer: LlamaLayer, x: tf.Tensor2D, ctx: LayerContext, layerIn
   const S = k.shape[2];
   const qg = tf.reshape<tf.Rank.R3>(tf.mul(q, 1 / Math.sqrt(d)), [B * KV, group * T, d]);
   const out = maskedAttention(qg, tf.reshape(k, [B * KV, S, d]), tf.reshape(v, [B * KV, S, d]), ctx.masks, KV); // [B*KV, G*T, d]
-  const merged = tf.reshape<tf.Rank.R2>(tf.transpose(tf.reshape(out, [B, H, T, d]), [0, 2, 1, 3]), [B * T, H * d]);
-  return layer.proj.o_proj.apply(merged);
+  return layer.proj.o_proj.apply(mergeHeads(tf.reshape(out, [B, H, T, d])));
 }
 
 /** SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)). */
