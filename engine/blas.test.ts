@@ -43,6 +43,10 @@ describe('FT_BLAS', () => {
   it('names the library it cannot load', () => {
     expect(() => blas('/no/such/libblas.so')).toThrow(/^FT_BLAS=\/no\/such\/libblas.so: cannot load it/);
   });
+
+  it('refuses a library that is not OpenBLAS', () => {
+    expect(() => blas('libm.so.6')).toThrow(/^FT_BLAS=libm.so.6: not OpenBLAS/);
+  });
 });
 
 const openblas = blas();

@@ -49,6 +49,15 @@ export function cblasOperand(o: Operand, rows: number, cols: number): { trans: n
   throw new Error(`operand with strides ${o.rowStride}, ${o.colStride}: neither rows nor columns are contiguous`);
 }
 
+/** /proc/cpuinfo, or nothing where there is none (not Linux). */
+function cpuinfo(): string {
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 interface Koffi {
   load(file: string): { func(signature: string): (...args: unknown[]) => unknown };
 }
@@ -81,25 +90,34 @@ function loadBlas(file: string | undefined): Blas | null {
     return null;
   }
   // read when the library loads: without it, OpenBLAS 0.3.21 runs SSE3 kernels on CPUs newer than it knows
-  const coretype = openblasCoretype(readFileSync('/proc/cpuinfo', 'utf8'));
+  const coretype = openblasCoretype(cpuinfo());
   if (coretype) process.env.OPENBLAS_CORETYPE ??= coretype;
+  process.env.OPENBLAS_NUM_THREADS ??= '1'; // its own pool would only sleep: ft's threads call it one box each
+  const named = (why: string) => new FtError(`FT_BLAS=${file}: ${why}`);
   let lib: ReturnType<Koffi['load']>;
   try {
     lib = koffi.load(file ?? DEFAULT_LIBRARY);
   } catch (e) {
-    if (file) throw new FtError(`FT_BLAS=${file}: cannot load it (${String(e).split('\n')[0]})`);
+    if (file) throw named(`cannot load it (${String(e).split('\n')[0]})`);
     return null;
   }
-  const sgemm = lib.func(
-    'void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, float *a, int lda, ' +
-      'float *b, int ldb, float beta, float *c, int ldc)',
-  );
-  const setThreads = lib.func('void openblas_set_num_threads(int n)');
-  const config = lib.func('const char *openblas_get_config()')() as string;
-  const core = lib.func('const char *openblas_get_corename()')() as string;
-  setThreads(1);
+  let sgemm: (...args: unknown[]) => unknown;
+  let name: string;
+  try {
+    sgemm = lib.func(
+      'void cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float alpha, float *a, int lda, ' +
+        'float *b, int ldb, float beta, float *c, int ldc)',
+    );
+    lib.func('void openblas_set_num_threads(int n)')(1);
+    const config = lib.func('const char *openblas_get_config()')() as string;
+    const core = lib.func('const char *openblas_get_corename()')() as string;
+    name = `${config.split(' ').slice(0, 2).join(' ')} ${core} (${file ?? DEFAULT_LIBRARY})`;
+  } catch (e) {
+    if (file) throw named(`not OpenBLAS (${String(e).split('\n')[0]})`);
+    return null;
+  }
   return {
-    name: `${config.split(' ').slice(0, 2).join(' ')} ${core} (${file ?? DEFAULT_LIBRARY})`,
+    name,
     file: file ?? DEFAULT_LIBRARY,
     sgemm(heap, g) {
       const a = cblasOperand(g.a, g.m, g.k);
