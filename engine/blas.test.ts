@@ -36,7 +36,7 @@ describe('OpenBLAS kernels for this CPU', () => {
 });
 
 describe('FT_BLAS', () => {
-  it('off keeps products on ft’s kernels', () => {
+  it("off keeps products on ft's kernels", () => {
     expect(blas('off')).toBeNull();
   });
 

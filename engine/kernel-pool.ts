@@ -40,7 +40,7 @@ export function callRows(rows: RowsKernel, { fn, args }: RowsJob): void {
 export interface PoolKernels {
   gemm: GemmKernel;
   rows: RowsKernel;
-  /** the machine's OpenBLAS, which then computes the GEMM jobs instead of `gemm` (engine/blas.ts) */
+  /** the machine's OpenBLAS, for the GEMM jobs marked for it (engine/blas.ts) */
   blas: Blas | null;
 }
 

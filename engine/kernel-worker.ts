@@ -15,7 +15,6 @@ const input = workerInput<PoolWorkerInput>();
 const kernels = {
   gemm: gemmKernel(input.memory, input.fused),
   rows: rowsKernel(input.memory),
-  blas: input.blasFile === undefined ? null : blas(input.blasFile),
+  blas: input.blasFile === undefined ? null : blas(input.blasFile), // throws, and the pool reports it, if it cannot load
 };
-if (input.blasFile !== undefined && !kernels.blas) throw new Error(`kernel worker: cannot load ${input.blasFile}`);
 serveJobs(input, kernels);

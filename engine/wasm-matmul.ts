@@ -22,9 +22,9 @@ type KernelFunc = (args: {
 export const GEMM_MIN_ROWS = MR;
 
 /**
- * Boxes per thread for OpenBLAS. Each box packs its operands anew, and OpenBLAS's threads do not wake late as ft's
- * workers may, so one per thread: a stories15M step on 2 threads took 515-520 ms with 1, 533-549 with 2, 567-574
- * with JOBS_PER_THREAD's 4 (`.prof/stepprof.ts`).
+ * Boxes per thread for OpenBLAS. Each box packs its operands anew, and OpenBLAS runs a larger box faster, so one per
+ * thread: a stories15M step on 2 threads took 515-520 ms with 1, 533-549 with 2, 567-574 with JOBS_PER_THREAD's 4
+ * (`.prof/stepprof.ts`).
  */
 const BLAS_JOBS_PER_THREAD = 1;
 
