@@ -155,13 +155,9 @@ describe('ft generate', () => {
     const [all, one] = await Promise.all([run(), run('--threads', '1')]);
     const cores = availableParallelism();
     expect(all.stderr).toMatch(
-      new RegExp(
-        `^ft: backend wasm \\(@tensorflow/tfjs-backend-wasm\\), ${cores} threads?(, products on OpenBLAS .*)?\\n`,
-      ),
+      new RegExp(`^ft: backend wasm \\(@tensorflow/tfjs-backend-wasm\\), ${cores} threads?(, products on .*)?\\n`),
     );
-    expect(one.stderr).toMatch(
-      /^ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 1 thread(, products on OpenBLAS .*)?\n/,
-    );
+    expect(one.stderr).toMatch(/^ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 1 thread(, products on .*)?\n/);
     expect(all.stdout).toBe(one.stdout); // the same tokens either way
   });
 });

@@ -64,12 +64,8 @@ describe('ft train --threads', () => {
   it('2 threads train the same adapter as 1, and a resume may change the thread count', async () => {
     const one = await run('one', '--threads', '1');
     const two = await run('two', '--threads', '2');
-    expect(one.stderr).toMatch(
-      /ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 1 thread(, products on OpenBLAS .*)?\n/,
-    );
-    expect(two.stderr).toMatch(
-      /ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 2 threads(, products on OpenBLAS .*)?\n/,
-    );
+    expect(one.stderr).toMatch(/ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 1 thread(, products on .*)?\n/);
+    expect(two.stderr).toMatch(/ft: backend wasm \(@tensorflow\/tfjs-backend-wasm\), 2 threads(, products on .*)?\n/);
     expect(one.losses).toHaveLength(8);
     expect(two.losses.length).toBe(8);
     for (let i = 0; i < 8; i++) expect(Math.abs(two.losses[i] - one.losses[i])).toBeLessThanOrEqual(1e-5);
